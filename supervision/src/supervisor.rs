@@ -92,6 +92,9 @@ pub struct SupervisorArgs {
     pub registry: Registry,
     /// How long each child gets to stop during an ordered shutdown.
     pub stop_timeout: Duration,
+    /// Children started, in order, when the supervisor starts — and again when a
+    /// restarted supervisor rebuilds its subtree.
+    pub children: Vec<ChildSpec>,
 }
 
 /// One-for-one supervisor with exponential backoff and an intensity limit.
@@ -116,6 +119,7 @@ pub struct SupervisorState {
     by_actor: HashMap<ActorId, String>,
     intensity: Intensity,
     shutting_down: bool,
+    initial: Vec<ChildSpec>,
 }
 
 impl SupervisorState {
@@ -224,7 +228,31 @@ impl Actor for Supervisor {
             by_actor: HashMap::new(),
             intensity: Intensity::default(),
             shutting_down: false,
+            initial: args.children,
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for spec in std::mem::take(&mut state.initial) {
+            let key = spec.key.clone();
+            state.children.push(Child {
+                spec,
+                cell: None,
+                started_at: Instant::now(),
+                consecutive_failures: 0,
+                restarts: 0,
+            });
+            state
+                .spawn(&myself.get_cell(), &key)
+                .await
+                .map_err(|e| format!("starting '{key}': {e}"))?;
+            state.events.emit(&state.name, &key, LifecycleKind::Started);
+        }
+        Ok(())
     }
 
     async fn handle(

@@ -1,0 +1,270 @@
+//! The audit writer: one actor, durable group commit, write-ahead.
+//!
+//! A call writes its decision (who, what, allowed or refused, argument digest)
+//! before the connector runs and completes the same row with the outcome before
+//! the answer leaves. Writes that arrive while a batch is pending join it: the
+//! actor sends itself `Flush` when the first write of a batch arrives, so that
+//! flush is queued behind every write already in the mailbox — one fsync covers
+//! them all. A write is acknowledged only after its transaction commits.
+
+use std::fmt;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use sqlx::SqlitePool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Refused,
+    Failed,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Refused => "refused",
+            Decision::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The write-ahead half of an audit row, or a whole refusal.
+#[derive(Debug, Clone)]
+pub struct AuditDecision {
+    pub call_id: String,
+    pub at: String,
+    pub subject: String,
+    pub actor: String,
+    pub session: Option<String>,
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    pub service: Option<String>,
+    pub tool: String,
+    pub action: Option<String>,
+    pub risk: Option<String>,
+    pub decision: Decision,
+    pub reason_code: Option<String>,
+    pub reason: Option<String>,
+    pub args_sha256: String,
+    pub grant_id: Option<String>,
+    /// Refusals are complete at once; allowed calls are completed by an [`AuditOutcome`].
+    pub completed: bool,
+}
+
+/// The outcome that completes an allowed call's row.
+#[derive(Debug, Clone)]
+pub struct AuditOutcome {
+    pub call_id: String,
+    pub at: String,
+    pub decision: Decision,
+    pub reason_code: Option<String>,
+    pub reason: Option<String>,
+    pub upstream_status: String,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuditWrite {
+    Decision(AuditDecision),
+    Outcome(AuditOutcome),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit store unavailable: {0}")]
+    Store(String),
+    #[error("audit row {0} to complete does not exist")]
+    MissingRow(String),
+    #[error("audit writer unavailable")]
+    WriterGone,
+}
+
+pub enum AuditMsg {
+    /// Durably record one write; the reply comes after commit.
+    Write(AuditWrite, RpcReplyPort<Result<(), AuditError>>),
+    /// Commit everything pending (sent by the writer to itself).
+    Flush,
+    /// Reply once everything written before this message is committed.
+    Sync(RpcReplyPort<()>),
+    #[cfg(feature = "fault-injection")]
+    InjectPanic,
+}
+
+pub struct AuditWriterArgs {
+    pub pool: SqlitePool,
+    /// Largest number of writes in one transaction.
+    pub max_batch: usize,
+}
+
+pub struct AuditWriter;
+
+pub struct AuditWriterState {
+    pool: SqlitePool,
+    max_batch: usize,
+    pending: Vec<(AuditWrite, RpcReplyPort<Result<(), AuditError>>)>,
+    flush_queued: bool,
+}
+
+impl Actor for AuditWriter {
+    type Msg = AuditMsg;
+    type State = AuditWriterState;
+    type Arguments = AuditWriterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AuditMsg>,
+        args: AuditWriterArgs,
+    ) -> Result<AuditWriterState, ActorProcessingErr> {
+        Ok(AuditWriterState {
+            pool: args.pool,
+            max_batch: args.max_batch.max(1),
+            pending: Vec::new(),
+            flush_queued: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AuditMsg>,
+        message: AuditMsg,
+        state: &mut AuditWriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AuditMsg::Write(write, reply) => {
+                state.pending.push((write, reply));
+                if state.pending.len() >= state.max_batch {
+                    flush(state).await;
+                } else if !state.flush_queued {
+                    state.flush_queued = true;
+                    myself.send_message(AuditMsg::Flush)?;
+                }
+            }
+            AuditMsg::Flush => {
+                state.flush_queued = false;
+                flush(state).await;
+            }
+            AuditMsg::Sync(reply) => {
+                flush(state).await;
+                let _ = reply.send(());
+            }
+            #[cfg(feature = "fault-injection")]
+            AuditMsg::InjectPanic => panic!("injected audit writer panic"),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AuditMsg>,
+        state: &mut AuditWriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Graceful stop: nothing pending is dropped.
+        flush(state).await;
+        Ok(())
+    }
+}
+
+async fn flush(state: &mut AuditWriterState) {
+    if state.pending.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(&mut state.pending);
+    match commit(&state.pool, &batch).await {
+        Ok(per_write) => {
+            for ((_, reply), result) in batch.into_iter().zip(per_write) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, writes = batch.len(), "audit commit failed; calls will be refused");
+            for (_, reply) in batch {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch. Per-write results cover rows that
+/// were not there to complete; a store error fails the whole batch.
+async fn commit(
+    pool: &SqlitePool,
+    batch: &[(AuditWrite, RpcReplyPort<Result<(), AuditError>>)],
+) -> Result<Vec<Result<(), AuditError>>, AuditError> {
+    let store = |e: sqlx::Error| AuditError::Store(e.to_string());
+    let mut tx = pool.begin().await.map_err(store)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for (write, _) in batch {
+        match write {
+            AuditWrite::Decision(d) => {
+                sqlx::query(
+                    "INSERT INTO audit_events (call_id, started_at, completed_at, subject, actor, \
+                     session, client_name, client_version, service, tool, action, risk, decision, \
+                     reason_code, reason, args_sha256, grant_id) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&d.call_id)
+                .bind(&d.at)
+                .bind(d.completed.then_some(&d.at))
+                .bind(&d.subject)
+                .bind(&d.actor)
+                .bind(&d.session)
+                .bind(&d.client_name)
+                .bind(&d.client_version)
+                .bind(&d.service)
+                .bind(&d.tool)
+                .bind(&d.action)
+                .bind(&d.risk)
+                .bind(d.decision.as_str())
+                .bind(&d.reason_code)
+                .bind(&d.reason)
+                .bind(&d.args_sha256)
+                .bind(&d.grant_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(store)?;
+                results.push(Ok(()));
+            }
+            AuditWrite::Outcome(o) => {
+                let done = sqlx::query(
+                    "UPDATE audit_events SET completed_at = ?, decision = ?, \
+                     reason_code = COALESCE(?, reason_code), reason = COALESCE(?, reason), \
+                     upstream_status = ?, latency_ms = ? \
+                     WHERE call_id = ? AND completed_at IS NULL",
+                )
+                .bind(&o.at)
+                .bind(o.decision.as_str())
+                .bind(&o.reason_code)
+                .bind(&o.reason)
+                .bind(&o.upstream_status)
+                .bind(o.latency_ms)
+                .bind(&o.call_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(store)?;
+                results.push(if done.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(AuditError::MissingRow(o.call_id.clone()))
+                });
+            }
+        }
+    }
+    tx.commit().await.map_err(store)?;
+    Ok(results)
+}
+
+/// Send one write and wait for its commit. Any failure is an error: callers
+/// treat it as "not recorded" and refuse to proceed.
+pub async fn write(writer: &ActorRef<AuditMsg>, entry: AuditWrite) -> Result<(), AuditError> {
+    match writer.call(|reply| AuditMsg::Write(entry, reply), None).await {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        _ => Err(AuditError::WriterGone),
+    }
+}

@@ -1,0 +1,353 @@
+//! One `ConnectorActor` per configured upstream MCP service.
+//!
+//! The actor owns the upstream connection (a stdio child process or a
+//! Streamable HTTP client) and publishes the upstream's tools and its own state
+//! in the [`ServiceDirectory`], which readers consult without a mailbox hop.
+//! A call is dispatched from the mailbox to a spawned task, so one slow call
+//! never queues the next. A transport failure or a timeout makes the actor fail
+//! on purpose: its supervisor restarts it with backoff and the child process is
+//! replaced, while other services are untouched.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::service::{RoleClient, RunningService, ServiceError};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::ServiceExt;
+
+/// Where the upstream MCP server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamSpec {
+    Stdio {
+        command: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<PathBuf>,
+    },
+    Http {
+        url: String,
+        /// Static headers the gateway holds for this upstream (its own credential,
+        /// never the caller's token).
+        headers: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectorState {
+    Starting,
+    Running,
+    /// Failed and waiting for its supervisor to restart it.
+    Down { error: String },
+}
+
+impl ConnectorState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConnectorState::Starting => "starting",
+            ConnectorState::Running => "running",
+            ConnectorState::Down { .. } => "down",
+        }
+    }
+}
+
+/// What a connector publishes about itself.
+#[derive(Debug, Clone)]
+pub struct ConnectorStatus {
+    pub state: ConnectorState,
+    /// The upstream's tools as of the current connection.
+    pub tools: Arc<Vec<Tool>>,
+    /// Increases with every successful connection; lets readers cache derived views.
+    pub generation: u64,
+    pub starts: u64,
+    pub last_error: Option<String>,
+}
+
+/// Shared, lock-striped view of every connector's state and tools.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceDirectory {
+    services: Arc<DashMap<String, ConnectorStatus>>,
+}
+
+impl ServiceDirectory {
+    pub fn get(&self, service: &str) -> Option<ConnectorStatus> {
+        self.services.get(service).map(|s| s.value().clone())
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, ConnectorStatus> {
+        self.services
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
+    fn update(&self, service: &str, change: impl FnOnce(&mut ConnectorStatus)) {
+        let mut entry = self
+            .services
+            .entry(service.to_owned())
+            .or_insert_with(|| ConnectorStatus {
+                state: ConnectorState::Starting,
+                tools: Arc::new(Vec::new()),
+                generation: 0,
+                starts: 0,
+                last_error: None,
+            });
+        change(entry.value_mut());
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("service '{0}' is not connected (starting or restarting)")]
+    Unavailable(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream connection failed: {0}")]
+    Transport(String),
+    /// The upstream answered with a JSON-RPC error.
+    #[error("upstream error {code}: {message}")]
+    Upstream { code: i32, message: String },
+}
+
+impl ConnectorError {
+    /// Stable machine-readable code for audit rows.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConnectorError::Unavailable(_) => "upstream_unavailable",
+            ConnectorError::Timeout(_) => "upstream_timeout",
+            ConnectorError::Transport(_) => "upstream_transport",
+            ConnectorError::Upstream { .. } => "upstream_error",
+        }
+    }
+}
+
+pub enum ConnectorMsg {
+    /// Sent to itself after start: connect and list tools.
+    Connect,
+    Call {
+        tool: String,
+        arguments: Option<JsonObject>,
+        reply: RpcReplyPort<Result<CallToolResult, ConnectorError>>,
+    },
+    /// A call found the connection broken or hung; fail so the supervisor restarts us.
+    UpstreamFault { generation: u64, reason: String },
+    #[cfg(feature = "fault-injection")]
+    InjectPanic,
+}
+
+pub struct ConnectorArgs {
+    pub service: String,
+    pub upstream: UpstreamSpec,
+    pub call_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub directory: ServiceDirectory,
+}
+
+pub struct ConnectorActor;
+
+pub struct ConnectorActorState {
+    service: String,
+    upstream: UpstreamSpec,
+    call_timeout: Duration,
+    connect_timeout: Duration,
+    directory: ServiceDirectory,
+    client: Option<RunningService<RoleClient, ()>>,
+    generation: u64,
+}
+
+impl Actor for ConnectorActor {
+    type Msg = ConnectorMsg;
+    type State = ConnectorActorState;
+    type Arguments = ConnectorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConnectorMsg>,
+        args: ConnectorArgs,
+    ) -> Result<ConnectorActorState, ActorProcessingErr> {
+        args.directory.update(&args.service, |s| {
+            s.state = ConnectorState::Starting;
+            s.starts += 1;
+        });
+        // Connecting may take seconds (npx, a remote host): do it as a message so
+        // the supervisor that started us is not blocked meanwhile.
+        myself.send_message(ConnectorMsg::Connect)?;
+        Ok(ConnectorActorState {
+            service: args.service,
+            upstream: args.upstream,
+            call_timeout: args.call_timeout,
+            connect_timeout: args.connect_timeout,
+            directory: args.directory,
+            client: None,
+            generation: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConnectorMsg>,
+        message: ConnectorMsg,
+        state: &mut ConnectorActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConnectorMsg::Connect => {
+                let connected = tokio::time::timeout(state.connect_timeout, connect(&state.upstream))
+                    .await
+                    .map_err(|_| format!("no answer within {:?}", state.connect_timeout))
+                    .and_then(|r| r);
+                let (client, tools) = match connected {
+                    Ok(ok) => ok,
+                    Err(error) => {
+                        let error = format!("connecting to upstream: {error}");
+                        state.directory.update(&state.service, |s| {
+                            s.state = ConnectorState::Down { error: error.clone() };
+                            s.last_error = Some(error.clone());
+                        });
+                        return Err(error.into());
+                    }
+                };
+                state.client = Some(client);
+                state.directory.update(&state.service, |s| {
+                    s.generation += 1;
+                    state.generation = s.generation;
+                    s.tools = Arc::new(tools);
+                    s.state = ConnectorState::Running;
+                });
+                tracing::info!(service = %state.service, generation = state.generation, "connector running");
+            }
+            ConnectorMsg::Call {
+                tool,
+                arguments,
+                reply,
+            } => {
+                let Some(client) = state.client.as_ref() else {
+                    let _ = reply.send(Err(ConnectorError::Unavailable(state.service.clone())));
+                    return Ok(());
+                };
+                let peer = client.peer().clone();
+                let timeout = state.call_timeout;
+                let generation = state.generation;
+                let myself = myself.clone();
+                tokio::spawn(async move {
+                    let mut params = CallToolRequestParams::new(tool);
+                    if let Some(arguments) = arguments {
+                        params = params.with_arguments(arguments);
+                    }
+                    let outcome = match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+                        Ok(Ok(result)) => Ok(result),
+                        Ok(Err(ServiceError::McpError(e))) => Err(ConnectorError::Upstream {
+                            code: e.code.0,
+                            message: e.message.to_string(),
+                        }),
+                        Ok(Err(other)) => Err(ConnectorError::Transport(other.to_string())),
+                        Err(_) => Err(ConnectorError::Timeout(timeout)),
+                    };
+                    if let Err(err @ (ConnectorError::Timeout(_) | ConnectorError::Transport(_))) =
+                        &outcome
+                    {
+                        let _ = myself.cast(ConnectorMsg::UpstreamFault {
+                            generation,
+                            reason: err.to_string(),
+                        });
+                    }
+                    let _ = reply.send(outcome);
+                });
+            }
+            ConnectorMsg::UpstreamFault { generation, reason } => {
+                // A fault reported against an older connection is already handled.
+                if generation == state.generation && state.client.is_some() {
+                    state.directory.update(&state.service, |s| {
+                        s.state = ConnectorState::Down { error: reason.clone() };
+                        s.last_error = Some(reason.clone());
+                    });
+                    return Err(format!("upstream fault: {reason}").into());
+                }
+            }
+            #[cfg(feature = "fault-injection")]
+            ConnectorMsg::InjectPanic => panic!("injected connector panic"),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConnectorMsg>,
+        state: &mut ConnectorActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(client) = state.client.take() {
+            let _ = client.cancel().await;
+        }
+        Ok(())
+    }
+}
+
+async fn connect(
+    upstream: &UpstreamSpec,
+) -> Result<(RunningService<RoleClient, ()>, Vec<Tool>), String> {
+    let client = match upstream {
+        UpstreamSpec::Stdio { command, env, cwd } => {
+            let (program, args) = command
+                .split_first()
+                .ok_or_else(|| "empty command".to_string())?;
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args).envs(env).kill_on_drop(true);
+            if let Some(cwd) = cwd {
+                cmd.current_dir(cwd);
+            }
+            let (transport, _stderr) = TokioChildProcess::builder(cmd)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("spawning {program}: {e}"))?;
+            ().serve(transport).await.map_err(|e| e.to_string())?
+        }
+        UpstreamSpec::Http { url, headers } => {
+            let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            for (name, value) in headers {
+                let name = http::HeaderName::try_from(name.as_str())
+                    .map_err(|e| format!("header {name}: {e}"))?;
+                let value = http::HeaderValue::try_from(value.as_str())
+                    .map_err(|e| format!("header {name}: {e}"))?;
+                config.custom_headers.insert(name, value);
+            }
+            let transport = StreamableHttpClientTransport::from_config(config);
+            ().serve(transport).await.map_err(|e| e.to_string())?
+        }
+    };
+    let tools = client
+        .peer()
+        .list_all_tools()
+        .await
+        .map_err(|e| format!("listing tools: {e}"))?;
+    Ok((client, tools))
+}
+
+/// Call `tool` on `service`'s connector. `deadline` bounds the whole exchange,
+/// including a mailbox that is busy connecting.
+pub async fn call(
+    connector: &ActorRef<ConnectorMsg>,
+    service: &str,
+    tool: String,
+    arguments: Option<JsonObject>,
+    deadline: Duration,
+) -> Result<CallToolResult, ConnectorError> {
+    match connector
+        .call(
+            |reply| ConnectorMsg::Call {
+                tool,
+                arguments,
+                reply,
+            },
+            Some(deadline),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ConnectorError::Timeout(deadline)),
+        // The actor failed or stopped with our request in its mailbox.
+        _ => Err(ConnectorError::Unavailable(service.to_owned())),
+    }
+}
