@@ -1,0 +1,223 @@
+//! The `mcpgate` command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::audit_log::{self, AuditFilter};
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::{storage, tokens};
+
+#[derive(Debug, Parser)]
+#[command(name = "mcpgate", version, about = "A self-hosted MCP gateway: one governed endpoint for AI clients and workflow engines.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// YAML config file. Without one, built-in defaults are used
+    /// (listen 127.0.0.1:8642, data in ./mcpgate-data, no services).
+    #[arg(long, global = true, env = "MCPGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override `listen` (address:port).
+    #[arg(long, global = true, env = "MCPGATE_LISTEN")]
+    pub listen: Option<String>,
+    /// Override `data_dir` (SQLite database and state).
+    #[arg(long, global = true, env = "MCPGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: MCP at /mcp, health at /health.
+    Serve,
+    /// Check the config file and exit (errors name file:line:column).
+    Check,
+    /// Manage gateway API tokens (Bearer credentials for /mcp).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a configured user and print it once.
+    Create {
+        /// The user's email, as in the config's `users:`.
+        #[arg(long)]
+        user: String,
+        /// A label to recognise the token by.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 30d, 12h. Default: no expiry.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Revoke a token by id; the next request with it is refused.
+    Revoke { id: String },
+    /// List tokens (ids and owners; never secrets).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show audit rows, oldest first.
+    Query {
+        /// Only rows where this person is the subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only rows at or after this time (RFC 3339, e.g. 2026-11-24T00:00:00Z) or
+        /// this long ago (e.g. 1h).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many rows (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(global.config.as_deref())?;
+    config.apply_overrides(global.listen.as_deref(), global.data_dir.as_deref())?;
+    Ok(config)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli.global)?;
+    match cli.command {
+        Command::Check => {
+            println!(
+                "config ok: {} service(s), {} user(s)",
+                config.services.len(),
+                config.users.len()
+            );
+            Ok(())
+        }
+        Command::Serve => serve(config).await,
+        Command::Token(command) => token(config, command).await,
+        Command::Audit(AuditCommand::Query {
+            subject,
+            since,
+            limit,
+            json,
+        }) => {
+            let pool = storage::open(&config.data_dir).await?;
+            let since = since.map(|s| parse_since(&s)).transpose()?;
+            let rows = audit_log::query(&pool, &AuditFilter { subject, since, limit }).await?;
+            for row in rows {
+                if json {
+                    println!("{}", serde_json::to_string(&row)?);
+                } else {
+                    println!(
+                        "{}  {:<8} {:<24} {:<24} {}{}  risk={} {}",
+                        row.started_at,
+                        row.decision,
+                        row.subject,
+                        row.actor,
+                        row.tool,
+                        row.action.map(|a| format!(".{a}")).unwrap_or_default(),
+                        row.risk.unwrap_or_else(|| "-".into()),
+                        row.reason_code.unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn parse_since(text: &str) -> anyhow::Result<String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let at = time::OffsetDateTime::now_utc() - ago;
+        return Ok(actors::format_rfc3339(at));
+    }
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("--since '{text}': expected RFC 3339 or a duration like 1h"))?;
+    Ok(actors::format_rfc3339(at))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let pool = storage::open(&config.data_dir).await?;
+    let gw = Gateway::start(config, pool).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%listen, services = gw.config.services.len(), "mcpgate listening");
+    crate::http::serve(gw, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
+    let pool = storage::open(&config.data_dir).await?;
+    match command {
+        TokenCommand::Create { user, name, expires } => {
+            let Some(user) = config.user(&user) else {
+                anyhow::bail!("no user '{user}' in the config; add it under `users:` first");
+            };
+            let expires_at = expires
+                .map(|e| {
+                    humantime::parse_duration(&e)
+                        .map(|d| actors::format_rfc3339(time::OffsetDateTime::now_utc() + d))
+                        .with_context(|| format!("--expires '{e}': expected a duration like 30d"))
+                })
+                .transpose()?;
+            let created = tokens::create(&pool, &user.email, name.as_deref(), expires_at).await?;
+            eprintln!("token id {} for {} (shown once; store it safely):", created.id, user.email);
+            println!("{}", created.token);
+        }
+        TokenCommand::Revoke { id } => {
+            if tokens::revoke(&pool, &id).await? {
+                println!("revoked {id}");
+            } else {
+                anyhow::bail!("no active token with id '{id}'");
+            }
+        }
+        TokenCommand::List => {
+            for t in tokens::list(&pool).await? {
+                println!(
+                    "{}  {:<28} {:<16} created {}  expires {}  {}",
+                    t.id,
+                    t.user_email,
+                    t.name.unwrap_or_default(),
+                    t.created_at,
+                    t.expires_at.unwrap_or_else(|| "never".into()),
+                    if t.revoked_at.is_some() { "REVOKED" } else { "active" }
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! Configuration: YAML parsed into typed values at the edge.
+//!
+//! Unknown keys and bad values stop the gateway with `file:line:column`.
+//! Checks that need more than one field run after parsing and still point at
+//! the offending line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actors::grant::Risk;
+use serde::{Deserialize, Deserializer};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8642";
+pub const DEFAULT_DATA_DIR: &str = "./mcpgate-data";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Host names (or host:port) accepted in the `Host` header of `/mcp`.
+    /// Empty means loopback only, which is what a local gateway wants.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Longest wait for an upstream answer before the call fails.
+    #[serde(default = "default_call_timeout", deserialize_with = "duration")]
+    pub call_timeout: Duration,
+    /// Longest wait for an upstream to start and list its tools.
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_session_idle", deserialize_with = "duration")]
+    pub session_idle_timeout: Duration,
+    /// How long shutdown waits for in-flight calls.
+    #[serde(default = "default_drain", deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// Writes per audit transaction at most.
+    #[serde(default = "default_audit_batch")]
+    pub audit_max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            call_timeout: default_call_timeout(),
+            connect_timeout: default_connect_timeout(),
+            session_idle_timeout: default_session_idle(),
+            drain_timeout: default_drain(),
+            audit_max_batch: default_audit_batch(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// An upstream MCP server (stdio child process or Streamable HTTP).
+    Mcp,
+}
+
+/// How an upstream MCP service is presented to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expose {
+    /// `<svc>_read_actions` and `<svc>_write_actions`.
+    #[default]
+    Actions,
+    /// One `<svc>__<tool>` per upstream tool.
+    Tools,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub kind: ServiceKind,
+    /// Command line of a stdio MCP server.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// URL of a Streamable HTTP MCP server.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Headers the gateway sends to an HTTP upstream (its own credential).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Operator override of an upstream tool's risk class.
+    #[serde(default)]
+    pub risk: BTreeMap<String, RiskClass>,
+    #[serde(default)]
+    pub expose: Expose,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub call_timeout: Option<Duration>,
+}
+
+/// `read`, `write` or `high_risk` in YAML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RiskClass(pub Risk);
+
+impl<'de> Deserialize<'de> for RiskClass {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Risk::parse(&text).map(RiskClass).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown risk class '{text}', expected read, write or high_risk"
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub email: String,
+    #[serde(default)]
+    pub admin: bool,
+    /// A workflow engine's identity rather than a person's.
+    #[serde(default)]
+    pub service_account: bool,
+    /// Highest risk class per service; `"*"` covers every service.
+    #[serde(default)]
+    pub access: BTreeMap<String, RiskClass>,
+}
+
+impl UserConfig {
+    /// The highest risk class this user may use on `service`, if any.
+    pub fn access_to(&self, service: &str) -> Option<Risk> {
+        self.access
+            .get(service)
+            .or_else(|| self.access.get("*"))
+            .map(|r| r.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ConfigError {
+    pub location: String,
+    pub message: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            allowed_hosts: Vec::new(),
+            limits: Limits::default(),
+            services: BTreeMap::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Load `path`, or the built-in defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            location: path.display().to_string(),
+            message: format!("cannot read config: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ConfigError {
+                location: match e.location() {
+                    Some(l) => format!("{file}:{}:{}", l.line(), l.column()),
+                    None => file.to_owned(),
+                },
+                message: e.to_string(),
+            })?
+        };
+        config.validate(text, file)?;
+        Ok(config)
+    }
+
+    /// Apply `MCPGATE_LISTEN` / `MCPGATE_DATA_DIR` style overrides.
+    pub fn apply_overrides(
+        &mut self,
+        listen: Option<&str>,
+        data_dir: Option<&Path>,
+    ) -> Result<(), ConfigError> {
+        if let Some(listen) = listen {
+            self.listen = listen.parse().map_err(|e| ConfigError {
+                location: "MCPGATE_LISTEN".into(),
+                message: format!("'{listen}' is not an address:port: {e}"),
+            })?;
+        }
+        if let Some(dir) = data_dir {
+            self.data_dir = dir.to_owned();
+        }
+        Ok(())
+    }
+
+    pub fn user(&self, email: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.email.eq_ignore_ascii_case(email))
+    }
+
+    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let at = |needle: &str, message: String| ConfigError {
+            location: locate(text, file, needle),
+            message,
+        };
+        for (name, service) in &self.services {
+            if !valid_service_name(name) {
+                return Err(at(
+                    &format!("{name}:"),
+                    format!(
+                        "service name '{name}' must start with a letter and use only a-z, 0-9, '_' or '-'"
+                    ),
+                ));
+            }
+            match (&service.command, &service.url) {
+                (Some(_), Some(_)) => {
+                    return Err(at(
+                        &format!("{name}:"),
+                        format!("service '{name}': give either `command` or `url`, not both"),
+                    ));
+                }
+                (None, None) => {
+                    return Err(at(
+                        &format!("{name}:"),
+                        format!("service '{name}': an mcp service needs `command` (stdio) or `url` (Streamable HTTP)"),
+                    ));
+                }
+                (Some(command), None) if command.is_empty() || command[0].is_empty() => {
+                    return Err(at(
+                        "command:",
+                        format!("service '{name}': `command` is empty"),
+                    ));
+                }
+                (None, Some(url)) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    return Err(at(
+                        url,
+                        format!("service '{name}': `url` must be http:// or https://, got '{url}'"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let mut seen = HashSet::new();
+        for user in &self.users {
+            if !user.email.contains('@') {
+                return Err(at(
+                    &user.email,
+                    format!("user '{}': email must contain '@'", user.email),
+                ));
+            }
+            if !seen.insert(user.email.to_ascii_lowercase()) {
+                return Err(at(
+                    &user.email,
+                    format!("user '{}' is listed twice", user.email),
+                ));
+            }
+            for service in user.access.keys() {
+                if service != "*" && !self.services.contains_key(service) {
+                    return Err(ConfigError {
+                        location: locate_after(text, file, &user.email, service),
+                        message: format!(
+                            "user '{}': access names unknown service '{service}'",
+                            user.email
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// `file:line:column` of the first occurrence of `needle` (1-based).
+fn locate(text: &str, file: &str, needle: &str) -> String {
+    locate_from(text, file, 0, needle)
+}
+
+/// Like [`locate`], searching only after the first occurrence of `anchor`.
+fn locate_after(text: &str, file: &str, anchor: &str, needle: &str) -> String {
+    let start = text.find(anchor).unwrap_or(0);
+    locate_from(text, file, start, needle)
+}
+
+fn locate_from(text: &str, file: &str, start: usize, needle: &str) -> String {
+    match text[start..].find(needle) {
+        Some(offset) => {
+            let index = start + offset;
+            let line = text[..index].matches('\n').count() + 1;
+            let column = index - text[..index].rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("{file}:{line}:{column}")
+        }
+        None => file.to_owned(),
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("valid default address")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_session_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_audit_batch() -> usize {
+    256
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("bad duration '{text}': {e} (e.g. 30s, 5m)")))
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"listen: 127.0.0.1:8642
+data_dir: ./mcpgate-data
+services:
+  everything:
+    kind: mcp
+    command: ["npx", "-y", "@modelcontextprotocol/server-everything"]
+  time:
+    kind: mcp
+    command: ["python3", "-m", "mcp_server_time"]
+  remote:
+    kind: mcp
+    url: http://127.0.0.1:9000/mcp
+    risk: { some_tool: high_risk }
+users:
+  - email: alice@example.com
+    access: { everything: write, time: read }
+  - email: ops@example.com
+    admin: true
+    access: { "*": high_risk }
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = Config::parse(EXAMPLE, "c.yaml").unwrap();
+        assert_eq!(config.services.len(), 3);
+        assert_eq!(
+            config.services["remote"].risk["some_tool"],
+            RiskClass(Risk::HighRisk)
+        );
+        let alice = config.user("alice@example.com").unwrap();
+        assert_eq!(alice.access_to("everything"), Some(Risk::Write));
+        assert_eq!(alice.access_to("remote"), None);
+        let ops = config.user("ops@example.com").unwrap();
+        assert_eq!(ops.access_to("remote"), Some(Risk::HighRisk));
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = Config::parse("", "c.yaml").unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let cases = [
+            ("listen: 1.2.3.4:80\nbogus: 1\n", "c.yaml:2:1", "unknown field `bogus`"),
+            ("listen: nope\n", "c.yaml:1:9", "invalid socket address"),
+            (
+                "services:\n  a:\n    kind: mcp\n    command: [x]\n    risk: { t: dangerous }\n",
+                "c.yaml:5:",
+                "unknown risk class 'dangerous'",
+            ),
+            (
+                "services:\n  a:\n    kind: mcp\n    url: ftp://x\n",
+                "c.yaml:4:10",
+                "must be http",
+            ),
+            (
+                "services:\n  a:\n    kind: mcp\n",
+                "c.yaml:2:3",
+                "needs `command`",
+            ),
+            (
+                "users:\n  - email: a@x\n    access: { jira: read }\n",
+                "c.yaml:3:15",
+                "unknown service 'jira'",
+            ),
+            (
+                "limits:\n  call_timeout: soon\n",
+                "c.yaml:2:",
+                "bad duration",
+            ),
+        ];
+        for (text, location, message) in cases {
+            let err = Config::parse(text, "c.yaml").unwrap_err();
+            let shown = err.to_string();
+            assert!(shown.starts_with(location), "{text:?}: got {shown}");
+            assert!(shown.contains(message), "{text:?}: got {shown}");
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The running gateway: the supervision tree, shared directories, and the
+//! small amount of state the edges need (session bindings, drain tracking).
+//!
+//! ```text
+//! root (one-for-one)
+//! ├── audit                 AuditWriter        permanent   started first, stopped last
+//! ├── connectors            Supervisor
+//! │   └── connector/<svc>   ConnectorActor     permanent   one per configured service
+//! ├── grants                Supervisor
+//! │   └── grant/<id>        GrantActor         temporary   stopping it is revocation
+//! └── sessions              Supervisor
+//!     └── session/<key>     SessionActor       temporary   ends on idle or DELETE
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actors::audit::{AuditMsg, AuditWriter, AuditWriterArgs};
+use actors::connector::{ConnectorActor, ConnectorArgs, ConnectorMsg, ServiceDirectory, UpstreamSpec};
+use actors::session::{ClientInfo, OnSessionEnd, SessionActor, SessionArgs, SessionMsg, SessionOwner, SessionRefusal, SessionTicket};
+use dashmap::DashMap;
+use ractor::{Actor, ActorRef};
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
+use sqlx::SqlitePool;
+use supervision::{
+    ChildSpec, LifecycleEvents, LifecycleKind, Registry, Restart, RestartPolicy, Supervisor,
+    SupervisorArgs, SupervisorMsg, start_child,
+};
+use tokio::sync::Notify;
+
+use crate::catalog::ServiceCatalog;
+use crate::config::{Config, ServiceConfig};
+use crate::principal::Principal;
+
+pub const AUDIT_KEY: &str = "audit";
+pub const SESSIONS_KEY: &str = "sessions";
+pub const CONNECTORS_KEY: &str = "connectors";
+pub const GRANTS_KEY: &str = "grants";
+
+pub fn connector_key(service: &str) -> String {
+    format!("connector/{service}")
+}
+
+pub fn session_key(key: &str) -> String {
+    format!("session/{key}")
+}
+
+/// Counters shown on `/health`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub allowed: AtomicU64,
+    pub refused: AtomicU64,
+    pub failed: AtomicU64,
+    pub actor_restarts: AtomicU64,
+    pub actor_failures: AtomicU64,
+}
+
+/// Counts calls in flight so shutdown can wait for them.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self)
+    }
+
+    pub fn current(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Wait until no call is in flight, or `limit` passes. Returns what is left.
+    pub async fn drained(&self, limit: Duration) -> usize {
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.current() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+        self.current()
+    }
+}
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub pool: SqlitePool,
+    pub registry: Registry,
+    pub directory: ServiceDirectory,
+    pub events: LifecycleEvents,
+    pub stats: Arc<Stats>,
+    pub inflight: InFlight,
+    pub session_manager: Arc<LocalSessionManager>,
+    /// `Mcp-Session-Id` → id of the credential that opened it.
+    pub session_bindings: Arc<DashMap<String, String>>,
+    catalogs: DashMap<String, Arc<ServiceCatalog>>,
+    draining: AtomicBool,
+    root: ActorRef<SupervisorMsg>,
+}
+
+fn connector_spec(name: &str, service: &ServiceConfig, config: &Config, directory: &ServiceDirectory) -> ChildSpec {
+    let upstream = match (&service.command, &service.url) {
+        (Some(command), _) => UpstreamSpec::Stdio {
+            command: command.clone(),
+            env: service.env.clone(),
+            cwd: service.cwd.clone(),
+        },
+        (None, Some(url)) => UpstreamSpec::Http {
+            url: url.clone(),
+            headers: service.headers.clone(),
+        },
+        (None, None) => unreachable!("config validation requires command or url"),
+    };
+    let service_name = name.to_owned();
+    let call_timeout = service.call_timeout.unwrap_or(config.limits.call_timeout);
+    let connect_timeout = config.limits.connect_timeout;
+    let directory = directory.clone();
+    ChildSpec::new(connector_key(name), Restart::Permanent, move || {
+        (
+            ConnectorActor,
+            ConnectorArgs {
+                service: service_name.clone(),
+                upstream: upstream.clone(),
+                call_timeout,
+                connect_timeout,
+                directory: directory.clone(),
+            },
+        )
+    })
+}
+
+fn supervisor_spec(
+    key: &str,
+    policy: RestartPolicy,
+    events: &LifecycleEvents,
+    registry: &Registry,
+    children: Vec<ChildSpec>,
+) -> ChildSpec {
+    let name = key.to_owned();
+    let events = events.clone();
+    let registry = registry.clone();
+    ChildSpec::new(key, Restart::Permanent, move || {
+        (
+            Supervisor,
+            SupervisorArgs {
+                name: name.clone(),
+                policy: policy.clone(),
+                events: events.clone(),
+                registry: registry.clone(),
+                stop_timeout: Duration::from_secs(10),
+                children: children.clone(),
+            },
+        )
+    })
+}
+
+impl Gateway {
+    /// Build the supervision tree and start every configured connector.
+    pub async fn start(config: Config, pool: SqlitePool) -> anyhow::Result<Arc<Gateway>> {
+        let config = Arc::new(config);
+        let registry = Registry::new();
+        let events = LifecycleEvents::default();
+        let directory = ServiceDirectory::default();
+        let stats = Arc::new(Stats::default());
+        spawn_lifecycle_logger(&events, stats.clone());
+
+        let audit_pool = pool.clone();
+        let max_batch = config.limits.audit_max_batch;
+        let audit = ChildSpec::new(AUDIT_KEY, Restart::Permanent, move || {
+            (
+                AuditWriter,
+                AuditWriterArgs {
+                    pool: audit_pool.clone(),
+                    max_batch,
+                },
+            )
+        });
+        let connectors: Vec<ChildSpec> = config
+            .services
+            .iter()
+            .map(|(name, service)| connector_spec(name, service, &config, &directory))
+            .collect();
+        let connector_policy = RestartPolicy {
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            // Connectors fail when upstreams do; give them room before escalating.
+            max_restarts: 50,
+            window: Duration::from_secs(60),
+        };
+        let temporary_policy = RestartPolicy::default();
+        let children = vec![
+            audit,
+            supervisor_spec(CONNECTORS_KEY, connector_policy, &events, &registry, connectors),
+            supervisor_spec(GRANTS_KEY, temporary_policy.clone(), &events, &registry, Vec::new()),
+            supervisor_spec(SESSIONS_KEY, temporary_policy, &events, &registry, Vec::new()),
+        ];
+        let (root, _) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                name: "root".into(),
+                policy: RestartPolicy::default(),
+                events: events.clone(),
+                registry: registry.clone(),
+                stop_timeout: Duration::from_secs(30),
+                children,
+            },
+        )
+        .await?;
+
+        let mut session_manager = LocalSessionManager::default();
+        let mut session_config = SessionConfig::default();
+        session_config.keep_alive = Some(config.limits.session_idle_timeout);
+        session_manager.session_config = session_config;
+
+        Ok(Arc::new(Gateway {
+            config,
+            pool,
+            registry,
+            directory,
+            events,
+            stats,
+            inflight: InFlight::default(),
+            session_manager: Arc::new(session_manager),
+            session_bindings: Arc::new(DashMap::new()),
+            catalogs: DashMap::new(),
+            draining: AtomicBool::new(false),
+            root,
+        }))
+    }
+
+    pub fn audit_writer(&self) -> Option<ActorRef<AuditMsg>> {
+        self.registry.get(AUDIT_KEY)
+    }
+
+    pub fn connector(&self, service: &str) -> Option<ActorRef<ConnectorMsg>> {
+        self.registry.get(&connector_key(service))
+    }
+
+    /// The action catalog of `service` for its current connection, rebuilt
+    /// only when the connector reconnects.
+    pub fn catalog(&self, service: &str) -> Option<Arc<ServiceCatalog>> {
+        let config = self.config.services.get(service)?;
+        let status = self.directory.get(service)?;
+        if status.generation == 0 {
+            return None;
+        }
+        if let Some(cached) = self.catalogs.get(service)
+            && cached.generation == status.generation
+        {
+            return Some(cached.clone());
+        }
+        let built = Arc::new(ServiceCatalog::build(service, config, status.generation, &status.tools));
+        self.catalogs.insert(service.to_owned(), built.clone());
+        Some(built)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Admit a call into its session, creating the session actor on first use.
+    pub async fn begin_call(
+        &self,
+        principal: &Principal,
+        mcp_session_id: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<SessionTicket, SessionError> {
+        let key = match mcp_session_id {
+            Some(id) => format!("mcp:{id}"),
+            None => format!(
+                "cred:{}:{}/{}",
+                principal.credential_id,
+                client.name.as_deref().unwrap_or("-"),
+                client.version.as_deref().unwrap_or("-")
+            ),
+        };
+        let registry_key = session_key(&key);
+        for _ in 0..3 {
+            let session: Option<ActorRef<SessionMsg>> = self.registry.get(&registry_key);
+            let session = match session {
+                Some(s) => s,
+                None => {
+                    self.start_session(&key, principal, client.clone()).await?;
+                    continue;
+                }
+            };
+            let credential_id = principal.credential_id.clone();
+            let client = client.clone();
+            match session
+                .call(
+                    |reply| SessionMsg::BeginCall {
+                        credential_id,
+                        client,
+                        reply,
+                    },
+                    Some(Duration::from_secs(10)),
+                )
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(Ok(ticket))) => return Ok(ticket),
+                Ok(ractor::rpc::CallResult::Success(Err(SessionRefusal::WrongCredential))) => {
+                    return Err(SessionError::WrongCredential);
+                }
+                // The session ended between lookup and call: start afresh.
+                _ => continue,
+            }
+        }
+        Err(SessionError::Unavailable)
+    }
+
+    async fn start_session(&self, key: &str, principal: &Principal, client: ClientInfo) -> Result<(), SessionError> {
+        let sessions: ActorRef<SupervisorMsg> = self
+            .registry
+            .get(SESSIONS_KEY)
+            .ok_or(SessionError::Unavailable)?;
+        let manager = self.session_manager.clone();
+        let bindings = self.session_bindings.clone();
+        let on_end: OnSessionEnd = Arc::new(move |key: &str| {
+            if let Some(id) = key.strip_prefix("mcp:") {
+                bindings.remove(id);
+                let manager = manager.clone();
+                let id: Arc<str> = Arc::from(id);
+                tokio::spawn(async move {
+                    let _ = manager.close_session(&id).await;
+                });
+            }
+        });
+        let args_key = key.to_owned();
+        let owner = SessionOwner {
+            credential_id: principal.credential_id.clone(),
+            subject: principal.subject.clone(),
+        };
+        let idle_timeout = self.config.limits.session_idle_timeout;
+        let spec = ChildSpec::new(session_key(key), Restart::Temporary, move || {
+            (
+                SessionActor,
+                SessionArgs {
+                    key: args_key.clone(),
+                    owner: owner.clone(),
+                    client: client.clone(),
+                    idle_timeout,
+                    on_end: Some(on_end.clone()),
+                },
+            )
+        });
+        match start_child(&sessions, spec).await {
+            Ok(_) => Ok(()),
+            // Another call of the same session won the race; use its actor.
+            Err(e) if e.contains("already exists") => Ok(()),
+            Err(_) => Err(SessionError::Unavailable),
+        }
+    }
+
+    /// End a session (DELETE /mcp).
+    pub async fn end_session(&self, mcp_session_id: &str) {
+        self.session_bindings.remove(mcp_session_id);
+        if let Some(sessions) = self.registry.get::<SupervisorMsg>(SESSIONS_KEY) {
+            supervision::stop_child(&sessions, &session_key(&format!("mcp:{mcp_session_id}"))).await;
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.registry.count_with_prefix("session/")
+    }
+
+    /// Stop admitting calls, wait for in-flight ones, then stop the tree in order
+    /// (sessions, grants, connectors, and the audit writer last, which flushes).
+    pub async fn shutdown(&self) {
+        self.draining.store(true, Ordering::Release);
+        let left = self.inflight.drained(self.config.limits.drain_timeout).await;
+        if left > 0 {
+            tracing::warn!(in_flight = left, "drain timeout reached; stopping anyway");
+        }
+        let _ = self
+            .root
+            .call(SupervisorMsg::Shutdown, Some(Duration::from_secs(60)))
+            .await;
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("this MCP session belongs to another credential")]
+    WrongCredential,
+    #[error("the session could not be started")]
+    Unavailable,
+}
+
+/// Lifecycle events become structured logs and counters.
+fn spawn_lifecycle_logger(events: &LifecycleEvents, stats: Arc<Stats>) {
+    let mut rx = events.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => match &event.kind {
+                    LifecycleKind::Started => {
+                        tracing::debug!(supervisor = %event.supervisor, child = %event.child, "actor started")
+                    }
+                    LifecycleKind::Stopped { reason } => {
+                        tracing::debug!(supervisor = %event.supervisor, child = %event.child, reason = reason.as_deref().unwrap_or(""), "actor stopped")
+                    }
+                    LifecycleKind::Failed { error } => {
+                        stats.actor_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(supervisor = %event.supervisor, child = %event.child, %error, "actor failed")
+                    }
+                    LifecycleKind::Restarted { attempt, after } => {
+                        stats.actor_restarts.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(supervisor = %event.supervisor, child = %event.child, attempt, backoff_ms = after.as_millis() as u64, "actor restarted")
+                    }
+                    LifecycleKind::Escalated { error } => {
+                        tracing::error!(supervisor = %event.supervisor, child = %event.child, %error, "supervisor escalated")
+                    }
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "lifecycle log lagged")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}

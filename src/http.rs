@@ -1,0 +1,238 @@
+//! The HTTP surface, assembled in one place:
+//!
+//! | route        | auth          | what                                   |
+//! |--------------|---------------|----------------------------------------|
+//! | `/mcp`       | Bearer token  | MCP Streamable HTTP (both protocol eras)|
+//! | `/health`    | none          | liveness and each connector's state    |
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actors::audit::{AuditDecision, Decision};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::Gateway;
+use crate::mcp::McpHandler;
+use crate::pipeline::{self, CallError};
+use crate::principal::Principal;
+use crate::tokens::{self, TokenRejection};
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
+    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(mcp_shutdown);
+    if !gw.config.allowed_hosts.is_empty() {
+        let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        hosts.extend(gw.config.allowed_hosts.iter().cloned());
+        config = config.with_allowed_hosts(hosts);
+    }
+    let handler_gw = gw.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(McpHandler::new(handler_gw.clone())),
+        gw.session_manager.clone(),
+        config,
+    );
+    let mcp = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(gw.clone(), authenticate))
+        .service(mcp);
+    Router::new()
+        .route("/health", get(health))
+        .route_service("/mcp", mcp)
+        .with_state(gw)
+}
+
+/// Serve until `shutdown` resolves, then drain in-flight calls, close MCP
+/// streams and stop the supervision tree in order (the audit writer last).
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mcp_shutdown = CancellationToken::new();
+    let app = router(gw.clone(), mcp_shutdown.clone());
+    let drain_gw = gw.clone();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight calls");
+            drain_gw.begin_drain();
+            drain_gw.inflight.drained(drain_gw.config.limits.drain_timeout).await;
+            mcp_shutdown.cancel();
+        })
+        .await;
+    gw.shutdown().await;
+    tracing::info!("stopped");
+    result
+}
+
+/// Authenticate every `/mcp` request once; refuse with 401 otherwise. Also keeps
+/// an MCP session bound to the credential that opened it.
+async fn authenticate(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+    let session_id = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        audit_http_refusal(&gw, "anonymous", &session_id, "unauthenticated", "no bearer token").await;
+        return unauthorized(None);
+    };
+    let record = match tokens::verify(&gw.pool, presented).await {
+        Ok(record) => record,
+        Err(rejection) => {
+            let subject = match &rejection {
+                TokenRejection::Revoked { user } | TokenRejection::Expired { user } => user.clone(),
+                _ => "anonymous".to_owned(),
+            };
+            audit_http_refusal(&gw, &subject, &session_id, "invalid_token", &rejection.to_string()).await;
+            return unauthorized(Some(&rejection.to_string()));
+        }
+    };
+    let Some(user) = gw.config.user(&record.user_email) else {
+        let reason = "the token's user is no longer configured";
+        audit_http_refusal(&gw, &record.user_email, &session_id, "unknown_user", reason).await;
+        return unauthorized(Some(reason));
+    };
+    if let Some(id) = &session_id
+        && let Some(owner) = gw.session_bindings.get(id).map(|o| o.value().clone())
+        && owner != record.id
+    {
+        let reason = "this MCP session was opened with another credential";
+        audit_http_refusal(&gw, &user.email, &session_id, "session_credential_mismatch", reason).await;
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "forbidden", "reason": "session_credential_mismatch", "message": reason })),
+        )
+            .into_response();
+    }
+    let credential_id = record.id.clone();
+    request.extensions_mut().insert(Principal {
+        credential_id: record.id,
+        subject: user.email.clone(),
+        actor: user.email.clone(),
+        user: Arc::new(user.clone()),
+    });
+    let is_delete = request.method() == Method::DELETE;
+    let response = next.run(request).await;
+    match &session_id {
+        None => {
+            // A new initialize-era session: bind it to this credential.
+            if let Some(new_id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+                gw.session_bindings.insert(new_id.to_owned(), credential_id);
+            }
+        }
+        Some(id) if is_delete && response.status().is_success() => gw.end_session(id).await,
+        Some(_) => {}
+    }
+    response
+}
+
+fn unauthorized(error: Option<&str>) -> Response {
+    let challenge = match error {
+        None => r#"Bearer realm="mcpgate""#.to_owned(),
+        Some(description) => format!(
+            r#"Bearer realm="mcpgate", error="invalid_token", error_description="{}""#,
+            description.replace('"', "'")
+        ),
+    };
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({
+            "error": if error.is_some() { "invalid_token" } else { "unauthenticated" },
+            "message": error.unwrap_or("a gateway token is required: Authorization: Bearer <token>"),
+        })),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+async fn audit_http_refusal(gw: &Gateway, subject: &str, session: &Option<String>, code: &'static str, reason: &str) {
+    let row = AuditDecision {
+        call_id: pipeline::new_call_id(),
+        at: actors::now_rfc3339(),
+        subject: subject.to_owned(),
+        actor: subject.to_owned(),
+        session: session.as_ref().map(|id| format!("mcp:{id}")),
+        client_name: None,
+        client_version: None,
+        service: None,
+        tool: "http:/mcp".into(),
+        action: None,
+        risk: None,
+        decision: Decision::Refused,
+        reason_code: None,
+        reason: None,
+        args_sha256: pipeline::canonical_digest(&Default::default()),
+        grant_id: None,
+        completed: true,
+    };
+    let error = CallError {
+        code,
+        message: reason.to_owned(),
+        jsonrpc_code: pipeline::CODE_REFUSED,
+    };
+    let _ = pipeline::refuse(gw, row, error).await;
+}
+
+async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+    let mut connectors = serde_json::Map::new();
+    let mut all_running = true;
+    for name in gw.config.services.keys() {
+        let entry = match gw.directory.get(name) {
+            Some(status) => {
+                all_running &= status.state == actors::connector::ConnectorState::Running;
+                let catalog = gw.catalog(name);
+                json!({
+                    "state": status.state.as_str(),
+                    "generation": status.generation,
+                    "starts": status.starts,
+                    "tools": status.tools.len(),
+                    "last_error": status.last_error,
+                    "unknown_risk_overrides": catalog.map(|c| c.unknown_overrides.clone()).unwrap_or_default(),
+                })
+            }
+            None => {
+                all_running = false;
+                json!({ "state": "starting" })
+            }
+        };
+        connectors.insert(name.clone(), entry);
+    }
+    let stats = &gw.stats;
+    Json(json!({
+        "status": if gw.is_draining() { "draining" } else if all_running { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "audit_writer": if gw.audit_writer().is_some() { "running" } else { "restarting" },
+        "connectors": connectors,
+        "sessions": gw.session_count(),
+        "in_flight": gw.inflight.current(),
+        "calls": {
+            "allowed": stats.allowed.load(Ordering::Relaxed),
+            "refused": stats.refused.load(Ordering::Relaxed),
+            "failed": stats.failed.load(Ordering::Relaxed),
+        },
+        "actors": {
+            "failures": stats.actor_failures.load(Ordering::Relaxed),
+            "restarts": stats.actor_restarts.load(Ordering::Relaxed),
+        },
+    }))
+}

@@ -1,0 +1,14 @@
+//! mcpgate: the binary's edges (config, CLI, HTTP, the rmcp handler, storage)
+//! and the governance pipeline that every tool call passes.
+
+pub mod audit_log;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod mcp;
+pub mod pipeline;
+pub mod principal;
+pub mod storage;
+pub mod tokens;

@@ -1,0 +1,147 @@
+//! The rmcp `ServerHandler`: the MCP face of the gateway. It reads the
+//! authenticated principal that the auth layer put on the HTTP request, admits
+//! the request into its session actor and hands calls to the pipeline.
+
+use std::sync::Arc;
+
+use actors::audit::{AuditDecision, Decision};
+use actors::session::{ClientInfo, SessionTicket};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+
+use crate::gateway::{Gateway, SessionError};
+use crate::pipeline::{self, CallError, CallRequest};
+use crate::principal::Principal;
+
+/// How long 2026-07-28 clients may cache `tools/list`.
+const TOOL_LIST_TTL_MS: u64 = 5_000;
+
+#[derive(Clone)]
+pub struct McpHandler {
+    gw: Arc<Gateway>,
+}
+
+impl McpHandler {
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        Self { gw }
+    }
+
+    /// The principal and session of this request; refusals are audited.
+    async fn admit(
+        &self,
+        context: &RequestContext<RoleServer>,
+        tool: &str,
+    ) -> Result<(Principal, SessionTicket), McpError> {
+        let parts = context.extensions.get::<http::request::Parts>();
+        let principal = parts.and_then(|p| p.extensions.get::<Principal>()).cloned();
+        // The auth layer always sets it; without it nothing runs (fail closed).
+        let Some(principal) = principal else {
+            return Err(McpError::internal_error("request is not authenticated", None));
+        };
+        let session_id = parts
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let client = context
+            .client_info()
+            .map(|i| ClientInfo {
+                name: Some(i.name),
+                version: Some(i.version),
+            })
+            .unwrap_or_default();
+        match self
+            .gw
+            .begin_call(&principal, session_id.as_deref(), client.clone())
+            .await
+        {
+            Ok(ticket) => Ok((principal, ticket)),
+            Err(error) => {
+                let (code, call_error) = match error {
+                    SessionError::WrongCredential => (
+                        "session_credential_mismatch",
+                        CallError {
+                            code: "session_credential_mismatch",
+                            message: error.to_string(),
+                            jsonrpc_code: pipeline::CODE_REFUSED,
+                        },
+                    ),
+                    SessionError::Unavailable => (
+                        "session_unavailable",
+                        CallError::unavailable("session_unavailable", error.to_string()),
+                    ),
+                };
+                let row = AuditDecision {
+                    call_id: pipeline::new_call_id(),
+                    at: actors::now_rfc3339(),
+                    subject: principal.subject.clone(),
+                    actor: principal.actor.clone(),
+                    session: session_id.map(|id| format!("mcp:{id}")),
+                    client_name: client.name,
+                    client_version: client.version,
+                    service: None,
+                    tool: tool.to_owned(),
+                    action: None,
+                    risk: None,
+                    decision: Decision::Refused,
+                    reason_code: Some(code.into()),
+                    reason: None,
+                    args_sha256: pipeline::canonical_digest(&Default::default()),
+                    grant_id: None,
+                    completed: true,
+                };
+                Err(pipeline::refuse(&self.gw, row, call_error).await.into_mcp())
+            }
+        }
+    }
+}
+
+impl ServerHandler for McpHandler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("mcpgate", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "mcpgate exposes each service as <service>_read_actions and <service>_write_actions. \
+                 Pass `action` plus that action's own arguments.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let (principal, _session) = self.admit(&context, "tools/list").await?;
+        let mut tools = Vec::new();
+        for service in self.gw.config.services.keys() {
+            let Some(max) = principal.access_to(service) else {
+                continue;
+            };
+            if let Some(catalog) = self.gw.catalog(service) {
+                tools.extend(catalog.tools_for(max));
+            }
+        }
+        Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(TOOL_LIST_TTL_MS))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let (principal, session) = self.admit(&context, &request.name).await?;
+        let call = CallRequest {
+            principal: &principal,
+            session: &session,
+            tool: &request.name,
+            arguments: request.arguments.unwrap_or_default(),
+        };
+        match pipeline::run(&self.gw, call).await {
+            Ok(result) => Ok(result.into()),
+            Err(error) => Err(error.into_mcp()),
+        }
+    }
+}

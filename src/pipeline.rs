@@ -1,0 +1,367 @@
+//! The governance pipeline: every `tools/call` passes [`run`], in this order:
+//!
+//! 1. resolve subject/actor and scope (the principal; a grant later)
+//! 2. resolve the tool to a service and action
+//! 3. classify the action's risk
+//! 4. authorize against the caller's access
+//! 5. validate arguments against the action's own schema
+//! 6. (seams: pre-hooks, write-safety, PII rehydration)
+//! 7. write-ahead audit: the decision is durable before anything runs
+//! 8. connector call
+//! 9. (seams: post-hooks, PII pseudonymization)
+//! 10. audit outcome, then the answer
+//!
+//! A stage that refuses ends the call with a [`CallError`] and an audit row
+//! naming the reason. If the audit store cannot write, nothing runs.
+
+use std::time::Instant;
+
+use actors::audit::{self, AuditDecision, AuditOutcome, AuditWrite, Decision};
+use actors::connector::{self, ConnectorError};
+use actors::grant::Risk;
+use actors::session::SessionTicket;
+use rmcp::ErrorData as McpError;
+use rmcp::model::{CallToolResult, ErrorCode, JsonObject};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Surface, parse_tool_name};
+use crate::gateway::Gateway;
+use crate::principal::Principal;
+
+/// JSON-RPC error codes of the gateway (in the implementation-defined range).
+pub const CODE_REFUSED: i32 = -32001;
+pub const CODE_UPSTREAM: i32 = -32002;
+pub const CODE_AUDIT: i32 = -32003;
+pub const CODE_UNAVAILABLE: i32 = -32004;
+
+pub struct CallRequest<'a> {
+    pub principal: &'a Principal,
+    pub session: &'a SessionTicket,
+    pub tool: &'a str,
+    pub arguments: JsonObject,
+}
+
+/// Why a call did not produce an answer. `code` is stable and machine-readable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallError {
+    pub code: &'static str,
+    pub message: String,
+    pub jsonrpc_code: i32,
+}
+
+impl CallError {
+    fn invalid(code: &'static str, message: String) -> Self {
+        Self {
+            code,
+            message,
+            jsonrpc_code: ErrorCode::INVALID_PARAMS.0,
+        }
+    }
+    fn refused(code: &'static str, message: String) -> Self {
+        Self {
+            code,
+            message,
+            jsonrpc_code: CODE_REFUSED,
+        }
+    }
+    pub fn unavailable(code: &'static str, message: String) -> Self {
+        Self {
+            code,
+            message,
+            jsonrpc_code: CODE_UNAVAILABLE,
+        }
+    }
+    fn audit(message: String) -> Self {
+        Self {
+            code: "audit_unavailable",
+            message,
+            jsonrpc_code: CODE_AUDIT,
+        }
+    }
+
+    pub fn into_mcp(self) -> McpError {
+        McpError::new(
+            ErrorCode(self.jsonrpc_code),
+            self.message,
+            Some(json!({ "reason": self.code })),
+        )
+    }
+}
+
+/// What the earlier stages established about the call.
+struct Resolved {
+    service: String,
+    action: String,
+    upstream_arguments: JsonObject,
+}
+
+/// SHA-256 of the arguments in canonical form (keys sorted, no whitespace).
+pub fn canonical_digest(arguments: &JsonObject) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push(':');
+                    write(&map[key], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    write(&Value::Object(arguments.clone()), &mut text);
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+pub fn new_call_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Run one tool call through the whole pipeline.
+pub async fn run(gw: &Gateway, request: CallRequest<'_>) -> Result<CallToolResult, CallError> {
+    let started = Instant::now();
+    let _in_flight = gw.inflight.enter();
+    let mut row = AuditDecision {
+        call_id: new_call_id(),
+        at: actors::now_rfc3339(),
+        subject: request.principal.subject.clone(),
+        actor: request.principal.actor.clone(),
+        session: Some(request.session.key.clone()),
+        client_name: request.session.client.name.clone(),
+        client_version: request.session.client.version.clone(),
+        service: None,
+        tool: request.tool.to_owned(),
+        action: None,
+        risk: None,
+        decision: Decision::Allowed,
+        reason_code: None,
+        reason: None,
+        args_sha256: canonical_digest(&request.arguments),
+        grant_id: None,
+        completed: false,
+    };
+
+    if gw.is_draining() {
+        let error = CallError::unavailable("shutting_down", "the gateway is shutting down".into());
+        return Err(refuse(gw, row, error).await);
+    }
+    let resolved = match resolve_and_authorize(gw, &request, &mut row) {
+        Ok(resolved) => resolved,
+        Err(error) => return Err(refuse(gw, row, error).await),
+    };
+    // Seams, in order, for the governance issue: company pre-hooks, user
+    // pre-hooks, write-safety confirmation, PII rehydration of arguments.
+
+    // Write-ahead: the attempt is on record before the upstream sees it.
+    record(gw, AuditWrite::Decision(row.clone()))
+        .await
+        .map_err(CallError::audit)?;
+
+    let outcome = match gw.connector(&resolved.service) {
+        Some(connector) => {
+            let deadline = gw
+                .config
+                .services
+                .get(&resolved.service)
+                .and_then(|s| s.call_timeout)
+                .unwrap_or(gw.config.limits.call_timeout)
+                // Margin over the connector's own timeout, which answers first.
+                + std::time::Duration::from_secs(1);
+            connector::call(
+                &connector,
+                &resolved.service,
+                resolved.action.clone(),
+                Some(resolved.upstream_arguments),
+                deadline,
+            )
+            .await
+        }
+        None => Err(ConnectorError::Unavailable(resolved.service.clone())),
+    };
+    // Seams: post-hooks, PII pseudonymization of the result.
+
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (completion, answer) = match outcome {
+        Ok(result) => {
+            let status = if result.is_error == Some(true) { "tool_error" } else { "ok" };
+            (
+                AuditOutcome {
+                    call_id: row.call_id.clone(),
+                    at: actors::now_rfc3339(),
+                    decision: Decision::Allowed,
+                    reason_code: None,
+                    reason: None,
+                    upstream_status: status.into(),
+                    latency_ms,
+                },
+                Ok(result),
+            )
+        }
+        Err(error) => {
+            let status = match &error {
+                ConnectorError::Upstream { code, .. } => format!("error {code}"),
+                other => other.code().to_owned(),
+            };
+            let message = format!("service '{}' failed: {error}", resolved.service);
+            (
+                AuditOutcome {
+                    call_id: row.call_id.clone(),
+                    at: actors::now_rfc3339(),
+                    decision: Decision::Failed,
+                    reason_code: Some(error.code().into()),
+                    reason: Some(message.clone()),
+                    upstream_status: status,
+                    latency_ms,
+                },
+                Err(CallError {
+                    code: error.code(),
+                    message,
+                    jsonrpc_code: CODE_UPSTREAM,
+                }),
+            )
+        }
+    };
+    let failed = answer.is_err();
+    record(gw, AuditWrite::Outcome(completion))
+        .await
+        .map_err(|e| CallError::audit(format!("the call ran but its outcome could not be recorded, so its result is withheld: {e}")))?;
+    let counter = if failed { &gw.stats.failed } else { &gw.stats.allowed };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    answer
+}
+
+fn resolve_and_authorize(
+    gw: &Gateway,
+    request: &CallRequest<'_>,
+    row: &mut AuditDecision,
+) -> Result<Resolved, CallError> {
+    let (service, surface) = parse_tool_name(request.tool)
+        .filter(|(service, _)| gw.config.services.contains_key(*service))
+        .ok_or_else(|| CallError::invalid("unknown_tool", format!("there is no tool '{}'", request.tool)))?;
+    row.service = Some(service.to_owned());
+    let allowed = request.principal.access_to(service);
+    let Some(allowed) = allowed else {
+        // Indistinguishable from a missing service for the caller, but audited precisely.
+        return Err(CallError::refused(
+            "service_not_allowed",
+            format!("{} has no access to service '{service}'", request.principal.subject),
+        ));
+    };
+    let catalog = gw.catalog(service).ok_or_else(|| {
+        CallError::unavailable(
+            "upstream_unavailable",
+            format!("service '{service}' is not connected yet (starting or restarting); retry shortly"),
+        )
+    })?;
+    let mut arguments = request.arguments.clone();
+    let action_name = match &surface {
+        Surface::Direct(tool) => {
+            if catalog.expose != crate::config::Expose::Tools {
+                return Err(CallError::invalid("unknown_tool", format!("there is no tool '{}'", request.tool)));
+            }
+            tool.clone()
+        }
+        Surface::ReadActions | Surface::WriteActions => {
+            if catalog.expose != crate::config::Expose::Actions {
+                return Err(CallError::invalid("unknown_tool", format!("there is no tool '{}'", request.tool)));
+            }
+            match arguments.remove("action") {
+                Some(Value::String(action)) => action,
+                Some(_) => {
+                    return Err(CallError::invalid("invalid_arguments", "action: must be a string".into()));
+                }
+                None => {
+                    return Err(CallError::invalid(
+                        "invalid_arguments",
+                        format!("action: required; one of the actions listed in '{}'", request.tool),
+                    ));
+                }
+            }
+        }
+    };
+    row.action = Some(action_name.clone());
+    let action = catalog.actions.get(&action_name).ok_or_else(|| {
+        CallError::invalid(
+            "unknown_action",
+            format!("action: '{action_name}' is not an action of service '{service}'"),
+        )
+    })?;
+    let risk = action.risk;
+    row.risk = Some(risk.as_str().into());
+    match (&surface, risk) {
+        (Surface::ReadActions, Risk::Write | Risk::HighRisk) => {
+            return Err(CallError::invalid(
+                "wrong_tool",
+                format!("action: '{action_name}' is a {risk} action; call {service}_write_actions"),
+            ));
+        }
+        (Surface::WriteActions, Risk::Read) => {
+            return Err(CallError::invalid(
+                "wrong_tool",
+                format!("action: '{action_name}' is a read action; call {service}_read_actions"),
+            ));
+        }
+        _ => {}
+    }
+    if risk > allowed {
+        return Err(CallError::refused(
+            "risk_not_allowed",
+            format!(
+                "{} may use {service} up to {allowed}; '{action_name}' is {risk}",
+                request.principal.subject
+            ),
+        ));
+    }
+    action
+        .validate(&arguments)
+        .map_err(|problem| CallError::invalid("invalid_arguments", format!("{action_name}: {problem}")))?;
+    Ok(Resolved {
+        service: service.to_owned(),
+        action: action_name,
+        upstream_arguments: arguments,
+    })
+}
+
+/// Record a refusal (one complete row) and return the error for the caller.
+/// If even the refusal cannot be recorded, the caller learns that too.
+pub async fn refuse(gw: &Gateway, mut row: AuditDecision, error: CallError) -> CallError {
+    row.decision = Decision::Refused;
+    row.reason_code = Some(error.code.into());
+    row.reason = Some(error.message.clone());
+    row.completed = true;
+    gw.stats.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match record(gw, AuditWrite::Decision(row)).await {
+        Ok(()) => error,
+        Err(e) => {
+            tracing::error!(reason = error.code, error = %e, "refusal could not be audited");
+            CallError::audit(format!("{} (and the refusal could not be recorded: {e})", error.message))
+        }
+    }
+}
+
+/// Durably write one audit entry through the audit writer actor.
+pub async fn record(gw: &Gateway, entry: AuditWrite) -> Result<(), String> {
+    let writer = gw
+        .audit_writer()
+        .ok_or_else(|| "the audit writer is restarting".to_string())?;
+    audit::write(&writer, entry).await.map_err(|e| e.to_string())
+}

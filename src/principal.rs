@@ -1,0 +1,26 @@
+//! Who is calling: the authenticated credential resolved to a configured user.
+
+use std::sync::Arc;
+
+use actors::grant::Risk;
+
+use crate::config::UserConfig;
+
+/// Set on the request by the auth layer; every later stage reads it from there.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Id of the gateway token that authenticated the request (never the secret).
+    pub credential_id: String,
+    /// The person acted for.
+    pub subject: String,
+    /// The client or workflow that drives the call. For a plain user (or a
+    /// service account) it is the user itself; delegation makes them differ.
+    pub actor: String,
+    pub user: Arc<UserConfig>,
+}
+
+impl Principal {
+    pub fn access_to(&self, service: &str) -> Option<Risk> {
+        self.user.access_to(service)
+    }
+}

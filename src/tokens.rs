@@ -1,0 +1,146 @@
+//! Gateway API tokens: `mgt_<id>_<secret>`. Only SHA-256(secret) is stored;
+//! verification compares in constant time. Revocation is a row update that the
+//! next request sees: tokens are checked against the database on every request.
+
+use sha2::{Digest, Sha256};
+use sqlx::{Row, SqlitePool};
+use subtle::ConstantTimeEq;
+
+const PREFIX: &str = "mgt_";
+
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user_email: String,
+    pub name: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    #[error("the token is not a gateway token")]
+    Malformed,
+    #[error("the token is not known")]
+    Unknown,
+    #[error("the token was revoked")]
+    Revoked { user: String },
+    #[error("the token has expired")]
+    Expired { user: String },
+    #[error("the token store is unavailable")]
+    Store,
+}
+
+/// A freshly created token. `secret` is shown once and never stored.
+pub struct NewToken {
+    pub id: String,
+    pub token: String,
+}
+
+fn digest(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+pub async fn create(
+    pool: &SqlitePool,
+    user_email: &str,
+    name: Option<&str>,
+    expires_at: Option<String>,
+) -> Result<NewToken, sqlx::Error> {
+    let id = hex::encode(rand::random::<[u8; 6]>());
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    sqlx::query(
+        "INSERT INTO api_tokens (id, user_email, name, secret_sha256, created_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(user_email)
+    .bind(name)
+    .bind(digest(&secret))
+    .bind(actors::now_rfc3339())
+    .bind(expires_at)
+    .execute(pool)
+    .await?;
+    Ok(NewToken {
+        token: format!("{PREFIX}{id}_{secret}"),
+        id,
+    })
+}
+
+/// Marks `id` revoked. Returns false when there is no such active token.
+pub async fn revoke(pool: &SqlitePool, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+        .bind(actors::now_rfc3339())
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn list(pool: &SqlitePool) -> Result<Vec<TokenRecord>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, user_email, name, created_at, expires_at, revoked_at FROM api_tokens ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TokenRecord {
+            id: r.get("id"),
+            user_email: r.get("user_email"),
+            name: r.get("name"),
+            created_at: r.get("created_at"),
+            expires_at: r.get("expires_at"),
+            revoked_at: r.get("revoked_at"),
+        })
+        .collect())
+}
+
+/// Check a presented token. Returns the token's record when it is valid now.
+pub async fn verify(pool: &SqlitePool, presented: &str) -> Result<TokenRecord, TokenRejection> {
+    let (id, secret) = presented
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .filter(|(id, secret)| id.len() == 12 && secret.len() == 64)
+        .ok_or(TokenRejection::Malformed)?;
+    let row = sqlx::query(
+        "SELECT id, user_email, name, secret_sha256, created_at, expires_at, revoked_at \
+         FROM api_tokens WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(|_| TokenRejection::Store)?;
+    let presented_digest = digest(secret);
+    let Some(row) = row else {
+        // Same work as a known id, so timing does not reveal which ids exist.
+        let _ = presented_digest.ct_eq(&[0u8; 32]);
+        return Err(TokenRejection::Unknown);
+    };
+    let stored: Vec<u8> = row.get("secret_sha256");
+    if !bool::from(presented_digest.ct_eq(&stored)) {
+        return Err(TokenRejection::Unknown);
+    }
+    let record = TokenRecord {
+        id: row.get("id"),
+        user_email: row.get("user_email"),
+        name: row.get("name"),
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+        revoked_at: row.get("revoked_at"),
+    };
+    if record.revoked_at.is_some() {
+        return Err(TokenRejection::Revoked {
+            user: record.user_email,
+        });
+    }
+    if let Some(expires_at) = &record.expires_at
+        && expires_at.as_str() <= actors::now_rfc3339().as_str()
+    {
+        return Err(TokenRejection::Expired {
+            user: record.user_email,
+        });
+    }
+    Ok(record)
+}
