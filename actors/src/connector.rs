@@ -285,6 +285,10 @@ impl Actor for ConnectorActor {
     }
 }
 
+/// Variables a stdio upstream inherits from the gateway; everything else must be
+/// configured per service.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER"];
+
 async fn connect(
     upstream: &UpstreamSpec,
 ) -> Result<(RunningService<RoleClient, ()>, Vec<Tool>), String> {
@@ -294,6 +298,14 @@ async fn connect(
                 .split_first()
                 .ok_or_else(|| "empty command".to_string())?;
             let mut cmd = tokio::process::Command::new(program);
+            // The child gets a minimal environment plus what the operator
+            // configured: the gateway's own secrets never leak into upstreams.
+            cmd.env_clear();
+            for name in INHERITED_ENV {
+                if let Ok(value) = std::env::var(name) {
+                    cmd.env(name, value);
+                }
+            }
             cmd.args(args).envs(env).kill_on_drop(true);
             if let Some(cwd) = cwd {
                 cmd.current_dir(cwd);

@@ -1,0 +1,232 @@
+//! Test harness: an in-process gateway on a random port with real peers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcpgate::config::Config;
+use mcpgate::gateway::Gateway;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
+use rmcp::service::{RoleClient, RunningService, ServiceError};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where `scripts/install-peers.sh` put the real MCP peers.
+pub fn peers() -> PathBuf {
+    let dir = std::env::var_os("MCPGATE_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".peers"));
+    assert!(
+        dir.join("venv/bin/python").exists() && dir.join("node/node_modules").exists(),
+        "real MCP peers missing in {}: run scripts/install-peers.sh",
+        dir.display()
+    );
+    dir
+}
+
+pub fn python() -> String {
+    peers().join("venv/bin/python").display().to_string()
+}
+
+pub fn everything_js() -> String {
+    peers()
+        .join("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        .display()
+        .to_string()
+}
+
+pub fn faulty_py() -> String {
+    repo().join("tests/peers/faulty_server.py").display().to_string()
+}
+
+/// YAML for the standard services: everything (stdio), time (stdio).
+pub fn standard_services() -> String {
+    format!(
+        r#"  everything:
+    kind: mcp
+    command: ["node", "{everything}", "stdio"]
+  time:
+    kind: mcp
+    command: ["{python}", "-m", "mcp_server_time"]
+    risk: {{ convert_time: write }}
+"#,
+        everything = everything_js(),
+        python = python()
+    )
+}
+
+pub struct TestGateway {
+    pub gw: Arc<Gateway>,
+    pub url: String,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestGateway {
+    /// `body` is the YAML after `data_dir`/`listen` (services, users, limits).
+    pub async fn start(body: &str) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("data_dir: {}\n{body}", dir.path().join("data").display());
+        let config = Config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let pool = mcpgate::storage::open(&config.data_dir).await.unwrap();
+        let gw = Gateway::start(config, pool).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server_gw = gw.clone();
+        let server = tokio::spawn(async move {
+            mcpgate::http::serve(server_gw, listener, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        let t = TestGateway {
+            gw,
+            url: format!("http://{addr}/mcp"),
+            base: format!("http://{addr}"),
+            dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        };
+        t.wait_all_running().await;
+        t
+    }
+
+    pub async fn token(&self, user: &str) -> String {
+        mcpgate::tokens::create(&self.gw.pool, user, Some("test"), None)
+            .await
+            .unwrap()
+            .token
+    }
+
+    /// Wait until every configured connector has connected at least `generation` times.
+    pub async fn wait_generation(&self, service: &str, generation: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(s) = self.gw.directory.get(service)
+                && s.generation >= generation
+                && s.state == actors::connector::ConnectorState::Running
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connector {service} did not reach generation {generation}: {:?}",
+                self.gw.directory.get(service)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_all_running(&self) {
+        let services: Vec<String> = self.gw.config.services.keys().cloned().collect();
+        for service in services {
+            self.wait_generation(&service, 1).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub async fn audit_rows(&self) -> Vec<mcpgate::audit_log::AuditRow> {
+        mcpgate::audit_log::query(
+            &self.gw.pool,
+            &mcpgate::audit_log::AuditFilter {
+                limit: 1_000_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A real rmcp client (initialize-era session) authenticated with `token`.
+    pub async fn rmcp_client(&self, token: &str) -> RunningService<RoleClient, ()> {
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str()).auth_header(token);
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .expect("rmcp client connects")
+    }
+
+    /// Run the official Python SDK client (see tests/clients/py_client.py).
+    pub async fn py_client(&self, token: &str, mode: &str, steps: Value) -> Value {
+        let out = tokio::process::Command::new(python())
+            .arg(repo().join("tests/clients/py_client.py"))
+            .arg(&self.url)
+            .arg(token)
+            .arg(mode)
+            .arg(steps.to_string())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+}
+
+pub fn args(value: Value) -> JsonObject {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("arguments must be an object, got {other}"),
+    }
+}
+
+pub async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &str,
+    arguments: Value,
+) -> Result<CallToolResult, ServiceError> {
+    client
+        .peer()
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args(arguments)))
+        .await
+}
+
+pub fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+/// The gateway's reason code on a JSON-RPC error.
+pub fn reason_of(error: &ServiceError) -> String {
+    match error {
+        ServiceError::McpError(e) => e
+            .data
+            .as_ref()
+            .and_then(|d| d.get("reason"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        other => panic!("expected a JSON-RPC error, got {other}"),
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
