@@ -64,9 +64,10 @@ pub struct InFlight {
     idle: Notify,
 }
 
-pub struct InFlightGuard<'a>(&'a InFlight);
+/// Held while a request is in flight; dropping it may wake a waiting shutdown.
+pub struct InFlightGuard(Arc<InFlight>);
 
-impl Drop for InFlightGuard<'_> {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
@@ -75,9 +76,9 @@ impl Drop for InFlightGuard<'_> {
 }
 
 impl InFlight {
-    pub fn enter(&self) -> InFlightGuard<'_> {
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
         self.count.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self)
+        InFlightGuard(self.clone())
     }
 
     pub fn current(&self) -> usize {
@@ -107,7 +108,8 @@ pub struct Gateway {
     pub directory: ServiceDirectory,
     pub events: LifecycleEvents,
     pub stats: Arc<Stats>,
-    pub inflight: InFlight,
+    /// MCP POSTs whose response has not been fully sent yet.
+    pub inflight: Arc<InFlight>,
     pub session_manager: Arc<LocalSessionManager>,
     /// `Mcp-Session-Id` → id of the credential that opened it.
     pub session_bindings: Arc<DashMap<String, String>>,
@@ -238,7 +240,7 @@ impl Gateway {
             directory,
             events,
             stats,
-            inflight: InFlight::default(),
+            inflight: Arc::new(InFlight::default()),
             session_manager: Arc::new(session_manager),
             session_bindings: Arc::new(DashMap::new()),
             catalogs: DashMap::new(),

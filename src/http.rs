@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -129,7 +130,21 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut request: Request, next
         user: Arc::new(user.clone()),
     });
     let is_delete = request.method() == Method::DELETE;
+    // A POST is in flight until its response body (often an SSE stream that
+    // ends with the JSON-RPC answer) has been sent: shutdown waits for that.
+    let in_flight = (request.method() == Method::POST).then(|| gw.inflight.enter());
     let response = next.run(request).await;
+    let response = match in_flight {
+        Some(guard) => {
+            let (parts, body) = response.into_parts();
+            let body = body.into_data_stream().map(move |chunk| {
+                let _held = &guard;
+                chunk
+            });
+            Response::from_parts(parts, axum::body::Body::from_stream(body))
+        }
+        None => response,
+    };
     match &session_id {
         None => {
             // A new initialize-era session: bind it to this credential.

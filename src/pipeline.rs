@@ -139,7 +139,6 @@ pub fn new_call_id() -> String {
 /// Run one tool call through the whole pipeline.
 pub async fn run(gw: &Gateway, request: CallRequest<'_>) -> Result<CallToolResult, CallError> {
     let started = Instant::now();
-    let _in_flight = gw.inflight.enter();
     let mut row = AuditDecision {
         call_id: new_call_id(),
         at: actors::now_rfc3339(),

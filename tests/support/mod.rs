@@ -75,6 +75,11 @@ pub struct TestGateway {
 impl TestGateway {
     /// `body` is the YAML after `data_dir`/`listen` (services, users, limits).
     pub async fn start(body: &str) -> TestGateway {
+        if std::env::var_os("MCPGATE_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_env("MCPGATE_TEST_LOG"))
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let text = format!("data_dir: {}\n{body}", dir.path().join("data").display());
         let config = Config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
