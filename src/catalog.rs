@@ -130,7 +130,11 @@ impl ServiceCatalog {
         match self.expose {
             Expose::Actions => {
                 let mut tools = Vec::new();
-                let reads: Vec<&Action> = self.actions.values().filter(|a| a.risk == Risk::Read).collect();
+                let reads: Vec<&Action> = self
+                    .actions
+                    .values()
+                    .filter(|a| a.risk == Risk::Read)
+                    .collect();
                 let writes: Vec<&Action> = self
                     .actions
                     .values()
@@ -173,7 +177,10 @@ impl ServiceCatalog {
             self.service
         );
         let mut properties = serde_json::Map::new();
-        let names: Vec<Value> = actions.iter().map(|a| Value::String(a.name.clone())).collect();
+        let names: Vec<Value> = actions
+            .iter()
+            .map(|a| Value::String(a.name.clone()))
+            .collect();
         properties.insert(
             "action".into(),
             json!({ "type": "string", "enum": names, "description": "Which action to run." }),
@@ -191,11 +198,19 @@ impl ServiceCatalog {
                 action.name,
                 action.risk,
                 summary,
-                if params.is_empty() { "none".into() } else { params.join(", ") }
+                if params.is_empty() {
+                    "none".into()
+                } else {
+                    params.join(", ")
+                }
             ));
             // Offer each argument at the top level; the action's own schema is
             // what the gateway validates against.
-            if let Some(props) = action.input_schema.get("properties").and_then(Value::as_object) {
+            if let Some(props) = action
+                .input_schema
+                .get("properties")
+                .and_then(Value::as_object)
+            {
                 for (key, schema) in props {
                     if key != "action" && !properties.contains_key(key) {
                         properties.insert(key.clone(), schema.clone());
@@ -245,8 +260,11 @@ mod tests {
     use crate::config::Config;
 
     fn tool(name: &str, annotations: Option<ToolAnnotations>) -> Tool {
-        let schema = json!({"type":"object","properties":{"x":{"type":"integer"}},"required":["x"]});
-        let Value::Object(schema) = schema else { unreachable!() };
+        let schema =
+            json!({"type":"object","properties":{"x":{"type":"integer"}},"required":["x"]});
+        let Value::Object(schema) = schema else {
+            unreachable!()
+        };
         let mut t = Tool::new(name.to_owned(), format!("does {name}"), Arc::new(schema));
         t.annotations = annotations;
         t
@@ -284,21 +302,36 @@ mod tests {
     #[test]
     fn surface_is_filtered_by_access() {
         let c = catalog("actions");
-        let names = |max| c.tools_for(max).into_iter().map(|t| t.name.to_string()).collect::<Vec<_>>();
+        let names = |max| {
+            c.tools_for(max)
+                .into_iter()
+                .map(|t| t.name.to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(Risk::Read), vec!["svc_read_actions"]);
-        assert_eq!(names(Risk::Write), vec!["svc_read_actions", "svc_write_actions"]);
+        assert_eq!(
+            names(Risk::Write),
+            vec!["svc_read_actions", "svc_write_actions"]
+        );
         let write_tool = c.tools_for(Risk::Write).pop().unwrap();
         let actions = write_tool.input_schema["properties"]["action"]["enum"].clone();
         assert_eq!(actions, json!(["change"]));
         let all = c.tools_for(Risk::HighRisk).pop().unwrap();
-        assert_eq!(all.input_schema["properties"]["action"]["enum"], json!(["change", "wipe"]));
+        assert_eq!(
+            all.input_schema["properties"]["action"]["enum"],
+            json!(["change", "wipe"])
+        );
         assert_eq!(all.annotations.unwrap().destructive_hint, Some(true));
     }
 
     #[test]
     fn direct_exposure_names_each_tool() {
         let c = catalog("tools");
-        let names: Vec<_> = c.tools_for(Risk::Write).into_iter().map(|t| t.name.to_string()).collect();
+        let names: Vec<_> = c
+            .tools_for(Risk::Write)
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
         assert_eq!(names, vec!["svc__change", "svc__look", "svc__plain"]);
     }
 
@@ -315,9 +348,18 @@ mod tests {
 
     #[test]
     fn tool_names_parse() {
-        assert_eq!(parse_tool_name("svc_read_actions"), Some(("svc", Surface::ReadActions)));
-        assert_eq!(parse_tool_name("my-svc_write_actions"), Some(("my-svc", Surface::WriteActions)));
-        assert_eq!(parse_tool_name("svc__echo"), Some(("svc", Surface::Direct("echo".into()))));
+        assert_eq!(
+            parse_tool_name("svc_read_actions"),
+            Some(("svc", Surface::ReadActions))
+        );
+        assert_eq!(
+            parse_tool_name("my-svc_write_actions"),
+            Some(("my-svc", Surface::WriteActions))
+        );
+        assert_eq!(
+            parse_tool_name("svc__echo"),
+            Some(("svc", Surface::Direct("echo".into())))
+        );
         assert_eq!(parse_tool_name("nothing"), None);
     }
 }

@@ -11,7 +11,11 @@ use crate::gateway::Gateway;
 use crate::{storage, tokens};
 
 #[derive(Debug, Parser)]
-#[command(name = "mcpgate", version, about = "A self-hosted MCP gateway: one governed endpoint for AI clients and workflow engines.")]
+#[command(
+    name = "mcpgate",
+    version,
+    about = "A self-hosted MCP gateway: one governed endpoint for AI clients and workflow engines."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -114,7 +118,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let pool = storage::open(&config.data_dir).await?;
             let since = since.map(|s| parse_since(&s)).transpose()?;
-            let rows = audit_log::query(&pool, &AuditFilter { subject, since, limit }).await?;
+            let rows = audit_log::query(
+                &pool,
+                &AuditFilter {
+                    subject,
+                    since,
+                    limit,
+                },
+            )
+            .await?;
             for row in rows {
                 if json {
                     println!("{}", serde_json::to_string(&row)?);
@@ -183,7 +195,11 @@ async fn shutdown_signal() {
 async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
     let pool = storage::open(&config.data_dir).await?;
     match command {
-        TokenCommand::Create { user, name, expires } => {
+        TokenCommand::Create {
+            user,
+            name,
+            expires,
+        } => {
             let Some(user) = config.user(&user) else {
                 anyhow::bail!("no user '{user}' in the config; add it under `users:` first");
             };
@@ -195,7 +211,10 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
                 })
                 .transpose()?;
             let created = tokens::create(&pool, &user.email, name.as_deref(), expires_at).await?;
-            eprintln!("token id {} for {} (shown once; store it safely):", created.id, user.email);
+            eprintln!(
+                "token id {} for {} (shown once; store it safely):",
+                created.id, user.email
+            );
             println!("{}", created.token);
         }
         TokenCommand::Revoke { id } => {
@@ -214,7 +233,11 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
                     t.name.unwrap_or_default(),
                     t.created_at,
                     t.expires_at.unwrap_or_else(|| "never".into()),
-                    if t.revoked_at.is_some() { "REVOKED" } else { "active" }
+                    if t.revoked_at.is_some() {
+                        "REVOKED"
+                    } else {
+                        "active"
+                    }
                 );
             }
         }

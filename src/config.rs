@@ -223,7 +223,9 @@ impl Config {
     }
 
     pub fn user(&self, email: &str) -> Option<&UserConfig> {
-        self.users.iter().find(|u| u.email.eq_ignore_ascii_case(email))
+        self.users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(email))
     }
 
     fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
@@ -250,7 +252,9 @@ impl Config {
                 (None, None) => {
                     return Err(at(
                         &format!("{name}:"),
-                        format!("service '{name}': an mcp service needs `command` (stdio) or `url` (Streamable HTTP)"),
+                        format!(
+                            "service '{name}': an mcp service needs `command` (stdio) or `url` (Streamable HTTP)"
+                        ),
                     ));
                 }
                 (Some(command), None) if command.is_empty() || command[0].is_empty() => {
@@ -259,7 +263,9 @@ impl Config {
                         format!("service '{name}': `command` is empty"),
                     ));
                 }
-                (None, Some(url)) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                (None, Some(url))
+                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                {
                     return Err(at(
                         url,
                         format!("service '{name}': `url` must be http:// or https://, got '{url}'"),
@@ -408,7 +414,11 @@ users:
     #[test]
     fn errors_name_file_line_and_column() {
         let cases = [
-            ("listen: 1.2.3.4:80\nbogus: 1\n", "c.yaml:2:1", "unknown field `bogus`"),
+            (
+                "listen: 1.2.3.4:80\nbogus: 1\n",
+                "c.yaml:2:1",
+                "unknown field `bogus`",
+            ),
             ("listen: nope\n", "c.yaml:1:9", "invalid socket address"),
             (
                 "services:\n  a:\n    kind: mcp\n    command: [x]\n    risk: { t: dangerous }\n",

@@ -17,8 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actors::audit::{AuditMsg, AuditWriter, AuditWriterArgs};
-use actors::connector::{ConnectorActor, ConnectorArgs, ConnectorMsg, ServiceDirectory, UpstreamSpec};
-use actors::session::{ClientInfo, OnSessionEnd, SessionActor, SessionArgs, SessionMsg, SessionOwner, SessionRefusal, SessionTicket};
+use actors::connector::{
+    ConnectorActor, ConnectorArgs, ConnectorMsg, ServiceDirectory, UpstreamSpec,
+};
+use actors::session::{
+    ClientInfo, OnSessionEnd, SessionActor, SessionArgs, SessionMsg, SessionOwner, SessionRefusal,
+    SessionTicket,
+};
 use dashmap::DashMap;
 use ractor::{Actor, ActorRef};
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -118,7 +123,12 @@ pub struct Gateway {
     root: ActorRef<SupervisorMsg>,
 }
 
-fn connector_spec(name: &str, service: &ServiceConfig, config: &Config, directory: &ServiceDirectory) -> ChildSpec {
+fn connector_spec(
+    name: &str,
+    service: &ServiceConfig,
+    config: &Config,
+    directory: &ServiceDirectory,
+) -> ChildSpec {
     let upstream = match (&service.command, &service.url) {
         (Some(command), _) => UpstreamSpec::Stdio {
             command: command.clone(),
@@ -210,9 +220,27 @@ impl Gateway {
         let temporary_policy = RestartPolicy::default();
         let children = vec![
             audit,
-            supervisor_spec(CONNECTORS_KEY, connector_policy, &events, &registry, connectors),
-            supervisor_spec(GRANTS_KEY, temporary_policy.clone(), &events, &registry, Vec::new()),
-            supervisor_spec(SESSIONS_KEY, temporary_policy, &events, &registry, Vec::new()),
+            supervisor_spec(
+                CONNECTORS_KEY,
+                connector_policy,
+                &events,
+                &registry,
+                connectors,
+            ),
+            supervisor_spec(
+                GRANTS_KEY,
+                temporary_policy.clone(),
+                &events,
+                &registry,
+                Vec::new(),
+            ),
+            supervisor_spec(
+                SESSIONS_KEY,
+                temporary_policy,
+                &events,
+                &registry,
+                Vec::new(),
+            ),
         ];
         let (root, _) = Actor::spawn(
             None,
@@ -270,7 +298,12 @@ impl Gateway {
         {
             return Some(cached.clone());
         }
-        let built = Arc::new(ServiceCatalog::build(service, config, status.generation, &status.tools));
+        let built = Arc::new(ServiceCatalog::build(
+            service,
+            config,
+            status.generation,
+            &status.tools,
+        ));
         self.catalogs.insert(service.to_owned(), built.clone());
         Some(built)
     }
@@ -329,7 +362,12 @@ impl Gateway {
         Err(SessionError::Unavailable)
     }
 
-    async fn start_session(&self, key: &str, principal: &Principal, client: ClientInfo) -> Result<(), SessionError> {
+    async fn start_session(
+        &self,
+        key: &str,
+        principal: &Principal,
+        client: ClientInfo,
+    ) -> Result<(), SessionError> {
         let sessions: ActorRef<SupervisorMsg> = self
             .registry
             .get(SESSIONS_KEY)
@@ -376,7 +414,8 @@ impl Gateway {
     pub async fn end_session(&self, mcp_session_id: &str) {
         self.session_bindings.remove(mcp_session_id);
         if let Some(sessions) = self.registry.get::<SupervisorMsg>(SESSIONS_KEY) {
-            supervision::stop_child(&sessions, &session_key(&format!("mcp:{mcp_session_id}"))).await;
+            supervision::stop_child(&sessions, &session_key(&format!("mcp:{mcp_session_id}")))
+                .await;
         }
     }
 
@@ -388,7 +427,10 @@ impl Gateway {
     /// (sessions, grants, connectors, and the audit writer last, which flushes).
     pub async fn shutdown(&self) {
         self.draining.store(true, Ordering::Release);
-        let left = self.inflight.drained(self.config.limits.drain_timeout).await;
+        let left = self
+            .inflight
+            .drained(self.config.limits.drain_timeout)
+            .await;
         if left > 0 {
             tracing::warn!(in_flight = left, "drain timeout reached; stopping anyway");
         }

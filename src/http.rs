@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actors::audit::{AuditDecision, Decision};
+use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Json;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use futures::StreamExt;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,11 @@ const SESSION_HEADER: &str = "mcp-session-id";
 pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
     let mut config = StreamableHttpServerConfig::default().with_cancellation_token(mcp_shutdown);
     if !gw.config.allowed_hosts.is_empty() {
-        let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        let mut hosts = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
         hosts.extend(gw.config.allowed_hosts.iter().cloned());
         config = config.with_allowed_hosts(hosts);
     }
@@ -67,7 +71,10 @@ pub async fn serve(
             shutdown.await;
             tracing::info!("shutting down: draining in-flight calls");
             drain_gw.begin_drain();
-            drain_gw.inflight.drained(drain_gw.config.limits.drain_timeout).await;
+            drain_gw
+                .inflight
+                .drained(drain_gw.config.limits.drain_timeout)
+                .await;
             mcp_shutdown.cancel();
         })
         .await;
@@ -78,7 +85,11 @@ pub async fn serve(
 
 /// Authenticate every `/mcp` request once; refuse with 401 otherwise. Also keeps
 /// an MCP session bound to the credential that opened it.
-async fn authenticate(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(gw): State<Arc<Gateway>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let session_id = request
         .headers()
         .get(SESSION_HEADER)
@@ -88,10 +99,20 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut request: Request, next
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(presented) = presented else {
-        audit_http_refusal(&gw, "anonymous", &session_id, "unauthenticated", "no bearer token").await;
+        audit_http_refusal(
+            &gw,
+            "anonymous",
+            &session_id,
+            "unauthenticated",
+            "no bearer token",
+        )
+        .await;
         return unauthorized(None);
     };
     let record = match tokens::verify(&gw.pool, presented).await {
@@ -101,7 +122,14 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut request: Request, next
                 TokenRejection::Revoked { user } | TokenRejection::Expired { user } => user.clone(),
                 _ => "anonymous".to_owned(),
             };
-            audit_http_refusal(&gw, &subject, &session_id, "invalid_token", &rejection.to_string()).await;
+            audit_http_refusal(
+                &gw,
+                &subject,
+                &session_id,
+                "invalid_token",
+                &rejection.to_string(),
+            )
+            .await;
             return unauthorized(Some(&rejection.to_string()));
         }
     };
@@ -115,7 +143,14 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut request: Request, next
         && owner != record.id
     {
         let reason = "this MCP session was opened with another credential";
-        audit_http_refusal(&gw, &user.email, &session_id, "session_credential_mismatch", reason).await;
+        audit_http_refusal(
+            &gw,
+            &user.email,
+            &session_id,
+            "session_credential_mismatch",
+            reason,
+        )
+        .await;
         return (
             StatusCode::FORBIDDEN,
             Json(json!({ "error": "forbidden", "reason": "session_credential_mismatch", "message": reason })),
@@ -148,7 +183,11 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, mut request: Request, next
     match &session_id {
         None => {
             // A new initialize-era session: bind it to this credential.
-            if let Some(new_id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+            if let Some(new_id) = response
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
                 gw.session_bindings.insert(new_id.to_owned(), credential_id);
             }
         }
@@ -175,12 +214,20 @@ fn unauthorized(error: Option<&str>) -> Response {
     )
         .into_response();
     if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
 
-async fn audit_http_refusal(gw: &Gateway, subject: &str, session: &Option<String>, code: &'static str, reason: &str) {
+async fn audit_http_refusal(
+    gw: &Gateway,
+    subject: &str,
+    session: &Option<String>,
+    code: &'static str,
+    reason: &str,
+) {
     let row = AuditDecision {
         call_id: pipeline::new_call_id(),
         at: actors::now_rfc3339(),

@@ -40,7 +40,10 @@ impl McpHandler {
         let principal = parts.and_then(|p| p.extensions.get::<Principal>()).cloned();
         // The auth layer always sets it; without it nothing runs (fail closed).
         let Some(principal) = principal else {
-            return Err(McpError::internal_error("request is not authenticated", None));
+            return Err(McpError::internal_error(
+                "request is not authenticated",
+                None,
+            ));
         };
         let session_id = parts
             .and_then(|p| p.headers.get("mcp-session-id"))

@@ -171,7 +171,7 @@ pub async fn run(gw: &Gateway, request: CallRequest<'_>) -> Result<CallToolResul
     // pre-hooks, write-safety confirmation, PII rehydration of arguments.
 
     // Write-ahead: the attempt is on record before the upstream sees it.
-    record(gw, AuditWrite::Decision(row.clone()))
+    record(gw, AuditWrite::Decision(Box::new(row.clone())))
         .await
         .map_err(CallError::audit)?;
 
@@ -203,7 +203,11 @@ pub async fn run(gw: &Gateway, request: CallRequest<'_>) -> Result<CallToolResul
         Ok(mut result) => {
             // A legacy upstream omits `resultType`; 2026-07-28 clients require it.
             result.result_type = Some(ResultType::COMPLETE);
-            let status = if result.is_error == Some(true) { "tool_error" } else { "ok" };
+            let status = if result.is_error == Some(true) {
+                "tool_error"
+            } else {
+                "ok"
+            };
             (
                 AuditOutcome {
                     call_id: row.call_id.clone(),
@@ -244,8 +248,16 @@ pub async fn run(gw: &Gateway, request: CallRequest<'_>) -> Result<CallToolResul
     let failed = answer.is_err();
     record(gw, AuditWrite::Outcome(completion))
         .await
-        .map_err(|e| CallError::audit(format!("the call ran but its outcome could not be recorded, so its result is withheld: {e}")))?;
-    let counter = if failed { &gw.stats.failed } else { &gw.stats.allowed };
+        .map_err(|e| {
+            CallError::audit(format!(
+                "the call ran but its outcome could not be recorded, so its result is withheld: {e}"
+            ))
+        })?;
+    let counter = if failed {
+        &gw.stats.failed
+    } else {
+        &gw.stats.allowed
+    };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     answer
 }
@@ -257,43 +269,65 @@ fn resolve_and_authorize(
 ) -> Result<Resolved, CallError> {
     let (service, surface) = parse_tool_name(request.tool)
         .filter(|(service, _)| gw.config.services.contains_key(*service))
-        .ok_or_else(|| CallError::invalid("unknown_tool", format!("there is no tool '{}'", request.tool)))?;
+        .ok_or_else(|| {
+            CallError::invalid(
+                "unknown_tool",
+                format!("there is no tool '{}'", request.tool),
+            )
+        })?;
     row.service = Some(service.to_owned());
     let allowed = request.principal.access_to(service);
     let Some(allowed) = allowed else {
         // Indistinguishable from a missing service for the caller, but audited precisely.
         return Err(CallError::refused(
             "service_not_allowed",
-            format!("{} has no access to service '{service}'", request.principal.subject),
+            format!(
+                "{} has no access to service '{service}'",
+                request.principal.subject
+            ),
         ));
     };
     let catalog = gw.catalog(service).ok_or_else(|| {
         CallError::unavailable(
             "upstream_unavailable",
-            format!("service '{service}' is not connected yet (starting or restarting); retry shortly"),
+            format!(
+                "service '{service}' is not connected yet (starting or restarting); retry shortly"
+            ),
         )
     })?;
     let mut arguments = request.arguments.clone();
     let action_name = match &surface {
         Surface::Direct(tool) => {
             if catalog.expose != crate::config::Expose::Tools {
-                return Err(CallError::invalid("unknown_tool", format!("there is no tool '{}'", request.tool)));
+                return Err(CallError::invalid(
+                    "unknown_tool",
+                    format!("there is no tool '{}'", request.tool),
+                ));
             }
             tool.clone()
         }
         Surface::ReadActions | Surface::WriteActions => {
             if catalog.expose != crate::config::Expose::Actions {
-                return Err(CallError::invalid("unknown_tool", format!("there is no tool '{}'", request.tool)));
+                return Err(CallError::invalid(
+                    "unknown_tool",
+                    format!("there is no tool '{}'", request.tool),
+                ));
             }
             match arguments.remove("action") {
                 Some(Value::String(action)) => action,
                 Some(_) => {
-                    return Err(CallError::invalid("invalid_arguments", "action: must be a string".into()));
+                    return Err(CallError::invalid(
+                        "invalid_arguments",
+                        "action: must be a string".into(),
+                    ));
                 }
                 None => {
                     return Err(CallError::invalid(
                         "invalid_arguments",
-                        format!("action: required; one of the actions listed in '{}'", request.tool),
+                        format!(
+                            "action: required; one of the actions listed in '{}'",
+                            request.tool
+                        ),
                     ));
                 }
             }
@@ -332,9 +366,9 @@ fn resolve_and_authorize(
             ),
         ));
     }
-    action
-        .validate(&arguments)
-        .map_err(|problem| CallError::invalid("invalid_arguments", format!("{action_name}: {problem}")))?;
+    action.validate(&arguments).map_err(|problem| {
+        CallError::invalid("invalid_arguments", format!("{action_name}: {problem}"))
+    })?;
     Ok(Resolved {
         service: service.to_owned(),
         action: action_name,
@@ -349,12 +383,17 @@ pub async fn refuse(gw: &Gateway, mut row: AuditDecision, error: CallError) -> C
     row.reason_code = Some(error.code.into());
     row.reason = Some(error.message.clone());
     row.completed = true;
-    gw.stats.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    match record(gw, AuditWrite::Decision(row)).await {
+    gw.stats
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match record(gw, AuditWrite::Decision(Box::new(row))).await {
         Ok(()) => error,
         Err(e) => {
             tracing::error!(reason = error.code, error = %e, "refusal could not be audited");
-            CallError::audit(format!("{} (and the refusal could not be recorded: {e})", error.message))
+            CallError::audit(format!(
+                "{} (and the refusal could not be recorded: {e})",
+                error.message
+            ))
         }
     }
 }
@@ -364,5 +403,7 @@ pub async fn record(gw: &Gateway, entry: AuditWrite) -> Result<(), String> {
     let writer = gw
         .audit_writer()
         .ok_or_else(|| "the audit writer is restarting".to_string())?;
-    audit::write(&writer, entry).await.map_err(|e| e.to_string())
+    audit::write(&writer, entry)
+        .await
+        .map_err(|e| e.to_string())
 }

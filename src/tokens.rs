@@ -70,11 +70,12 @@ pub async fn create(
 
 /// Marks `id` revoked. Returns false when there is no such active token.
 pub async fn revoke(pool: &SqlitePool, id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-        .bind(actors::now_rfc3339())
-        .bind(id)
-        .execute(pool)
-        .await?;
+    let done =
+        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(actors::now_rfc3339())
+            .bind(id)
+            .execute(pool)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -31,19 +31,36 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
     let ops = gw.token("ops@example.com").await;
     for mode in ["auto", "legacy"] {
         let out = gw.py_client(&alice, mode, json!([{"op": "list"}])).await;
-        let expected_protocol = if mode == "auto" { "2026-07-28" } else { "2025-11-25" };
+        let expected_protocol = if mode == "auto" {
+            "2026-07-28"
+        } else {
+            "2025-11-25"
+        };
         assert_eq!(out["protocol"], expected_protocol);
         assert_eq!(
             out["results"][0]["tools"],
-            json!(["everything_read_actions", "everything_write_actions", "time_read_actions"]),
+            json!([
+                "everything_read_actions",
+                "everything_write_actions",
+                "time_read_actions"
+            ]),
             "alice ({mode})"
         );
         let out = gw.py_client(&bob, mode, json!([{"op": "list"}])).await;
-        assert_eq!(out["results"][0]["tools"], json!(["time_read_actions"]), "bob ({mode})");
+        assert_eq!(
+            out["results"][0]["tools"],
+            json!(["time_read_actions"]),
+            "bob ({mode})"
+        );
         let out = gw.py_client(&ops, mode, json!([{"op": "list"}])).await;
         assert_eq!(
             out["results"][0]["tools"],
-            json!(["everything_read_actions", "everything_write_actions", "time_read_actions", "time_write_actions"]),
+            json!([
+                "everything_read_actions",
+                "everything_write_actions",
+                "time_read_actions",
+                "time_write_actions"
+            ]),
             "ops ({mode})"
         );
     }
@@ -68,9 +85,18 @@ async fn read_and_write_actions_reach_the_upstream_and_are_audited() {
         .await;
     let results = &out["results"];
     assert_eq!(results[0]["content"], json!(["Echo: hello upstream"]));
-    assert!(results[1]["content"][0].as_str().unwrap().contains("42"), "{results}");
+    assert!(
+        results[1]["content"][0].as_str().unwrap().contains("42"),
+        "{results}"
+    );
     assert_eq!(results[2]["is_error"], json!(false), "{results}");
-    assert!(results[3]["content"][0].as_str().unwrap().contains("\"timezone\": \"UTC\""), "{results}");
+    assert!(
+        results[3]["content"][0]
+            .as_str()
+            .unwrap()
+            .contains("\"timezone\": \"UTC\""),
+        "{results}"
+    );
 
     let rows = gw.audit_rows().await;
     let calls: Vec<_> = rows.iter().filter(|r| r.service.is_some()).collect();
@@ -88,7 +114,8 @@ async fn read_and_write_actions_reach_the_upstream_and_are_audited() {
     assert_eq!(calls[2].risk.as_deref(), Some("write"));
     assert_eq!(calls[3].risk.as_deref(), Some("read"));
     // The digest is of the canonical arguments.
-    let digest = mcpgate::pipeline::canonical_digest(&args(json!({"action": "get-sum", "b": 40, "a": 2})));
+    let digest =
+        mcpgate::pipeline::canonical_digest(&args(json!({"action": "get-sum", "b": 40, "a": 2})));
     assert_eq!(calls[1].args_sha256, digest);
     gw.stop().await;
 }
@@ -101,20 +128,59 @@ async fn refusals_are_clean_errors_with_an_audit_row_naming_the_reason() {
     let client = gw.rmcp_client(&alice).await;
     let bob_client = gw.rmcp_client(&bob).await;
     let cases = [
-        (&client, "time_write_actions", json!({"action": "convert_time", "source_timezone": "UTC", "time": "10:00", "target_timezone": "Europe/Berlin"}), "risk_not_allowed"),
-        (&bob_client, "everything_read_actions", json!({"action": "echo", "message": "x"}), "service_not_allowed"),
-        (&client, "everything_read_actions", json!({"action": "echo", "message": 7}), "invalid_arguments"),
-        (&client, "everything_read_actions", json!({"action": "nope"}), "unknown_action"),
-        (&client, "everything_read_actions", json!({"message": "no action"}), "invalid_arguments"),
-        (&client, "everything_read_actions", json!({"action": "toggle-simulated-logging"}), "wrong_tool"),
+        (
+            &client,
+            "time_write_actions",
+            json!({"action": "convert_time", "source_timezone": "UTC", "time": "10:00", "target_timezone": "Europe/Berlin"}),
+            "risk_not_allowed",
+        ),
+        (
+            &bob_client,
+            "everything_read_actions",
+            json!({"action": "echo", "message": "x"}),
+            "service_not_allowed",
+        ),
+        (
+            &client,
+            "everything_read_actions",
+            json!({"action": "echo", "message": 7}),
+            "invalid_arguments",
+        ),
+        (
+            &client,
+            "everything_read_actions",
+            json!({"action": "nope"}),
+            "unknown_action",
+        ),
+        (
+            &client,
+            "everything_read_actions",
+            json!({"message": "no action"}),
+            "invalid_arguments",
+        ),
+        (
+            &client,
+            "everything_read_actions",
+            json!({"action": "toggle-simulated-logging"}),
+            "wrong_tool",
+        ),
         (&client, "nothing_here", json!({}), "unknown_tool"),
     ];
     for (who, tool, arguments, reason) in &cases {
         let err = call(who, tool, arguments.clone()).await.expect_err(reason);
         assert_eq!(reason_of(&err), *reason, "{tool} {arguments}: {err}");
     }
-    let err = call(&client, "everything_read_actions", json!({"action": "echo", "message": 7})).await.unwrap_err();
-    assert!(err.to_string().contains("message:"), "the error names the field: {err}");
+    let err = call(
+        &client,
+        "everything_read_actions",
+        json!({"action": "echo", "message": 7}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("message:"),
+        "the error names the field: {err}"
+    );
 
     let rows = gw.audit_rows().await;
     for (_, tool, _, reason) in &cases {
@@ -126,8 +192,15 @@ async fn refusals_are_clean_errors_with_an_audit_row_naming_the_reason() {
         assert!(row.reason.as_deref().is_some_and(|r| !r.is_empty()));
         assert!(row.completed_at.is_some());
     }
-    let risk_row = rows.iter().find(|r| r.reason_code.as_deref() == Some("risk_not_allowed")).unwrap();
-    assert_eq!(risk_row.risk.as_deref(), Some("write"), "operator override makes convert_time a write");
+    let risk_row = rows
+        .iter()
+        .find(|r| r.reason_code.as_deref() == Some("risk_not_allowed"))
+        .unwrap();
+    assert_eq!(
+        risk_row.risk.as_deref(),
+        Some("write"),
+        "operator override makes convert_time a write"
+    );
     // Nothing refused reached an upstream: the only rows are refusals.
     assert!(rows.iter().all(|r| r.decision == "refused"));
     gw.stop().await;
@@ -152,15 +225,24 @@ async fn missing_bad_and_revoked_tokens_get_401_with_a_bearer_challenge() {
     };
     let none = post(None).await.unwrap();
     assert_eq!(none.status(), 401);
-    assert_eq!(none.headers()["www-authenticate"], r#"Bearer realm="mcpgate""#);
+    assert_eq!(
+        none.headers()["www-authenticate"],
+        r#"Bearer realm="mcpgate""#
+    );
 
     let last = if alice.ends_with('0') { '1' } else { '0' };
     let forged = format!("{}{last}", &alice[..alice.len() - 1]);
     for bad in ["nonsense".to_string(), forged] {
         let resp = post(Some(bad)).await.unwrap();
         assert_eq!(resp.status(), 401);
-        let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
-        assert!(challenge.contains(r#"error="invalid_token""#), "{challenge}");
+        let challenge = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{challenge}"
+        );
     }
     assert_eq!(post(Some(alice.clone())).await.unwrap().status(), 200);
 
@@ -168,14 +250,34 @@ async fn missing_bad_and_revoked_tokens_get_401_with_a_bearer_challenge() {
     assert!(mcpgate::tokens::revoke(&gw.gw.pool, id).await.unwrap());
     let revoked = post(Some(alice.clone())).await.unwrap();
     assert_eq!(revoked.status(), 401);
-    assert!(revoked.headers()["www-authenticate"].to_str().unwrap().contains("revoked"));
+    assert!(
+        revoked.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("revoked")
+    );
 
     let rows = gw.audit_rows().await;
     let codes: Vec<_> = rows.iter().filter_map(|r| r.reason_code.clone()).collect();
-    assert_eq!(codes, vec!["unauthenticated", "invalid_token", "invalid_token", "invalid_token"]);
-    assert_eq!(rows.last().unwrap().subject, "alice@example.com", "a revoked token is attributed");
+    assert_eq!(
+        codes,
+        vec![
+            "unauthenticated",
+            "invalid_token",
+            "invalid_token",
+            "invalid_token"
+        ]
+    );
+    assert_eq!(
+        rows.last().unwrap().subject,
+        "alice@example.com",
+        "a revoked token is attributed"
+    );
     let text = serde_json::to_string(&rows).unwrap();
-    assert!(!text.contains(&alice[16..]), "the audit log never holds a token secret");
+    assert!(
+        !text.contains(&alice[16..]),
+        "the audit log never holds a token secret"
+    );
     gw.stop().await;
 }
 
@@ -196,7 +298,10 @@ async fn a_session_presented_with_another_token_is_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
     let hijack = http
         .post(&gw.url)
@@ -212,8 +317,10 @@ async fn a_session_presented_with_another_token_is_refused() {
     let body: serde_json::Value = hijack.json().await.unwrap();
     assert_eq!(body["reason"], "session_credential_mismatch");
     let rows = gw.audit_rows().await;
-    assert!(rows.iter().any(|r| r.reason_code.as_deref() == Some("session_credential_mismatch")
-        && r.session.as_deref() == Some(&format!("mcp:{session}"))));
+    assert!(rows.iter().any(
+        |r| r.reason_code.as_deref() == Some("session_credential_mismatch")
+            && r.session.as_deref() == Some(&format!("mcp:{session}"))
+    ));
 
     // DELETE ends the session and its actor.
     let del = http
@@ -252,7 +359,9 @@ async fn two_hundred_concurrent_sessions_each_get_their_own_answer_and_one_audit
         let (message, answer) = task.await.unwrap();
         assert_eq!(answer, format!("Echo: {message}"));
         digests.insert(
-            mcpgate::pipeline::canonical_digest(&args(json!({"action": "echo", "message": message}))),
+            mcpgate::pipeline::canonical_digest(&args(
+                json!({"action": "echo", "message": message}),
+            )),
             0usize,
         );
     }
@@ -260,9 +369,14 @@ async fn two_hundred_concurrent_sessions_each_get_their_own_answer_and_one_audit
     for row in rows.iter().filter(|r| r.service.is_some()) {
         assert_eq!(row.decision, "allowed");
         assert!(row.completed_at.is_some());
-        *digests.get_mut(&row.args_sha256).expect("row for a call we made") += 1;
+        *digests
+            .get_mut(&row.args_sha256)
+            .expect("row for a call we made") += 1;
     }
-    assert!(digests.values().all(|n| *n == 1), "exactly one audit row per call");
+    assert!(
+        digests.values().all(|n| *n == 1),
+        "exactly one audit row per call"
+    );
     assert_eq!(digests.len(), 200);
     gw.stop().await;
 }
@@ -284,8 +398,14 @@ async fn an_upstream_over_streamable_http_works_like_a_local_one() {
         .unwrap();
     // Wait for the upstream to listen.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "server-everything did not listen");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server-everything did not listen"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let gw = TestGateway::start(&format!(
@@ -294,10 +414,26 @@ async fn an_upstream_over_streamable_http_works_like_a_local_one() {
     .await;
     let alice = gw.token("alice@example.com").await;
     let client = gw.rmcp_client(&alice).await;
-    let result = call(&client, "remote_read_actions", json!({"action": "echo", "message": "over http"})).await.unwrap();
+    let result = call(
+        &client,
+        "remote_read_actions",
+        json!({"action": "echo", "message": "over http"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(text_of(&result), "Echo: over http");
-    let err = call(&client, "remote_write_actions", json!({"action": "get-sum", "a": 1, "b": 2})).await.unwrap_err();
-    assert_eq!(reason_of(&err), "risk_not_allowed", "config override made get-sum high_risk");
+    let err = call(
+        &client,
+        "remote_write_actions",
+        json!({"action": "get-sum", "a": 1, "b": 2}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        reason_of(&err),
+        "risk_not_allowed",
+        "config override made get-sum high_risk"
+    );
     gw.stop().await;
     upstream.kill().await.ok();
 }
@@ -314,9 +450,21 @@ async fn direct_exposure_presents_each_upstream_tool_under_the_same_governance()
     let tools = client.peer().list_all_tools().await.unwrap();
     let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
     assert_eq!(names, vec!["time__get_current_time"]);
-    let result = call(&client, "time__get_current_time", json!({"timezone": "UTC"})).await.unwrap();
+    let result = call(
+        &client,
+        "time__get_current_time",
+        json!({"timezone": "UTC"}),
+    )
+    .await
+    .unwrap();
     assert!(text_of(&result).contains("UTC"));
-    let err = call(&client, "time__convert_time", json!({"source_timezone": "UTC", "time": "10:00", "target_timezone": "UTC"})).await.unwrap_err();
+    let err = call(
+        &client,
+        "time__convert_time",
+        json!({"source_timezone": "UTC", "time": "10:00", "target_timezone": "UTC"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(reason_of(&err), "risk_not_allowed");
     gw.stop().await;
 }

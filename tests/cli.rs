@@ -13,7 +13,11 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
@@ -42,7 +46,10 @@ fn wait_health(base: &str) -> Value {
 mod reqwest {
     /// A tiny blocking GET for a test that has no async runtime.
     pub fn blocking_get(url: &str) -> Result<String, String> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let resp = ::reqwest::get(url).await.map_err(|e| e.to_string())?;
             resp.text().await.map_err(|e| e.to_string())
@@ -69,7 +76,16 @@ fn help_documents_every_command() {
     let out = run(&["--help"], &[], dir.path());
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["serve", "check", "token", "audit", "--config", "MCPGATE_CONFIG", "MCPGATE_LISTEN", "MCPGATE_DATA_DIR"] {
+    for word in [
+        "serve",
+        "check",
+        "token",
+        "audit",
+        "--config",
+        "MCPGATE_CONFIG",
+        "MCPGATE_LISTEN",
+        "MCPGATE_DATA_DIR",
+    ] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
     let out = run(&["token", "--help"], &[], dir.path());
@@ -80,7 +96,10 @@ fn help_documents_every_command() {
     let out = run(&["audit", "query", "--help"], &[], dir.path());
     let text = String::from_utf8_lossy(&out.stdout);
     for word in ["--subject", "--since", "--json"] {
-        assert!(text.contains(word), "audit query --help lacks {word}:\n{text}");
+        assert!(
+            text.contains(word),
+            "audit query --help lacks {word}:\n{text}"
+        );
     }
 }
 
@@ -101,16 +120,25 @@ fn serve_starts_on_a_fresh_machine_with_no_config_and_stops_on_sigterm() {
         .unwrap();
     let health = wait_health(&format!("http://{listen}"));
     assert_eq!(health["audit_writer"], "running");
-    assert!(dir.path().join("mcpgate-data/mcpgate.db").exists(), "state lives in ./mcpgate-data");
+    assert!(
+        dir.path().join("mcpgate-data/mcpgate.db").exists(),
+        "state lives in ./mcpgate-data"
+    );
     let status = terminate(&mut child);
     assert!(status.success(), "{status}");
     let mut stderr = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(!lines.is_empty());
     for line in lines {
-        let json: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        let json: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
         assert!(json["timestamp"].is_string() && json["level"].is_string());
     }
 }
@@ -119,23 +147,43 @@ fn serve_starts_on_a_fresh_machine_with_no_config_and_stops_on_sigterm() {
 fn a_bad_config_stops_the_gateway_with_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "listen: 127.0.0.1:1\nservices:\n  a:\n    kind: mcp\n    comand: [x]\n").unwrap();
-    let out = run(&["--config", config.to_str().unwrap(), "serve"], &[], dir.path());
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:1\nservices:\n  a:\n    kind: mcp\n    comand: [x]\n",
+    )
+    .unwrap();
+    let out = run(
+        &["--config", config.to_str().unwrap(), "serve"],
+        &[],
+        dir.path(),
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("config.yaml:5:5"), "{stderr}");
     assert!(stderr.contains("unknown field `comand`"), "{stderr}");
 
-    let out = run(&["check"], &[("MCPGATE_CONFIG", config.to_str().unwrap())], dir.path());
+    let out = run(
+        &["check"],
+        &[("MCPGATE_CONFIG", config.to_str().unwrap())],
+        dir.path(),
+    );
     assert!(!out.status.success(), "MCPGATE_CONFIG is honoured");
-    let out = run(&["check"], &[("MCPGATE_LISTEN", "not-an-address")], dir.path());
+    let out = run(
+        &["check"],
+        &[("MCPGATE_LISTEN", "not-an-address")],
+        dir.path(),
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("MCPGATE_LISTEN"));
 }
 
 #[test]
 fn token_create_for_an_unknown_user_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&["token", "create", "--user", "nobody@example.com"], &[], dir.path());
+    let out = run(
+        &["token", "create", "--user", "nobody@example.com"],
+        &[],
+        dir.path(),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user 'nobody@example.com'"));
 }
@@ -158,15 +206,39 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
     );
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let env = [("MCPGATE_DATA_DIR", data_dir), ("MCPGATE_LISTEN", listen.as_str()), ("PATH", path.as_str())];
+    let env = [
+        ("MCPGATE_DATA_DIR", data_dir),
+        ("MCPGATE_LISTEN", listen.as_str()),
+        ("PATH", path.as_str()),
+    ];
 
-    let created = run(&["--config", config, "token", "create", "--user", "you@example.com", "--name", "laptop"], &env, &peers.join("node"));
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let created = run(
+        &[
+            "--config",
+            config,
+            "token",
+            "create",
+            "--user",
+            "you@example.com",
+            "--name",
+            "laptop",
+        ],
+        &env,
+        &peers.join("node"),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let token = String::from_utf8_lossy(&created.stdout).trim().to_owned();
     assert!(token.starts_with("mgt_"));
 
     let mut cmd = Command::new(BIN);
-    cmd.args(["--config", config, "serve"]).current_dir(peers.join("node")).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(["--config", config, "serve"])
+        .current_dir(peers.join("node"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -176,37 +248,96 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
     let inspector = |extra: &[&str]| -> Value {
         let mut cmd = Command::new(peers.join("node/node_modules/.bin/mcp-inspector"));
         cmd.env("PATH", &path)
-            .args(["--cli", &format!("http://{listen}/mcp"), "--transport", "http"])
+            .args([
+                "--cli",
+                &format!("http://{listen}/mcp"),
+                "--transport",
+                "http",
+            ])
             .args(["--header", &format!("Authorization: Bearer {token}")])
             .args(extra);
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "inspector failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "inspector failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let listed = inspector(&["--method", "tools/list"]);
-    let names: Vec<&str> = listed["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["everything_read_actions", "everything_write_actions", "time_read_actions"]);
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "everything_read_actions",
+            "everything_write_actions",
+            "time_read_actions"
+        ]
+    );
     let called = inspector(&[
-        "--method", "tools/call", "--tool-name", "everything_read_actions",
-        "--tool-arg", "action=echo", "--tool-arg", "message=hello from the inspector",
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "everything_read_actions",
+        "--tool-arg",
+        "action=echo",
+        "--tool-arg",
+        "message=hello from the inspector",
     ]);
-    assert_eq!(called["content"][0]["text"], "Echo: hello from the inspector");
+    assert_eq!(
+        called["content"][0]["text"],
+        "Echo: hello from the inspector"
+    );
 
     // The audit log, read by the CLI while the gateway runs.
-    let audit = run(&["--config", config, "audit", "query", "--subject", "you@example.com", "--json"], &env, &peers.join("node"));
+    let audit = run(
+        &[
+            "--config",
+            config,
+            "audit",
+            "query",
+            "--subject",
+            "you@example.com",
+            "--json",
+        ],
+        &env,
+        &peers.join("node"),
+    );
     assert!(audit.status.success());
-    let rows: Vec<Value> = String::from_utf8_lossy(&audit.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let echo = rows.iter().find(|r| r["action"] == "echo").expect("audit row for the echo call");
+    let rows: Vec<Value> = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let echo = rows
+        .iter()
+        .find(|r| r["action"] == "echo")
+        .expect("audit row for the echo call");
     assert_eq!(echo["decision"], "allowed");
     assert_eq!(echo["actor"], "you@example.com");
 
     // Revocation from the CLI takes effect on the next request.
     let id = token.split('_').nth(1).unwrap();
-    let revoked = run(&["--config", config, "token", "revoke", id], &env, &peers.join("node"));
+    let revoked = run(
+        &["--config", config, "token", "revoke", id],
+        &env,
+        &peers.join("node"),
+    );
     assert!(revoked.status.success());
     let mut cmd = Command::new(peers.join("node/node_modules/.bin/mcp-inspector"));
     cmd.env("PATH", &path)
-        .args(["--cli", &format!("http://{listen}/mcp"), "--transport", "http", "--method", "tools/list"])
+        .args([
+            "--cli",
+            &format!("http://{listen}/mcp"),
+            "--transport",
+            "http",
+            "--method",
+            "tools/list",
+        ])
         .args(["--header", &format!("Authorization: Bearer {token}")]);
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "a revoked token is refused");

@@ -45,7 +45,13 @@ async fn crashing_hanging_and_garbage_upstreams_fail_cleanly_and_recover() {
     let alice = gw.token("alice@example.com").await;
     let client = gw.rmcp_client(&alice).await;
 
-    let ok = call(&client, "faulty_read_actions", json!({"action": "echo", "message": "before"})).await.unwrap();
+    let ok = call(
+        &client,
+        "faulty_read_actions",
+        json!({"action": "echo", "message": "before"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(text_of(&ok), "before");
 
     let mut generation = 1;
@@ -55,18 +61,35 @@ async fn crashing_hanging_and_garbage_upstreams_fail_cleanly_and_recover() {
         ("garbage", "upstream_timeout"),
     ] {
         let started = Instant::now();
-        let err = call(&client, "faulty_write_actions", json!({"action": action})).await.unwrap_err();
+        let err = call(&client, "faulty_write_actions", json!({"action": action}))
+            .await
+            .unwrap_err();
         let took = started.elapsed();
         assert_eq!(reason_of(&err), reason, "{action}: {err}");
-        assert!(took < Duration::from_secs(5), "{action} answered after {took:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{action} answered after {took:?}"
+        );
 
         // Other services are untouched while this one restarts.
-        let time = call(&client, "time_read_actions", json!({"action": "get_current_time", "timezone": "UTC"})).await.unwrap();
+        let time = call(
+            &client,
+            "time_read_actions",
+            json!({"action": "get_current_time", "timezone": "UTC"}),
+        )
+        .await
+        .unwrap();
         assert!(text_of(&time).contains("UTC"));
 
         generation += 1;
         gw.wait_generation("faulty", generation).await;
-        let ok = call(&client, "faulty_read_actions", json!({"action": "echo", "message": action})).await.unwrap();
+        let ok = call(
+            &client,
+            "faulty_read_actions",
+            json!({"action": "echo", "message": action}),
+        )
+        .await
+        .unwrap();
         assert_eq!(text_of(&ok), action, "the next call after {action} works");
     }
     assert_eq!(starts(&log), 4, "one start plus one restart per fault");
@@ -123,21 +146,38 @@ async fn panics_in_actors_are_caught_and_nothing_acknowledged_is_lost() {
         acknowledged.extend(task.await.unwrap());
     }
     gw.wait_generation("faulty", 2).await;
-    assert!(gw.gw.stats.actor_restarts.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(
+        gw.gw
+            .stats
+            .actor_restarts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
     assert!(!acknowledged.is_empty());
 
     // Every answer a client received has a complete audit row.
     let rows = gw.audit_rows().await;
     for message in &acknowledged {
-        let digest = mcpgate::pipeline::canonical_digest(&args(json!({"action": "echo", "message": message})));
+        let digest = mcpgate::pipeline::canonical_digest(&args(
+            json!({"action": "echo", "message": message}),
+        ));
         let matching: Vec<_> = rows.iter().filter(|r| r.args_sha256 == digest).collect();
         assert_eq!(matching.len(), 1, "{message}");
         assert_eq!(matching[0].decision, "allowed");
-        assert!(matching[0].completed_at.is_some(), "{message} acknowledged but incomplete");
+        assert!(
+            matching[0].completed_at.is_some(),
+            "{message} acknowledged but incomplete"
+        );
     }
     // And the gateway works afterwards.
     let client = gw.rmcp_client(&alice).await;
-    let ok = call(&client, "faulty_read_actions", json!({"action": "echo", "message": "after"})).await.unwrap();
+    let ok = call(
+        &client,
+        "faulty_read_actions",
+        json!({"action": "echo", "message": "after"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(text_of(&ok), "after");
     gw.stop().await;
 }
@@ -149,21 +189,45 @@ async fn when_the_audit_store_cannot_write_calls_are_refused_not_run() {
     let gw = TestGateway::start(&faulty_config(&log)).await;
     let alice = gw.token("alice@example.com").await;
     let client = gw.rmcp_client(&alice).await;
-    call(&client, "faulty_read_actions", json!({"action": "echo", "message": "recorded"})).await.unwrap();
+    call(
+        &client,
+        "faulty_read_actions",
+        json!({"action": "echo", "message": "recorded"}),
+    )
+    .await
+    .unwrap();
 
     // The store starts failing every write.
     sqlx::query("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END;")
         .execute(&gw.gw.pool)
         .await
         .unwrap();
-    let err = call(&client, "faulty_read_actions", json!({"action": "echo", "message": "unrecorded"})).await.unwrap_err();
+    let err = call(
+        &client,
+        "faulty_read_actions",
+        json!({"action": "echo", "message": "unrecorded"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(reason_of(&err), "audit_unavailable");
     let upstream_saw = std::fs::read_to_string(&log).unwrap();
     assert!(upstream_saw.contains("echo recorded"));
-    assert!(!upstream_saw.contains("echo unrecorded"), "the upstream never ran an unrecorded call");
+    assert!(
+        !upstream_saw.contains("echo unrecorded"),
+        "the upstream never ran an unrecorded call"
+    );
 
-    sqlx::query("DROP TRIGGER audit_down").execute(&gw.gw.pool).await.unwrap();
-    call(&client, "faulty_read_actions", json!({"action": "echo", "message": "recorded again"})).await.unwrap();
+    sqlx::query("DROP TRIGGER audit_down")
+        .execute(&gw.gw.pool)
+        .await
+        .unwrap();
+    call(
+        &client,
+        "faulty_read_actions",
+        json!({"action": "echo", "message": "recorded again"}),
+    )
+    .await
+    .unwrap();
     gw.stop().await;
 }
 
@@ -177,7 +241,12 @@ async fn shutdown_drains_in_flight_calls_and_flushes_the_audit_log() {
     let alice = gw.token("alice@example.com").await;
     let client = gw.rmcp_client(&alice).await;
     let slow = tokio::spawn(async move {
-        let r = call(&client, "everything_read_actions", json!({"action": "trigger-long-running-operation", "duration": 2, "steps": 2})).await;
+        let r = call(
+            &client,
+            "everything_read_actions",
+            json!({"action": "trigger-long-running-operation", "duration": 2, "steps": 2}),
+        )
+        .await;
         (r, client)
     });
     // Let the call reach the upstream, then shut down.
@@ -189,12 +258,30 @@ async fn shutdown_drains_in_flight_calls_and_flushes_the_audit_log() {
     let pool = gw.gw.pool.clone();
     let stopped = Instant::now();
     gw.stop().await;
-    assert!(stopped.elapsed() >= Duration::from_millis(500), "shutdown waited for the call");
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(500),
+        "shutdown waited for the call"
+    );
     let (result, _client) = slow.await.unwrap();
     let result = result.expect("the in-flight call completed");
-    assert!(text_of(&result).contains("completed"), "{}", text_of(&result));
-    let rows = mcpgate::audit_log::query(&pool, &mcpgate::audit_log::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
-    let row = rows.iter().find(|r| r.action.as_deref() == Some("trigger-long-running-operation")).unwrap();
+    assert!(
+        text_of(&result).contains("completed"),
+        "{}",
+        text_of(&result)
+    );
+    let rows = mcpgate::audit_log::query(
+        &pool,
+        &mcpgate::audit_log::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r.action.as_deref() == Some("trigger-long-running-operation"))
+        .unwrap();
     assert_eq!(row.decision, "allowed");
     assert!(row.completed_at.is_some(), "outcome flushed before exit");
 }

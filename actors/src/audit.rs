@@ -72,7 +72,7 @@ pub struct AuditOutcome {
 
 #[derive(Debug, Clone)]
 pub enum AuditWrite {
-    Decision(AuditDecision),
+    Decision(Box<AuditDecision>),
     Outcome(AuditOutcome),
 }
 
@@ -263,7 +263,10 @@ async fn commit(
 /// Send one write and wait for its commit. Any failure is an error: callers
 /// treat it as "not recorded" and refuse to proceed.
 pub async fn write(writer: &ActorRef<AuditMsg>, entry: AuditWrite) -> Result<(), AuditError> {
-    match writer.call(|reply| AuditMsg::Write(entry, reply), None).await {
+    match writer
+        .call(|reply| AuditMsg::Write(entry, reply), None)
+        .await
+    {
         Ok(ractor::rpc::CallResult::Success(result)) => result,
         _ => Err(AuditError::WriterGone),
     }

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::ServiceExt;
 
 /// Where the upstream MCP server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,9 @@ pub enum ConnectorState {
     Starting,
     Running,
     /// Failed and waiting for its supervisor to restart it.
-    Down { error: String },
+    Down {
+        error: String,
+    },
 }
 
 impl ConnectorState {
@@ -86,16 +88,16 @@ impl ServiceDirectory {
     }
 
     fn update(&self, service: &str, change: impl FnOnce(&mut ConnectorStatus)) {
-        let mut entry = self
-            .services
-            .entry(service.to_owned())
-            .or_insert_with(|| ConnectorStatus {
-                state: ConnectorState::Starting,
-                tools: Arc::new(Vec::new()),
-                generation: 0,
-                starts: 0,
-                last_error: None,
-            });
+        let mut entry =
+            self.services
+                .entry(service.to_owned())
+                .or_insert_with(|| ConnectorStatus {
+                    state: ConnectorState::Starting,
+                    tools: Arc::new(Vec::new()),
+                    generation: 0,
+                    starts: 0,
+                    last_error: None,
+                });
         change(entry.value_mut());
     }
 }
@@ -195,16 +197,19 @@ impl Actor for ConnectorActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ConnectorMsg::Connect => {
-                let connected = tokio::time::timeout(state.connect_timeout, connect(&state.upstream))
-                    .await
-                    .map_err(|_| format!("no answer within {:?}", state.connect_timeout))
-                    .and_then(|r| r);
+                let connected =
+                    tokio::time::timeout(state.connect_timeout, connect(&state.upstream))
+                        .await
+                        .map_err(|_| format!("no answer within {:?}", state.connect_timeout))
+                        .and_then(|r| r);
                 let (client, tools) = match connected {
                     Ok(ok) => ok,
                     Err(error) => {
                         let error = format!("connecting to upstream: {error}");
                         state.directory.update(&state.service, |s| {
-                            s.state = ConnectorState::Down { error: error.clone() };
+                            s.state = ConnectorState::Down {
+                                error: error.clone(),
+                            };
                             s.last_error = Some(error.clone());
                         });
                         return Err(error.into());
@@ -237,7 +242,8 @@ impl Actor for ConnectorActor {
                     if let Some(arguments) = arguments {
                         params = params.with_arguments(arguments);
                     }
-                    let outcome = match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+                    let outcome = match tokio::time::timeout(timeout, peer.call_tool(params)).await
+                    {
                         Ok(Ok(result)) => Ok(result),
                         Ok(Err(ServiceError::McpError(e))) => Err(ConnectorError::Upstream {
                             code: e.code.0,
@@ -261,7 +267,9 @@ impl Actor for ConnectorActor {
                 // A fault reported against an older connection is already handled.
                 if generation == state.generation && state.client.is_some() {
                     state.directory.update(&state.service, |s| {
-                        s.state = ConnectorState::Down { error: reason.clone() };
+                        s.state = ConnectorState::Down {
+                            error: reason.clone(),
+                        };
                         s.last_error = Some(reason.clone());
                     });
                     return Err(format!("upstream fault: {reason}").into());

@@ -98,7 +98,8 @@ impl Actor for SessionActor {
         myself: ActorRef<SessionMsg>,
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
-        let period = (args.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        let period =
+            (args.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
         let timer = myself.send_interval(period, || SessionMsg::IdleCheck);
         let now = Instant::now();
         Ok(SessionState {

@@ -1,1 +1,290 @@
-fn main(){}
+//! Measures `tools/call` latency and throughput through mcpgate against the
+//! same upstream called directly, at several concurrencies.
+//!
+//! The upstream is a minimal rmcp echo server over Streamable HTTP, in this
+//! process, so the difference between the two paths is the gateway: HTTP,
+//! auth, session actor, pipeline, write-ahead audit (SQLite, synchronous=FULL,
+//! group commit), connector actor, upstream client. The gateway runs as its
+//! own process (the release binary), as in production.
+//!
+//! cargo build --release && cargo run --release -p loadtests -- [--concurrency 1,16,256] [--seconds 10]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::{RequestContext, RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Comma-separated concurrency levels (concurrent MCP sessions).
+    #[arg(long, default_value = "1,16,256", value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Measured seconds per run (after a one-second warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The gateway binary.
+    #[arg(long, default_value = "target/release/mcpgate")]
+    gateway_bin: PathBuf,
+    /// A quick pass (c=1,16 for 2 s each) that checks the harness works.
+    #[arg(long)]
+    smoke: bool,
+}
+
+#[derive(Clone)]
+struct Echo;
+
+impl ServerHandler for Echo {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": { "message": { "type": "string" } },
+            "required": ["message"]
+        });
+        let serde_json::Value::Object(schema) = schema else { unreachable!() };
+        Ok(ListToolsResult::with_all_items(vec![
+            Tool::new("echo", "Echo the message", Arc::new(schema))
+                .with_annotations(ToolAnnotations::new().read_only(true)),
+        ]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let message = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("message"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("")
+            .to_owned();
+        Ok(CallToolResult::success(vec![ContentBlock::text(message)]).into())
+    }
+}
+
+async fn start_upstream() -> anyhow::Result<String> {
+    let service = StreamableHttpService::new(
+        || Ok(Echo),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default().with_sse_keep_alive(None),
+    );
+    let router = axum::Router::new().route_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(format!("http://{addr}/mcp"))
+}
+
+struct Gateway {
+    child: tokio::process::Child,
+    url: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_gateway(bin: &PathBuf, upstream: &str) -> anyhow::Result<Gateway> {
+    if !bin.exists() {
+        bail!("{} not found: run `cargo build --release` first", bin.display());
+    }
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata_dir: {}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
+            dir.path().join("data").display()
+        ),
+    )?;
+    let out = tokio::process::Command::new(bin)
+        .args(["--config", config.to_str().unwrap(), "token", "create", "--user", "bench@example.com"])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("token create failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    let child = tokio::process::Command::new(bin)
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            drop(stream);
+            // Wait for the connector to be up as well.
+            let client = connect(&format!("{base}/mcp"), Some(&token)).await?;
+            let tools = client.peer().list_all_tools().await?;
+            let _ = client.cancel().await;
+            if !tools.is_empty() {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("gateway did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Gateway {
+        child,
+        url: format!("{base}/mcp"),
+        token,
+        _dir: dir,
+    })
+}
+
+async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<RunningService<RoleClient, ()>> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    if let Some(token) = token {
+        config = config.auth_header(token);
+    }
+    Ok(().serve(StreamableHttpClientTransport::from_config(config)).await?)
+}
+
+struct Run {
+    calls: usize,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Run {
+    fn percentile(&self, p: f64) -> f64 {
+        let idx = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[idx] as f64 / 1000.0
+    }
+    fn throughput(&self) -> f64 {
+        self.calls as f64 / self.seconds
+    }
+}
+
+/// `concurrency` sessions, each calling in a loop, measured for `seconds`.
+async fn measure(
+    url: &str,
+    token: Option<&str>,
+    tool: &'static str,
+    action: Option<&'static str>,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<Run> {
+    let mut clients = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        clients.push(connect(url, token).await.context("connecting a session")?);
+    }
+    let warmup = Duration::from_secs(1);
+    let start = Instant::now() + warmup;
+    let end = start + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let mut arguments = JsonObject::new();
+                if let Some(action) = action {
+                    arguments.insert("action".into(), action.into());
+                }
+                let message = format!("s{i}-{n}");
+                arguments.insert("message".into(), message.clone().into());
+                n += 1;
+                let t0 = Instant::now();
+                let result = client
+                    .peer()
+                    .call_tool(CallToolRequestParams::new(tool).with_arguments(arguments))
+                    .await;
+                let took = t0.elapsed();
+                match result {
+                    Ok(r) if r.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str()) == Some(message.as_str()) => {}
+                    Ok(r) => return Err(anyhow::anyhow!("wrong answer: {r:?}")),
+                    Err(e) => return Err(anyhow::anyhow!("call failed: {e}")),
+                }
+                if t0 >= start {
+                    latencies.push(took.as_micros() as u64);
+                }
+            }
+            let _ = client.cancel().await;
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        latencies_us.extend(task.await??);
+    }
+    latencies_us.sort_unstable();
+    if latencies_us.is_empty() {
+        bail!("no calls completed");
+    }
+    Ok(Run {
+        calls: latencies_us.len(),
+        seconds: seconds as f64,
+        latencies_us,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.concurrency = vec![1, 16];
+        args.seconds = 2;
+    }
+    let upstream = start_upstream().await?;
+    let mut gateway = start_gateway(&args.gateway_bin, &upstream).await?;
+    println!("| concurrency | path | calls/s | p50 ms | p99 ms |");
+    println!("|---:|---|---:|---:|---:|");
+    let mut summary = Vec::new();
+    for &c in &args.concurrency {
+        let direct = measure(&upstream, None, "echo", None, c, args.seconds).await?;
+        let via = measure(&gateway.url, Some(&gateway.token), "bench_read_actions", Some("echo"), c, args.seconds).await?;
+        for (name, run) in [("direct", &direct), ("mcpgate", &via)] {
+            println!(
+                "| {c} | {name} | {:.0} | {:.3} | {:.3} |",
+                run.throughput(),
+                run.percentile(0.50),
+                run.percentile(0.99)
+            );
+        }
+        summary.push((c, direct, via));
+    }
+    println!();
+    println!("| concurrency | p50 overhead ms | p99 overhead ms | throughput ratio (mcpgate/direct) |");
+    println!("|---:|---:|---:|---:|");
+    for (c, direct, via) in &summary {
+        println!(
+            "| {c} | {:.3} | {:.3} | {:.2} |",
+            via.percentile(0.50) - direct.percentile(0.50),
+            via.percentile(0.99) - direct.percentile(0.99),
+            via.throughput() / direct.throughput()
+        );
+    }
+    gateway.child.kill().await.ok();
+    Ok(())
+}

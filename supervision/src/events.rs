@@ -6,11 +6,20 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LifecycleKind {
     Started,
-    Stopped { reason: Option<String> },
-    Failed { error: String },
-    Restarted { attempt: u32, after: Duration },
+    Stopped {
+        reason: Option<String>,
+    },
+    Failed {
+        error: String,
+    },
+    Restarted {
+        attempt: u32,
+        after: Duration,
+    },
     /// The supervisor exceeded its restart intensity and failed itself.
-    Escalated { error: String },
+    Escalated {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

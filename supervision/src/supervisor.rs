@@ -23,7 +23,8 @@ pub enum Restart {
     Temporary,
 }
 
-type StartFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
+type StartFn =
+    Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
 
 /// How to (re)start one child: a key, a restart rule and a factory.
 #[derive(Clone)]
@@ -79,7 +80,9 @@ pub enum SupervisorMsg {
     /// Stop a child for good (no restart). Replies whether it existed.
     StopChild(String, RpcReplyPort<bool>),
     /// Internal: a backoff delay elapsed.
-    RestartDue { key: String },
+    RestartDue {
+        key: String,
+    },
     /// Stop all children in reverse start order, waiting for each, then stop.
     Shutdown(RpcReplyPort<()>),
     Children(RpcReplyPort<Vec<ChildInfo>>),
@@ -177,8 +180,13 @@ impl SupervisorState {
                 "supervisor '{name}': more than {} restarts in {:?} (last: '{key}')",
                 policy.max_restarts, policy.window
             );
-            self.events
-                .emit(&name, key, LifecycleKind::Escalated { error: error.clone() });
+            self.events.emit(
+                &name,
+                key,
+                LifecycleKind::Escalated {
+                    error: error.clone(),
+                },
+            );
             // A failing actor skips post_stop, so stop the children here.
             self.stop_all_children();
             return Err(error.into());
@@ -324,9 +332,11 @@ impl Actor for Supervisor {
                         if let Some(child) = state.child_mut(&key) {
                             child.restarts += 1;
                         }
-                        state
-                            .events
-                            .emit(&state.name, &key, LifecycleKind::Restarted { attempt, after });
+                        state.events.emit(
+                            &state.name,
+                            &key,
+                            LifecycleKind::Restarted { attempt, after },
+                        );
                     }
                     Err(err) => {
                         state.events.emit(

@@ -123,7 +123,9 @@ async fn panicking_child_is_restarted_and_registry_follows() {
 
     first.cast(ProbeMsg::Panic).unwrap();
     let failed = next_matching(&mut rx, |k| matches!(k, LifecycleKind::Failed { .. })).await;
-    assert!(matches!(failed.kind, LifecycleKind::Failed { ref error } if error.contains("injected panic")));
+    assert!(
+        matches!(failed.kind, LifecycleKind::Failed { ref error } if error.contains("injected panic"))
+    );
     let restarted = next_matching(&mut rx, |k| matches!(k, LifecycleKind::Restarted { .. })).await;
     assert_eq!(restarted.child, "probe");
 

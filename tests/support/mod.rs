@@ -44,7 +44,10 @@ pub fn everything_js() -> String {
 }
 
 pub fn faulty_py() -> String {
-    repo().join("tests/peers/faulty_server.py").display().to_string()
+    repo()
+        .join("tests/peers/faulty_server.py")
+        .display()
+        .to_string()
 }
 
 /// YAML for the standard services: everything (stdio), time (stdio).
@@ -164,7 +167,8 @@ impl TestGateway {
 
     /// A real rmcp client (initialize-era session) authenticated with `token`.
     pub async fn rmcp_client(&self, token: &str) -> RunningService<RoleClient, ()> {
-        let config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str()).auth_header(token);
+        let config =
+            StreamableHttpClientTransportConfig::with_uri(self.url.as_str()).auth_header(token);
         ().serve(StreamableHttpClientTransport::from_config(config))
             .await
             .expect("rmcp client connects")
@@ -187,7 +191,8 @@ impl TestGateway {
             String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        serde_json::from_str(stdout.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{e}: {stdout}"))
     }
 }
 
