@@ -161,7 +161,7 @@ fn parse_since(text: &str) -> anyhow::Result<String> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let pool = storage::open(&config.data_dir).await?;
+    let pool = storage::open_with(&config.data_dir, config.limits.audit_sync).await?;
     let gw = Gateway::start(config, pool).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -51,6 +51,19 @@ pub struct Limits {
     /// Writes per audit transaction at most.
     #[serde(default = "default_audit_batch")]
     pub audit_max_batch: usize,
+    /// `full` (default): an audit row survives power loss before the call
+    /// proceeds (one fsync per group commit). `normal`: it survives a crash of
+    /// the gateway process but not of the machine; much cheaper.
+    #[serde(default)]
+    pub audit_sync: AuditSync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditSync {
+    #[default]
+    Full,
+    Normal,
 }
 
 impl Default for Limits {
@@ -61,6 +74,7 @@ impl Default for Limits {
             session_idle_timeout: default_session_idle(),
             drain_timeout: default_drain(),
             audit_max_batch: default_audit_batch(),
+            audit_sync: AuditSync::Full,
         }
     }
 }

@@ -31,7 +31,12 @@ use crate::tokens::{self, TokenRejection};
 const SESSION_HEADER: &str = "mcp-session-id";
 
 pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
-    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(mcp_shutdown);
+    // Plain JSON answers for stateless (2026-07-28) requests whose answer is a
+    // single message: the client can reuse its connection. rmcp falls back to
+    // SSE by itself when a handler sends anything before the answer.
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(mcp_shutdown)
+        .with_json_response(true);
     if !gw.config.allowed_hosts.is_empty() {
         let mut hosts = vec![
             "localhost".to_owned(),

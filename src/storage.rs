@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
+
+use crate::config::AuditSync;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub const DB_FILE: &str = "mcpgate.db";
@@ -24,6 +26,11 @@ pub enum StorageError {
 
 /// Open (creating if needed) the database in `data_dir` and run migrations.
 pub async fn open(data_dir: &Path) -> Result<SqlitePool, StorageError> {
+    open_with(data_dir, AuditSync::Full).await
+}
+
+/// Open with an explicit durability level (see [`AuditSync`]).
+pub async fn open_with(data_dir: &Path, sync: AuditSync) -> Result<SqlitePool, StorageError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
         path: data_dir.display().to_string(),
         source,
@@ -39,7 +46,10 @@ pub async fn open(data_dir: &Path) -> Result<SqlitePool, StorageError> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         // FULL: a committed audit row survives power loss, not only a crash.
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(match sync {
+            AuditSync::Full => SqliteSynchronous::Full,
+            AuditSync::Normal => SqliteSynchronous::Normal,
+        })
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true);
     let pool = SqlitePoolOptions::new()

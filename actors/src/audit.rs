@@ -198,66 +198,78 @@ async fn commit(
     batch: &[(AuditWrite, RpcReplyPort<Result<(), AuditError>>)],
 ) -> Result<Vec<Result<(), AuditError>>, AuditError> {
     let store = |e: sqlx::Error| AuditError::Store(e.to_string());
+    if let [(write, _)] = batch {
+        // A batch of one is a single autocommit statement: same durability,
+        // one round trip to the database thread instead of three.
+        let mut conn = pool.acquire().await.map_err(store)?;
+        return Ok(vec![apply(&mut conn, write).await.map_err(store)?]);
+    }
     let mut tx = pool.begin().await.map_err(store)?;
     let mut results = Vec::with_capacity(batch.len());
     for (write, _) in batch {
-        match write {
-            AuditWrite::Decision(d) => {
-                sqlx::query(
-                    "INSERT INTO audit_events (call_id, started_at, completed_at, subject, actor, \
-                     session, client_name, client_version, service, tool, action, risk, decision, \
-                     reason_code, reason, args_sha256, grant_id) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&d.call_id)
-                .bind(&d.at)
-                .bind(d.completed.then_some(&d.at))
-                .bind(&d.subject)
-                .bind(&d.actor)
-                .bind(&d.session)
-                .bind(&d.client_name)
-                .bind(&d.client_version)
-                .bind(&d.service)
-                .bind(&d.tool)
-                .bind(&d.action)
-                .bind(&d.risk)
-                .bind(d.decision.as_str())
-                .bind(&d.reason_code)
-                .bind(&d.reason)
-                .bind(&d.args_sha256)
-                .bind(&d.grant_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(store)?;
-                results.push(Ok(()));
-            }
-            AuditWrite::Outcome(o) => {
-                let done = sqlx::query(
-                    "UPDATE audit_events SET completed_at = ?, decision = ?, \
-                     reason_code = COALESCE(?, reason_code), reason = COALESCE(?, reason), \
-                     upstream_status = ?, latency_ms = ? \
-                     WHERE call_id = ? AND completed_at IS NULL",
-                )
-                .bind(&o.at)
-                .bind(o.decision.as_str())
-                .bind(&o.reason_code)
-                .bind(&o.reason)
-                .bind(&o.upstream_status)
-                .bind(o.latency_ms)
-                .bind(&o.call_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(store)?;
-                results.push(if done.rows_affected() == 1 {
-                    Ok(())
-                } else {
-                    Err(AuditError::MissingRow(o.call_id.clone()))
-                });
-            }
-        }
+        results.push(apply(&mut tx, write).await.map_err(store)?);
     }
     tx.commit().await.map_err(store)?;
     Ok(results)
+}
+
+/// One write. The outer error is the store's; the inner one is about the row.
+async fn apply(
+    conn: &mut sqlx::SqliteConnection,
+    write: &AuditWrite,
+) -> Result<Result<(), AuditError>, sqlx::Error> {
+    match write {
+        AuditWrite::Decision(d) => {
+            sqlx::query(
+                "INSERT INTO audit_events (call_id, started_at, completed_at, subject, actor, \
+                 session, client_name, client_version, service, tool, action, risk, decision, \
+                 reason_code, reason, args_sha256, grant_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&d.call_id)
+            .bind(&d.at)
+            .bind(d.completed.then_some(&d.at))
+            .bind(&d.subject)
+            .bind(&d.actor)
+            .bind(&d.session)
+            .bind(&d.client_name)
+            .bind(&d.client_version)
+            .bind(&d.service)
+            .bind(&d.tool)
+            .bind(&d.action)
+            .bind(&d.risk)
+            .bind(d.decision.as_str())
+            .bind(&d.reason_code)
+            .bind(&d.reason)
+            .bind(&d.args_sha256)
+            .bind(&d.grant_id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Ok(()))
+        }
+        AuditWrite::Outcome(o) => {
+            let done = sqlx::query(
+                "UPDATE audit_events SET completed_at = ?, decision = ?, \
+                 reason_code = COALESCE(?, reason_code), reason = COALESCE(?, reason), \
+                 upstream_status = ?, latency_ms = ? \
+                 WHERE call_id = ? AND completed_at IS NULL",
+            )
+            .bind(&o.at)
+            .bind(o.decision.as_str())
+            .bind(&o.reason_code)
+            .bind(&o.reason)
+            .bind(&o.upstream_status)
+            .bind(o.latency_ms)
+            .bind(&o.call_id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(if done.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(AuditError::MissingRow(o.call_id.clone()))
+            })
+        }
+    }
 }
 
 /// Send one write and wait for its commit. Any failure is an error: callers

@@ -326,6 +326,10 @@ async fn connect(
         }
         UpstreamSpec::Http { url, headers } => {
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            // One connection serves every caller of this service: allow as many
+            // concurrent requests as a busy gateway has callers.
+            config.max_concurrent_requests = 256;
+            config.channel_buffer_capacity = 256;
             for (name, value) in headers {
                 let name = http::HeaderName::try_from(name.as_str())
                     .map_err(|e| format!("header {name}: {e}"))?;

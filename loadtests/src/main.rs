@@ -19,7 +19,8 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
-use rmcp::service::{RequestContext, RoleClient, RunningService};
+use rmcp::model::ProtocolVersion;
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RequestContext, RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -37,6 +38,13 @@ struct Args {
     /// The gateway binary.
     #[arg(long, default_value = "target/release/mcpgate")]
     gateway_bin: PathBuf,
+    /// The gateway's `limits.audit_sync`: full (fsync per group commit) or normal.
+    #[arg(long, default_value = "full")]
+    audit_sync: String,
+    /// Client protocol era: `modern` (2026-07-28, stateless) or `legacy`
+    /// (initialize handshake and an Mcp-Session-Id session).
+    #[arg(long, default_value = "modern")]
+    protocol: String,
     /// A quick pass (c=1,16 for 2 s each) that checks the harness works.
     #[arg(long)]
     smoke: bool,
@@ -87,7 +95,12 @@ async fn start_upstream() -> anyhow::Result<String> {
     let service = StreamableHttpService::new(
         || Ok(Echo),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default().with_sse_keep_alive(None),
+        // Stateless with plain JSON answers: HTTP connections are reused. (With
+        // SSE answers the rmcp client opens a new TCP connection per call.)
+        StreamableHttpServerConfig::default()
+            .with_sse_keep_alive(None)
+            .with_legacy_session_mode(false)
+            .with_json_response(true),
     );
     let router = axum::Router::new().route_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -105,7 +118,7 @@ struct Gateway {
     _dir: tempfile::TempDir,
 }
 
-async fn start_gateway(bin: &PathBuf, upstream: &str) -> anyhow::Result<Gateway> {
+async fn start_gateway(bin: &PathBuf, upstream: &str, audit_sync: &str) -> anyhow::Result<Gateway> {
     if !bin.exists() {
         bail!("{} not found: run `cargo build --release` first", bin.display());
     }
@@ -115,7 +128,7 @@ async fn start_gateway(bin: &PathBuf, upstream: &str) -> anyhow::Result<Gateway>
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\ndata_dir: {}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
+            "listen: 127.0.0.1:{port}\ndata_dir: {}\nlimits: {{ audit_sync: {audit_sync} }}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
             dir.path().join("data").display()
         ),
     )?;
@@ -158,12 +171,22 @@ async fn start_gateway(bin: &PathBuf, upstream: &str) -> anyhow::Result<Gateway>
     })
 }
 
+static MODERN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<RunningService<RoleClient, ()>> {
     let mut config = StreamableHttpClientTransportConfig::with_uri(url);
     if let Some(token) = token {
         config = config.auth_header(token);
     }
-    Ok(().serve(StreamableHttpClientTransport::from_config(config)).await?)
+    let transport = StreamableHttpClientTransport::from_config(config);
+    if *MODERN.get().unwrap_or(&true) {
+        let lifecycle = ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        };
+        Ok(().serve_with_lifecycle(transport, lifecycle).await?)
+    } else {
+        Ok(().serve(transport).await?)
+    }
 }
 
 struct Run {
@@ -256,8 +279,9 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency = vec![1, 16];
         args.seconds = 2;
     }
+    MODERN.set(args.protocol != "legacy").ok();
     let upstream = start_upstream().await?;
-    let mut gateway = start_gateway(&args.gateway_bin, &upstream).await?;
+    let mut gateway = start_gateway(&args.gateway_bin, &upstream, &args.audit_sync).await?;
     println!("| concurrency | path | calls/s | p50 ms | p99 ms |");
     println!("|---:|---|---:|---:|---:|");
     let mut summary = Vec::new();
