@@ -15,12 +15,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
-};
 use rmcp::model::ProtocolVersion;
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RequestContext, RoleClient, RunningService};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::{
+    ClientLifecycleMode, ClientServiceExt, RequestContext, RoleClient, RunningService,
+};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -68,7 +71,9 @@ impl ServerHandler for Echo {
             "properties": { "message": { "type": "string" } },
             "required": ["message"]
         });
-        let serde_json::Value::Object(schema) = schema else { unreachable!() };
+        let serde_json::Value::Object(schema) = schema else {
+            unreachable!()
+        };
         Ok(ListToolsResult::with_all_items(vec![
             Tool::new("echo", "Echo the message", Arc::new(schema))
                 .with_annotations(ToolAnnotations::new().read_only(true)),
@@ -120,10 +125,15 @@ struct Gateway {
 
 async fn start_gateway(bin: &PathBuf, upstream: &str, audit_sync: &str) -> anyhow::Result<Gateway> {
     if !bin.exists() {
-        bail!("{} not found: run `cargo build --release` first", bin.display());
+        bail!(
+            "{} not found: run `cargo build --release` first",
+            bin.display()
+        );
     }
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
@@ -133,11 +143,21 @@ async fn start_gateway(bin: &PathBuf, upstream: &str, audit_sync: &str) -> anyho
         ),
     )?;
     let out = tokio::process::Command::new(bin)
-        .args(["--config", config.to_str().unwrap(), "token", "create", "--user", "bench@example.com"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "token",
+            "create",
+            "--user",
+            "bench@example.com",
+        ])
         .output()
         .await?;
     if !out.status.success() {
-        bail!("token create failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let token = String::from_utf8(out.stdout)?.trim().to_owned();
     let child = tokio::process::Command::new(bin)
@@ -245,7 +265,12 @@ async fn measure(
                     .await;
                 let took = t0.elapsed();
                 match result {
-                    Ok(r) if r.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str()) == Some(message.as_str()) => {}
+                    Ok(r)
+                        if r.content
+                            .first()
+                            .and_then(|c| c.as_text())
+                            .map(|t| t.text.as_str())
+                            == Some(message.as_str()) => {}
                     Ok(r) => return Err(anyhow::anyhow!("wrong answer: {r:?}")),
                     Err(e) => return Err(anyhow::anyhow!("call failed: {e}")),
                 }
@@ -287,7 +312,15 @@ async fn main() -> anyhow::Result<()> {
     let mut summary = Vec::new();
     for &c in &args.concurrency {
         let direct = measure(&upstream, None, "echo", None, c, args.seconds).await?;
-        let via = measure(&gateway.url, Some(&gateway.token), "bench_read_actions", Some("echo"), c, args.seconds).await?;
+        let via = measure(
+            &gateway.url,
+            Some(&gateway.token),
+            "bench_read_actions",
+            Some("echo"),
+            c,
+            args.seconds,
+        )
+        .await?;
         for (name, run) in [("direct", &direct), ("mcpgate", &via)] {
             println!(
                 "| {c} | {name} | {:.0} | {:.3} | {:.3} |",
@@ -299,7 +332,9 @@ async fn main() -> anyhow::Result<()> {
         summary.push((c, direct, via));
     }
     println!();
-    println!("| concurrency | p50 overhead ms | p99 overhead ms | throughput ratio (mcpgate/direct) |");
+    println!(
+        "| concurrency | p50 overhead ms | p99 overhead ms | throughput ratio (mcpgate/direct) |"
+    );
     println!("|---:|---:|---:|---:|");
     for (c, direct, via) in &summary {
         println!(
