@@ -145,3 +145,74 @@ pub async fn verify(pool: &SqlitePool, presented: &str) -> Result<TokenRecord, T
     }
     Ok(record)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pool() -> (tempfile::TempDir, SqlitePool) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::storage::open(dir.path()).await.unwrap();
+        (dir, pool)
+    }
+
+    #[tokio::test]
+    async fn tokens_verify_until_revoked_or_expired() {
+        let (_dir, pool) = pool().await;
+        let fresh = create(&pool, "a@x", Some("n"), None).await.unwrap();
+        assert_eq!(verify(&pool, &fresh.token).await.unwrap().user_email, "a@x");
+
+        let expired = create(
+            &pool,
+            "a@x",
+            None,
+            Some("2000-01-01T00:00:00.000000Z".into()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            verify(&pool, &expired.token).await.unwrap_err(),
+            TokenRejection::Expired { user: "a@x".into() }
+        );
+
+        assert!(revoke(&pool, &fresh.id).await.unwrap());
+        assert!(
+            !revoke(&pool, &fresh.id).await.unwrap(),
+            "revoking twice is reported"
+        );
+        assert_eq!(
+            verify(&pool, &fresh.token).await.unwrap_err(),
+            TokenRejection::Revoked { user: "a@x".into() }
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_and_forged_tokens_are_rejected() {
+        let (_dir, pool) = pool().await;
+        let real = create(&pool, "a@x", None, None).await.unwrap();
+        for bad in ["", "Bearer", "mgt_", "mgt_abc_def", "xyz_123456789012_00"] {
+            assert_eq!(
+                verify(&pool, bad).await.unwrap_err(),
+                TokenRejection::Malformed,
+                "{bad}"
+            );
+        }
+        let forged = format!("mgt_{}_{}", real.id, "0".repeat(64));
+        assert_eq!(
+            verify(&pool, &forged).await.unwrap_err(),
+            TokenRejection::Unknown
+        );
+        let unknown = format!("mgt_{}_{}", "f".repeat(12), "0".repeat(64));
+        assert_eq!(
+            verify(&pool, &unknown).await.unwrap_err(),
+            TokenRejection::Unknown
+        );
+        // Only the digest is stored.
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT secret_sha256 FROM api_tokens")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 32);
+        assert!(!real.token.contains(&hex::encode(&stored)));
+    }
+}

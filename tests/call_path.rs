@@ -53,6 +53,7 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
             "bob ({mode})"
         );
         let out = gw.py_client(&ops, mode, json!([{"op": "list"}])).await;
+
         assert_eq!(
             out["results"][0]["tools"],
             json!([
@@ -110,6 +111,12 @@ async fn read_and_write_actions_reach_the_upstream_and_are_audited() {
         assert_eq!(row.client_name.as_deref(), Some("py-test-client"));
         assert_eq!(row.args_sha256.len(), 64);
     }
+    // A stateless (2026-07-28) client's session is keyed by credential and client identity.
+    let token_id = alice.split('_').nth(1).unwrap();
+    assert_eq!(
+        calls[0].session.as_deref(),
+        Some(format!("cred:{token_id}:py-test-client/1.0").as_str())
+    );
     assert_eq!(calls[2].action.as_deref(), Some("toggle-simulated-logging"));
     assert_eq!(calls[2].risk.as_deref(), Some("write"));
     assert_eq!(calls[3].risk.as_deref(), Some("read"));
@@ -466,5 +473,67 @@ async fn direct_exposure_presents_each_upstream_tool_under_the_same_governance()
     .await
     .unwrap_err();
     assert_eq!(reason_of(&err), "risk_not_allowed");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_sessions_end_and_their_session_id_stops_working() {
+    let gw = TestGateway::start(&format!(
+        "limits: {{ session_idle_timeout: 400ms }}\nservices:\n{}{}",
+        standard_services(),
+        users()
+    ))
+    .await;
+    let alice = gw.token("alice@example.com").await;
+    let http = reqwest::Client::new();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let resp = http
+        .post(&gw.url)
+        .bearer_auth(&alice)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    drop(resp);
+    let list = |id: u64| {
+        http.post(&gw.url)
+            .bearer_auth(&alice)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}}))
+            .send()
+    };
+    let first = list(2).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let _ = first.text().await;
+    assert_eq!(gw.gw.session_count(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gw.gw.session_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle session never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The transport-level session is closed with it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = list(3).await.unwrap().status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session id still accepted: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     gw.stop().await;
 }

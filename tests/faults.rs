@@ -93,8 +93,8 @@ async fn crashing_hanging_and_garbage_upstreams_fail_cleanly_and_recover() {
         assert_eq!(text_of(&ok), action, "the next call after {action} works");
     }
     assert_eq!(starts(&log), 4, "one start plus one restart per fault");
-    assert_eq!(gw.gw.directory.get("everything").unwrap().generation, 1);
-    assert_eq!(gw.gw.directory.get("time").unwrap().generation, 1);
+    assert_eq!(gw.gw.directory.get("everything").unwrap().starts, 1);
+    assert_eq!(gw.gw.directory.get("time").unwrap().starts, 1);
 
     let rows = gw.audit_rows().await;
     let failed: Vec<_> = rows.iter().filter(|r| r.decision == "failed").collect();

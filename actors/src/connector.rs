@@ -135,8 +135,12 @@ pub enum ConnectorMsg {
         arguments: Option<JsonObject>,
         reply: RpcReplyPort<Result<CallToolResult, ConnectorError>>,
     },
+    /// The upstream announced a new tool list: fetch it (off the mailbox).
+    RefreshTools,
+    /// Internal: the refreshed list for connection `generation`.
+    ToolsRefreshed { generation: u64, tools: Vec<Tool> },
     /// A call found the connection broken or hung; fail so the supervisor restarts us.
-    UpstreamFault { generation: u64, reason: String },
+    UpstreamFault { connection: u64, reason: String },
     #[cfg(feature = "fault-injection")]
     InjectPanic,
 }
@@ -157,7 +161,10 @@ pub struct ConnectorActorState {
     call_timeout: Duration,
     connect_timeout: Duration,
     directory: ServiceDirectory,
-    client: Option<RunningService<RoleClient, ()>>,
+    client: Option<RunningService<RoleClient, UpstreamClient>>,
+    /// Counts connections; a fault names the connection it saw.
+    connection: u64,
+    /// The directory generation this actor last published.
     generation: u64,
 }
 
@@ -185,6 +192,7 @@ impl Actor for ConnectorActor {
             connect_timeout: args.connect_timeout,
             directory: args.directory,
             client: None,
+            connection: 0,
             generation: 0,
         })
     }
@@ -197,8 +205,11 @@ impl Actor for ConnectorActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ConnectorMsg::Connect => {
+                let handler = UpstreamClient {
+                    connector: myself.clone(),
+                };
                 let connected =
-                    tokio::time::timeout(state.connect_timeout, connect(&state.upstream))
+                    tokio::time::timeout(state.connect_timeout, connect(&state.upstream, handler))
                         .await
                         .map_err(|_| format!("no answer within {:?}", state.connect_timeout))
                         .and_then(|r| r);
@@ -216,6 +227,7 @@ impl Actor for ConnectorActor {
                     }
                 };
                 state.client = Some(client);
+                state.connection += 1;
                 state.directory.update(&state.service, |s| {
                     s.generation += 1;
                     state.generation = s.generation;
@@ -235,7 +247,7 @@ impl Actor for ConnectorActor {
                 };
                 let peer = client.peer().clone();
                 let timeout = state.call_timeout;
-                let generation = state.generation;
+                let connection = state.connection;
                 let myself = myself.clone();
                 tokio::spawn(async move {
                     let mut params = CallToolRequestParams::new(tool);
@@ -256,16 +268,50 @@ impl Actor for ConnectorActor {
                         &outcome
                     {
                         let _ = myself.cast(ConnectorMsg::UpstreamFault {
-                            generation,
+                            connection,
                             reason: err.to_string(),
                         });
                     }
                     let _ = reply.send(outcome);
                 });
             }
-            ConnectorMsg::UpstreamFault { generation, reason } => {
+            ConnectorMsg::RefreshTools => {
+                if let Some(client) = state.client.as_ref() {
+                    let peer = client.peer().clone();
+                    let generation = state.generation;
+                    let connection = state.connection;
+                    let myself = myself.clone();
+                    let timeout = state.call_timeout;
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(timeout, peer.list_all_tools()).await {
+                            Ok(Ok(tools)) => {
+                                let _ =
+                                    myself.cast(ConnectorMsg::ToolsRefreshed { generation, tools });
+                            }
+                            _ => {
+                                let _ = myself.cast(ConnectorMsg::UpstreamFault {
+                                    connection,
+                                    reason: "listing tools after tools/list_changed failed".into(),
+                                });
+                            }
+                        }
+                    });
+                }
+            }
+            ConnectorMsg::ToolsRefreshed { generation, tools } => {
+                if generation == state.generation {
+                    // A new generation makes readers rebuild their action catalogs.
+                    state.directory.update(&state.service, |s| {
+                        s.generation += 1;
+                        state.generation = s.generation;
+                        s.tools = Arc::new(tools);
+                    });
+                    tracing::info!(service = %state.service, "upstream tool list changed; catalog refreshed");
+                }
+            }
+            ConnectorMsg::UpstreamFault { connection, reason } => {
                 // A fault reported against an older connection is already handled.
-                if generation == state.generation && state.client.is_some() {
+                if connection == state.connection && state.client.is_some() {
                     state.directory.update(&state.service, |s| {
                         s.state = ConnectorState::Down {
                             error: reason.clone(),
@@ -293,13 +339,32 @@ impl Actor for ConnectorActor {
     }
 }
 
+/// The gateway's side of an upstream connection: it notices when the
+/// upstream's tool list changes and asks the connector to list it again.
+pub struct UpstreamClient {
+    connector: ActorRef<ConnectorMsg>,
+}
+
+impl rmcp::ClientHandler for UpstreamClient {
+    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        let _ = self.connector.cast(ConnectorMsg::RefreshTools);
+    }
+
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut info = rmcp::model::ClientConfig::default();
+        info.client_info = rmcp::model::Implementation::new("mcpgate", env!("CARGO_PKG_VERSION"));
+        info
+    }
+}
+
 /// Variables a stdio upstream inherits from the gateway; everything else must be
 /// configured per service.
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER"];
 
 async fn connect(
     upstream: &UpstreamSpec,
-) -> Result<(RunningService<RoleClient, ()>, Vec<Tool>), String> {
+    handler: UpstreamClient,
+) -> Result<(RunningService<RoleClient, UpstreamClient>, Vec<Tool>), String> {
     let client = match upstream {
         UpstreamSpec::Stdio { command, env, cwd } => {
             let (program, args) = command
@@ -322,7 +387,7 @@ async fn connect(
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .map_err(|e| format!("spawning {program}: {e}"))?;
-            ().serve(transport).await.map_err(|e| e.to_string())?
+            handler.serve(transport).await.map_err(|e| e.to_string())?
         }
         UpstreamSpec::Http { url, headers } => {
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
@@ -338,7 +403,7 @@ async fn connect(
                 config.custom_headers.insert(name, value);
             }
             let transport = StreamableHttpClientTransport::from_config(config);
-            ().serve(transport).await.map_err(|e| e.to_string())?
+            handler.serve(transport).await.map_err(|e| e.to_string())?
         }
     };
     let tools = client
