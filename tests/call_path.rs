@@ -293,33 +293,9 @@ async fn a_session_presented_with_another_token_is_refused() {
     let gw = standard().await;
     let alice = gw.token("alice@example.com").await;
     let mallory = gw.token("alice@example.com").await;
-    let http = reqwest::Client::new();
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
-    let resp = http
-        .post(&gw.url)
-        .bearer_auth(&alice)
-        .header("accept", "application/json, text/event-stream")
-        .json(&init)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let session = resp.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let session = gw.raw_initialize(&alice).await;
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
-    let hijack = http
-        .post(&gw.url)
-        .bearer_auth(&mallory)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .json(&list)
-        .send()
-        .await
-        .unwrap();
+    let hijack = gw.raw_post(&mallory, &session, list).await;
     assert_eq!(hijack.status(), 403);
     let body: serde_json::Value = hijack.json().await.unwrap();
     assert_eq!(body["reason"], "session_credential_mismatch");
@@ -330,7 +306,7 @@ async fn a_session_presented_with_another_token_is_refused() {
     ));
 
     // DELETE ends the session and its actor.
-    let del = http
+    let del = reqwest::Client::new()
         .delete(&gw.url)
         .bearer_auth(&alice)
         .header("mcp-session-id", &session)
@@ -485,32 +461,15 @@ async fn idle_sessions_end_and_their_session_id_stops_working() {
     ))
     .await;
     let alice = gw.token("alice@example.com").await;
-    let http = reqwest::Client::new();
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
-    let resp = http
-        .post(&gw.url)
-        .bearer_auth(&alice)
-        .header("accept", "application/json, text/event-stream")
-        .json(&init)
-        .send()
-        .await
-        .unwrap();
-    let session = resp.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    drop(resp);
+    let session = gw.raw_initialize(&alice).await;
     let list = |id: u64| {
-        http.post(&gw.url)
-            .bearer_auth(&alice)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &session)
-            .header("mcp-protocol-version", "2025-06-18")
-            .json(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}}))
-            .send()
+        gw.raw_post(
+            &alice,
+            &session,
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}}),
+        )
     };
-    let first = list(2).await.unwrap();
+    let first = list(2).await;
     assert_eq!(first.status(), 200);
     let _ = first.text().await;
     assert_eq!(gw.gw.session_count(), 1);
@@ -525,7 +484,7 @@ async fn idle_sessions_end_and_their_session_id_stops_working() {
     // The transport-level session is closed with it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let status = list(3).await.unwrap().status();
+        let status = list(3).await.status();
         if status == 404 {
             break;
         }

@@ -245,9 +245,9 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
     let mut child = cmd.spawn().unwrap();
     wait_health(&format!("http://{listen}"));
 
-    let inspector = |extra: &[&str]| -> Value {
-        let mut cmd = Command::new(peers.join("node/node_modules/.bin/mcp-inspector"));
-        cmd.env("PATH", &path)
+    let inspector_run = |extra: &[&str]| -> Output {
+        Command::new(peers.join("node/node_modules/.bin/mcp-inspector"))
+            .env("PATH", &path)
             .args([
                 "--cli",
                 &format!("http://{listen}/mcp"),
@@ -255,8 +255,12 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
                 "http",
             ])
             .args(["--header", &format!("Authorization: Bearer {token}")])
-            .args(extra);
-        let out = cmd.output().unwrap();
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let inspector = |extra: &[&str]| -> Value {
+        let out = inspector_run(extra);
         assert!(
             out.status.success(),
             "inspector failed: {}",
@@ -328,18 +332,7 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
         &peers.join("node"),
     );
     assert!(revoked.status.success());
-    let mut cmd = Command::new(peers.join("node/node_modules/.bin/mcp-inspector"));
-    cmd.env("PATH", &path)
-        .args([
-            "--cli",
-            &format!("http://{listen}/mcp"),
-            "--transport",
-            "http",
-            "--method",
-            "tools/list",
-        ])
-        .args(["--header", &format!("Authorization: Bearer {token}")]);
-    let out = cmd.output().unwrap();
+    let out = inspector_run(&["--method", "tools/list"]);
     assert!(!out.status.success(), "a revoked token is refused");
 
     assert!(terminate(&mut child).success());

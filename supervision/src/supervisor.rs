@@ -130,6 +130,16 @@ impl SupervisorState {
         self.children.iter_mut().find(|c| c.spec.key == key)
     }
 
+    fn add_child(&mut self, spec: ChildSpec) {
+        self.children.push(Child {
+            spec,
+            cell: None,
+            started_at: Instant::now(),
+            consecutive_failures: 0,
+            restarts: 0,
+        });
+    }
+
     fn remove_child(&mut self, key: &str) {
         self.children.retain(|c| c.spec.key != key);
     }
@@ -247,13 +257,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         for spec in std::mem::take(&mut state.initial) {
             let key = spec.key.clone();
-            state.children.push(Child {
-                spec,
-                cell: None,
-                started_at: Instant::now(),
-                consecutive_failures: 0,
-                restarts: 0,
-            });
+            state.add_child(spec);
             state
                 .spawn(&myself.get_cell(), &key)
                 .await
@@ -280,13 +284,7 @@ impl Actor for Supervisor {
                     return Ok(());
                 }
                 let key = spec.key.clone();
-                state.children.push(Child {
-                    spec,
-                    cell: None,
-                    started_at: Instant::now(),
-                    consecutive_failures: 0,
-                    restarts: 0,
-                });
+                state.add_child(spec);
                 match state.spawn(&myself.get_cell(), &key).await {
                     Ok(cell) => {
                         state.events.emit(&state.name, &key, LifecycleKind::Started);

@@ -196,6 +196,41 @@ impl TestGateway {
     }
 }
 
+impl TestGateway {
+    /// Open an initialize-era session over raw HTTP; returns its `Mcp-Session-Id`.
+    pub async fn raw_initialize(&self, token: &str) -> String {
+        let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+        let resp = reqwest::Client::new()
+            .post(&self.url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// POST a JSON-RPC message within an initialize-era session.
+    pub async fn raw_post(&self, token: &str, session: &str, message: Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(&self.url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&message)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
 pub fn args(value: Value) -> JsonObject {
     match value {
         Value::Object(map) => map,
