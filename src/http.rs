@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use actors::audit::{AuditDecision, Decision};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -233,25 +232,14 @@ async fn audit_http_refusal(
     code: &'static str,
     reason: &str,
 ) {
-    let row = AuditDecision {
-        call_id: pipeline::new_call_id(),
-        at: actors::now_rfc3339(),
-        subject: subject.to_owned(),
-        actor: subject.to_owned(),
+    let row = pipeline::audit_row(pipeline::RowStart {
+        subject,
+        actor: subject,
         session: session.as_ref().map(|id| format!("mcp:{id}")),
-        client_name: None,
-        client_version: None,
-        service: None,
-        tool: "http:/mcp".into(),
-        action: None,
-        risk: None,
-        decision: Decision::Refused,
-        reason_code: None,
-        reason: None,
-        args_sha256: pipeline::canonical_digest(&Default::default()),
-        grant_id: None,
-        completed: true,
-    };
+        client: &Default::default(),
+        tool: "http:/mcp",
+        arguments: &Default::default(),
+    });
     let error = CallError {
         code,
         message: reason.to_owned(),

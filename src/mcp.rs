@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use actors::audit::{AuditDecision, Decision};
 use actors::session::{ClientInfo, SessionTicket};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
@@ -63,39 +62,24 @@ impl McpHandler {
         {
             Ok(ticket) => Ok((principal, ticket)),
             Err(error) => {
-                let (code, call_error) = match error {
-                    SessionError::WrongCredential => (
-                        "session_credential_mismatch",
-                        CallError {
-                            code: "session_credential_mismatch",
-                            message: error.to_string(),
-                            jsonrpc_code: pipeline::CODE_REFUSED,
-                        },
-                    ),
-                    SessionError::Unavailable => (
-                        "session_unavailable",
-                        CallError::unavailable("session_unavailable", error.to_string()),
-                    ),
+                let call_error = match error {
+                    SessionError::WrongCredential => CallError {
+                        code: "session_credential_mismatch",
+                        message: error.to_string(),
+                        jsonrpc_code: pipeline::CODE_REFUSED,
+                    },
+                    SessionError::Unavailable => {
+                        CallError::unavailable("session_unavailable", error.to_string())
+                    }
                 };
-                let row = AuditDecision {
-                    call_id: pipeline::new_call_id(),
-                    at: actors::now_rfc3339(),
-                    subject: principal.subject.clone(),
-                    actor: principal.actor.clone(),
+                let row = pipeline::audit_row(pipeline::RowStart {
+                    subject: &principal.subject,
+                    actor: &principal.actor,
                     session: session_id.map(|id| format!("mcp:{id}")),
-                    client_name: client.name,
-                    client_version: client.version,
-                    service: None,
-                    tool: tool.to_owned(),
-                    action: None,
-                    risk: None,
-                    decision: Decision::Refused,
-                    reason_code: Some(code.into()),
-                    reason: None,
-                    args_sha256: pipeline::canonical_digest(&Default::default()),
-                    grant_id: None,
-                    completed: true,
-                };
+                    client: &client,
+                    tool,
+                    arguments: &Default::default(),
+                });
                 Err(pipeline::refuse(&self.gw, row, call_error).await.into_mcp())
             }
         }

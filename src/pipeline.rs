@@ -19,7 +19,7 @@ use std::time::Instant;
 use actors::audit::{self, AuditDecision, AuditOutcome, AuditWrite, Decision};
 use actors::connector::{self, ConnectorError};
 use actors::grant::Risk;
-use actors::session::SessionTicket;
+use actors::session::{ClientInfo, SessionTicket};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResult, ErrorCode, JsonObject, ResultType};
 use serde_json::{Value, json};
@@ -132,6 +132,39 @@ pub fn canonical_digest(arguments: &JsonObject) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// Who did what, before any decision: the start of every audit row.
+pub struct RowStart<'a> {
+    pub subject: &'a str,
+    pub actor: &'a str,
+    pub session: Option<String>,
+    pub client: &'a ClientInfo,
+    pub tool: &'a str,
+    pub arguments: &'a JsonObject,
+}
+
+/// A fresh audit row (decision `allowed` until a stage says otherwise).
+pub fn audit_row(start: RowStart<'_>) -> AuditDecision {
+    AuditDecision {
+        call_id: new_call_id(),
+        at: actors::now_rfc3339(),
+        subject: start.subject.to_owned(),
+        actor: start.actor.to_owned(),
+        session: start.session,
+        client_name: start.client.name.clone(),
+        client_version: start.client.version.clone(),
+        service: None,
+        tool: start.tool.to_owned(),
+        action: None,
+        risk: None,
+        decision: Decision::Allowed,
+        reason_code: None,
+        reason: None,
+        args_sha256: canonical_digest(start.arguments),
+        grant_id: None,
+        completed: false,
+    }
+}
+
 pub fn new_call_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
@@ -139,25 +172,14 @@ pub fn new_call_id() -> String {
 /// Run one tool call through the whole pipeline.
 pub async fn run(gw: &Gateway, request: CallRequest<'_>) -> Result<CallToolResult, CallError> {
     let started = Instant::now();
-    let mut row = AuditDecision {
-        call_id: new_call_id(),
-        at: actors::now_rfc3339(),
-        subject: request.principal.subject.clone(),
-        actor: request.principal.actor.clone(),
+    let mut row = audit_row(RowStart {
+        subject: &request.principal.subject,
+        actor: &request.principal.actor,
         session: Some(request.session.key.clone()),
-        client_name: request.session.client.name.clone(),
-        client_version: request.session.client.version.clone(),
-        service: None,
-        tool: request.tool.to_owned(),
-        action: None,
-        risk: None,
-        decision: Decision::Allowed,
-        reason_code: None,
-        reason: None,
-        args_sha256: canonical_digest(&request.arguments),
-        grant_id: None,
-        completed: false,
-    };
+        client: &request.session.client,
+        tool: request.tool,
+        arguments: &request.arguments,
+    });
 
     if gw.is_draining() {
         let error = CallError::unavailable("shutting_down", "the gateway is shutting down".into());
