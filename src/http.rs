@@ -4,6 +4,7 @@
 //! |--------------|---------------|----------------------------------------|
 //! | `/mcp`       | Bearer token  | MCP Streamable HTTP (both protocol eras)|
 //! | `/health`    | none          | liveness and each connector's state    |
+//! | `/metrics`   | none          | Prometheus text: calls, actors, connectors |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
         .service(mcp);
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route_service("/mcp", mcp)
         .with_state(gw)
 }
@@ -290,4 +292,80 @@ async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
             "restarts": stats.actor_restarts.load(Ordering::Relaxed),
         },
     }))
+}
+
+/// Prometheus text exposition of the same counters as `/health`.
+async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+    use std::fmt::Write;
+    let stats = &gw.stats;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP mcpgate_calls_total Tool calls by decision.");
+    let _ = writeln!(out, "# TYPE mcpgate_calls_total counter");
+    for (decision, counter) in [
+        ("allowed", &stats.allowed),
+        ("refused", &stats.refused),
+        ("failed", &stats.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "mcpgate_calls_total{{decision=\"{decision}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mcpgate_actor_failures_total Supervised actors that failed (errors and panics)."
+    );
+    let _ = writeln!(out, "# TYPE mcpgate_actor_failures_total counter");
+    let _ = writeln!(
+        out,
+        "mcpgate_actor_failures_total {}",
+        stats.actor_failures.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP mcpgate_actor_restarts_total Restarts performed by supervisors."
+    );
+    let _ = writeln!(out, "# TYPE mcpgate_actor_restarts_total counter");
+    let _ = writeln!(
+        out,
+        "mcpgate_actor_restarts_total {}",
+        stats.actor_restarts.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# HELP mcpgate_sessions Live session actors.");
+    let _ = writeln!(out, "# TYPE mcpgate_sessions gauge");
+    let _ = writeln!(out, "mcpgate_sessions {}", gw.session_count());
+    let _ = writeln!(
+        out,
+        "# HELP mcpgate_in_flight MCP requests whose answer is not sent yet."
+    );
+    let _ = writeln!(out, "# TYPE mcpgate_in_flight gauge");
+    let _ = writeln!(out, "mcpgate_in_flight {}", gw.inflight.current());
+    let _ = writeln!(
+        out,
+        "# HELP mcpgate_connector_up 1 when the service's upstream is connected."
+    );
+    let _ = writeln!(out, "# TYPE mcpgate_connector_up gauge");
+    let _ = writeln!(
+        out,
+        "# HELP mcpgate_connector_starts_total Connections started to the upstream."
+    );
+    let _ = writeln!(out, "# TYPE mcpgate_connector_starts_total counter");
+    for name in gw.config.services.keys() {
+        let status = gw.directory.get(name);
+        let up = status
+            .as_ref()
+            .is_some_and(|s| s.state == actors::connector::ConnectorState::Running);
+        let starts = status.map(|s| s.starts).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "mcpgate_connector_up{{service=\"{name}\"}} {}",
+            u8::from(up)
+        );
+        let _ = writeln!(
+            out,
+            "mcpgate_connector_starts_total{{service=\"{name}\"}} {starts}"
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -93,6 +93,28 @@ async fn crashing_hanging_and_garbage_upstreams_fail_cleanly_and_recover() {
         assert_eq!(text_of(&ok), action, "the next call after {action} works");
     }
     assert_eq!(starts(&log), 4, "one start plus one restart per fault");
+    let metrics = reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcpgate_calls_total{decision=\"failed\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mcpgate_connector_starts_total{service=\"faulty\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mcpgate_connector_up{service=\"time\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mcpgate_actor_restarts_total 3"),
+        "{metrics}"
+    );
     assert_eq!(gw.gw.directory.get("everything").unwrap().starts, 1);
     assert_eq!(gw.gw.directory.get("time").unwrap().starts, 1);
 
