@@ -191,85 +191,144 @@ async fn flush(state: &mut AuditWriterState) {
     }
 }
 
-/// One transaction for the whole batch. Per-write results cover rows that
-/// were not there to complete; a store error fails the whole batch.
+/// Commit a batch with as few statements as possible: all decisions in one
+/// multi-row INSERT, all outcomes in one UPDATE … FROM (VALUES …), inside one
+/// transaction when there are both. Every statement is a hand-off to the
+/// database thread, so this keeps the cost per batch nearly flat in its size.
+/// Per-write results report outcomes whose row was not there to complete; a
+/// store error fails the whole batch.
 async fn commit(
     pool: &SqlitePool,
     batch: &[(AuditWrite, RpcReplyPort<Result<(), AuditError>>)],
 ) -> Result<Vec<Result<(), AuditError>>, AuditError> {
     let store = |e: sqlx::Error| AuditError::Store(e.to_string());
-    if let [(write, _)] = batch {
-        // A batch of one is a single autocommit statement: same durability,
-        // one round trip to the database thread instead of three.
-        let mut conn = pool.acquire().await.map_err(store)?;
-        return Ok(vec![apply(&mut conn, write).await.map_err(store)?]);
+    let decisions: Vec<&AuditDecision> = batch
+        .iter()
+        .filter_map(|(w, _)| match w {
+            AuditWrite::Decision(d) => Some(d.as_ref()),
+            AuditWrite::Outcome(_) => None,
+        })
+        .collect();
+    let outcomes: Vec<&AuditOutcome> = batch
+        .iter()
+        .filter_map(|(w, _)| match w {
+            AuditWrite::Outcome(o) => Some(o),
+            AuditWrite::Decision(_) => None,
+        })
+        .collect();
+    let mut conn = pool.acquire().await.map_err(store)?;
+    // One statement is atomic on its own; two need a transaction.
+    let both = !decisions.is_empty() && !outcomes.is_empty();
+    if both {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(store)?;
     }
-    let mut tx = pool.begin().await.map_err(store)?;
-    let mut results = Vec::with_capacity(batch.len());
-    for (write, _) in batch {
-        results.push(apply(&mut tx, write).await.map_err(store)?);
-    }
-    tx.commit().await.map_err(store)?;
-    Ok(results)
+    let written = write_batch(&mut conn, &decisions, &outcomes).await;
+    let missing = match written {
+        Ok(missing) => {
+            if both {
+                sqlx::query("COMMIT")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(store)?;
+            }
+            missing
+        }
+        Err(e) => {
+            if both {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            }
+            return Err(store(e));
+        }
+    };
+    Ok(batch
+        .iter()
+        .map(|(w, _)| match w {
+            AuditWrite::Outcome(o) if missing.contains(&o.call_id) => {
+                Err(AuditError::MissingRow(o.call_id.clone()))
+            }
+            _ => Ok(()),
+        })
+        .collect())
 }
 
-/// One write. The outer error is the store's; the inner one is about the row.
-async fn apply(
+/// SQLite's limit on bound parameters is 32766; stay well below it.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Returns the call ids of outcomes that found no open row.
+async fn write_batch(
     conn: &mut sqlx::SqliteConnection,
-    write: &AuditWrite,
-) -> Result<Result<(), AuditError>, sqlx::Error> {
-    match write {
-        AuditWrite::Decision(d) => {
-            sqlx::query(
-                "INSERT INTO audit_events (call_id, started_at, completed_at, subject, actor, \
-                 session, client_name, client_version, service, tool, action, risk, decision, \
-                 reason_code, reason, args_sha256, grant_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&d.call_id)
-            .bind(&d.at)
-            .bind(d.completed.then_some(&d.at))
-            .bind(&d.subject)
-            .bind(&d.actor)
-            .bind(&d.session)
-            .bind(&d.client_name)
-            .bind(&d.client_version)
-            .bind(&d.service)
-            .bind(&d.tool)
-            .bind(&d.action)
-            .bind(&d.risk)
-            .bind(d.decision.as_str())
-            .bind(&d.reason_code)
-            .bind(&d.reason)
-            .bind(&d.args_sha256)
-            .bind(&d.grant_id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(Ok(()))
+    decisions: &[&AuditDecision],
+    outcomes: &[&AuditOutcome],
+) -> Result<Vec<String>, sqlx::Error> {
+    for chunk in decisions.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO audit_events (call_id, started_at, completed_at, subject, actor, \
+             session, client_name, client_version, service, tool, action, risk, decision, \
+             reason_code, reason, args_sha256, grant_id) VALUES ",
+        );
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        sql.push_str(&vec![row; chunk.len()].join(", "));
+        // Only constant text and placeholders: nothing from callers is spliced in.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for d in chunk {
+            query = query
+                .bind(&d.call_id)
+                .bind(&d.at)
+                .bind(d.completed.then_some(&d.at))
+                .bind(&d.subject)
+                .bind(&d.actor)
+                .bind(&d.session)
+                .bind(&d.client_name)
+                .bind(&d.client_version)
+                .bind(&d.service)
+                .bind(&d.tool)
+                .bind(&d.action)
+                .bind(&d.risk)
+                .bind(d.decision.as_str())
+                .bind(&d.reason_code)
+                .bind(&d.reason)
+                .bind(&d.args_sha256)
+                .bind(&d.grant_id);
         }
-        AuditWrite::Outcome(o) => {
-            let done = sqlx::query(
-                "UPDATE audit_events SET completed_at = ?, decision = ?, \
-                 reason_code = COALESCE(?, reason_code), reason = COALESCE(?, reason), \
-                 upstream_status = ?, latency_ms = ? \
-                 WHERE call_id = ? AND completed_at IS NULL",
-            )
-            .bind(&o.at)
-            .bind(o.decision.as_str())
-            .bind(&o.reason_code)
-            .bind(&o.reason)
-            .bind(&o.upstream_status)
-            .bind(o.latency_ms)
-            .bind(&o.call_id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(if done.rows_affected() == 1 {
-                Ok(())
-            } else {
-                Err(AuditError::MissingRow(o.call_id.clone()))
-            })
-        }
+        query.execute(&mut *conn).await?;
     }
+    let mut missing = Vec::new();
+    for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "UPDATE audit_events SET completed_at = o.column2, decision = o.column3, \
+             reason_code = COALESCE(o.column4, reason_code), reason = COALESCE(o.column5, reason), \
+             upstream_status = o.column6, latency_ms = o.column7 \
+             FROM (VALUES ",
+        );
+        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+        sql.push_str(
+            ") AS o WHERE audit_events.call_id = o.column1 AND audit_events.completed_at IS NULL \
+             RETURNING audit_events.call_id",
+        );
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for o in chunk {
+            query = query
+                .bind(&o.call_id)
+                .bind(&o.at)
+                .bind(o.decision.as_str())
+                .bind(&o.reason_code)
+                .bind(&o.reason)
+                .bind(&o.upstream_status)
+                .bind(o.latency_ms);
+        }
+        let completed: std::collections::HashSet<String> =
+            query.fetch_all(&mut *conn).await?.into_iter().collect();
+        missing.extend(
+            chunk
+                .iter()
+                .filter(|o| !completed.contains(&o.call_id))
+                .map(|o| o.call_id.clone()),
+        );
+    }
+    Ok(missing)
 }
 
 /// Send one write and wait for its commit. Any failure is an error: callers
