@@ -496,3 +496,29 @@ async fn idle_sessions_end_and_their_session_id_stops_working() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_configured_hosts_reach_the_mcp_endpoint() {
+    let gw = TestGateway::start(&format!(
+        "allowed_hosts: [gateway.example.com]\nservices:\n{}{}",
+        standard_services(),
+        users()
+    ))
+    .await;
+    let alice = gw.token("alice@example.com").await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let post = |host: &'static str| {
+        reqwest::Client::new()
+            .post(&gw.url)
+            .bearer_auth(&alice)
+            .header("host", host)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+    };
+    assert_eq!(post("gateway.example.com").await.unwrap().status(), 200);
+    assert_eq!(post("localhost").await.unwrap().status(), 200);
+    assert_eq!(post("evil.example.com").await.unwrap().status(), 403);
+    gw.stop().await;
+}
