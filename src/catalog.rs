@@ -9,7 +9,7 @@ use actors::grant::Risk;
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
-use crate::config::{Expose, ServiceConfig};
+use crate::config::{Expose, Policy, ServiceConfig, glob_match};
 
 pub const READ_SUFFIX: &str = "_read_actions";
 pub const WRITE_SUFFIX: &str = "_write_actions";
@@ -69,6 +69,39 @@ pub struct ServiceCatalog {
     pub unknown_overrides: Vec<String>,
 }
 
+/// The operator's classification of `service.action`, if any: the service's own
+/// `risk:` (exact name, then the longest matching glob), then the gateway
+/// policy's `service.action` globs (longest match).
+fn classify(service: &str, action: &str, config: &ServiceConfig, policy: &Policy) -> Option<Risk> {
+    if let Some(risk) = config.risk.get(action) {
+        return Some(risk.0);
+    }
+    let longest = |candidates: Vec<(&String, Risk)>| {
+        candidates
+            .into_iter()
+            .max_by_key(|(pattern, _)| pattern.len())
+            .map(|(_, risk)| risk)
+    };
+    let own = config
+        .risk
+        .iter()
+        .filter(|(pattern, _)| glob_match(pattern, action))
+        .map(|(p, r)| (p, r.0))
+        .collect();
+    if let Some(risk) = longest(own) {
+        return Some(risk);
+    }
+    let qualified = format!("{service}.{action}");
+    longest(
+        policy
+            .risk
+            .iter()
+            .filter(|(pattern, _)| glob_match(pattern, &qualified))
+            .map(|(p, r)| (p, r.0))
+            .collect(),
+    )
+}
+
 /// Risk from upstream annotations: readOnlyHint → read, destructiveHint → high_risk, else write.
 fn risk_from_annotations(annotations: Option<&ToolAnnotations>) -> Risk {
     match annotations {
@@ -79,14 +112,17 @@ fn risk_from_annotations(annotations: Option<&ToolAnnotations>) -> Risk {
 }
 
 impl ServiceCatalog {
-    pub fn build(service: &str, config: &ServiceConfig, generation: u64, tools: &[Tool]) -> Self {
+    pub fn build(
+        service: &str,
+        config: &ServiceConfig,
+        policy: &Policy,
+        generation: u64,
+        tools: &[Tool],
+    ) -> Self {
         let mut actions = BTreeMap::new();
         for tool in tools {
             let name = tool.name.to_string();
-            let risk = config
-                .risk
-                .get(&name)
-                .map(|r| r.0)
+            let risk = classify(service, &name, config, policy)
                 .unwrap_or_else(|| risk_from_annotations(tool.annotations.as_ref()));
             let schema = Value::Object((*tool.input_schema).clone());
             let validator = match jsonschema::validator_for(&schema) {
@@ -113,7 +149,7 @@ impl ServiceCatalog {
         let unknown_overrides = config
             .risk
             .keys()
-            .filter(|k| !actions.contains_key(*k))
+            .filter(|k| !actions.keys().any(|name| glob_match(k, name)))
             .cloned()
             .collect();
         Self {
@@ -153,6 +189,10 @@ impl ServiceCatalog {
                 .values()
                 .filter(|a| a.risk <= max)
                 .map(|a| {
+                    let mut schema = (*a.input_schema).clone();
+                    if a.risk != Risk::Read {
+                        add_confirm_property(&mut schema);
+                    }
                     let annotations = a
                         .annotations
                         .clone()
@@ -162,7 +202,7 @@ impl ServiceCatalog {
                     Tool::new(
                         format!("{}{DIRECT_SEPARATOR}{}", self.service, a.name),
                         format!("[{}] {}", a.risk, a.description),
-                        a.input_schema.clone(),
+                        Arc::new(schema),
                     )
                     .with_annotations(annotations)
                 })
@@ -223,9 +263,12 @@ impl ServiceCatalog {
             "properties": properties,
             "required": ["action"],
         });
-        let Value::Object(schema) = schema else {
+        let Value::Object(mut schema) = schema else {
             unreachable!("json! object literal")
         };
+        if !read_only {
+            add_confirm_property(&mut schema);
+        }
         let annotations = if read_only {
             ToolAnnotations::new().read_only(true)
         } else {
@@ -237,6 +280,19 @@ impl ServiceCatalog {
             Arc::new(schema),
         )
         .with_annotations(annotations)
+    }
+}
+
+/// Write tools accept `confirm`: the token from a previous answer that asked
+/// the human to confirm exactly this call.
+fn add_confirm_property(schema: &mut JsonObject) {
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        properties.entry("confirm").or_insert_with(|| {
+            json!({
+                "type": "string",
+                "description": "Confirmation token from the gateway's previous answer; needed for high_risk actions and writes the operator listed. Ask the user first."
+            })
+        });
     }
 }
 
@@ -279,6 +335,7 @@ mod tests {
         ServiceCatalog::build(
             "svc",
             &config.services["svc"],
+            &config.policy,
             1,
             &[
                 tool("look", Some(ToolAnnotations::new().read_only(true))),
@@ -297,6 +354,38 @@ mod tests {
         assert_eq!(c.actions["wipe"].risk, Risk::HighRisk);
         assert_eq!(c.actions["plain"].risk, Risk::Read);
         assert_eq!(c.unknown_overrides, vec!["ghost".to_string()]);
+    }
+
+    #[test]
+    fn service_overrides_beat_policy_globs_and_longer_globs_win() {
+        let config = Config::parse(
+            "policy:\n  risk: { \"svc.*\": high_risk, \"svc.look*\": write, \"other.*\": read }\nservices:\n  svc:\n    kind: mcp\n    command: [x]\n    risk: { \"pl*\": read }\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let c = ServiceCatalog::build(
+            "svc",
+            &config.services["svc"],
+            &config.policy,
+            1,
+            &[
+                tool("look", Some(ToolAnnotations::new().read_only(true))),
+                tool("change", None),
+                tool("plain", None),
+            ],
+        );
+        assert_eq!(
+            c.actions["look"].risk,
+            Risk::Write,
+            "svc.look* is longer than svc.*"
+        );
+        assert_eq!(c.actions["change"].risk, Risk::HighRisk);
+        assert_eq!(
+            c.actions["plain"].risk,
+            Risk::Read,
+            "the service's own glob wins"
+        );
+        assert!(c.unknown_overrides.is_empty());
     }
 
     #[test]

@@ -29,9 +29,47 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Digest of the config text: confirmation tokens are bound to it, so a
+    /// policy change voids tokens issued under the old one.
+    #[serde(skip)]
+    pub policy_version: String,
+}
+
+/// Gateway-wide rules every call is held to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Refuse every action that is not a read.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Risk overrides by `service.action` glob (`*` any run, `?` one character),
+    /// e.g. `"jira.delete_*": high_risk`. A service's own `risk:` wins over these;
+    /// among these the longest matching pattern wins.
+    #[serde(default)]
+    pub risk: BTreeMap<String, RiskClass>,
+    /// Write actions (`service.action` globs) that need the human's confirmation.
+    /// high_risk actions always do.
+    #[serde(default)]
+    pub confirm: Vec<String>,
+    /// How long a confirmation token stays valid.
+    #[serde(default = "default_confirmation_ttl", deserialize_with = "duration")]
+    pub confirmation_ttl: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            read_only: false,
+            risk: BTreeMap::new(),
+            confirm: Vec::new(),
+            confirmation_ttl: default_confirmation_ttl(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,8 +214,10 @@ impl Default for Config {
             data_dir: default_data_dir(),
             allowed_hosts: Vec::new(),
             limits: Limits::default(),
+            policy: Policy::default(),
             services: BTreeMap::new(),
             users: Vec::new(),
+            policy_version: policy_version(""),
         }
     }
 }
@@ -214,6 +254,8 @@ impl Config {
                 message: e.to_string(),
             })?
         };
+        let mut config = config;
+        config.policy_version = policy_version(text);
         config.validate(text, file)?;
         Ok(config)
     }
@@ -286,6 +328,16 @@ impl Config {
                     ));
                 }
                 _ => {}
+            }
+        }
+        for pattern in self.policy.risk.keys().chain(self.policy.confirm.iter()) {
+            if !pattern.contains('.') {
+                return Err(at(
+                    pattern,
+                    format!(
+                        "policy pattern '{pattern}' must have the form service.action (globs allowed)"
+                    ),
+                ));
             }
         }
         let mut seen = HashSet::new();
@@ -365,6 +417,38 @@ fn default_session_idle() -> Duration {
 fn default_drain() -> Duration {
     Duration::from_secs(30)
 }
+fn default_confirmation_ttl() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn policy_version(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))[..16].to_owned()
+}
+
+/// Glob match: `*` matches any run of characters (also none), `?` exactly one.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            backtrack = Some((pi, ti));
+            pi += 1;
+        } else if let Some((star, matched)) = backtrack {
+            pi = star + 1;
+            ti = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
 fn default_audit_batch() -> usize {
     256
 }
@@ -417,6 +501,29 @@ users:
         assert_eq!(alice.access_to("remote"), None);
         let ops = config.user("ops@example.com").unwrap();
         assert_eq!(ops.access_to("remote"), Some(Risk::HighRisk));
+    }
+
+    #[test]
+    fn globs_match_like_shell_patterns() {
+        for (pattern, text, expected) in [
+            ("jira.delete_*", "jira.delete_issue", true),
+            ("jira.delete_*", "jira.delete_", true),
+            ("jira.delete_*", "jira.get_issue", false),
+            ("*.post_message", "slack.post_message", true),
+            ("slack.?ost*", "slack.post_message", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            assert_eq!(glob_match(pattern, text), expected, "{pattern} ~ {text}");
+        }
+    }
+
+    #[test]
+    fn policy_patterns_need_a_service_and_an_action() {
+        let err = Config::parse("policy:\n  confirm: [post_message]\n", "c.yaml").unwrap_err();
+        assert!(err.to_string().starts_with("c.yaml:2:13"), "{err}");
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub struct Gateway {
     pub session_manager: Arc<LocalSessionManager>,
     /// `Mcp-Session-Id` → id of the credential that opened it.
     pub session_bindings: Arc<DashMap<String, String>>,
+    /// Signs write-safety confirmation tokens.
+    pub confirmation_key: crate::write_safety::ConfirmationKey,
     catalogs: DashMap<String, Arc<ServiceCatalog>>,
     draining: AtomicBool,
     root: ActorRef<SupervisorMsg>,
@@ -187,6 +189,8 @@ fn supervisor_spec(
 impl Gateway {
     /// Build the supervision tree and start every configured connector.
     pub async fn start(config: Config, pool: SqlitePool) -> anyhow::Result<Arc<Gateway>> {
+        let confirmation_key = crate::write_safety::ConfirmationKey::load(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("gateway key: {e}"))?;
         let config = Arc::new(config);
         let registry = Registry::new();
         let events = LifecycleEvents::default();
@@ -271,6 +275,7 @@ impl Gateway {
             inflight: Arc::new(InFlight::default()),
             session_manager: Arc::new(session_manager),
             session_bindings: Arc::new(DashMap::new()),
+            confirmation_key,
             catalogs: DashMap::new(),
             draining: AtomicBool::new(false),
             root,
@@ -301,6 +306,7 @@ impl Gateway {
         let built = Arc::new(ServiceCatalog::build(
             service,
             config,
+            &self.config.policy,
             status.generation,
             &status.tools,
         ));

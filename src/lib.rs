@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod principal;
 pub mod storage;
 pub mod tokens;
+pub mod write_safety;

@@ -26,8 +26,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Surface, parse_tool_name};
+use crate::config::glob_match;
 use crate::gateway::Gateway;
 use crate::principal::Principal;
+use crate::write_safety;
 
 /// JSON-RPC error codes of the gateway (in the implementation-defined range).
 pub const CODE_REFUSED: i32 = -32001;
@@ -93,8 +95,14 @@ impl CallError {
 struct Resolved {
     service: String,
     action: String,
+    risk: Risk,
     upstream_arguments: JsonObject,
 }
+
+/// The prefix of a gateway confirmation token in a `confirm` argument. Only
+/// such a value is taken as ours; an upstream's own `confirm` argument passes.
+const CONFIRM_ARG: &str = "confirm";
+const CONFIRM_TOKEN_PREFIX: &str = "mgc1.";
 
 /// SHA-256 of the arguments in canonical form (keys sorted, no whitespace).
 pub fn canonical_digest(arguments: &JsonObject) -> String {
@@ -170,8 +178,16 @@ pub fn new_call_id() -> String {
 }
 
 /// Run one tool call through the whole pipeline.
-pub async fn run(gw: &Gateway, request: CallRequest<'_>) -> Result<CallToolResult, CallError> {
+pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolResult, CallError> {
     let started = Instant::now();
+    let confirmation = match request.arguments.get(CONFIRM_ARG) {
+        Some(Value::String(token)) if token.starts_with(CONFIRM_TOKEN_PREFIX) => {
+            let token = token.clone();
+            request.arguments.remove(CONFIRM_ARG);
+            Some(token)
+        }
+        _ => None,
+    };
     let mut row = audit_row(RowStart {
         subject: &request.principal.subject,
         actor: &request.principal.actor,
@@ -189,8 +205,22 @@ pub async fn run(gw: &Gateway, request: CallRequest<'_>) -> Result<CallToolResul
         Ok(resolved) => resolved,
         Err(error) => return Err(refuse(gw, row, error).await),
     };
-    // Seams, in order, for the governance issue: company pre-hooks, user
-    // pre-hooks, write-safety confirmation, PII rehydration of arguments.
+    // Seam for the governance issue: company pre-hooks, then user pre-hooks.
+    match confirm_if_needed(gw, &request, &resolved, confirmation.as_deref(), &row).await {
+        Ok(Confirmed::Proceed) => {}
+        Ok(Confirmed::AskFirst(preview)) => {
+            let ask = CallError::refused(
+                "confirmation_required",
+                "not run: waiting for the human's confirmation".into(),
+            );
+            return match record_refusal(gw, row, &ask).await {
+                Ok(()) => Ok(preview),
+                Err(error) => Err(error),
+            };
+        }
+        Err(error) => return Err(refuse(gw, row, error).await),
+    }
+    // Seam: PII rehydration of arguments.
 
     // Write-ahead: the attempt is on record before the upstream sees it.
     record(gw, AuditWrite::Decision(Box::new(row.clone())))
@@ -379,6 +409,12 @@ fn resolve_and_authorize(
         }
         _ => {}
     }
+    if gw.config.policy.read_only && risk != Risk::Read {
+        return Err(CallError::refused(
+            "read_only_mode",
+            format!("the gateway is read-only; '{action_name}' is a {risk} action"),
+        ));
+    }
     if risk > allowed {
         return Err(CallError::refused(
             "risk_not_allowed",
@@ -394,13 +430,26 @@ fn resolve_and_authorize(
     Ok(Resolved {
         service: service.to_owned(),
         action: action_name,
+        risk,
         upstream_arguments: arguments,
     })
 }
 
 /// Record a refusal (one complete row) and return the error for the caller.
 /// If even the refusal cannot be recorded, the caller learns that too.
-pub async fn refuse(gw: &Gateway, mut row: AuditDecision, error: CallError) -> CallError {
+pub async fn refuse(gw: &Gateway, row: AuditDecision, error: CallError) -> CallError {
+    match record_refusal(gw, row, &error).await {
+        Ok(()) => error,
+        Err(unrecorded) => unrecorded,
+    }
+}
+
+/// Write one complete `refused` row naming `error`'s reason.
+async fn record_refusal(
+    gw: &Gateway,
+    mut row: AuditDecision,
+    error: &CallError,
+) -> Result<(), CallError> {
     row.decision = Decision::Refused;
     row.reason_code = Some(error.code.into());
     row.reason = Some(error.message.clone());
@@ -408,16 +457,88 @@ pub async fn refuse(gw: &Gateway, mut row: AuditDecision, error: CallError) -> C
     gw.stats
         .refused
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    match record(gw, AuditWrite::Decision(Box::new(row))).await {
-        Ok(()) => error,
-        Err(e) => {
+    record(gw, AuditWrite::Decision(Box::new(row)))
+        .await
+        .map_err(|e| {
             tracing::error!(reason = error.code, error = %e, "refusal could not be audited");
             CallError::audit(format!(
                 "{} (and the refusal could not be recorded: {e})",
                 error.message
             ))
-        }
+        })
+}
+
+enum Confirmed {
+    Proceed,
+    /// Not run: this answer tells the human what would happen, with a token.
+    AskFirst(CallToolResult),
+}
+
+/// Write-safety: high_risk actions, and writes the operator listed, run only
+/// with a valid confirmation token bound to exactly this call.
+async fn confirm_if_needed(
+    gw: &Gateway,
+    request: &CallRequest<'_>,
+    resolved: &Resolved,
+    token: Option<&str>,
+    row: &AuditDecision,
+) -> Result<Confirmed, CallError> {
+    let qualified = format!("{}.{}", resolved.service, resolved.action);
+    let needed = resolved.risk == Risk::HighRisk
+        || (resolved.risk == Risk::Write
+            && gw
+                .config
+                .policy
+                .confirm
+                .iter()
+                .any(|p| glob_match(p, &qualified)));
+    if !needed {
+        return Ok(Confirmed::Proceed);
     }
+    if request.principal.user.service_account {
+        return Err(CallError::refused(
+            "headless_cannot_confirm",
+            format!(
+                "'{qualified}' ({}) needs a human's confirmation, which a service account cannot give",
+                resolved.risk
+            ),
+        ));
+    }
+    let binding = write_safety::Binding {
+        subject: &request.principal.subject,
+        actor: &request.principal.actor,
+        tool: request.tool,
+        action: &resolved.action,
+        args_sha256: &row.args_sha256,
+        policy_version: &gw.config.policy_version,
+    };
+    if let Some(token) = token {
+        return write_safety::redeem(&gw.pool, &gw.confirmation_key, token, &binding)
+            .await
+            .map(|()| Confirmed::Proceed)
+            .map_err(|refusal| CallError::refused(refusal.code(), refusal.to_string()));
+    }
+    let ttl = gw.config.policy.confirmation_ttl.as_secs();
+    let (token, expires) = write_safety::issue(&gw.confirmation_key, &binding, ttl);
+    let arguments = serde_json::to_string(&resolved.upstream_arguments).unwrap_or_default();
+    let text = format!(
+        "Confirmation required — nothing was done.\n\
+         If you run it, mcpgate will: {qualified} ({risk}) as {subject} with arguments {arguments}.\n\
+         Ask the user. If they agree, repeat exactly the same call with \"confirm\": \"{token}\" \
+         (valid for {ttl} s, once).",
+        risk = resolved.risk,
+        subject = request.principal.subject,
+    );
+    let mut preview = CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)]);
+    preview.structured_content = Some(json!({
+        "confirmation_required": true,
+        "service": resolved.service,
+        "action": resolved.action,
+        "risk": resolved.risk.as_str(),
+        "confirm": token,
+        "expires_at_unix": expires,
+    }));
+    Ok(Confirmed::AskFirst(preview))
 }
 
 /// Durably write one audit entry through the audit writer actor.

@@ -217,31 +217,20 @@ async fn commit(
         })
         .collect();
     let mut conn = pool.acquire().await.map_err(store)?;
-    // One statement is atomic on its own; two need a transaction.
-    let both = !decisions.is_empty() && !outcomes.is_empty();
-    if both {
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
+    // One statement is atomic on its own; two need a transaction. A sqlx
+    // transaction rolls back if it is dropped uncommitted, so a failure never
+    // returns a connection to the pool with a transaction open.
+    let missing = if !decisions.is_empty() && !outcomes.is_empty() {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(store)?;
+        let missing = write_batch(&mut tx, &decisions, &outcomes)
             .await
             .map_err(store)?;
-    }
-    let written = write_batch(&mut conn, &decisions, &outcomes).await;
-    let missing = match written {
-        Ok(missing) => {
-            if both {
-                sqlx::query("COMMIT")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(store)?;
-            }
-            missing
-        }
-        Err(e) => {
-            if both {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            }
-            return Err(store(e));
-        }
+        tx.commit().await.map_err(store)?;
+        missing
+    } else {
+        write_batch(&mut conn, &decisions, &outcomes)
+            .await
+            .map_err(store)?
     };
     Ok(batch
         .iter()
