@@ -7,9 +7,9 @@ use std::sync::Arc;
 use actors::session::{ClientInfo, SessionTicket};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{ElicitationMode, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use crate::gateway::{Gateway, SessionError};
@@ -120,11 +120,22 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let (principal, session) = self.admit(&context, &request.name).await?;
+        // Elicitation is a server-to-client request: only initialize-era
+        // clients that declared form elicitation can receive one.
+        let modern = context
+            .protocol_version()
+            .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+        let can_elicit = !modern
+            && context
+                .peer
+                .supported_elicitation_modes()
+                .contains(&ElicitationMode::Form);
         let call = CallRequest {
             principal: &principal,
             session: &session,
             tool: &request.name,
             arguments: request.arguments.unwrap_or_default(),
+            elicitor: can_elicit.then(|| context.peer.clone()),
         };
         match pipeline::run(&self.gw, call).await {
             Ok(result) => Ok(result.into()),

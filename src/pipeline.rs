@@ -42,7 +42,13 @@ pub struct CallRequest<'a> {
     pub session: &'a SessionTicket,
     pub tool: &'a str,
     pub arguments: JsonObject,
+    /// The client, when it can be asked through MCP elicitation (form mode,
+    /// initialize-era protocol). Otherwise confirmation takes two calls.
+    pub elicitor: Option<rmcp::Peer<rmcp::RoleServer>>,
 }
+
+/// How long the gateway waits for the human to answer an elicitation.
+const ELICITATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Why a call did not produce an answer. `code` is stable and machine-readable.
 #[derive(Debug, Clone, PartialEq)]
@@ -518,16 +524,22 @@ async fn confirm_if_needed(
             .map(|()| Confirmed::Proceed)
             .map_err(|refusal| CallError::refused(refusal.code(), refusal.to_string()));
     }
-    let ttl = gw.config.policy.confirmation_ttl.as_secs();
-    let (token, expires) = write_safety::issue(&gw.confirmation_key, &binding, ttl);
     let arguments = serde_json::to_string(&resolved.upstream_arguments).unwrap_or_default();
-    let text = format!(
-        "Confirmation required — nothing was done.\n\
-         If you run it, mcpgate will: {qualified} ({risk}) as {subject} with arguments {arguments}.\n\
-         Ask the user. If they agree, repeat exactly the same call with \"confirm\": \"{token}\" \
-         (valid for {ttl} s, once).",
+    let summary = format!(
+        "mcpgate will run {qualified} ({risk}) as {subject} with arguments {arguments}.",
         risk = resolved.risk,
         subject = request.principal.subject,
+    );
+    if let Some(peer) = &request.elicitor {
+        return ask_through_elicitation(peer, &summary).await;
+    }
+    let ttl = gw.config.policy.confirmation_ttl.as_secs();
+    let (token, expires) = write_safety::issue(&gw.confirmation_key, &binding, ttl);
+    let text = format!(
+        "Confirmation required — nothing was done.\n\
+         If you run it, {summary}\n\
+         Ask the user. If they agree, repeat exactly the same call with \"confirm\": \"{token}\" \
+         (valid for {ttl} s, once).",
     );
     let mut preview = CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)]);
     preview.structured_content = Some(json!({
@@ -539,6 +551,52 @@ async fn confirm_if_needed(
         "expires_at_unix": expires,
     }));
     Ok(Confirmed::AskFirst(preview))
+}
+
+/// Ask the human through the client (MCP elicitation): accept → run; decline,
+/// cancel, no answer or an unchecked box → refused.
+async fn ask_through_elicitation(
+    peer: &rmcp::Peer<rmcp::RoleServer>,
+    summary: &str,
+) -> Result<Confirmed, CallError> {
+    use rmcp::model::{ElicitRequestParams, ElicitationAction, ElicitationSchema};
+    let schema = ElicitationSchema::builder()
+        .required_bool("approve")
+        .build()
+        .map_err(|e| CallError::unavailable("confirmation_unavailable", e.to_string()))?;
+    let asked = peer
+        .create_elicitation_with_timeout(
+            ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message: format!("Confirm: {summary} Approve?"),
+                requested_schema: schema,
+            },
+            Some(ELICITATION_TIMEOUT),
+        )
+        .await;
+    match asked {
+        Ok(answer) => {
+            let approved = answer.action == ElicitationAction::Accept
+                && answer
+                    .content
+                    .as_ref()
+                    .and_then(|c| c.get("approve"))
+                    .and_then(Value::as_bool)
+                    == Some(true);
+            if approved {
+                Ok(Confirmed::Proceed)
+            } else {
+                Err(CallError::refused(
+                    "confirmation_declined",
+                    "the user did not approve this call".into(),
+                ))
+            }
+        }
+        Err(e) => Err(CallError::refused(
+            "confirmation_unanswered",
+            format!("the user could not be asked or did not answer: {e}"),
+        )),
+    }
 }
 
 /// Durably write one audit entry through the audit writer actor.

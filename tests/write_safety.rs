@@ -234,3 +234,65 @@ async fn service_accounts_cannot_confirm_and_read_only_refuses_every_write() {
     assert!(echoes(&log).is_empty());
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_that_support_elicitation_are_asked_in_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("faulty.log");
+    let gw = TestGateway::start(&config(&log, "")).await;
+    let ops = gw.token("ops@example.com").await;
+    let step = |message: &str| json!([{"op": "call", "tool": "faulty_write_actions", "args": {"action": "echo", "message": message}}]);
+
+    // Initialize-era client with form elicitation: asked, approves, it runs.
+    let out = gw
+        .py_client_answering(&ops, "legacy", step("approved"), Some("approve"))
+        .await;
+    assert_eq!(out["results"][0]["content"], json!(["approved"]), "{out}");
+    let asked = out["asked"][0].as_str().unwrap();
+    assert!(
+        asked.contains("faulty.echo (high_risk) as ops@example.com"),
+        "{asked}"
+    );
+    assert!(
+        asked.contains("\"message\":\"approved\""),
+        "the summary shows the arguments: {asked}"
+    );
+
+    // Declines: refused, nothing runs.
+    let out = gw
+        .py_client_answering(&ops, "legacy", step("declined"), Some("decline"))
+        .await;
+    assert_eq!(
+        out["results"][0]["error"]["data"]["reason"], "confirmation_declined",
+        "{out}"
+    );
+    assert_eq!(echoes(&log), vec!["approved"]);
+
+    // A 2026-07-28 client has no server-to-client requests: two-step instead.
+    let out = gw
+        .py_client_answering(&ops, "auto", step("modern"), Some("approve"))
+        .await;
+    assert_eq!(
+        out["results"][0]["structured"]["confirmation_required"],
+        json!(true),
+        "{out}"
+    );
+    assert_eq!(out["asked"], json!([]));
+    assert_eq!(echoes(&log), vec!["approved"]);
+
+    let rows = gw.audit_rows().await;
+    let codes: Vec<_> = rows
+        .iter()
+        .filter(|r| r.action.as_deref() == Some("echo"))
+        .map(|r| format!("{}:{}", r.decision, r.reason_code.as_deref().unwrap_or("-")))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            "allowed:-",
+            "refused:confirmation_declined",
+            "refused:confirmation_required"
+        ]
+    );
+    gw.stop().await;
+}

@@ -176,15 +176,28 @@ impl TestGateway {
 
     /// Run the official Python SDK client (see tests/clients/py_client.py).
     pub async fn py_client(&self, token: &str, mode: &str, steps: Value) -> Value {
-        let out = tokio::process::Command::new(python())
-            .arg(repo().join("tests/clients/py_client.py"))
+        self.py_client_answering(token, mode, steps, None).await
+    }
+
+    /// Like [`Self::py_client`], declaring form elicitation and answering each
+    /// request with `answer` (`approve` or `decline`).
+    pub async fn py_client_answering(
+        &self,
+        token: &str,
+        mode: &str,
+        steps: Value,
+        answer: Option<&str>,
+    ) -> Value {
+        let mut cmd = tokio::process::Command::new(python());
+        cmd.arg(repo().join("tests/clients/py_client.py"))
             .arg(&self.url)
             .arg(token)
             .arg(mode)
-            .arg(steps.to_string())
-            .output()
-            .await
-            .unwrap();
+            .arg(steps.to_string());
+        if let Some(answer) = answer {
+            cmd.arg(answer);
+        }
+        let out = cmd.output().await.unwrap();
         assert!(
             out.status.success(),
             "python client failed: {}",
