@@ -2,10 +2,11 @@
 //!
 //! 1. resolve subject/actor and scope (the principal; a grant later)
 //! 2. resolve the tool to a service and action
-//! 3. classify the action's risk
+//! 3. classify the action's risk; the read-only switch
 //! 4. authorize against the caller's access
 //! 5. validate arguments against the action's own schema
-//! 6. (seams: pre-hooks, write-safety, PII rehydration)
+//! 6. (seam: pre-hooks) write-safety: confirmation by the human
+//!    (elicitation, or a token bound to this exact call); (seam: PII rehydration)
 //! 7. write-ahead audit: the decision is durable before anything runs
 //! 8. connector call
 //! 9. (seams: post-hooks, PII pseudonymization)
