@@ -40,8 +40,12 @@ fn outcome(call_id: &str) -> AuditWrite {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writes_are_group_committed_with_per_write_results() {
+/// A fresh database and an audit writer on it.
+async fn writer() -> (
+    tempfile::TempDir,
+    sqlx::SqlitePool,
+    ractor::ActorRef<actors::audit::AuditMsg>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let pool = mcpgate::storage::open(dir.path()).await.unwrap();
     let (writer, _) = Actor::spawn(
@@ -54,6 +58,12 @@ async fn concurrent_writes_are_group_committed_with_per_write_results() {
     )
     .await
     .unwrap();
+    (dir, pool, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_are_group_committed_with_per_write_results() {
+    let (_dir, pool, writer) = writer().await;
 
     // 300 decisions at once: they arrive together and share commits.
     let writes = (0..300).map(|i| {
@@ -102,18 +112,7 @@ async fn concurrent_writes_are_group_committed_with_per_write_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_that_cannot_write_fails_every_write_of_the_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = mcpgate::storage::open(dir.path()).await.unwrap();
-    let (writer, _) = Actor::spawn(
-        None,
-        AuditWriter,
-        AuditWriterArgs {
-            pool: pool.clone(),
-            max_batch: 64,
-        },
-    )
-    .await
-    .unwrap();
+    let (_dir, pool, writer) = writer().await;
     audit::write(&writer, decision("kept")).await.unwrap();
     sqlx::query("CREATE TRIGGER down BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END;")
         .execute(&pool)
