@@ -327,12 +327,15 @@ async fn two_hundred_concurrent_sessions_each_get_their_own_answer_and_one_audit
         let url = gw.url.clone();
         let token = alice.clone();
         tasks.push(tokio::spawn(async move {
-            use rmcp::ServiceExt;
-            let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url)
-                .auth_header(token);
-            let client = ().serve(rmcp::transport::StreamableHttpClientTransport::from_config(config)).await.unwrap();
+            let client = rmcp_connect(&url, &token).await;
             let message = format!("message number {i}");
-            let result = call(&client, "everything_read_actions", json!({"action": "echo", "message": message})).await.unwrap();
+            let result = call(
+                &client,
+                "everything_read_actions",
+                json!({"action": "echo", "message": message}),
+            )
+            .await
+            .unwrap();
             let _ = client.cancel().await;
             (message, text_of(&result))
         }));

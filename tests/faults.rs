@@ -141,13 +141,17 @@ async fn panics_in_actors_are_caught_and_nothing_acknowledged_is_lost() {
         let url = gw.url.clone();
         let token = alice.clone();
         tasks.push(tokio::spawn(async move {
-            use rmcp::ServiceExt;
-            let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
-            let client = ().serve(rmcp::transport::StreamableHttpClientTransport::from_config(config)).await.unwrap();
+            let client = rmcp_connect(&url, &token).await;
             let mut acknowledged = Vec::new();
             for j in 0..5 {
                 let message = format!("m-{i}-{j}");
-                if let Ok(result) = call(&client, "faulty_read_actions", json!({"action": "echo", "message": message})).await {
+                if let Ok(result) = call(
+                    &client,
+                    "faulty_read_actions",
+                    json!({"action": "echo", "message": message}),
+                )
+                .await
+                {
                     assert_eq!(text_of(&result), message);
                     acknowledged.push(message);
                 }

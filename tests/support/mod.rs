@@ -167,11 +167,7 @@ impl TestGateway {
 
     /// A real rmcp client (initialize-era session) authenticated with `token`.
     pub async fn rmcp_client(&self, token: &str) -> RunningService<RoleClient, ()> {
-        let config =
-            StreamableHttpClientTransportConfig::with_uri(self.url.as_str()).auth_header(token);
-        ().serve(StreamableHttpClientTransport::from_config(config))
-            .await
-            .expect("rmcp client connects")
+        rmcp_connect(&self.url, token).await
     }
 
     /// Run the official Python SDK client (see tests/clients/py_client.py).
@@ -242,6 +238,15 @@ impl TestGateway {
             .await
             .unwrap()
     }
+}
+
+/// A real rmcp client (initialize-era session) to `url`, authenticated with
+/// `token`. A free function so spawned tasks can open their own sessions.
+pub async fn rmcp_connect(url: &str, token: &str) -> RunningService<RoleClient, ()> {
+    let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
+    ().serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("rmcp client connects")
 }
 
 pub fn args(value: Value) -> JsonObject {
