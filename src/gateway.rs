@@ -118,6 +118,8 @@ pub struct Gateway {
     pub session_manager: Arc<LocalSessionManager>,
     /// `Mcp-Session-Id` → id of the credential that opened it.
     pub session_bindings: Arc<DashMap<String, String>>,
+    /// The master key; every purpose derives its own key from it.
+    pub master_key: crate::keys::MasterKey,
     /// Signs write-safety confirmation tokens.
     pub confirmation_key: crate::write_safety::ConfirmationKey,
     catalogs: DashMap<String, Arc<ServiceCatalog>>,
@@ -189,8 +191,9 @@ fn supervisor_spec(
 impl Gateway {
     /// Build the supervision tree and start every configured connector.
     pub async fn start(config: Config, pool: SqlitePool) -> anyhow::Result<Arc<Gateway>> {
-        let confirmation_key = crate::write_safety::ConfirmationKey::load(&config.data_dir)
+        let master_key = crate::keys::MasterKey::load(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("gateway key: {e}"))?;
+        let confirmation_key = crate::write_safety::ConfirmationKey::from_master(&master_key);
         let config = Arc::new(config);
         let registry = Registry::new();
         let events = LifecycleEvents::default();
@@ -275,6 +278,7 @@ impl Gateway {
             inflight: Arc::new(InFlight::default()),
             session_manager: Arc::new(session_manager),
             session_bindings: Arc::new(DashMap::new()),
+            master_key,
             confirmation_key,
             catalogs: DashMap::new(),
             draining: AtomicBool::new(false),

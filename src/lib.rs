@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod keys;
 pub mod mcp;
 pub mod pipeline;
 pub mod principal;

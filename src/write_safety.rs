@@ -8,7 +8,6 @@
 //! about the session, since 2026-07-28 clients have none. It is single use: the
 //! nonce is consumed durably before the call proceeds.
 
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -19,7 +18,6 @@ use sqlx::SqlitePool;
 use subtle::ConstantTimeEq;
 
 const TOKEN_PREFIX: &str = "mgc1";
-const KEY_FILE: &str = "gateway.key";
 
 /// The secret the gateway signs confirmation tokens with. `Debug` never shows it.
 #[derive(Clone)]
@@ -32,56 +30,15 @@ impl std::fmt::Debug for ConfirmationKey {
 }
 
 impl ConfirmationKey {
-    /// `MCPGATE_KEY` (64 hex characters) if set, else `<data_dir>/gateway.key`,
-    /// created with fresh randomness (mode 0600) on first start.
-    pub fn load(data_dir: &Path) -> Result<ConfirmationKey, String> {
-        let master = match std::env::var("MCPGATE_KEY") {
-            Ok(hex_key) => decode_key(hex_key.trim()).map_err(|e| format!("MCPGATE_KEY: {e}"))?,
-            Err(_) => {
-                let path = data_dir.join(KEY_FILE);
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        decode_key(text.trim()).map_err(|e| format!("{}: {e}", path.display()))?
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        let key: [u8; 32] = rand::random();
-                        write_private(&path, &hex::encode(key))
-                            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                        key
-                    }
-                    Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-                }
-            }
-        };
-        // A key of its own for this purpose, derived from the master key.
-        let mut mac = Hmac::<Sha256>::new_from_slice(&master).expect("HMAC takes any key length");
-        mac.update(b"mcpgate confirmation tokens v1");
-        Ok(ConfirmationKey(mac.finalize().into_bytes().into()))
+    /// The confirmation-token key, derived from the gateway's master key.
+    pub fn from_master(master: &crate::keys::MasterKey) -> ConfirmationKey {
+        ConfirmationKey(master.derive("confirmation tokens v1"))
     }
 
     #[cfg(test)]
     fn fixed(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
-}
-
-fn decode_key(text: &str) -> Result<[u8; 32], String> {
-    let bytes = hex::decode(text).map_err(|_| "expected 64 hex characters".to_string())?;
-    bytes
-        .try_into()
-        .map_err(|_| "expected 64 hex characters (32 bytes)".to_string())
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// Everything a token is bound to.
@@ -303,27 +260,5 @@ mod tests {
             redeem(&pool, &key, &token, &binding()).await,
             Err(ConfirmationRefusal::Reused)
         );
-    }
-
-    #[test]
-    fn the_key_file_is_created_once_and_private() {
-        let dir = tempfile::tempdir().unwrap();
-        // SAFETY-free: the test does not set MCPGATE_KEY; if the environment does, skip.
-        if std::env::var_os("MCPGATE_KEY").is_some() {
-            return;
-        }
-        let first = ConfirmationKey::load(dir.path()).unwrap();
-        let second = ConfirmationKey::load(dir.path()).unwrap();
-        assert_eq!(first.0, second.0);
-        assert_eq!(format!("{first:?}"), "ConfirmationKey(***)");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
     }
 }
