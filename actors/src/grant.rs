@@ -1,16 +1,22 @@
 //! One `GrantActor` per delegation grant (a Windmill job acting as its owner).
 //!
 //! The actor *is* the grant: it holds the verified identity and the scope, and
-//! answers `Authorize` for every call made under it. Revocation stops the actor;
-//! a call that cannot reach it is refused. Expiry stops it too. Verification of
-//! the job and the token exchange that mints grants arrive with delegation; the
-//! lifecycle, the scope check and the refusal on absence are here now.
+//! answers `Authorize` for every call made under it. It ends when it is
+//! revoked, when its TTL passes, or when its liveness probe says the job is
+//! over; a call that cannot reach it is refused.
+//!
+//! The [`GrantGate`] closes the race between "authorized" and "reached the
+//! connector": a call holds the gate's read side while it hands its request to
+//! the connector, and the grant closes it (write side) before it acknowledges
+//! a revocation. After the acknowledgement no call of this grant can start.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 /// Risk classes, ordered: a grant of `Write` covers `Read`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Risk {
@@ -51,23 +57,96 @@ pub struct GrantScope {
     pub subject: String,
     /// The workflow that drives the calls.
     pub actor: String,
-    /// Highest risk class granted per service.
+    /// The job the grant was minted for, if any.
+    pub job_id: Option<String>,
+    /// Highest risk class the workflow declared, per service.
+    pub declared: BTreeMap<String, Risk>,
+    /// Highest risk class granted per service: the declaration narrowed to
+    /// what the subject may do (and to admin approvals for high_risk).
     pub services: BTreeMap<String, Risk>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GrantRefusal {
-    #[error("service '{0}' is not in this grant")]
-    ServiceNotGranted(String),
-    #[error("risk class {asked} is not granted for '{service}' (granted: {granted})")]
-    RiskNotGranted {
+    #[error("service '{0}' was not declared by the workflow")]
+    ServiceNotDeclared(String),
+    #[error("risk class {asked} was not declared for '{service}' (declared: {declared})")]
+    RiskNotDeclared {
         service: String,
         asked: Risk,
-        granted: Risk,
+        declared: Risk,
+    },
+    #[error("{subject} may not use '{service}' at {asked} (their own access: {owner})")]
+    OutsideSubjectScope {
+        subject: String,
+        service: String,
+        asked: Risk,
+        owner: String,
     },
     #[error("the grant has expired")]
     Expired,
 }
+
+impl GrantRefusal {
+    /// Stable, machine-readable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GrantRefusal::ServiceNotDeclared(_) => "service_not_declared",
+            GrantRefusal::RiskNotDeclared { .. } => "risk_not_granted",
+            GrantRefusal::OutsideSubjectScope { .. } => "outside_owner_scope",
+            GrantRefusal::Expired => "grant_expired",
+        }
+    }
+}
+
+/// Open until the grant ends; then it carries the reason (`revoked by …`,
+/// `job finished`, `expired`).
+#[derive(Clone, Default)]
+pub struct GrantGate(Arc<RwLock<Option<String>>>);
+
+/// Held while a call hands its request to the connector.
+pub type GateAdmission = OwnedRwLockReadGuard<Option<String>>;
+
+impl GrantGate {
+    /// Admit a call, or say why the grant is over.
+    pub async fn admit(&self) -> Result<GateAdmission, String> {
+        let guard = self.0.clone().read_owned().await;
+        match guard.as_ref() {
+            None => Ok(guard),
+            Some(reason) => Err(reason.clone()),
+        }
+    }
+
+    /// Close the gate; waits for admitted calls to finish handing off.
+    /// The first reason wins.
+    pub async fn close(&self, reason: &str) {
+        let mut state = self.0.write().await;
+        if state.is_none() {
+            *state = Some(reason.to_owned());
+        }
+    }
+
+    pub fn closed_reason(&self) -> Option<String> {
+        self.0.try_read().ok().and_then(|s| s.clone())
+    }
+}
+
+/// What a liveness probe found out about the job behind a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// The job is over; the grant ends with this reason.
+    Ended(String),
+    /// The probe could not tell (the job's host did not answer).
+    Unknown(String),
+}
+
+pub type LivenessProbe = Arc<dyn Fn() -> BoxFuture<'static, Liveness> + Send + Sync>;
+/// Called once when the grant's actor stops, with the end reason.
+pub type OnGrantEnd = Arc<dyn Fn(&GrantScope, &str) + Send + Sync>;
+
+/// Consecutive probe failures after which the grant ends (fail closed).
+const MAX_UNKNOWN_PROBES: u32 = 2;
 
 pub enum GrantMsg {
     Authorize {
@@ -75,12 +154,24 @@ pub enum GrantMsg {
         risk: Risk,
         reply: RpcReplyPort<Result<GrantScope, GrantRefusal>>,
     },
+    /// Close the gate, then stop. The reply comes once the gate is closed.
+    Revoke {
+        reason: String,
+        reply: RpcReplyPort<()>,
+    },
     Expire,
+    /// Time to ask the probe again.
+    Probe,
+    Probed(Liveness),
 }
 
 pub struct GrantArgs {
     pub scope: GrantScope,
     pub ttl: Duration,
+    pub gate: GrantGate,
+    /// Checked every `probe_every`; `None` for grants without a job.
+    pub probe: Option<(LivenessProbe, Duration)>,
+    pub on_end: Option<OnGrantEnd>,
 }
 
 pub struct GrantActor;
@@ -88,7 +179,20 @@ pub struct GrantActor;
 pub struct GrantState {
     scope: GrantScope,
     expires_at: Instant,
+    gate: GrantGate,
+    probe: Option<(LivenessProbe, Duration)>,
+    unknown_probes: u32,
+    on_end: Option<OnGrantEnd>,
+    end_reason: Option<String>,
     timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<GrantMsg>>>>,
+}
+
+impl GrantState {
+    async fn end(&mut self, myself: &ActorRef<GrantMsg>, reason: String) {
+        self.gate.close(&reason).await;
+        self.end_reason.get_or_insert(reason.clone());
+        myself.stop(Some(reason));
+    }
 }
 
 impl Actor for GrantActor {
@@ -102,9 +206,17 @@ impl Actor for GrantActor {
         args: GrantArgs,
     ) -> Result<GrantState, ActorProcessingErr> {
         let timer = myself.send_after(args.ttl, || GrantMsg::Expire);
+        if let Some((_, every)) = &args.probe {
+            myself.send_after(*every, || GrantMsg::Probe);
+        }
         Ok(GrantState {
             scope: args.scope,
             expires_at: Instant::now() + args.ttl,
+            gate: args.gate,
+            probe: args.probe,
+            unknown_probes: 0,
+            on_end: args.on_end,
+            end_reason: None,
             timer: Some(timer),
         })
     }
@@ -124,19 +236,45 @@ impl Actor for GrantActor {
                 let answer = if Instant::now() >= state.expires_at {
                     Err(GrantRefusal::Expired)
                 } else {
-                    match state.scope.services.get(&service) {
-                        None => Err(GrantRefusal::ServiceNotGranted(service)),
-                        Some(granted) if risk > *granted => Err(GrantRefusal::RiskNotGranted {
-                            service,
-                            asked: risk,
-                            granted: *granted,
-                        }),
-                        Some(_) => Ok(state.scope.clone()),
-                    }
+                    authorize(&state.scope, service, risk)
                 };
                 let _ = reply.send(answer);
             }
-            GrantMsg::Expire => myself.stop(Some("expired".into())),
+            GrantMsg::Revoke { reason, reply } => {
+                state.end(&myself, reason).await;
+                let _ = reply.send(());
+            }
+            GrantMsg::Expire => state.end(&myself, "expired".into()).await,
+            GrantMsg::Probe => {
+                if let Some((probe, _)) = &state.probe {
+                    // The probe runs off the mailbox: Authorize keeps flowing.
+                    let probe = probe.clone();
+                    let me = myself.clone();
+                    tokio::spawn(async move {
+                        let _ = me.send_message(GrantMsg::Probed(probe().await));
+                    });
+                }
+            }
+            GrantMsg::Probed(liveness) => match liveness {
+                Liveness::Alive => {
+                    state.unknown_probes = 0;
+                    schedule_probe(&myself, state);
+                }
+                Liveness::Ended(reason) => state.end(&myself, reason).await,
+                Liveness::Unknown(why) => {
+                    state.unknown_probes += 1;
+                    if state.unknown_probes >= MAX_UNKNOWN_PROBES {
+                        state
+                            .end(
+                                &myself,
+                                format!("job liveness could not be verified: {why}"),
+                            )
+                            .await;
+                    } else {
+                        schedule_probe(&myself, state);
+                    }
+                }
+            },
         }
         Ok(())
     }
@@ -149,6 +287,44 @@ impl Actor for GrantActor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
+        // Stopped from outside (a supervisor's stop, shutdown): still closed.
+        let reason = state
+            .end_reason
+            .clone()
+            .unwrap_or_else(|| "stopped".to_owned());
+        state.gate.close(&reason).await;
+        if let Some(on_end) = &state.on_end {
+            on_end(&state.scope, &reason);
+        }
         Ok(())
+    }
+}
+
+fn schedule_probe(myself: &ActorRef<GrantMsg>, state: &GrantState) {
+    if let Some((_, every)) = &state.probe {
+        myself.send_after(*every, || GrantMsg::Probe);
+    }
+}
+
+/// The scope check: declared, then within the subject's own access.
+fn authorize(scope: &GrantScope, service: String, risk: Risk) -> Result<GrantScope, GrantRefusal> {
+    let Some(declared) = scope.declared.get(&service) else {
+        return Err(GrantRefusal::ServiceNotDeclared(service));
+    };
+    if risk > *declared {
+        return Err(GrantRefusal::RiskNotDeclared {
+            service,
+            asked: risk,
+            declared: *declared,
+        });
+    }
+    match scope.services.get(&service) {
+        Some(granted) if risk <= *granted => Ok(scope.clone()),
+        granted => Err(GrantRefusal::OutsideSubjectScope {
+            subject: scope.subject.clone(),
+            owner: granted.map_or("none".to_owned(), |r| r.to_string()),
+            service,
+            asked: risk,
+        }),
     }
 }
