@@ -377,12 +377,12 @@ fn valid_service_name(name: &str) -> bool {
 }
 
 /// `file:line:column` of the first occurrence of `needle` (1-based).
-fn locate(text: &str, file: &str, needle: &str) -> String {
+pub(crate) fn locate(text: &str, file: &str, needle: &str) -> String {
     locate_from(text, file, 0, needle)
 }
 
 /// Like [`locate`], searching only after the first occurrence of `anchor`.
-fn locate_after(text: &str, file: &str, anchor: &str, needle: &str) -> String {
+pub(crate) fn locate_after(text: &str, file: &str, anchor: &str, needle: &str) -> String {
     let start = text.find(anchor).unwrap_or(0);
     locate_from(text, file, start, needle)
 }

@@ -5,6 +5,7 @@ pub mod audit_log;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod delegation;
 pub mod gateway;
 pub mod http;
 pub mod keys;
