@@ -25,6 +25,7 @@ pub struct AuditRow {
     pub latency_ms: Option<f64>,
     pub args_sha256: String,
     pub grant_id: Option<String>,
+    pub job_id: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -69,6 +70,7 @@ pub async fn query(pool: &SqlitePool, filter: &AuditFilter) -> Result<Vec<AuditR
             latency_ms: r.get("latency_ms"),
             args_sha256: r.get("args_sha256"),
             grant_id: r.get("grant_id"),
+            job_id: r.get("job_id"),
         })
         .collect();
     out.reverse();

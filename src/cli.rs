@@ -6,6 +6,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::audit_log::{self, AuditFilter};
+use crate::cli_delegation::{
+    self, ApprovalCommand, DelegationCommand, GrantsCommand, JobCommand, WindmillCommand,
+};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::{storage, tokens};
@@ -49,6 +52,21 @@ pub enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The Delegated Access feature flag.
+    #[command(subcommand)]
+    Delegation(DelegationCommand),
+    /// Windmill instances allowed to delegate.
+    #[command(subcommand)]
+    Windmill(WindmillCommand),
+    /// Admin approvals of high_risk for a delegation.
+    #[command(subcommand)]
+    Approval(ApprovalCommand),
+    /// Delegation grants: list and revoke.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
+    /// `.windmill/job.yml` files.
+    #[command(subcommand)]
+    Job(JobCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +128,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve => serve(config).await,
         Command::Token(command) => token(config, command).await,
+        Command::Delegation(command) => cli_delegation::delegation(config, command).await,
+        Command::Windmill(command) => cli_delegation::windmill(config, command).await,
+        Command::Approval(command) => cli_delegation::approval(config, command).await,
+        Command::Grants(command) => cli_delegation::grants(config, command).await,
+        Command::Job(command) => cli_delegation::job(&config, command),
         Command::Audit(AuditCommand::Query {
             subject,
             since,

@@ -34,6 +34,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub delegation: DelegationConfig,
     /// Digest of the config text: confirmation tokens are bound to it, so a
     /// policy change voids tokens issued under the old one.
     #[serde(skip)]
@@ -68,6 +70,40 @@ impl Default for Policy {
             risk: BTreeMap::new(),
             confirm: Vec::new(),
             confirmation_ttl: default_confirmation_ttl(),
+        }
+    }
+}
+
+/// Timing of delegation grants. Instances, approvals and the feature flag
+/// are operator data (admin API / CLI), not config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegationConfig {
+    /// Longest life of a grant, whatever its job does.
+    #[serde(default = "default_max_grant_ttl", deserialize_with = "duration")]
+    pub max_grant_ttl: Duration,
+    /// How often a grant asks Windmill whether its job still runs.
+    #[serde(default = "default_liveness_interval", deserialize_with = "duration")]
+    pub liveness_interval: Duration,
+    /// How long a successful verification is reused (at most 60 s).
+    #[serde(default = "default_verification_cache", deserialize_with = "duration")]
+    pub verification_cache: Duration,
+    /// How often revocations written by another process are picked up.
+    #[serde(default = "default_revocation_poll", deserialize_with = "duration")]
+    pub revocation_poll: Duration,
+    /// Timeout of each call back to Windmill.
+    #[serde(default = "default_windmill_timeout", deserialize_with = "duration")]
+    pub windmill_timeout: Duration,
+}
+
+impl Default for DelegationConfig {
+    fn default() -> Self {
+        Self {
+            max_grant_ttl: default_max_grant_ttl(),
+            liveness_interval: default_liveness_interval(),
+            verification_cache: default_verification_cache(),
+            revocation_poll: default_revocation_poll(),
+            windmill_timeout: default_windmill_timeout(),
         }
     }
 }
@@ -217,6 +253,7 @@ impl Default for Config {
             policy: Policy::default(),
             services: BTreeMap::new(),
             users: Vec::new(),
+            delegation: DelegationConfig::default(),
             policy_version: policy_version(""),
         }
     }
@@ -340,6 +377,12 @@ impl Config {
                 ));
             }
         }
+        if self.delegation.verification_cache > Duration::from_secs(60) {
+            return Err(at(
+                "verification_cache",
+                "delegation.verification_cache must be at most 60s".into(),
+            ));
+        }
         let mut seen = HashSet::new();
         for user in &self.users {
             if !user.email.contains('@') {
@@ -416,6 +459,21 @@ fn default_session_idle() -> Duration {
 }
 fn default_drain() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_grant_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_liveness_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_verification_cache() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_revocation_poll() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_windmill_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_confirmation_ttl() -> Duration {
     Duration::from_secs(5 * 60)

@@ -120,6 +120,8 @@ pub struct Gateway {
     pub session_bindings: Arc<DashMap<String, String>>,
     /// The master key; every purpose derives its own key from it.
     pub master_key: crate::keys::MasterKey,
+    /// Windmill verification and the live delegation grants.
+    pub delegation: crate::delegation::exchange::Delegation,
     /// Signs write-safety confirmation tokens.
     pub confirmation_key: crate::write_safety::ConfirmationKey,
     catalogs: DashMap<String, Arc<ServiceCatalog>>,
@@ -263,12 +265,23 @@ impl Gateway {
         )
         .await?;
 
+        // Grants of a previous run died with its actors; say so in their records.
+        let orphans = crate::delegation::store::end_orphans(&pool).await?;
+        if orphans > 0 {
+            tracing::info!(
+                grants = orphans,
+                "ended grants left live by the previous run"
+            );
+        }
+        let delegation =
+            crate::delegation::exchange::Delegation::new(config.delegation.windmill_timeout);
+
         let mut session_manager = LocalSessionManager::default();
         let mut session_config = SessionConfig::default();
         session_config.keep_alive = Some(config.limits.session_idle_timeout);
         session_manager.session_config = session_config;
 
-        Ok(Arc::new(Gateway {
+        let gw = Arc::new(Gateway {
             config,
             pool,
             registry,
@@ -279,15 +292,77 @@ impl Gateway {
             session_manager: Arc::new(session_manager),
             session_bindings: Arc::new(DashMap::new()),
             master_key,
+            delegation,
             confirmation_key,
             catalogs: DashMap::new(),
             draining: AtomicBool::new(false),
             root,
-        }))
+        });
+        gw.spawn_revocation_watcher();
+        Ok(gw)
     }
 
     pub fn audit_writer(&self) -> Option<ActorRef<AuditMsg>> {
         self.registry.get(AUDIT_KEY)
+    }
+
+    pub fn grants_supervisor(&self) -> Option<ActorRef<SupervisorMsg>> {
+        self.registry.get(GRANTS_KEY)
+    }
+
+    /// Revoke the grants `filter` names: recorded first (so every gateway
+    /// sharing the store sees it), then carried out here. Returns the ids.
+    pub async fn revoke_grants(
+        &self,
+        filter: &crate::delegation::store::RevokeFilter,
+        by: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let ids = crate::delegation::store::request_revocation(&self.pool, filter, by).await?;
+        let reason = format!("revoked by {by}");
+        for id in &ids {
+            self.delegation
+                .grants
+                .revoke(self.grants_supervisor().as_ref(), &self.pool, id, &reason)
+                .await;
+        }
+        Ok(ids)
+    }
+
+    /// Carry out revocations written by another process (the CLI, or another
+    /// gateway on the same store), every `revocation_poll`.
+    pub fn spawn_revocation_watcher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let gw = Arc::downgrade(self);
+        let every = self.config.delegation.revocation_poll;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(gw) = gw.upgrade() else { return };
+                if gw.is_draining() {
+                    return;
+                }
+                if gw.delegation.grants.is_empty() {
+                    continue;
+                }
+                match crate::delegation::store::pending_revocations(&gw.pool).await {
+                    Ok(pending) => {
+                        for (id, by) in pending {
+                            gw.delegation
+                                .grants
+                                .revoke(
+                                    gw.grants_supervisor().as_ref(),
+                                    &gw.pool,
+                                    &id,
+                                    &format!("revoked by {by}"),
+                                )
+                                .await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "revocation watcher: store unavailable"),
+                }
+            }
+        })
     }
 
     pub fn connector(&self, service: &str) -> Option<ActorRef<ConnectorMsg>> {

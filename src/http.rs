@@ -5,6 +5,8 @@
 //! | `/mcp`       | Bearer token  | MCP Streamable HTTP (both protocol eras)|
 //! | `/health`    | none          | liveness and each connector's state    |
 //! | `/metrics`   | none          | Prometheus text: calls, actors, connectors |
+//! | `/oauth/token` | actor token in the form | RFC 8693 token exchange (delegation) |
+//! | `/admin/api/…` | an admin's Bearer token | operator API (see `admin.rs`)     |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::delegation::grants::ACCESS_TOKEN_PREFIX;
 use crate::gateway::Gateway;
 use crate::mcp::McpHandler;
 use crate::pipeline::{self, CallError};
@@ -59,7 +62,9 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route_service("/mcp", mcp)
-        .with_state(gw)
+        .route("/oauth/token", axum::routing::post(crate::oauth::token))
+        .with_state(gw.clone())
+        .merge(crate::admin::routes(gw))
 }
 
 /// Serve until `shutdown` resolves, then drain in-flight calls, close MCP
@@ -121,37 +126,70 @@ async fn authenticate(
         .await;
         return unauthorized(None);
     };
-    let record = match tokens::verify(&gw.pool, presented).await {
-        Ok(record) => record,
-        Err(rejection) => {
-            let subject = match &rejection {
-                TokenRejection::Revoked { user } | TokenRejection::Expired { user } => user.clone(),
-                _ => "anonymous".to_owned(),
-            };
-            audit_http_refusal(
-                &gw,
-                &subject,
-                &session_id,
-                "invalid_token",
-                &rejection.to_string(),
-            )
-            .await;
-            return unauthorized(Some(&rejection.to_string()));
+    let principal = if presented.starts_with(ACCESS_TOKEN_PREFIX) {
+        match gw.delegation.grants.authenticate(&gw.pool, presented).await {
+            Ok(grant) => Principal {
+                credential_id: grant.scope.grant_id.clone(),
+                subject: grant.scope.subject.clone(),
+                actor: grant.scope.actor.clone(),
+                user: grant.owner.clone(),
+                grant: Some(grant),
+            },
+            Err(rejection) => {
+                let subject = rejection.subject.as_deref().unwrap_or("anonymous");
+                audit_http_refusal(
+                    &gw,
+                    subject,
+                    &session_id,
+                    rejection.code,
+                    &rejection.message,
+                )
+                .await;
+                return unauthorized(Some(&rejection.message));
+            }
         }
-    };
-    let Some(user) = gw.config.user(&record.user_email) else {
-        let reason = "the token's user is no longer configured";
-        audit_http_refusal(&gw, &record.user_email, &session_id, "unknown_user", reason).await;
-        return unauthorized(Some(reason));
+    } else {
+        let record = match tokens::verify(&gw.pool, presented).await {
+            Ok(record) => record,
+            Err(rejection) => {
+                let subject = match &rejection {
+                    TokenRejection::Revoked { user } | TokenRejection::Expired { user } => {
+                        user.clone()
+                    }
+                    _ => "anonymous".to_owned(),
+                };
+                audit_http_refusal(
+                    &gw,
+                    &subject,
+                    &session_id,
+                    "invalid_token",
+                    &rejection.to_string(),
+                )
+                .await;
+                return unauthorized(Some(&rejection.to_string()));
+            }
+        };
+        let Some(user) = gw.config.user(&record.user_email) else {
+            let reason = "the token's user is no longer configured";
+            audit_http_refusal(&gw, &record.user_email, &session_id, "unknown_user", reason).await;
+            return unauthorized(Some(reason));
+        };
+        Principal {
+            credential_id: record.id,
+            subject: user.email.clone(),
+            actor: user.email.clone(),
+            user: Arc::new(user.clone()),
+            grant: None,
+        }
     };
     if let Some(id) = &session_id
         && let Some(owner) = gw.session_bindings.get(id).map(|o| o.value().clone())
-        && owner != record.id
+        && owner != principal.credential_id
     {
         let reason = "this MCP session was opened with another credential";
         audit_http_refusal(
             &gw,
-            &user.email,
+            &principal.subject,
             &session_id,
             "session_credential_mismatch",
             reason,
@@ -163,13 +201,8 @@ async fn authenticate(
         )
             .into_response();
     }
-    let credential_id = record.id.clone();
-    request.extensions_mut().insert(Principal {
-        credential_id: record.id,
-        subject: user.email.clone(),
-        actor: user.email.clone(),
-        user: Arc::new(user.clone()),
-    });
+    let credential_id = principal.credential_id.clone();
+    request.extensions_mut().insert(principal);
     let is_delete = request.method() == Method::DELETE;
     // A POST is in flight until its response body (often an SSE stream that
     // ends with the JSON-RPC answer) has been sent: shutdown waits for that.

@@ -1,15 +1,18 @@
 //! mcpgate: the binary's edges (config, CLI, HTTP, the rmcp handler, storage)
 //! and the governance pipeline that every tool call passes.
 
+pub mod admin;
 pub mod audit_log;
 pub mod catalog;
 pub mod cli;
+pub mod cli_delegation;
 pub mod config;
 pub mod delegation;
 pub mod gateway;
 pub mod http;
 pub mod keys;
 pub mod mcp;
+pub mod oauth;
 pub mod pipeline;
 pub mod principal;
 pub mod storage;

@@ -176,6 +176,7 @@ pub fn audit_row(start: RowStart<'_>) -> AuditDecision {
         reason: None,
         args_sha256: canonical_digest(start.arguments),
         grant_id: None,
+        job_id: None,
         completed: false,
     }
 }
@@ -203,6 +204,10 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
         tool: request.tool,
         arguments: &request.arguments,
     });
+    if let Some(grant) = &request.principal.grant {
+        row.grant_id = Some(grant.scope.grant_id.clone());
+        row.job_id = grant.scope.job_id.clone();
+    }
 
     if gw.is_draining() {
         let error = CallError::unavailable("shutting_down", "the gateway is shutting down".into());
@@ -212,6 +217,11 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
         Ok(resolved) => resolved,
         Err(error) => return Err(refuse(gw, row, error).await),
     };
+    if let Some(grant) = &request.principal.grant
+        && let Err(error) = authorize_under_grant(grant, &resolved).await
+    {
+        return Err(refuse(gw, row, error).await);
+    }
     // Seam for the governance issue: company pre-hooks, then user pre-hooks.
     match confirm_if_needed(gw, &request, &resolved, confirmation.as_deref(), &row).await {
         Ok(Confirmed::Proceed) => {}
@@ -244,14 +254,33 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
                 .unwrap_or(gw.config.limits.call_timeout)
                 // Margin over the connector's own timeout, which answers first.
                 + std::time::Duration::from_secs(1);
-            connector::call(
+            // Under a grant, the hand-off happens inside its gate: once a
+            // revocation is acknowledged, no call of the grant gets here.
+            let admission = match &request.principal.grant {
+                Some(grant) => match grant.gate.admit().await {
+                    Ok(admission) => Some(admission),
+                    Err(reason) => {
+                        let error = CallError::refused(
+                            crate::delegation::grants::end_reason_code(&reason),
+                            format!("grant {} has ended: {reason}", grant.scope.grant_id),
+                        );
+                        return Err(refuse_after_write_ahead(gw, &row, started, error).await);
+                    }
+                },
+                None => None,
+            };
+            let pending = connector::dispatch(
                 &connector,
                 &resolved.service,
                 resolved.action.clone(),
                 Some(resolved.upstream_arguments),
                 deadline,
-            )
-            .await
+            );
+            drop(admission);
+            match pending {
+                Ok(pending) => pending.answer().await,
+                Err(error) => Err(error),
+            }
         }
         None => Err(ConnectorError::Unavailable(resolved.service.clone())),
     };
@@ -335,7 +364,11 @@ fn resolve_and_authorize(
             )
         })?;
     row.service = Some(service.to_owned());
-    let allowed = request.principal.access_to(service);
+    // Under a grant the grant's actor decides (with precise reasons), below.
+    let allowed = match &request.principal.grant {
+        Some(_) => Some(Risk::HighRisk),
+        None => request.principal.access_to(service),
+    };
     let Some(allowed) = allowed else {
         // Indistinguishable from a missing service for the caller, but audited precisely.
         return Err(CallError::refused(
@@ -475,6 +508,71 @@ async fn record_refusal(
         })
 }
 
+/// Ask the grant's actor; a grant that is gone refuses with its end reason.
+async fn authorize_under_grant(
+    grant: &crate::delegation::grants::LiveGrant,
+    resolved: &Resolved,
+) -> Result<(), CallError> {
+    let service = resolved.service.clone();
+    let risk = resolved.risk;
+    let answer = grant
+        .actor
+        .call(
+            |reply| actors::grant::GrantMsg::Authorize {
+                service,
+                risk,
+                reply,
+            },
+            Some(std::time::Duration::from_secs(10)),
+        )
+        .await;
+    match answer {
+        Ok(ractor::rpc::CallResult::Success(Ok(_))) => Ok(()),
+        Ok(ractor::rpc::CallResult::Success(Err(refusal))) => Err(CallError::refused(
+            refusal.code(),
+            format!("grant {}: {refusal}", grant.scope.grant_id),
+        )),
+        _ => {
+            let reason = grant
+                .gate
+                .closed_reason()
+                .unwrap_or_else(|| "the grant is no longer active".into());
+            Err(CallError::refused(
+                crate::delegation::grants::end_reason_code(&reason),
+                format!("grant {} has ended: {reason}", grant.scope.grant_id),
+            ))
+        }
+    }
+}
+
+/// The decision row is already written (allowed): complete it as refused.
+async fn refuse_after_write_ahead(
+    gw: &Gateway,
+    row: &AuditDecision,
+    started: Instant,
+    error: CallError,
+) -> CallError {
+    let outcome = AuditOutcome {
+        call_id: row.call_id.clone(),
+        at: actors::now_rfc3339(),
+        decision: Decision::Refused,
+        reason_code: Some(error.code.into()),
+        reason: Some(error.message.clone()),
+        upstream_status: "not_called".into(),
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    gw.stats
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match record(gw, AuditWrite::Outcome(outcome)).await {
+        Ok(()) => error,
+        Err(e) => CallError::audit(format!(
+            "{} (and the refusal could not be recorded: {e})",
+            error.message
+        )),
+    }
+}
+
 enum Confirmed {
     Proceed,
     /// Not run: this answer tells the human what would happen, with a token.
@@ -502,7 +600,12 @@ async fn confirm_if_needed(
     if !needed {
         return Ok(Confirmed::Proceed);
     }
-    if request.principal.user.service_account {
+    // A grant holds high_risk only where an admin approved it for this
+    // delegation: that approval is the confirmation a headless job cannot give.
+    if request.principal.grant.is_some() && resolved.risk == Risk::HighRisk {
+        return Ok(Confirmed::Proceed);
+    }
+    if request.principal.user.service_account || request.principal.grant.is_some() {
         return Err(CallError::refused(
             "headless_cannot_confirm",
             format!(

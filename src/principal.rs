@@ -5,6 +5,7 @@ use std::sync::Arc;
 use actors::grant::Risk;
 
 use crate::config::UserConfig;
+use crate::delegation::grants::LiveGrant;
 
 /// Set on the request by the auth layer; every later stage reads it from there.
 #[derive(Debug, Clone)]
@@ -17,10 +18,16 @@ pub struct Principal {
     /// service account) it is the user itself; delegation makes them differ.
     pub actor: String,
     pub user: Arc<UserConfig>,
+    /// Set when the caller presented a delegated access token: the scope is
+    /// the grant's, the user is the owner.
+    pub grant: Option<Arc<LiveGrant>>,
 }
 
 impl Principal {
     pub fn access_to(&self, service: &str) -> Option<Risk> {
-        self.user.access_to(service)
+        match &self.grant {
+            Some(grant) => grant.scope.services.get(service).copied(),
+            None => self.user.access_to(service),
+        }
     }
 }

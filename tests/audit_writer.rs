@@ -24,6 +24,7 @@ fn decision(call_id: &str) -> AuditWrite {
         reason: None,
         args_sha256: "0".repeat(64),
         grant_id: None,
+        job_id: None,
         completed: false,
     }))
 }

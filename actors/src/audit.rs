@@ -54,6 +54,8 @@ pub struct AuditDecision {
     pub reason: Option<String>,
     pub args_sha256: String,
     pub grant_id: Option<String>,
+    /// The workflow job the call was made for (delegated calls).
+    pub job_id: Option<String>,
     /// Refusals are complete at once; allowed calls are completed by an [`AuditOutcome`].
     pub completed: bool,
 }
@@ -256,9 +258,9 @@ async fn write_batch(
         let mut sql = String::from(
             "INSERT INTO audit_events (call_id, started_at, completed_at, subject, actor, \
              session, client_name, client_version, service, tool, action, risk, decision, \
-             reason_code, reason, args_sha256, grant_id) VALUES ",
+             reason_code, reason, args_sha256, grant_id, job_id) VALUES ",
         );
-        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         sql.push_str(&vec![row; chunk.len()].join(", "));
         // Only constant text and placeholders: nothing from callers is spliced in.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -280,7 +282,8 @@ async fn write_batch(
                 .bind(&d.reason_code)
                 .bind(&d.reason)
                 .bind(&d.args_sha256)
-                .bind(&d.grant_id);
+                .bind(&d.grant_id)
+                .bind(&d.job_id);
         }
         query.execute(&mut *conn).await?;
     }

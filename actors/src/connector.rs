@@ -414,6 +414,49 @@ async fn connect(
     Ok((client, tools))
 }
 
+/// A call handed to a connector's mailbox, waiting for its answer.
+pub struct PendingCall {
+    answer: tokio::sync::oneshot::Receiver<Result<CallToolResult, ConnectorError>>,
+    service: String,
+    deadline: Duration,
+}
+
+/// Hand `tool` to `service`'s connector. Once this returns `Ok` the call has
+/// reached the connector; the answer is awaited separately, so a caller can
+/// hold a short guard (a grant's gate) across the hand-off only.
+pub fn dispatch(
+    connector: &ActorRef<ConnectorMsg>,
+    service: &str,
+    tool: String,
+    arguments: Option<JsonObject>,
+    deadline: Duration,
+) -> Result<PendingCall, ConnectorError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    connector
+        .send_message(ConnectorMsg::Call {
+            tool,
+            arguments,
+            reply: reply.into(),
+        })
+        .map_err(|_| ConnectorError::Unavailable(service.to_owned()))?;
+    Ok(PendingCall {
+        answer,
+        service: service.to_owned(),
+        deadline,
+    })
+}
+
+impl PendingCall {
+    pub async fn answer(self) -> Result<CallToolResult, ConnectorError> {
+        match tokio::time::timeout(self.deadline, self.answer).await {
+            Ok(Ok(result)) => result,
+            Err(_) => Err(ConnectorError::Timeout(self.deadline)),
+            // The actor failed or stopped with our request in its mailbox.
+            Ok(Err(_)) => Err(ConnectorError::Unavailable(self.service)),
+        }
+    }
+}
+
 /// Call `tool` on `service`'s connector. `deadline` bounds the whole exchange,
 /// including a mailbox that is busy connecting.
 pub async fn call(
@@ -423,20 +466,7 @@ pub async fn call(
     arguments: Option<JsonObject>,
     deadline: Duration,
 ) -> Result<CallToolResult, ConnectorError> {
-    match connector
-        .call(
-            |reply| ConnectorMsg::Call {
-                tool,
-                arguments,
-                reply,
-            },
-            Some(deadline),
-        )
+    dispatch(connector, service, tool, arguments, deadline)?
+        .answer()
         .await
-    {
-        Ok(ractor::rpc::CallResult::Success(result)) => result,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ConnectorError::Timeout(deadline)),
-        // The actor failed or stopped with our request in its mailbox.
-        _ => Err(ConnectorError::Unavailable(service.to_owned())),
-    }
 }

@@ -2,3 +2,7 @@
 //! revocable grant (see docs/delegation.md).
 
 pub mod declaration;
+pub mod exchange;
+pub mod grants;
+pub mod store;
+pub mod windmill;

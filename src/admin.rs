@@ -1,0 +1,366 @@
+//! The admin API under `/admin/api/`: an admin's gateway token only. Every
+//! refusal is audited. Delegation: the feature flag, Windmill instances,
+//! high_risk approvals, live grants and their revocation.
+//!
+//! | method + path                              | what                               |
+//! |--------------------------------------------|------------------------------------|
+//! | GET/PUT `/admin/api/delegation`            | `{"enabled": bool}`                |
+//! | GET/POST `/admin/api/windmill/instances`   | list / register (upsert by name)   |
+//! | DELETE `/admin/api/windmill/instances/{n}` | unregister                         |
+//! | GET/POST `/admin/api/approvals`            | list / approve high_risk           |
+//! | DELETE `/admin/api/approvals/{id}`         | withdraw                           |
+//! | GET `/admin/api/grants[?all=true]`         | live grants (or all, newest first) |
+//! | DELETE `/admin/api/grants/{id}`            | revoke one                         |
+//! | POST `/admin/api/grants/revoke`            | `{"subject"}` or `{"flow_path"[, "instance"]}` |
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::delegation::store::{self, Approval, Instance, RevokeFilter};
+use crate::gateway::Gateway;
+use crate::pipeline::{self, CallError, RowStart};
+use crate::tokens;
+
+/// The admin behind a request (their email).
+#[derive(Clone)]
+pub struct Admin(pub String);
+
+pub fn routes(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/admin/api/delegation",
+            get(get_delegation).put(put_delegation),
+        )
+        .route(
+            "/admin/api/windmill/instances",
+            get(list_instances).post(put_instance),
+        )
+        .route(
+            "/admin/api/windmill/instances/{name}",
+            delete(remove_instance),
+        )
+        .route(
+            "/admin/api/approvals",
+            get(list_approvals).post(add_approval),
+        )
+        .route("/admin/api/approvals/{id}", delete(withdraw_approval))
+        .route("/admin/api/grants", get(list_grants))
+        .route("/admin/api/grants/{id}", delete(revoke_grant))
+        .route("/admin/api/grants/revoke", post(revoke_grants))
+        .layer(middleware::from_fn_with_state(gw.clone(), require_admin))
+        .with_state(gw)
+}
+
+fn problem(status: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": reason, "message": message.into() })),
+    )
+        .into_response()
+}
+
+async fn audit_refusal(gw: &Gateway, subject: &str, tool: &str, code: &'static str, reason: &str) {
+    let row = pipeline::audit_row(RowStart {
+        subject,
+        actor: subject,
+        session: None,
+        client: &Default::default(),
+        tool,
+        arguments: &Default::default(),
+    });
+    let error = CallError {
+        code,
+        message: reason.to_owned(),
+        jsonrpc_code: pipeline::CODE_REFUSED,
+    };
+    let _ = pipeline::refuse(gw, row, error).await;
+}
+
+async fn require_admin(
+    State(gw): State<Arc<Gateway>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let tool = format!("http:{} {}", request.method(), request.uri().path());
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .map(str::to_owned);
+    let Some(presented) = presented else {
+        audit_refusal(
+            &gw,
+            "anonymous",
+            &tool,
+            "unauthenticated",
+            "no bearer token",
+        )
+        .await;
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "an admin's gateway token is required",
+        );
+    };
+    let record = match tokens::verify(&gw.pool, &presented).await {
+        Ok(record) => record,
+        Err(rejection) => {
+            audit_refusal(
+                &gw,
+                "anonymous",
+                &tool,
+                "invalid_token",
+                &rejection.to_string(),
+            )
+            .await;
+            return problem(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                rejection.to_string(),
+            );
+        }
+    };
+    match gw.config.user(&record.user_email) {
+        Some(user) if user.admin => {
+            request.extensions_mut().insert(Admin(user.email.clone()));
+            next.run(request).await
+        }
+        _ => {
+            let reason = format!("{} is not an admin", record.user_email);
+            audit_refusal(&gw, &record.user_email, &tool, "not_admin", &reason).await;
+            problem(StatusCode::FORBIDDEN, "not_admin", reason)
+        }
+    }
+}
+
+fn storage(e: sqlx::Error) -> Response {
+    tracing::error!(error = %e, "admin API: store");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "the gateway's store is unavailable",
+    )
+}
+
+/// A JSON body, or a 400 that says what is wrong with it.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+async fn get_delegation(State(gw): State<Arc<Gateway>>) -> Response {
+    match store::delegation_enabled(&gw.pool).await {
+        Ok(enabled) => Json(json!({ "enabled": enabled })).into_response(),
+        Err(e) => storage(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Toggle {
+    enabled: bool,
+}
+
+async fn put_delegation(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    body: axum::body::Bytes,
+) -> Response {
+    let toggle: Toggle = match parse(&body) {
+        Ok(t) => t,
+        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+    };
+    match store::set_delegation(&gw.pool, toggle.enabled, &admin.0).await {
+        Ok(()) => {
+            tracing::info!(admin = %admin.0, enabled = toggle.enabled, "Delegated Access flag changed");
+            Json(json!({ "enabled": toggle.enabled })).into_response()
+        }
+        Err(e) => storage(e),
+    }
+}
+
+async fn list_instances(State(gw): State<Arc<Gateway>>) -> Response {
+    match store::list_instances(&gw.pool).await {
+        Ok(list) => Json(json!({ "instances": list })).into_response(),
+        Err(e) => storage(e),
+    }
+}
+
+async fn put_instance(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    body: axum::body::Bytes,
+) -> Response {
+    let instance: Instance = match parse(&body) {
+        Ok(i) => i,
+        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+    };
+    if let Err(message) = instance.validate() {
+        return problem(StatusCode::BAD_REQUEST, "invalid_instance", message);
+    }
+    match store::put_instance(&gw.pool, &instance, &admin.0).await {
+        Ok(()) => (StatusCode::CREATED, Json(json!(instance))).into_response(),
+        Err(e) => storage(e),
+    }
+}
+
+async fn remove_instance(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
+    match store::remove_instance(&gw.pool, &name).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no instance '{name}'"),
+        ),
+        Err(e) => storage(e),
+    }
+}
+
+async fn list_approvals(State(gw): State<Arc<Gateway>>) -> Response {
+    match store::list_approvals(&gw.pool).await {
+        Ok(list) => Json(json!({ "approvals": list })).into_response(),
+        Err(e) => storage(e),
+    }
+}
+
+async fn add_approval(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut approval: Approval = match parse(&body) {
+        Ok(a) => a,
+        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+    };
+    if let Err(message) = validate_approval(&gw.pool, &gw.config, &approval).await {
+        return problem(StatusCode::BAD_REQUEST, "invalid_approval", message);
+    }
+    approval.approved_by = admin.0.clone();
+    match store::add_approval(&gw.pool, &approval).await {
+        Ok(id) => {
+            approval.id = id;
+            tracing::info!(admin = %admin.0, approval = %approval.id, flow = %approval.flow_path, "high_risk delegation approved");
+            (StatusCode::CREATED, Json(json!(approval))).into_response()
+        }
+        Err(e) => storage(e),
+    }
+}
+
+/// An approval must name a registered instance/workspace, a configured
+/// owner and gateway services.
+pub async fn validate_approval(
+    pool: &sqlx::SqlitePool,
+    config: &crate::config::Config,
+    approval: &Approval,
+) -> Result<(), String> {
+    let instances = store::instances_for(pool, &approval.workspace, Some(&approval.instance))
+        .await
+        .map_err(|e| format!("store unavailable: {e}"))?;
+    if instances.is_empty() {
+        return Err(format!(
+            "instance '{}' with workspace '{}' is not registered",
+            approval.instance, approval.workspace
+        ));
+    }
+    if approval.flow_path.trim().is_empty() {
+        return Err("flow_path is required".into());
+    }
+    if config.user(&approval.owner).is_none() {
+        return Err(format!("owner '{}' is not a gateway user", approval.owner));
+    }
+    if approval.services.is_empty() {
+        return Err("services: name at least one service".into());
+    }
+    for service in &approval.services {
+        if !config.services.contains_key(service) {
+            return Err(format!("services: unknown service '{service}'"));
+        }
+    }
+    Ok(())
+}
+
+async fn withdraw_approval(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<String>,
+) -> Response {
+    match store::withdraw_approval(&gw.pool, &id, &admin.0).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no active approval '{id}'"),
+        ),
+        Err(e) => storage(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct GrantQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_grants(State(gw): State<Arc<Gateway>>, Query(query): Query<GrantQuery>) -> Response {
+    match store::list_grants(&gw.pool, query.all).await {
+        Ok(list) => Json(json!({ "grants": list })).into_response(),
+        Err(e) => storage(e),
+    }
+}
+
+async fn revoke_grant(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<String>,
+) -> Response {
+    let filter = RevokeFilter {
+        grant_id: Some(id.clone()),
+        ..Default::default()
+    };
+    revoke(&gw, &admin, &filter).await
+}
+
+async fn revoke_grants(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    body: axum::body::Bytes,
+) -> Response {
+    let filter: RevokeFilter = match parse(&body) {
+        Ok(f) => f,
+        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+    };
+    if filter.is_empty() {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "name a grant_id, a subject or a flow_path",
+        );
+    }
+    revoke(&gw, &admin, &filter).await
+}
+
+/// Answers only once every named grant's actor has stopped.
+async fn revoke(gw: &Gateway, admin: &Admin, filter: &RevokeFilter) -> Response {
+    match gw.revoke_grants(filter, &admin.0).await {
+        Ok(ids) if ids.is_empty() => {
+            problem(StatusCode::NOT_FOUND, "not_found", "no live grant matches")
+        }
+        Ok(ids) => {
+            tracing::info!(admin = %admin.0, grants = ?ids, "grants revoked");
+            Json(json!({ "revoked": ids })).into_response()
+        }
+        Err(e) => storage(e),
+    }
+}

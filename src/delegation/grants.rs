@@ -1,0 +1,255 @@
+//! Live grants: one `GrantActor` each under the `grants` supervisor, found by
+//! the delegated access token that names them. The table is only an index;
+//! the actor (and its gate) is the grant. Revocation closes the gate, stops
+//! the actor, then records the end — in that order, before it is acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::grant::{
+    GrantActor, GrantArgs, GrantGate, GrantMsg, GrantScope, LivenessProbe, OnGrantEnd,
+};
+use dashmap::DashMap;
+use ractor::ActorRef;
+use sha2::{Digest, Sha256};
+use sqlx::SqlitePool;
+use subtle::ConstantTimeEq;
+use supervision::{ChildSpec, Restart, SupervisorMsg};
+
+use crate::config::UserConfig;
+
+pub const ACCESS_TOKEN_PREFIX: &str = "mgd_";
+
+pub fn grant_key(id: &str) -> String {
+    format!("grant/{id}")
+}
+
+/// A grant as the call path sees it.
+pub struct LiveGrant {
+    pub scope: GrantScope,
+    pub instance: String,
+    pub workspace: String,
+    pub flow_path: String,
+    /// The owner's configuration: whose services the grant acts on.
+    pub owner: Arc<UserConfig>,
+    pub gate: GrantGate,
+    pub actor: ActorRef<GrantMsg>,
+    pub expires_at_unix: i64,
+    secret_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for LiveGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveGrant")
+            .field("id", &self.scope.grant_id)
+            .field("subject", &self.scope.subject)
+            .field("actor", &self.scope.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a delegated access token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantTokenRejection {
+    pub code: &'static str,
+    pub message: String,
+    /// The person the grant acted for, when the gateway knows it.
+    pub subject: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct GrantTable {
+    live: Arc<DashMap<String, Arc<LiveGrant>>>,
+}
+
+/// Everything needed to start a grant's actor.
+pub struct NewGrant {
+    pub scope: GrantScope,
+    pub instance: String,
+    pub workspace: String,
+    pub flow_path: String,
+    pub owner: Arc<UserConfig>,
+    pub ttl: Duration,
+    pub probe: Option<(LivenessProbe, Duration)>,
+}
+
+impl GrantTable {
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<LiveGrant>> {
+        self.live.get(id).map(|g| g.value().clone())
+    }
+
+    /// Start the grant's actor and return its delegated access token.
+    pub async fn start(
+        &self,
+        grants_supervisor: &ActorRef<SupervisorMsg>,
+        pool: &SqlitePool,
+        new: NewGrant,
+    ) -> Result<String, String> {
+        let id = new.scope.grant_id.clone();
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        let token = format!(
+            "{ACCESS_TOKEN_PREFIX}{}_{secret}",
+            id.trim_start_matches("grt_")
+        );
+        let gate = GrantGate::default();
+        let table = self.live.clone();
+        let end_pool = pool.clone();
+        let on_end: OnGrantEnd = Arc::new(move |scope: &GrantScope, reason: &str| {
+            table.remove(&scope.grant_id);
+            let pool = end_pool.clone();
+            let id = scope.grant_id.clone();
+            let reason = reason.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = super::store::mark_ended(&pool, &id, &reason).await {
+                    tracing::error!(grant = %id, error = %e, "could not record the end of a grant");
+                }
+            });
+        });
+        let args_scope = new.scope.clone();
+        let args_gate = gate.clone();
+        let ttl = new.ttl;
+        let probe = new.probe.clone();
+        // Temporary: a grant that ends is never restarted (that would revive it).
+        let spec = ChildSpec::new(grant_key(&id), Restart::Temporary, move || {
+            (
+                GrantActor,
+                GrantArgs {
+                    scope: args_scope.clone(),
+                    ttl,
+                    gate: args_gate.clone(),
+                    probe: probe.clone(),
+                    on_end: Some(on_end.clone()),
+                },
+            )
+        });
+        let actor: ActorRef<GrantMsg> = supervision::start_child(grants_supervisor, spec)
+            .await?
+            .into();
+        let expires_at_unix =
+            time::OffsetDateTime::now_utc().unix_timestamp() + ttl.as_secs() as i64;
+        self.live.insert(
+            id,
+            Arc::new(LiveGrant {
+                scope: new.scope,
+                instance: new.instance,
+                workspace: new.workspace,
+                flow_path: new.flow_path,
+                owner: new.owner,
+                gate,
+                actor,
+                expires_at_unix,
+                secret_sha256: Sha256::digest(secret.as_bytes()).into(),
+            }),
+        );
+        Ok(token)
+    }
+
+    /// The live grant a delegated access token names, or why there is none.
+    pub async fn authenticate(
+        &self,
+        pool: &SqlitePool,
+        presented: &str,
+    ) -> Result<Arc<LiveGrant>, GrantTokenRejection> {
+        let malformed = || GrantTokenRejection {
+            code: "invalid_token",
+            message: "malformed delegated access token".into(),
+            subject: None,
+        };
+        let rest = presented
+            .strip_prefix(ACCESS_TOKEN_PREFIX)
+            .ok_or_else(malformed)?;
+        let (id_hex, secret) = rest.split_once('_').ok_or_else(malformed)?;
+        if id_hex.len() != 16 || !id_hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(malformed());
+        }
+        let id = format!("grt_{id_hex}");
+        let presented_digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        if let Some(grant) = self.get(&id) {
+            if bool::from(grant.secret_sha256.ct_eq(&presented_digest)) {
+                return Ok(grant);
+            }
+            return Err(GrantTokenRejection {
+                code: "invalid_token",
+                message: "the delegated access token is not valid".into(),
+                subject: None,
+            });
+        }
+        // Cold path: say precisely why the grant is gone.
+        match super::store::grant(pool, &id).await {
+            Ok(Some(record)) => {
+                let reason = record
+                    .end_reason
+                    .unwrap_or_else(|| "the grant is no longer active".into());
+                Err(GrantTokenRejection {
+                    code: end_reason_code(&reason),
+                    message: format!("grant {id} has ended: {reason}"),
+                    subject: Some(record.subject),
+                })
+            }
+            _ => Err(GrantTokenRejection {
+                code: "invalid_token",
+                message: "the delegated access token is not valid".into(),
+                subject: None,
+            }),
+        }
+    }
+
+    /// Revoke one live grant: close its gate (in-flight hand-offs finish,
+    /// later ones are refused), stop its actor, record the end. Returns false
+    /// if this gateway holds no such live grant.
+    pub async fn revoke(
+        &self,
+        grants_supervisor: Option<&ActorRef<SupervisorMsg>>,
+        pool: &SqlitePool,
+        id: &str,
+        reason: &str,
+    ) -> bool {
+        let Some(grant) = self.get(id) else {
+            return false;
+        };
+        let reason = reason.to_owned();
+        let closed = grant
+            .actor
+            .call(
+                |reply| GrantMsg::Revoke {
+                    reason: reason.clone(),
+                    reply,
+                },
+                Some(Duration::from_secs(10)),
+            )
+            .await;
+        if !matches!(closed, Ok(ractor::rpc::CallResult::Success(()))) {
+            // The actor is already gone; its gate closed with it.
+            grant.gate.close(&reason).await;
+        }
+        if let Some(supervisor) = grants_supervisor {
+            supervision::stop_child(supervisor, &grant_key(id)).await;
+        }
+        self.live.remove(id);
+        if let Err(e) = super::store::mark_ended(pool, id, &reason).await {
+            tracing::error!(grant = %id, error = %e, "could not record a revocation");
+        }
+        true
+    }
+}
+
+/// A machine-readable code for a grant's end reason.
+pub fn end_reason_code(reason: &str) -> &'static str {
+    if reason.starts_with("revoked") {
+        "grant_revoked"
+    } else if reason == "expired" {
+        "grant_expired"
+    } else if reason.contains("job") {
+        "job_finished"
+    } else {
+        "grant_ended"
+    }
+}

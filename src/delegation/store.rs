@@ -1,0 +1,418 @@
+//! Durable delegation state: the feature flag, registered Windmill
+//! instances, admin approvals of high_risk, and the record of grants.
+//! Shared by the admin API and the CLI; live grants themselves are actors.
+
+use std::collections::{BTreeMap, HashSet};
+
+use actors::grant::Risk;
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqlitePool};
+
+use crate::config::glob_match;
+
+const DELEGATION_FLAG: &str = "delegated_access";
+
+pub async fn delegation_enabled(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
+    let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+        .bind(DELEGATION_FLAG)
+        .fetch_optional(pool)
+        .await?;
+    Ok(value.as_deref() == Some("on"))
+}
+
+pub async fn set_delegation(pool: &SqlitePool, enabled: bool, by: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+         updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+    )
+    .bind(DELEGATION_FLAG)
+    .bind(if enabled { "on" } else { "off" })
+    .bind(actors::now_rfc3339())
+    .bind(by)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub name: String,
+    pub base_url: String,
+    pub workspace: String,
+    /// Flow-path globs allowed to delegate; `None` = any flow.
+    #[serde(default)]
+    pub allowed_flows: Option<Vec<String>>,
+}
+
+impl Instance {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "instance name '{}' must use only letters, digits, '-' or '_'",
+                self.name
+            ));
+        }
+        let url = reqwest::Url::parse(&self.base_url)
+            .map_err(|e| format!("base_url '{}' is not a URL: {e}", self.base_url))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "base_url '{}' must be an http(s) URL with a host",
+                self.base_url
+            ));
+        }
+        if self.workspace.is_empty()
+            || !self
+                .workspace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "workspace '{}' is not a Windmill workspace id",
+                self.workspace
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn allows_flow(&self, path: &str) -> bool {
+        match &self.allowed_flows {
+            None => true,
+            Some(globs) => globs.iter().any(|g| glob_match(g, path)),
+        }
+    }
+}
+
+pub async fn put_instance(
+    pool: &SqlitePool,
+    instance: &Instance,
+    by: &str,
+) -> Result<(), sqlx::Error> {
+    let allowed = instance
+        .allowed_flows
+        .as_ref()
+        .map(|f| serde_json::to_string(f).expect("strings serialize"));
+    sqlx::query(
+        "INSERT INTO windmill_instances (name, base_url, workspace, allowed_flows, created_at, created_by) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET base_url = excluded.base_url, \
+         workspace = excluded.workspace, allowed_flows = excluded.allowed_flows",
+    )
+    .bind(&instance.name)
+    .bind(instance.base_url.trim_end_matches('/'))
+    .bind(&instance.workspace)
+    .bind(allowed)
+    .bind(actors::now_rfc3339())
+    .bind(by)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn remove_instance(pool: &SqlitePool, name: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM windmill_instances WHERE name = ?")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+fn instance_from(row: &sqlx::sqlite::SqliteRow) -> Instance {
+    let allowed: Option<String> = row.get("allowed_flows");
+    Instance {
+        name: row.get("name"),
+        base_url: row.get("base_url"),
+        workspace: row.get("workspace"),
+        allowed_flows: allowed.and_then(|text| serde_json::from_str(&text).ok()),
+    }
+}
+
+pub async fn list_instances(pool: &SqlitePool) -> Result<Vec<Instance>, sqlx::Error> {
+    let rows = sqlx::query("SELECT * FROM windmill_instances ORDER BY name")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(instance_from).collect())
+}
+
+/// The instances registered for `workspace` (narrowed to `name` if given).
+pub async fn instances_for(
+    pool: &SqlitePool,
+    workspace: &str,
+    name: Option<&str>,
+) -> Result<Vec<Instance>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT * FROM windmill_instances WHERE workspace = ?1 AND (?2 IS NULL OR name = ?2) ORDER BY name",
+    )
+    .bind(workspace)
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(instance_from).collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    #[serde(default)]
+    pub id: String,
+    pub instance: String,
+    pub workspace: String,
+    pub flow_path: String,
+    pub owner: String,
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub approved_by: String,
+    #[serde(default)]
+    pub approved_at: String,
+}
+
+pub async fn add_approval(pool: &SqlitePool, approval: &Approval) -> Result<String, sqlx::Error> {
+    let id = format!("apr_{}", hex::encode(rand::random::<[u8; 8]>()));
+    sqlx::query(
+        "INSERT INTO delegation_approvals (id, instance, workspace, flow_path, owner, services, approved_by, approved_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(&approval.instance)
+    .bind(&approval.workspace)
+    .bind(&approval.flow_path)
+    .bind(approval.owner.to_ascii_lowercase())
+    .bind(serde_json::to_string(&approval.services).expect("strings serialize"))
+    .bind(&approval.approved_by)
+    .bind(actors::now_rfc3339())
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+pub async fn withdraw_approval(pool: &SqlitePool, id: &str, by: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE delegation_approvals SET withdrawn_at = ?, withdrawn_by = ? WHERE id = ? AND withdrawn_at IS NULL",
+    )
+    .bind(actors::now_rfc3339())
+    .bind(by)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn list_approvals(pool: &SqlitePool) -> Result<Vec<Approval>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT * FROM delegation_approvals WHERE withdrawn_at IS NULL ORDER BY approved_at",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let services: String = row.get("services");
+            Approval {
+                id: row.get("id"),
+                instance: row.get("instance"),
+                workspace: row.get("workspace"),
+                flow_path: row.get("flow_path"),
+                owner: row.get("owner"),
+                services: serde_json::from_str(&services).unwrap_or_default(),
+                approved_by: row.get("approved_by"),
+                approved_at: row.get("approved_at"),
+            }
+        })
+        .collect())
+}
+
+/// Services whose high_risk an admin approved for exactly this delegation.
+pub async fn approved_high_risk(
+    pool: &SqlitePool,
+    instance: &str,
+    workspace: &str,
+    flow_path: &str,
+    owner: &str,
+) -> Result<HashSet<String>, sqlx::Error> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT services FROM delegation_approvals WHERE withdrawn_at IS NULL \
+         AND instance = ? AND workspace = ? AND flow_path = ? AND owner = ?",
+    )
+    .bind(instance)
+    .bind(workspace)
+    .bind(flow_path)
+    .bind(owner.to_ascii_lowercase())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .flat_map(|text| serde_json::from_str::<Vec<String>>(text).unwrap_or_default())
+        .collect())
+}
+
+/// A grant as recorded (the live one is an actor).
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantRecord {
+    pub id: String,
+    pub subject: String,
+    pub actor: String,
+    pub instance: String,
+    pub workspace: String,
+    pub flow_path: String,
+    pub job_id: String,
+    pub flow_job_id: Option<String>,
+    pub services: BTreeMap<String, String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+pub async fn insert_grant(pool: &SqlitePool, grant: &GrantRecord) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO delegation_grants (id, subject, actor, instance, workspace, flow_path, job_id, \
+         flow_job_id, scope, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&grant.id)
+    .bind(&grant.subject)
+    .bind(&grant.actor)
+    .bind(&grant.instance)
+    .bind(&grant.workspace)
+    .bind(&grant.flow_path)
+    .bind(&grant.job_id)
+    .bind(&grant.flow_job_id)
+    .bind(serde_json::to_string(&grant.services).expect("strings serialize"))
+    .bind(&grant.created_at)
+    .bind(&grant.expires_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+fn grant_from(row: &sqlx::sqlite::SqliteRow) -> GrantRecord {
+    let scope: String = row.get("scope");
+    GrantRecord {
+        id: row.get("id"),
+        subject: row.get("subject"),
+        actor: row.get("actor"),
+        instance: row.get("instance"),
+        workspace: row.get("workspace"),
+        flow_path: row.get("flow_path"),
+        job_id: row.get("job_id"),
+        flow_job_id: row.get("flow_job_id"),
+        services: serde_json::from_str(&scope).unwrap_or_default(),
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+        ended_at: row.get("ended_at"),
+        end_reason: row.get("end_reason"),
+    }
+}
+
+/// Live grants (or every grant, newest first, when `include_ended`).
+pub async fn list_grants(
+    pool: &SqlitePool,
+    include_ended: bool,
+) -> Result<Vec<GrantRecord>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT * FROM delegation_grants WHERE (?1 OR ended_at IS NULL) ORDER BY created_at DESC LIMIT 1000",
+    )
+    .bind(include_ended)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(grant_from).collect())
+}
+
+pub async fn grant(pool: &SqlitePool, id: &str) -> Result<Option<GrantRecord>, sqlx::Error> {
+    let row = sqlx::query("SELECT * FROM delegation_grants WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(grant_from))
+}
+
+pub async fn mark_ended(pool: &SqlitePool, id: &str, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE delegation_grants SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL",
+    )
+    .bind(actors::now_rfc3339())
+    .bind(reason)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Which live grants a revocation names.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RevokeFilter {
+    pub grant_id: Option<String>,
+    /// Every grant acting for this person.
+    pub subject: Option<String>,
+    /// Every grant of this flow path (optionally on one instance).
+    pub flow_path: Option<String>,
+    pub instance: Option<String>,
+}
+
+impl RevokeFilter {
+    pub fn is_empty(&self) -> bool {
+        self.grant_id.is_none() && self.subject.is_none() && self.flow_path.is_none()
+    }
+}
+
+/// Mark the matching live grants for revocation; returns their ids. The
+/// gateway that holds their actors stops them (see `GrantTable`).
+pub async fn request_revocation(
+    pool: &SqlitePool,
+    filter: &RevokeFilter,
+    by: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "UPDATE delegation_grants SET revoke_requested_at = ?1, revoked_by = ?2 \
+         WHERE ended_at IS NULL AND revoke_requested_at IS NULL \
+         AND (?3 IS NULL OR id = ?3) AND (?4 IS NULL OR subject = ?4 COLLATE NOCASE) \
+         AND (?5 IS NULL OR flow_path = ?5) AND (?6 IS NULL OR instance = ?6) RETURNING id",
+    )
+    .bind(actors::now_rfc3339())
+    .bind(by)
+    .bind(&filter.grant_id)
+    .bind(&filter.subject)
+    .bind(&filter.flow_path)
+    .bind(&filter.instance)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids)
+}
+
+/// Revocations asked for and not yet carried out: (grant id, by whom).
+pub async fn pending_revocations(pool: &SqlitePool) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, revoked_by FROM delegation_grants \
+         WHERE revoke_requested_at IS NOT NULL AND ended_at IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let by: Option<String> = r.get("revoked_by");
+            (r.get("id"), by.unwrap_or_else(|| "an operator".into()))
+        })
+        .collect())
+}
+
+/// Grants left live by a previous run: their actors died with it.
+pub async fn end_orphans(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE delegation_grants SET ended_at = ?, end_reason = 'gateway restarted' WHERE ended_at IS NULL",
+    )
+    .bind(actors::now_rfc3339())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// `risk` as the text stored in grant records.
+pub fn scope_text(services: &BTreeMap<String, Risk>) -> BTreeMap<String, String> {
+    services
+        .iter()
+        .map(|(s, r)| (s.clone(), r.as_str().to_owned()))
+        .collect()
+}

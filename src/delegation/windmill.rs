@@ -1,0 +1,514 @@
+//! Verifying a Windmill job by calling its workspace back with the job's own
+//! token, as `../shared/brief/windmill-verification.md` lays out. Every failed
+//! step is a [`Refusal`] with a stable code; nothing falls back to another
+//! identity. The job token is sent only to the registered base URL, never
+//! logged, and redirects are not followed (they would carry it elsewhere).
+
+use std::time::Duration;
+
+use actors::grant::Liveness;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+
+use super::store::Instance;
+
+/// How deep a chain of subflows may be before the gateway stops walking it.
+const MAX_FLOW_DEPTH: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+/// What the caller claims about its job.
+#[derive(Debug, Clone)]
+pub struct JobClaim {
+    pub workspace: String,
+    pub job_id: String,
+    pub flow_job_id: Option<String>,
+    pub job_token: String,
+}
+
+/// A job Windmill vouched for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedJob {
+    /// The owner: the user the job is permissioned as.
+    pub owner_email: String,
+    pub owner_username: String,
+    /// The flow (or standalone script) the actor is named after.
+    pub flow_path: String,
+    pub job_id: String,
+    pub flow_job_id: Option<String>,
+    /// The job token's own expiry (Unix seconds).
+    pub token_expires_at: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct WhoAmI {
+    email: String,
+    username: String,
+    #[serde(default)]
+    disabled: bool,
+    #[serde(default)]
+    is_super_admin: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct JobTokenClaims {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    job_id: Option<String>,
+    #[serde(default)]
+    workspace_id: Option<String>,
+    #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default)]
+    scopes: Option<serde_json::Value>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Job {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+    #[serde(default)]
+    workspace_id: Option<String>,
+    #[serde(default)]
+    parent_job: Option<String>,
+    #[serde(default)]
+    script_path: Option<String>,
+    job_kind: String,
+    permissioned_as: String,
+    email: String,
+    #[serde(default)]
+    running: bool,
+    #[serde(default)]
+    canceled: bool,
+    #[serde(default)]
+    is_flow_step: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct JobUpdate {
+    #[serde(default)]
+    running: Option<bool>,
+    #[serde(default)]
+    completed: Option<bool>,
+}
+
+#[derive(Clone)]
+pub struct WindmillClient {
+    http: reqwest::Client,
+}
+
+impl WindmillClient {
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a reqwest client with rustls builds");
+        Self { http }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        instance: &Instance,
+        path: &str,
+        token: &str,
+    ) -> Result<Result<T, reqwest::StatusCode>, String> {
+        let url = format!(
+            "{}/api/w/{}/{path}",
+            instance.base_url.trim_end_matches('/'),
+            instance.workspace
+        );
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "Windmill instance '{}' did not answer: {}",
+                    instance.name,
+                    without_url(&e)
+                )
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Ok(Err(status));
+        }
+        response.json::<T>().await.map(Ok).map_err(|e| {
+            format!(
+                "Windmill instance '{}' sent an unexpected answer to {path}: {}",
+                instance.name,
+                without_url(&e)
+            )
+        })
+    }
+
+    /// The whole verification protocol; `Ok` only if every step passed.
+    pub async fn verify(
+        &self,
+        instance: &Instance,
+        claim: &JobClaim,
+    ) -> Result<VerifiedJob, Refusal> {
+        // 1. Shape of the token and the registered workspace.
+        let Some(jwt) = claim.job_token.strip_prefix("jwt_") else {
+            return Err(refuse(
+                "invalid_job_token",
+                "the subject token is not a Windmill job token (no jwt_ prefix)",
+            ));
+        };
+        if claim.workspace != instance.workspace {
+            return Err(refuse(
+                "workspace_not_registered",
+                format!("workspace '{}' is not registered", claim.workspace),
+            ));
+        }
+        // 2. Authenticity: Windmill itself accepts the token for this workspace.
+        let whoami: WhoAmI = match self.get(instance, "users/whoami", &claim.job_token).await {
+            Ok(Ok(user)) => user,
+            Ok(Err(status))
+                if status == reqwest::StatusCode::UNAUTHORIZED
+                    || status == reqwest::StatusCode::FORBIDDEN =>
+            {
+                return Err(refuse(
+                    "job_token_rejected",
+                    format!(
+                        "Windmill rejected the job token for workspace '{}' (HTTP {}): bad, expired or of another workspace",
+                        claim.workspace,
+                        status.as_u16()
+                    ),
+                ));
+            }
+            Ok(Err(status)) => {
+                return Err(refuse(
+                    "windmill_unavailable",
+                    format!("Windmill whoami answered HTTP {}", status.as_u16()),
+                ));
+            }
+            Err(message) => return Err(refuse("windmill_unavailable", message)),
+        };
+        if whoami.disabled {
+            return Err(refuse(
+                "owner_disabled",
+                format!("the job's user {} is disabled in Windmill", whoami.email),
+            ));
+        }
+        if whoami.is_super_admin {
+            // Windmill's answer for a name that is not a workspace member.
+            return Err(refuse(
+                "owner_not_workspace_user",
+                format!(
+                    "the job's user '{}' is not a member of workspace '{}'",
+                    whoami.username, claim.workspace
+                ),
+            ));
+        }
+        // 3. Bind the token to the job: its payload (Windmill just accepted this exact string).
+        let claims = decode_claims(jwt)?;
+        if claims.job_id.as_deref() != Some(claim.job_id.as_str()) {
+            return Err(refuse(
+                "job_token_mismatch",
+                format!(
+                    "the job token was minted for another job than '{}'",
+                    claim.job_id
+                ),
+            ));
+        }
+        if claims.workspace_id.as_deref() != Some(claim.workspace.as_str()) {
+            return Err(refuse(
+                "job_token_mismatch",
+                "the job token belongs to another workspace",
+            ));
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let exp = claims.exp.unwrap_or(0);
+        if exp <= now {
+            return Err(refuse("job_token_expired", "the job token has expired"));
+        }
+        if claims
+            .scopes
+            .as_ref()
+            .is_some_and(|s| !s.is_null() && s.as_array().is_none_or(|a| !a.is_empty()))
+        {
+            return Err(refuse(
+                "not_a_job_token",
+                "the token carries scopes: it is a scoped API token, not a job token",
+            ));
+        }
+        match claims.label.as_deref() {
+            Some("ephemeral-script") => {}
+            Some(label) if label.starts_with("ephemeral-script-end-user-") => {}
+            _ => {
+                return Err(refuse(
+                    "not_a_job_token",
+                    "the token is not an ephemeral job token",
+                ));
+            }
+        }
+        if claims
+            .email
+            .as_deref()
+            .is_some_and(|e| !e.eq_ignore_ascii_case(&whoami.email))
+        {
+            return Err(refuse(
+                "job_identity_mismatch",
+                "the token's email differs from Windmill's whoami",
+            ));
+        }
+        let permissioned_as = format!("u/{}", whoami.username);
+        // 4. The job itself: running, not a preview, run as that user.
+        let job = self.job(instance, &claim.job_id, &claim.job_token).await?;
+        check_running(&job, &whoami.email, &permissioned_as, "job")?;
+        if matches!(job.job_kind.as_str(), "preview" | "flowpreview") {
+            return Err(refuse(
+                "preview_job",
+                "preview jobs (run from the editor) cannot act for their owner",
+            ));
+        }
+        // 5. The enclosing flow, checked up the chain of subflows.
+        let (flow_path, flow_job_id) = if job.is_flow_step {
+            let Some(flow_job_id) = claim.flow_job_id.clone() else {
+                return Err(refuse(
+                    "invalid_request",
+                    "this job is a flow step: flow_job_id is required",
+                ));
+            };
+            if job.parent_job.as_deref() != Some(flow_job_id.as_str()) {
+                return Err(refuse(
+                    "job_mismatch",
+                    format!(
+                        "job '{}' is not a step of flow job '{flow_job_id}'",
+                        claim.job_id
+                    ),
+                ));
+            }
+            let flow = self.job(instance, &flow_job_id, &claim.job_token).await?;
+            check_running(&flow, &whoami.email, &permissioned_as, "flow job")?;
+            if flow.job_kind != "flow" {
+                return Err(refuse(
+                    if flow.job_kind == "flowpreview" {
+                        "preview_job"
+                    } else {
+                        "job_mismatch"
+                    },
+                    format!(
+                        "the parent job '{flow_job_id}' is a '{}' job, not a deployed flow",
+                        flow.job_kind
+                    ),
+                ));
+            }
+            let path = flow
+                .script_path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    refuse(
+                        "job_mismatch",
+                        "the flow job has no path (only deployed flows can delegate)",
+                    )
+                })?;
+            let mut parent = flow;
+            for _ in 0..MAX_FLOW_DEPTH {
+                if !parent.is_flow_step {
+                    break;
+                }
+                let Some(up) = parent.parent_job.clone() else {
+                    return Err(refuse("job_mismatch", "a subflow job has no parent"));
+                };
+                parent = self.job(instance, &up, &claim.job_token).await?;
+                check_running(&parent, &whoami.email, &permissioned_as, "parent flow job")?;
+                if parent.job_kind != "flow" {
+                    return Err(refuse(
+                        "job_mismatch",
+                        "a parent of the flow is not a deployed flow",
+                    ));
+                }
+            }
+            if parent.is_flow_step {
+                return Err(refuse("job_mismatch", "the chain of subflows is too deep"));
+            }
+            (path, Some(flow_job_id))
+        } else {
+            if claim
+                .flow_job_id
+                .as_deref()
+                .is_some_and(|f| f != claim.job_id)
+            {
+                return Err(refuse(
+                    "job_mismatch",
+                    format!(
+                        "job '{}' is not a flow step, so it has no flow job",
+                        claim.job_id
+                    ),
+                ));
+            }
+            let path = job
+                .script_path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    refuse(
+                        "job_mismatch",
+                        "the job has no script path (only deployed scripts and flows can delegate)",
+                    )
+                })?;
+            (path, None)
+        };
+        if job
+            .workspace_id
+            .as_deref()
+            .is_some_and(|w| w != claim.workspace)
+        {
+            return Err(refuse(
+                "job_mismatch",
+                "the job belongs to another workspace",
+            ));
+        }
+        Ok(VerifiedJob {
+            owner_email: whoami.email.to_ascii_lowercase(),
+            owner_username: whoami.username,
+            flow_path,
+            job_id: job.id,
+            flow_job_id,
+            token_expires_at: exp,
+        })
+    }
+
+    async fn job(&self, instance: &Instance, id: &str, token: &str) -> Result<Job, Refusal> {
+        if !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') || id.is_empty() {
+            return Err(refuse("invalid_request", format!("'{id}' is not a job id")));
+        }
+        match self
+            .get::<Job>(
+                instance,
+                &format!("jobs_u/get/{id}?no_logs=true&no_code=true"),
+                token,
+            )
+            .await
+        {
+            Ok(Ok(job)) if job.id == id => Ok(job),
+            Ok(Ok(_)) => Err(refuse(
+                "job_mismatch",
+                format!("Windmill answered for another job than '{id}'"),
+            )),
+            Ok(Err(status)) if status == reqwest::StatusCode::NOT_FOUND => Err(refuse(
+                "job_not_found",
+                format!("job '{id}' does not exist in the workspace"),
+            )),
+            Ok(Err(status)) => Err(refuse(
+                "windmill_unavailable",
+                format!("Windmill answered HTTP {} for job '{id}'", status.as_u16()),
+            )),
+            Err(message) => Err(refuse("windmill_unavailable", message)),
+        }
+    }
+
+    /// Is the job still running? For a grant's periodic liveness probe.
+    pub async fn liveness(&self, instance: &Instance, job_id: &str, token: &str) -> Liveness {
+        match self
+            .get::<JobUpdate>(
+                instance,
+                &format!("jobs_u/getupdate/{job_id}?no_logs=true"),
+                token,
+            )
+            .await
+        {
+            Ok(Ok(update)) if update.completed == Some(true) => {
+                Liveness::Ended("the job finished".into())
+            }
+            Ok(Ok(update)) if update.running == Some(false) && update.completed.is_none() => {
+                Liveness::Ended("the job is no longer running".into())
+            }
+            Ok(Ok(_)) => Liveness::Alive,
+            Ok(Err(status)) if status == reqwest::StatusCode::NOT_FOUND => {
+                Liveness::Ended("the job no longer exists".into())
+            }
+            Ok(Err(status)) => {
+                Liveness::Unknown(format!("Windmill answered HTTP {}", status.as_u16()))
+            }
+            Err(message) => Liveness::Unknown(message),
+        }
+    }
+}
+
+fn check_running(job: &Job, email: &str, permissioned_as: &str, what: &str) -> Result<(), Refusal> {
+    if job.kind == "CompletedJob" {
+        return Err(refuse(
+            "job_finished",
+            format!("the {what} '{}' has already finished", job.id),
+        ));
+    }
+    if job.kind != "QueuedJob" {
+        return Err(refuse(
+            "job_mismatch",
+            format!("the {what} '{}' has an unknown type '{}'", job.id, job.kind),
+        ));
+    }
+    if job.canceled {
+        return Err(refuse(
+            "job_not_running",
+            format!("the {what} '{}' was canceled", job.id),
+        ));
+    }
+    if !job.running {
+        return Err(refuse(
+            "job_not_running",
+            format!("the {what} '{}' is not running", job.id),
+        ));
+    }
+    if !job.email.eq_ignore_ascii_case(email) || job.permissioned_as != permissioned_as {
+        return Err(refuse(
+            "job_identity_mismatch",
+            format!(
+                "the {what} '{}' runs as {} ({}), not as the token's user",
+                job.id, job.permissioned_as, job.email
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn decode_claims(jwt: &str) -> Result<JobTokenClaims, Refusal> {
+    let bad = || {
+        refuse(
+            "invalid_job_token",
+            "the job token is not a well-formed JWT",
+        )
+    };
+    let mut parts = jwt.split('.');
+    let (Some(_header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    serde_json::from_slice(&bytes).map_err(|_| bad())
+}
+
+/// A reqwest error's text without its URL (the URL is ours, but keep logs lean).
+fn without_url(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    if let Some(url) = error.url() {
+        text = text.replace(url.as_str(), "<windmill>");
+    }
+    text
+}
