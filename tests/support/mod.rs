@@ -1,6 +1,9 @@
 //! Test harness: an in-process gateway on a random port with real peers.
 #![allow(dead_code)]
 
+pub mod fake_windmill;
+pub mod recorder;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

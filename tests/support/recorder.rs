@@ -1,0 +1,113 @@
+//! An in-process upstream MCP server (Streamable HTTP) that counts the calls
+//! that reach it: `query` (read-only), `post_message` (a write) and
+//! `drop_table` (destructive → high_risk).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rmcp::model::*;
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+
+#[derive(Clone)]
+pub struct Recorder {
+    pub calls: Arc<AtomicUsize>,
+    pub url: String,
+}
+
+#[derive(Clone)]
+struct Handler {
+    calls: Arc<AtomicUsize>,
+}
+
+fn schema(properties: serde_json::Value) -> Arc<JsonObject> {
+    let serde_json::Value::Object(map) = serde_json::json!({
+        "type": "object",
+        "properties": properties,
+    }) else {
+        unreachable!()
+    };
+    Arc::new(map)
+}
+
+impl ServerHandler for Handler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(vec![
+            Tool::new(
+                "query",
+                "Run a query",
+                schema(serde_json::json!({"sql": {"type": "string"}})),
+            )
+            .with_annotations(ToolAnnotations::new().read_only(true)),
+            Tool::new(
+                "post_message",
+                "Post a message",
+                schema(serde_json::json!({"text": {"type": "string"}})),
+            ),
+            Tool::new(
+                "drop_table",
+                "Drop a table",
+                schema(serde_json::json!({"table": {"type": "string"}})),
+            )
+            .with_annotations(ToolAnnotations::new().destructive(true)),
+        ]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "{} #{n} {args}",
+            request.name
+        ))])
+        .into())
+    }
+}
+
+impl Recorder {
+    pub async fn start() -> Recorder {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let handler_calls = calls.clone();
+        let service = StreamableHttpService::new(
+            move || {
+                Ok(Handler {
+                    calls: handler_calls.clone(),
+                })
+            },
+            Arc::new(LocalSessionManager::default()),
+            StreamableHttpServerConfig::default()
+                .with_sse_keep_alive(None)
+                .with_legacy_session_mode(false)
+                .with_json_response(true),
+        );
+        let router = axum::Router::new().route_service("/mcp", service);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Recorder {
+            calls,
+            url: format!("http://{addr}/mcp"),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
