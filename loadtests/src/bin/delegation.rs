@@ -1,0 +1,247 @@
+//! Delegation under load: N Windmill jobs (a fake Windmill that follows the
+//! spec, as in the tests) exchange their job tokens for grants and call a
+//! tool through the gateway, all at once. Then revocations are timed: from
+//! the admin API request to its acknowledgement (the grant's actor stopped),
+//! and from a store write by another process to the actor stopped.
+//!
+//! cargo run --release -p loadtests --bin delegation -- [--jobs 1000] [--revokes 100]
+
+#[path = "../../../tests/support/fake_windmill.rs"]
+mod fake_windmill;
+#[path = "../../../tests/support/recorder.rs"]
+mod recorder;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fake_windmill::FakeWindmill;
+use mcpgate::config::Config;
+use mcpgate::delegation::store::{self, Instance, RevokeFilter};
+use mcpgate::gateway::Gateway;
+use recorder::Recorder;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Jobs exchanging and calling concurrently.
+    #[arg(long, default_value_t = 1000)]
+    jobs: usize,
+    /// Grants revoked one by one (timed).
+    #[arg(long, default_value_t = 100)]
+    revokes: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn summary(name: &str, mut samples: Vec<f64>) {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{name}: n={} p50={:.2} ms p99={:.2} ms max={:.2} ms",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let wm = FakeWindmill::start("finance").await;
+    let owners = 10;
+    let mut users = String::new();
+    for i in 0..owners {
+        wm.add_user(&format!("owner{i}"), &format!("owner{i}@example.com"));
+        users.push_str(&format!(
+            "  - email: owner{i}@example.com\n    access: {{ bigquery: read, slack: write }}\n"
+        ));
+    }
+    let bigquery = Recorder::start().await;
+    let slack = Recorder::start().await;
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        "data_dir: {}\nservices:\n  bigquery: {{ kind: mcp, url: \"{}\" }}\n  slack: {{ kind: mcp, url: \"{}\" }}\nusers:\n{users}  - email: sa@example.com\n    service_account: true\n  - email: root@example.com\n    admin: true\ndelegation:\n  revocation_poll: 50ms\n",
+        dir.path().join("data").display(),
+        bigquery.url,
+        slack.url
+    );
+    let config = Config::parse(&text, "delegation-load.yaml")?;
+    let pool = mcpgate::storage::open(&config.data_dir).await?;
+    let gw = Gateway::start(config, pool.clone()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server_gw = gw.clone();
+    tokio::spawn(async move {
+        let _ = mcpgate::http::serve(server_gw, listener, std::future::pending()).await;
+    });
+    store::set_delegation(&pool, true, "loadtest").await?;
+    store::put_instance(
+        &pool,
+        &Instance {
+            name: "prod".into(),
+            base_url: wm.base_url.clone(),
+            workspace: "finance".into(),
+            allowed_flows: None,
+        },
+        "loadtest",
+    )
+    .await?;
+    let sa = mcpgate::tokens::create(&pool, "sa@example.com", Some("sa"), None)
+        .await?
+        .token;
+    let admin = mcpgate::tokens::create(&pool, "root@example.com", Some("admin"), None)
+        .await?
+        .token;
+    // Wait for both connectors.
+    while gw.catalog("bigquery").is_none() || gw.catalog("slack").is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let http = reqwest::Client::new();
+    let steps: Vec<_> = (0..args.jobs)
+        .map(|i| {
+            wm.start_flow(
+                &format!("owner{}", i % owners),
+                &format!("f/finance/job{i}"),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let tasks: Vec<_> = steps
+        .iter()
+        .cloned()
+        .map(|step| {
+            let http = http.clone();
+            let base = base.clone();
+            let sa = sa.clone();
+            tokio::spawn(async move {
+                let mut url = reqwest::Url::parse("http://form/").unwrap();
+                url.query_pairs_mut().extend_pairs([
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("subject_token", step.token.as_str()),
+                    (
+                        "subject_token_type",
+                        "urn:mcpgate:params:oauth:token-type:windmill-job-token",
+                    ),
+                    ("actor_token", sa.as_str()),
+                    ("workspace", "finance"),
+                    ("job_id", step.job_id.as_str()),
+                    ("flow_job_id", step.flow_job_id.as_str()),
+                    (
+                        "gateway_services",
+                        r#"[{"bigquery": ["read"]}, {"slack": ["write"]}]"#,
+                    ),
+                ]);
+                let t0 = Instant::now();
+                let response = http
+                    .post(format!("{base}/oauth/token"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(url.query().unwrap_or("").to_owned())
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await?;
+                anyhow::ensure!(status.is_success(), "exchange failed: {body}");
+                let exchange_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                let token = body["access_token"].as_str().unwrap_or_default().to_owned();
+                let grant = body["grant_id"].as_str().unwrap_or_default().to_owned();
+                let config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
+                    .auth_header(token);
+                let client = ().serve(StreamableHttpClientTransport::from_config(config)).await?;
+                let t1 = Instant::now();
+                let mut arguments = serde_json::Map::new();
+                arguments.insert("action".into(), "query".into());
+                arguments.insert("sql".into(), "select 1".into());
+                client
+                    .peer()
+                    .call_tool(
+                        CallToolRequestParams::new("bigquery_read_actions")
+                            .with_arguments(arguments),
+                    )
+                    .await?;
+                let call_ms = t1.elapsed().as_secs_f64() * 1000.0;
+                client.cancel().await?;
+                Ok::<_, anyhow::Error>((exchange_ms, call_ms, grant))
+            })
+        })
+        .collect();
+    let mut exchange = Vec::new();
+    let mut calls = Vec::new();
+    let mut grants = Vec::new();
+    for task in futures::future::join_all(tasks).await {
+        let (e, c, g) = task??;
+        exchange.push(e);
+        calls.push(c);
+        grants.push(g);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "{} jobs: exchange + call in {:.2} s = {:.0} grants/s; upstream calls {}; live grants {}",
+        args.jobs,
+        wall,
+        args.jobs as f64 / wall,
+        bigquery.count(),
+        gw.delegation.grants.len()
+    );
+    summary("token exchange latency", exchange);
+    summary("first tools/call under the grant", calls);
+
+    // Revocation through the admin API: acknowledged once the actor stopped.
+    let mut admin_revokes = Vec::new();
+    for id in grants.iter().take(args.revokes) {
+        let t0 = Instant::now();
+        let response = http
+            .delete(format!("{base}/admin/api/grants/{id}"))
+            .bearer_auth(&admin)
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "revoke failed");
+        admin_revokes.push(t0.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(
+            gw.delegation.grants.get(id).is_none(),
+            "acknowledged but still live"
+        );
+    }
+    summary(
+        "revoke (admin API) request → acknowledged, actor stopped",
+        admin_revokes,
+    );
+
+    // Revocation written to the store by another process: the watcher stops it.
+    let mut store_revokes = Vec::new();
+    for id in grants.iter().skip(args.revokes).take(args.revokes) {
+        let t0 = Instant::now();
+        let filter = RevokeFilter {
+            grant_id: Some(id.clone()),
+            ..Default::default()
+        };
+        store::request_revocation(&pool, &filter, "loadtest").await?;
+        let live = gw.delegation.grants.get(id).map(|g| g.actor.clone());
+        if let Some(actor) = live {
+            while actor.get_status() != ractor::ActorStatus::Stopped {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        store_revokes.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    summary(
+        "revoke (store, poll 50 ms) written → actor stopped",
+        store_revokes,
+    );
+    gw.shutdown().await;
+    let _ = Arc::strong_count(&gw);
+    Ok(())
+}
