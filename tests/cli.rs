@@ -337,3 +337,118 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
 
     assert!(terminate(&mut child).success());
 }
+
+#[test]
+fn job_validate_and_the_delegation_operator_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "services:\n  bigquery: { kind: mcp, command: [\"true\"] }\n  slack: { kind: mcp, command: [\"true\"] }\nusers:\n  - email: alice@example.com\n    access: { \"*\": high_risk }\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let job = dir.path().join("job.yml");
+    std::fs::write(
+        &job,
+        "name: nightly-pnl-rollup\nschedule: \"0 3 * * *\"\ngateway-services:\n  - bigquery: [read]\n  - slack: [write]\nscript: |\n  print('ok')\n",
+    )
+    .unwrap();
+    let out = run(
+        &["--config", cfg, "job", "validate", job.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("slack: [write]"));
+
+    std::fs::write(
+        &job,
+        "name: nightly\nschedule: \"0 3 * * *\"\ngateway-services:\n  - bigquery: [read]\n  - jira: [write]\nscript: x\n",
+    )
+    .unwrap();
+    let out = run(
+        &["--config", cfg, "job", "validate", job.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("job.yml:5:5") && stderr.contains("unknown service 'jira'"),
+        "{stderr}"
+    );
+
+    let ok = |args: &[&str]| {
+        let mut full = vec!["--config", cfg];
+        full.extend_from_slice(args);
+        let out = run(&full, &[], dir.path());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(ok(&["delegation", "status"]).contains("off"));
+    assert!(ok(&["delegation", "enable"]).contains("on"));
+    ok(&[
+        "windmill",
+        "add",
+        "prod",
+        "--url",
+        "https://wm.example.com",
+        "--workspace",
+        "finance",
+    ]);
+    assert!(ok(&["windmill", "list"]).contains("https://wm.example.com\tfinance"));
+    let id = ok(&[
+        "approval",
+        "add",
+        "--instance",
+        "prod",
+        "--workspace",
+        "finance",
+        "--flow",
+        "f/ops/cleanup",
+        "--owner",
+        "alice@example.com",
+        "--services",
+        "bigquery,slack",
+    ]);
+    assert!(ok(&["approval", "list"]).contains("f/ops/cleanup"));
+    ok(&["approval", "withdraw", id.trim()]);
+    assert!(!ok(&["approval", "list"]).contains("f/ops/cleanup"));
+    // An approval for an unregistered instance is refused with the reason.
+    let out = run(
+        &[
+            "--config",
+            cfg,
+            "approval",
+            "add",
+            "--instance",
+            "nope",
+            "--workspace",
+            "finance",
+            "--flow",
+            "f/x",
+            "--owner",
+            "alice@example.com",
+            "--services",
+            "slack",
+        ],
+        &[],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not registered"));
+    let out = run(
+        &["--config", cfg, "grants", "revoke", "grt_0000000000000000"],
+        &[],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no live grant matches"));
+}
