@@ -12,6 +12,7 @@
 //! | GET `/admin/api/grants[?all=true]`         | live grants (or all, newest first) |
 //! | DELETE `/admin/api/grants/{id}`            | revoke one                         |
 //! | POST `/admin/api/grants/revoke`            | `{"subject"}` or `{"flow_path"[, "instance"]}` |
+//! | POST `/admin/reload`                       | reload hooks; a bad file keeps the old set (400) |
 
 use std::sync::Arc;
 
@@ -55,6 +56,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/admin/api/grants", get(list_grants))
         .route("/admin/api/grants/{id}", delete(revoke_grant))
         .route("/admin/api/grants/revoke", post(revoke_grants))
+        .route("/admin/reload", post(reload))
         .layer(middleware::from_fn_with_state(gw.clone(), require_admin))
         .with_state(gw)
 }
@@ -158,6 +160,20 @@ fn storage(e: sqlx::Error) -> Response {
 /// A JSON body, or a 400 that says what is wrong with it.
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+async fn reload(State(gw): State<Arc<Gateway>>, Extension(admin): Extension<Admin>) -> Response {
+    match gw.hooks.reload() {
+        Ok(count) => {
+            tracing::info!(admin = %admin.0, hooks = count, "reload requested");
+            Json(json!({ "hooks": count })).into_response()
+        }
+        Err(e) => problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_hooks",
+            format!("{e} (the previous hooks stay active)"),
+        ),
+    }
 }
 
 async fn get_delegation(State(gw): State<Arc<Gateway>>) -> Response {

@@ -36,6 +36,8 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub delegation: DelegationConfig,
+    #[serde(default)]
+    pub hooks: HooksConfig,
     /// Digest of the config text: confirmation tokens are bound to it, so a
     /// policy change voids tokens issued under the old one.
     #[serde(skip)]
@@ -70,6 +72,32 @@ impl Default for Policy {
             risk: BTreeMap::new(),
             confirm: Vec::new(),
             confirmation_ttl: default_confirmation_ttl(),
+        }
+    }
+}
+
+/// Where policy hooks live and how long one may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// `company/*.yaml` and `users/<email>/*.yaml` under it. Relative to the
+    /// config file; a missing directory means no hooks.
+    #[serde(default = "default_hooks_dir")]
+    pub dir: PathBuf,
+    /// Longest a hook's `when:` may take before it counts as failed.
+    #[serde(default = "default_hook_budget", deserialize_with = "duration")]
+    pub budget: Duration,
+    /// How often the directory is checked for changed files.
+    #[serde(default = "default_hook_poll", deserialize_with = "duration")]
+    pub reload_poll: Duration,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_hooks_dir(),
+            budget: default_hook_budget(),
+            reload_poll: default_hook_poll(),
         }
     }
 }
@@ -254,6 +282,7 @@ impl Default for Config {
             services: BTreeMap::new(),
             users: Vec::new(),
             delegation: DelegationConfig::default(),
+            hooks: HooksConfig::default(),
             policy_version: policy_version(""),
         }
     }
@@ -271,10 +300,13 @@ impl Config {
         })?;
         let mut config = Self::parse(&text, &path.display().to_string())?;
         // Relative paths in a config file are relative to that file.
-        if config.data_dir.is_relative()
-            && let Some(dir) = path.parent()
-        {
-            config.data_dir = dir.join(&config.data_dir);
+        if let Some(dir) = path.parent() {
+            if config.data_dir.is_relative() {
+                config.data_dir = dir.join(&config.data_dir);
+            }
+            if config.hooks.dir.is_relative() {
+                config.hooks.dir = dir.join(&config.hooks.dir);
+            }
         }
         Ok(config)
     }
@@ -459,6 +491,15 @@ fn default_session_idle() -> Duration {
 }
 fn default_drain() -> Duration {
     Duration::from_secs(30)
+}
+fn default_hooks_dir() -> PathBuf {
+    PathBuf::from("hooks")
+}
+fn default_hook_budget() -> Duration {
+    Duration::from_millis(5)
+}
+fn default_hook_poll() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_max_grant_ttl() -> Duration {
     Duration::from_secs(3600)

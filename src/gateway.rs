@@ -120,6 +120,8 @@ pub struct Gateway {
     pub session_bindings: Arc<DashMap<String, String>>,
     /// The master key; every purpose derives its own key from it.
     pub master_key: crate::keys::MasterKey,
+    /// Policy hooks (reloaded whole on change).
+    pub hooks: Arc<crate::hooks::Hooks>,
     /// Windmill verification and the live delegation grants.
     pub delegation: crate::delegation::exchange::Delegation,
     /// Signs write-safety confirmation tokens.
@@ -275,6 +277,10 @@ impl Gateway {
         }
         let delegation =
             crate::delegation::exchange::Delegation::new(config.delegation.windmill_timeout);
+        let hooks = Arc::new(
+            crate::hooks::Hooks::load(&config.hooks.dir, config.hooks.budget)
+                .map_err(|e| anyhow::anyhow!("hooks: {e}"))?,
+        );
 
         let mut session_manager = LocalSessionManager::default();
         let mut session_config = SessionConfig::default();
@@ -292,6 +298,7 @@ impl Gateway {
             session_manager: Arc::new(session_manager),
             session_bindings: Arc::new(DashMap::new()),
             master_key,
+            hooks,
             delegation,
             confirmation_key,
             catalogs: DashMap::new(),
@@ -299,6 +306,7 @@ impl Gateway {
             root,
         });
         gw.spawn_revocation_watcher();
+        gw.spawn_hook_watcher();
         Ok(gw)
     }
 
@@ -360,6 +368,26 @@ impl Gateway {
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "revocation watcher: store unavailable"),
+                }
+            }
+        })
+    }
+
+    /// Reload hooks when their files change (a bad file keeps the old set).
+    pub fn spawn_hook_watcher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let gw = Arc::downgrade(self);
+        let every = self.config.hooks.reload_poll;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(gw) = gw.upgrade() else { return };
+                if gw.is_draining() {
+                    return;
+                }
+                if gw.hooks.changed_on_disk() {
+                    let _ = gw.hooks.reload();
                 }
             }
         })

@@ -9,6 +9,7 @@ pub mod cli_delegation;
 pub mod config;
 pub mod delegation;
 pub mod gateway;
+pub mod hooks;
 pub mod http;
 pub mod keys;
 pub mod mcp;

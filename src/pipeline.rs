@@ -213,7 +213,7 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
         let error = CallError::unavailable("shutting_down", "the gateway is shutting down".into());
         return Err(refuse(gw, row, error).await);
     }
-    let resolved = match resolve_and_authorize(gw, &request, &mut row) {
+    let mut resolved = match resolve_and_authorize(gw, &request, &mut row) {
         Ok(resolved) => resolved,
         Err(error) => return Err(refuse(gw, row, error).await),
     };
@@ -222,8 +222,36 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
     {
         return Err(refuse(gw, row, error).await);
     }
-    // Seam for the governance issue: company pre-hooks, then user pre-hooks.
-    match confirm_if_needed(gw, &request, &resolved, confirmation.as_deref(), &row).await {
+    // Company pre-hooks, then the subject's own: they may refuse, rewrite
+    // arguments, or ask for the human's confirmation.
+    let hooks = gw.hooks.current();
+    let risk_text = resolved.risk.as_str();
+    let facts = crate::hooks::CallFacts {
+        tool: request.tool,
+        service: &resolved.service,
+        action: &resolved.action,
+        risk: risk_text,
+        subject: &request.principal.subject,
+        actor: &request.principal.actor,
+    };
+    let pre = match hooks.run_pre(&facts, &mut resolved.upstream_arguments, gw.hooks.budget) {
+        Ok(pre) => pre,
+        Err(refusal) => {
+            let error = CallError::refused(refusal.code, refusal.message);
+            return Err(refuse(gw, row, error).await);
+        }
+    };
+    let hook_confirmation = pre.confirm.as_deref();
+    match confirm_if_needed(
+        gw,
+        &request,
+        &resolved,
+        confirmation.as_deref(),
+        hook_confirmation,
+        &row,
+    )
+    .await
+    {
         Ok(Confirmed::Proceed) => {}
         Ok(Confirmed::AskFirst(preview)) => {
             let ask = CallError::refused(
@@ -264,7 +292,9 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
                             crate::delegation::grants::end_reason_code(&reason),
                             format!("grant {} has ended: {reason}", grant.scope.grant_id),
                         );
-                        return Err(refuse_after_write_ahead(gw, &row, started, error).await);
+                        return Err(
+                            refuse_after_write_ahead(gw, &row, started, error, "not_called").await
+                        );
                     }
                 },
                 None => None,
@@ -273,7 +303,7 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
                 &connector,
                 &resolved.service,
                 resolved.action.clone(),
-                Some(resolved.upstream_arguments),
+                Some(resolved.upstream_arguments.clone()),
                 deadline,
             );
             drop(admission);
@@ -284,7 +314,36 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
         }
         None => Err(ConnectorError::Unavailable(resolved.service.clone())),
     };
-    // Seams: post-hooks, PII pseudonymization of the result.
+    // Post-hooks (caps, withholding, warnings) see what the upstream answered.
+    let outcome = match outcome {
+        Ok(mut result) => {
+            let facts = crate::hooks::CallFacts {
+                tool: request.tool,
+                service: &resolved.service,
+                action: &resolved.action,
+                risk: resolved.risk.as_str(),
+                subject: &request.principal.subject,
+                actor: &request.principal.actor,
+            };
+            match hooks.run_post(&facts, &resolved.upstream_arguments, &mut result, gw.hooks.budget) {
+                Ok(()) => {
+                    for warning in &pre.warnings {
+                        result
+                            .content
+                            .push(rmcp::model::ContentBlock::text(format!("Warning: {warning}")));
+                    }
+                    Ok(result)
+                }
+                Err(refusal) => {
+                    // The upstream ran; its answer does not go out.
+                    let error = CallError::refused(refusal.code, refusal.message);
+                    return Err(refuse_after_write_ahead(gw, &row, started, error, "withheld").await);
+                }
+            }
+        }
+        Err(error) => Err(error),
+    };
+    // Seam: PII pseudonymization of the result.
 
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (completion, answer) = match outcome {
@@ -551,6 +610,7 @@ async fn refuse_after_write_ahead(
     row: &AuditDecision,
     started: Instant,
     error: CallError,
+    upstream_status: &str,
 ) -> CallError {
     let outcome = AuditOutcome {
         call_id: row.call_id.clone(),
@@ -558,7 +618,7 @@ async fn refuse_after_write_ahead(
         decision: Decision::Refused,
         reason_code: Some(error.code.into()),
         reason: Some(error.message.clone()),
-        upstream_status: "not_called".into(),
+        upstream_status: upstream_status.into(),
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     gw.stats
@@ -586,10 +646,12 @@ async fn confirm_if_needed(
     request: &CallRequest<'_>,
     resolved: &Resolved,
     token: Option<&str>,
+    hook_confirmation: Option<&str>,
     row: &AuditDecision,
 ) -> Result<Confirmed, CallError> {
     let qualified = format!("{}.{}", resolved.service, resolved.action);
-    let needed = resolved.risk == Risk::HighRisk
+    let needed = hook_confirmation.is_some()
+        || resolved.risk == Risk::HighRisk
         || (resolved.risk == Risk::Write
             && gw
                 .config
@@ -602,7 +664,10 @@ async fn confirm_if_needed(
     }
     // A grant holds high_risk only where an admin approved it for this
     // delegation: that approval is the confirmation a headless job cannot give.
-    if request.principal.grant.is_some() && resolved.risk == Risk::HighRisk {
+    if request.principal.grant.is_some()
+        && resolved.risk == Risk::HighRisk
+        && hook_confirmation.is_none()
+    {
         return Ok(Confirmed::Proceed);
     }
     if request.principal.user.service_account || request.principal.grant.is_some() {
