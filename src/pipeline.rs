@@ -292,9 +292,14 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
                             crate::delegation::grants::end_reason_code(&reason),
                             format!("grant {} has ended: {reason}", grant.scope.grant_id),
                         );
-                        return Err(
-                            refuse_after_write_ahead(gw, &row, started, error, "not_called").await
-                        );
+                        return Err(refuse_after_write_ahead(
+                            gw,
+                            &row,
+                            started,
+                            error,
+                            "not_called",
+                        )
+                        .await);
                     }
                 },
                 None => None,
@@ -325,19 +330,26 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
                 subject: &request.principal.subject,
                 actor: &request.principal.actor,
             };
-            match hooks.run_post(&facts, &resolved.upstream_arguments, &mut result, gw.hooks.budget) {
+            match hooks.run_post(
+                &facts,
+                &resolved.upstream_arguments,
+                &mut result,
+                gw.hooks.budget,
+            ) {
                 Ok(()) => {
                     for warning in &pre.warnings {
-                        result
-                            .content
-                            .push(rmcp::model::ContentBlock::text(format!("Warning: {warning}")));
+                        result.content.push(rmcp::model::ContentBlock::text(format!(
+                            "Warning: {warning}"
+                        )));
                     }
                     Ok(result)
                 }
                 Err(refusal) => {
                     // The upstream ran; its answer does not go out.
                     let error = CallError::refused(refusal.code, refusal.message);
-                    return Err(refuse_after_write_ahead(gw, &row, started, error, "withheld").await);
+                    return Err(
+                        refuse_after_write_ahead(gw, &row, started, error, "withheld").await,
+                    );
                 }
             }
         }

@@ -34,7 +34,9 @@ pub fn markdown_to_adf(markdown: &str) -> Value {
             content.push(block);
         } else if let Some((level, text)) = heading(trimmed) {
             flush(&mut paragraph, &mut content);
-            content.push(json!({"type": "heading", "attrs": {"level": level}, "content": inline(text)}));
+            content.push(
+                json!({"type": "heading", "attrs": {"level": level}, "content": inline(text)}),
+            );
         } else if let Some((ordered, _)) = list_item(trimmed) {
             flush(&mut paragraph, &mut content);
             let mut items = vec![list_item(trimmed).map(|(_, t)| t).unwrap_or_default()];
@@ -96,16 +98,27 @@ fn inline(text: &str) -> Vec<Value> {
     };
     while let Some(c) = rest.chars().next() {
         let marked = if let Some(inner) = rest.strip_prefix("**") {
-            inner.find("**").map(|end| (&inner[..end], json!([{"type": "strong"}]), end + 4))
+            inner
+                .find("**")
+                .map(|end| (&inner[..end], json!([{"type": "strong"}]), end + 4))
         } else if let Some(inner) = rest.strip_prefix('`') {
-            inner.find('`').map(|end| (&inner[..end], json!([{"type": "code"}]), end + 2))
+            inner
+                .find('`')
+                .map(|end| (&inner[..end], json!([{"type": "code"}]), end + 2))
         } else if let Some(inner) = rest.strip_prefix('*') {
-            inner.find('*').filter(|end| *end > 0).map(|end| (&inner[..end], json!([{"type": "em"}]), end + 2))
+            inner
+                .find('*')
+                .filter(|end| *end > 0)
+                .map(|end| (&inner[..end], json!([{"type": "em"}]), end + 2))
         } else if let Some(inner) = rest.strip_prefix('[') {
             inner.find("](").and_then(|mid| {
                 inner[mid + 2..].find(')').map(|close| {
                     let href = &inner[mid + 2..mid + 2 + close];
-                    (&inner[..mid], json!([{"type": "link", "attrs": {"href": href}}]), mid + close + 4)
+                    (
+                        &inner[..mid],
+                        json!([{"type": "link", "attrs": {"href": href}}]),
+                        mid + close + 4,
+                    )
                 })
             })
         } else {
@@ -133,13 +146,18 @@ mod tests {
 
     #[test]
     fn markdown_becomes_adf() {
-        let adf = markdown_to_adf("# Outage\nThe **API** was *down*, see [runbook](https://x.example).\n\n- one\n- `two`\n\n1. a\n2. b\n```sql\nselect 1\n```");
+        let adf = markdown_to_adf(
+            "# Outage\nThe **API** was *down*, see [runbook](https://x.example).\n\n- one\n- `two`\n\n1. a\n2. b\n```sql\nselect 1\n```",
+        );
         let content = adf["content"].as_array().unwrap();
         assert_eq!(adf["type"], "doc");
         assert_eq!(content[0]["type"], "heading");
         assert_eq!(content[0]["attrs"]["level"], 1);
         let para = content[1]["content"].as_array().unwrap();
-        assert_eq!(para[1], json!({"type": "text", "text": "API", "marks": [{"type": "strong"}]}));
+        assert_eq!(
+            para[1],
+            json!({"type": "text", "text": "API", "marks": [{"type": "strong"}]})
+        );
         assert_eq!(para[3]["marks"][0]["type"], "em");
         assert_eq!(para[5]["marks"][0]["attrs"]["href"], "https://x.example");
         assert_eq!(content[2]["type"], "bulletList");

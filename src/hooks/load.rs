@@ -30,7 +30,12 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, HookError> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_file() && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        if path.is_file()
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            )
+        {
             files.push(path);
         }
     }
@@ -46,10 +51,18 @@ pub fn load_dir(root: &Path) -> Result<HookSet, HookError> {
     }
     let users = root.join("users");
     if let Ok(entries) = std::fs::read_dir(&users) {
-        let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let mut dirs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         dirs.sort();
         for dir in dirs {
-            let email = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
+            let email = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             if !email.contains('@') {
                 return Err(HookError {
                     location: dir.display().to_string(),
@@ -102,21 +115,32 @@ pub fn parse(text: &str, file: &str, layer: Layer) -> Result<Vec<CompiledHook>, 
         }
         let natural = spec.kind.phase();
         let phase_ok = spec.phase == natural
-            || (spec.phase == Phase::Post && matches!(spec.kind, KindSpec::Deny { .. } | KindSpec::Warn { .. }));
+            || (spec.phase == Phase::Post
+                && matches!(spec.kind, KindSpec::Deny { .. } | KindSpec::Warn { .. }));
         if !phase_ok {
             return Err(at(
                 &name,
-                format!("hook '{name}': kind '{}' does not run in the {:?} phase", spec.kind.name(), spec.phase),
+                format!(
+                    "hook '{name}': kind '{}' does not run in the {:?} phase",
+                    spec.kind.name(),
+                    spec.phase
+                ),
             ));
         }
         for risk in &spec.matches.risk {
             if actors::grant::Risk::parse(risk).is_none() {
-                return Err(at(risk, format!("hook '{name}': unknown risk class '{risk}'")));
+                return Err(at(
+                    risk,
+                    format!("hook '{name}': unknown risk class '{risk}'"),
+                ));
             }
         }
         let when = match &spec.when {
             Some(source) => Some(cel::Program::compile(source).map_err(|e| {
-                at(source, format!("hook '{name}': `when` is not a valid CEL expression: {e}"))
+                at(
+                    source,
+                    format!("hook '{name}': `when` is not a valid CEL expression: {e}"),
+                )
             })?),
             None => None,
         };
@@ -126,7 +150,12 @@ pub fn parse(text: &str, file: &str, layer: Layer) -> Result<Vec<CompiledHook>, 
                 .map(|(field, pattern)| {
                     regex::Regex::new(pattern)
                         .map(|re| (field.clone(), re))
-                        .map_err(|e| at(pattern, format!("hook '{name}': pattern for '{field}': {e}")))
+                        .map_err(|e| {
+                            at(
+                                pattern,
+                                format!("hook '{name}': pattern for '{field}': {e}"),
+                            )
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             _ => Vec::new(),

@@ -98,7 +98,11 @@ impl HookSet {
         &self.hooks
     }
 
-    fn active<'s>(&'s self, phase: Phase, facts: &'s CallFacts<'_>) -> impl Iterator<Item = &'s CompiledHook> + 's {
+    fn active<'s>(
+        &'s self,
+        phase: Phase,
+        facts: &'s CallFacts<'_>,
+    ) -> impl Iterator<Item = &'s CompiledHook> + 's {
         self.hooks
             .iter()
             .filter(move |h| h.spec.enabled && h.spec.phase == phase && h.applies_to(facts))
@@ -167,7 +171,9 @@ impl CompiledHook {
             return false;
         }
         let m = &self.spec.matches;
-        let glob = |pattern: &Option<String>, text: &str| pattern.as_deref().is_none_or(|p| glob_match(p, text));
+        let glob = |pattern: &Option<String>, text: &str| {
+            pattern.as_deref().is_none_or(|p| glob_match(p, text))
+        };
         glob(&m.tool, facts.tool)
             && m.service.as_deref().is_none_or(|s| s == facts.service)
             && glob(&m.action, facts.action)
@@ -202,9 +208,14 @@ impl CompiledHook {
         add("tool", &Value::from(facts.tool))?;
         add("args", args)?;
         add("result", result.unwrap_or(&Value::Null))?;
-        let value = program.execute(&context).map_err(|e| format!("`when` failed: {e}"))?;
+        let value = program
+            .execute(&context)
+            .map_err(|e| format!("`when` failed: {e}"))?;
         if started.elapsed() > budget {
-            return Err(format!("`when` took {:?}, over the {budget:?} budget", started.elapsed()));
+            return Err(format!(
+                "`when` took {:?}, over the {budget:?} budget",
+                started.elapsed()
+            ));
         }
         match value {
             cel::Value::Bool(b) => Ok(b),
@@ -229,7 +240,11 @@ impl CompiledHook {
         }
     }
 
-    fn apply_pre(&self, arguments: &mut JsonObject, outcome: &mut PreOutcome) -> Result<(), HookRefusal> {
+    fn apply_pre(
+        &self,
+        arguments: &mut JsonObject,
+        outcome: &mut PreOutcome,
+    ) -> Result<(), HookRefusal> {
         let refuse = |code: &'static str, message: String| HookRefusal {
             code,
             message: format!("{}: {message}", self.label()),
@@ -237,29 +252,45 @@ impl CompiledHook {
         match &self.spec.kind {
             KindSpec::Deny { message } => return Err(refuse("hook_denied", message.clone())),
             KindSpec::RequireConfirmation { message } => {
-                outcome.confirm.get_or_insert_with(|| message.clone().unwrap_or_else(|| self.label()));
+                outcome
+                    .confirm
+                    .get_or_insert_with(|| message.clone().unwrap_or_else(|| self.label()));
             }
             KindSpec::EndpointAllowlist { field, allow } => match lookup(arguments, field) {
                 None => {}
-                Some(Value::String(endpoint)) => {
-                    if !allow.iter().any(|glob| glob_match(glob, endpoint)) {
-                        return Err(refuse(
-                            "endpoint_not_allowed",
-                            format!("{field} '{endpoint}' is not in the allow-list"),
-                        ));
-                    }
+                Some(Value::String(endpoint))
+                    if !allow.iter().any(|glob| glob_match(glob, endpoint)) =>
+                {
+                    return Err(refuse(
+                        "endpoint_not_allowed",
+                        format!("{field} '{endpoint}' is not in the allow-list"),
+                    ));
                 }
-                Some(_) => return Err(refuse("endpoint_not_allowed", format!("{field} must be a string"))),
+                Some(Value::String(_)) => {}
+                Some(_) => {
+                    return Err(refuse(
+                        "endpoint_not_allowed",
+                        format!("{field} must be a string"),
+                    ));
+                }
             },
-            KindSpec::Validate { required, one_of, .. } => {
+            KindSpec::Validate {
+                required, one_of, ..
+            } => {
                 for field in required {
                     if lookup(arguments, field).is_none_or(Value::is_null) {
-                        return Err(refuse("hook_validation_failed", format!("{field} is required")));
+                        return Err(refuse(
+                            "hook_validation_failed",
+                            format!("{field} is required"),
+                        ));
                     }
                 }
                 for (field, pattern) in &self.patterns {
                     if let Some(value) = lookup(arguments, field) {
-                        let text = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+                        let text = value
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| value.to_string());
                         if !pattern.is_match(&text) {
                             return Err(refuse(
                                 "hook_validation_failed",
@@ -302,12 +333,17 @@ impl CompiledHook {
             KindSpec::NormalizeText { fields } => {
                 for field in fields {
                     if let Some(Value::String(text)) = lookup(arguments, field) {
-                        let fixed = text.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\\t", "\t");
+                        let fixed = text
+                            .replace("\\r\\n", "\n")
+                            .replace("\\n", "\n")
+                            .replace("\\t", "\t");
                         set(arguments, field, Value::String(fixed));
                     }
                 }
             }
-            KindSpec::Warn { message } => outcome.warnings.push(format!("{}: {message}", self.label())),
+            KindSpec::Warn { message } => outcome
+                .warnings
+                .push(format!("{}: {message}", self.label())),
             KindSpec::CapResponse { .. } => {}
         }
         Ok(())
@@ -320,12 +356,16 @@ impl CompiledHook {
                 message: format!("{}: the answer is withheld: {message}", self.label()),
             }),
             KindSpec::Warn { message } => {
-                result
-                    .content
-                    .push(ContentBlock::text(format!("Warning from {}: {message}", self.label())));
+                result.content.push(ContentBlock::text(format!(
+                    "Warning from {}: {message}",
+                    self.label()
+                )));
                 Ok(())
             }
-            KindSpec::CapResponse { max_bytes, max_items } => {
+            KindSpec::CapResponse {
+                max_bytes,
+                max_items,
+            } => {
                 cap(result, *max_bytes, *max_items, &self.spec.name);
                 Ok(())
             }
@@ -361,12 +401,19 @@ fn set(arguments: &mut JsonObject, path: &str, new: Value) {
 }
 
 /// Cap arrays in the structured result and the text, with a visible marker.
-fn cap(result: &mut CallToolResult, max_bytes: Option<usize>, max_items: Option<usize>, hook: &str) {
+fn cap(
+    result: &mut CallToolResult,
+    max_bytes: Option<usize>,
+    max_items: Option<usize>,
+    hook: &str,
+) {
     let mut notes = Vec::new();
     if let (Some(limit), Some(structured)) = (max_items, result.structured_content.as_mut()) {
         let cut = cap_arrays(structured, limit);
         if cut > 0 {
-            notes.push(format!("{cut} list items dropped (at most {limit} per list)"));
+            notes.push(format!(
+                "{cut} list items dropped (at most {limit} per list)"
+            ));
         }
     }
     if let Some(limit) = max_bytes {
@@ -473,7 +520,9 @@ impl Hooks {
 /// hook files: a cheap fingerprint for polling.
 fn newest_change(dir: &Path) -> Option<SystemTime> {
     fn walk(dir: &Path, newest: &mut Option<SystemTime>, depth: usize) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         if let Ok(meta) = std::fs::metadata(dir)
             && let Ok(modified) = meta.modified()
         {

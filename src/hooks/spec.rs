@@ -54,22 +54,64 @@ pub struct MatchSpec {
     pub actor: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One hook. Deserialized by hand: the kind's own keys sit beside the common
+/// ones, and unknown keys must still be errors (serde's `flatten` cannot
+/// deny them).
+#[derive(Debug, Clone)]
 pub struct HookSpec {
     pub name: String,
-    #[serde(default)]
     pub phase: Phase,
-    #[serde(default = "default_order")]
     pub order: i64,
-    #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default, rename = "match")]
     pub matches: MatchSpec,
-    #[serde(default)]
     pub when: Option<String>,
-    #[serde(flatten)]
     pub kind: KindSpec,
+}
+
+impl<'de> Deserialize<'de> for HookSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_yaml::Mapping::deserialize(d)?;
+        let mut take = |key: &str| map.remove(serde_yaml::Value::String(key.to_owned()));
+        fn parse<T: serde::de::DeserializeOwned, E: Error>(
+            key: &str,
+            v: serde_yaml::Value,
+        ) -> Result<T, E> {
+            serde_yaml::from_value(v).map_err(|e| E::custom(format!("{key}: {e}")))
+        }
+        let name: String = match take("name") {
+            Some(v) => parse("name", v)?,
+            None => return Err(D::Error::missing_field("name")),
+        };
+        let phase = take("phase")
+            .map(|v| parse("phase", v))
+            .transpose()?
+            .unwrap_or_default();
+        let order = take("order")
+            .map(|v| parse("order", v))
+            .transpose()?
+            .unwrap_or_else(default_order);
+        let enabled = take("enabled")
+            .map(|v| parse("enabled", v))
+            .transpose()?
+            .unwrap_or_else(yes);
+        let matches = take("match")
+            .map(|v| parse("match", v))
+            .transpose()?
+            .unwrap_or_default();
+        let when = take("when").map(|v| parse("when", v)).transpose()?;
+        let kind: KindSpec = serde_yaml::from_value(serde_yaml::Value::Mapping(map))
+            .map_err(|e| D::Error::custom(format!("hook '{name}': {e}")))?;
+        Ok(HookSpec {
+            name,
+            phase,
+            order,
+            enabled,
+            matches,
+            when,
+            kind,
+        })
+    }
 }
 
 fn default_order() -> i64 {
