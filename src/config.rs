@@ -496,7 +496,9 @@ fn default_hooks_dir() -> PathBuf {
     PathBuf::from("hooks")
 }
 fn default_hook_budget() -> Duration {
-    Duration::from_millis(5)
+    // Generous: a condition is bounded by its input; this catches pathological
+    // ones, not a thread that was descheduled for a moment.
+    Duration::from_millis(100)
 }
 fn default_hook_poll() -> Duration {
     Duration::from_secs(1)

@@ -116,8 +116,23 @@ impl HookSet {
         budget: Duration,
     ) -> Result<PreOutcome, HookRefusal> {
         let mut outcome = PreOutcome::default();
+        // One CEL context per call; `args` is rebound only after a rewrite.
+        let mut context: Option<Result<cel::Context<'static, 'static>, String>> = None;
+        let mut args_stale = false;
         for hook in self.active(Phase::Pre, facts) {
-            match hook.condition(facts, &Value::Object(arguments.clone()), None, budget) {
+            if hook.when.is_some() {
+                match &mut context {
+                    None => context = Some(cel_context(facts, arguments, None)),
+                    Some(Ok(bound)) if args_stale => {
+                        if let Err(e) = bound.add_variable("args", &*arguments) {
+                            context = Some(Err(format!("cannot bind `args`: {e}")));
+                        }
+                    }
+                    Some(_) => {}
+                }
+                args_stale = false;
+            }
+            match hook.condition(context.as_ref(), budget) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(problem) => {
@@ -125,7 +140,9 @@ impl HookSet {
                     continue;
                 }
             }
-            hook.apply_pre(arguments, &mut outcome)?;
+            if hook.apply_pre(arguments, &mut outcome)? {
+                args_stale = true;
+            }
         }
         Ok(outcome)
     }
@@ -138,14 +155,13 @@ impl HookSet {
         result: &mut CallToolResult,
         budget: Duration,
     ) -> Result<(), HookRefusal> {
-        let mut hooks = self.active(Phase::Post, facts).peekable();
-        if hooks.peek().is_none() {
-            return Ok(());
-        }
-        let result_json = serde_json::to_value(&*result).unwrap_or(Value::Null);
-        let args = Value::Object(arguments.clone());
-        for hook in hooks {
-            match hook.condition(facts, &args, Some(&result_json), budget) {
+        let mut context: Option<Result<cel::Context<'static, 'static>, String>> = None;
+        for hook in self.active(Phase::Post, facts) {
+            if hook.when.is_some() && context.is_none() {
+                let result_json = serde_json::to_value(&*result).unwrap_or(Value::Null);
+                context = Some(cel_context(facts, arguments, Some(&result_json)));
+            }
+            match hook.condition(context.as_ref(), budget) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(problem) => {
@@ -154,9 +170,42 @@ impl HookSet {
                 }
             }
             hook.apply_post(result)?;
+            context = None;
         }
         Ok(())
     }
+}
+
+/// The standard CEL environment, built once (building it is the costly part).
+fn cel_env() -> Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
+}
+
+/// The variables a `when:` sees: subject, actor, service, action, risk, tool,
+/// args and (post) result.
+fn cel_context(
+    facts: &CallFacts<'_>,
+    args: &JsonObject,
+    result: Option<&Value>,
+) -> Result<cel::Context<'static, 'static>, String> {
+    let mut context = cel::Context::with_env(cel_env());
+    let mut add = |name: &str, value: &Value| {
+        context
+            .add_variable(name, value)
+            .map_err(|e| format!("cannot bind `{name}`: {e}"))
+    };
+    add("subject", &Value::from(facts.subject))?;
+    add("actor", &Value::from(facts.actor))?;
+    add("service", &Value::from(facts.service))?;
+    add("action", &Value::from(facts.action))?;
+    add("risk", &Value::from(facts.risk))?;
+    add("tool", &Value::from(facts.tool))?;
+    add("result", result.unwrap_or(&Value::Null))?;
+    context
+        .add_variable("args", args)
+        .map_err(|e| format!("cannot bind `args`: {e}"))?;
+    Ok(context)
 }
 
 impl CompiledHook {
@@ -182,34 +231,23 @@ impl CompiledHook {
             && glob(&m.actor, facts.actor)
     }
 
-    /// Evaluate `when:` (true without one).
+    /// Evaluate `when:` (true without one) in the call's context.
     fn condition(
         &self,
-        facts: &CallFacts<'_>,
-        args: &Value,
-        result: Option<&Value>,
+        context: Option<&Result<cel::Context<'static, 'static>, String>>,
         budget: Duration,
     ) -> Result<bool, String> {
         let Some(program) = &self.when else {
             return Ok(true);
         };
-        let started = Instant::now();
-        let mut context = cel::Context::default();
-        let mut add = |name: &str, value: &Value| {
-            context
-                .add_variable(name, value)
-                .map_err(|e| format!("cannot bind `{name}`: {e}"))
+        let context = match context {
+            Some(Ok(context)) => context,
+            Some(Err(problem)) => return Err(problem.clone()),
+            None => return Err("no context to evaluate `when`".into()),
         };
-        add("subject", &Value::from(facts.subject))?;
-        add("actor", &Value::from(facts.actor))?;
-        add("service", &Value::from(facts.service))?;
-        add("action", &Value::from(facts.action))?;
-        add("risk", &Value::from(facts.risk))?;
-        add("tool", &Value::from(facts.tool))?;
-        add("args", args)?;
-        add("result", result.unwrap_or(&Value::Null))?;
+        let started = Instant::now();
         let value = program
-            .execute(&context)
+            .execute(context)
             .map_err(|e| format!("`when` failed: {e}"))?;
         if started.elapsed() > budget {
             return Err(format!(
@@ -240,11 +278,12 @@ impl CompiledHook {
         }
     }
 
+    /// Apply a pre hook; `Ok(true)` if it rewrote the arguments.
     fn apply_pre(
         &self,
         arguments: &mut JsonObject,
         outcome: &mut PreOutcome,
-    ) -> Result<(), HookRefusal> {
+    ) -> Result<bool, HookRefusal> {
         let refuse = |code: &'static str, message: String| HookRefusal {
             code,
             message: format!("{}: {message}", self.label()),
@@ -311,11 +350,14 @@ impl CompiledHook {
                 }
             }
             KindSpec::SetDefault { values } => {
+                let mut changed = false;
                 for (field, value) in values {
                     if lookup(arguments, field).is_none() {
                         set(arguments, field, value.clone());
+                        changed = true;
                     }
                 }
+                return Ok(changed);
             }
             KindSpec::Inject { values } => {
                 for (field, value) in values {
@@ -331,8 +373,12 @@ impl CompiledHook {
                 }
             }
             KindSpec::NormalizeText { fields } => {
+                let mut changed = false;
                 for field in fields {
-                    if let Some(Value::String(text)) = lookup(arguments, field) {
+                    if let Some(Value::String(text)) = lookup(arguments, field)
+                        && text.contains('\\')
+                    {
+                        changed = true;
                         let fixed = text
                             .replace("\\r\\n", "\n")
                             .replace("\\n", "\n")
@@ -340,13 +386,17 @@ impl CompiledHook {
                         set(arguments, field, Value::String(fixed));
                     }
                 }
+                return Ok(changed);
             }
             KindSpec::Warn { message } => outcome
                 .warnings
                 .push(format!("{}: {message}", self.label())),
             KindSpec::CapResponse { .. } => {}
         }
-        Ok(())
+        Ok(matches!(
+            self.spec.kind,
+            KindSpec::Inject { .. } | KindSpec::MarkdownToAdf { .. }
+        ))
     }
 
     fn apply_post(&self, result: &mut CallToolResult) -> Result<(), HookRefusal> {
