@@ -130,15 +130,29 @@ impl ServerHandler for McpHandler {
                 .peer
                 .supported_elicitation_modes()
                 .contains(&ElicitationMode::Form);
+        // 2026-07-28 clients are asked in the answer instead (input_required
+        // with an elicitation and a sealed requestState), if they can answer.
+        let modern_can_elicit = modern
+            && context.client_capabilities().is_some_and(|c| {
+                c.elicitation
+                    .as_ref()
+                    .is_some_and(|e| e.url.is_none() || e.form.is_some())
+            });
+        let mrtr = modern.then(|| pipeline::RoundTrip {
+            can_ask: modern_can_elicit,
+            responses: request.input_responses.clone(),
+            request_state: request.request_state.clone(),
+        });
         let call = CallRequest {
             principal: &principal,
             session: &session,
             tool: &request.name,
             arguments: request.arguments.unwrap_or_default(),
             elicitor: can_elicit.then(|| context.peer.clone()),
+            round_trip: mrtr,
         };
         match pipeline::run(&self.gw, call).await {
-            Ok(result) => Ok(result.into()),
+            Ok(response) => Ok(response),
             Err(error) => Err(error.into_mcp()),
         }
     }

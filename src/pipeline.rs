@@ -46,7 +46,21 @@ pub struct CallRequest<'a> {
     /// The client, when it can be asked through MCP elicitation (form mode,
     /// initialize-era protocol). Otherwise confirmation takes two calls.
     pub elicitor: Option<rmcp::Peer<rmcp::RoleServer>>,
+    /// For 2026-07-28 clients: the multi-round-trip state of this call.
+    pub round_trip: Option<RoundTrip>,
 }
+
+/// A 2026-07-28 call's round trip: whether the client can answer an
+/// elicitation, and what it sent back from the previous round.
+#[derive(Debug, Clone, Default)]
+pub struct RoundTrip {
+    pub can_ask: bool,
+    pub responses: Option<rmcp::model::InputResponses>,
+    pub request_state: Option<String>,
+}
+
+/// The key of the confirmation question in `inputRequests`.
+const CONFIRM_INPUT: &str = "confirm";
 
 /// How long the gateway waits for the human to answer an elicitation.
 const ELICITATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -186,7 +200,10 @@ pub fn new_call_id() -> String {
 }
 
 /// Run one tool call through the whole pipeline.
-pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolResult, CallError> {
+pub async fn run(
+    gw: &Gateway,
+    mut request: CallRequest<'_>,
+) -> Result<rmcp::model::CallToolResponse, CallError> {
     let started = Instant::now();
     let confirmation = match request.arguments.get(CONFIRM_ARG) {
         Some(Value::String(token)) if token.starts_with(CONFIRM_TOKEN_PREFIX) => {
@@ -259,7 +276,17 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
                 "not run: waiting for the human's confirmation".into(),
             );
             return match record_refusal(gw, row, &ask).await {
-                Ok(()) => Ok(preview),
+                Ok(()) => Ok(preview.into()),
+                Err(error) => Err(error),
+            };
+        }
+        Ok(Confirmed::InputRequired(question)) => {
+            let ask = CallError::refused(
+                "confirmation_required",
+                "not run: asked the human (input_required)".into(),
+            );
+            return match record_refusal(gw, row, &ask).await {
+                Ok(()) => Ok((*question).into()),
                 Err(error) => Err(error),
             };
         }
@@ -418,7 +445,7 @@ pub async fn run(gw: &Gateway, mut request: CallRequest<'_>) -> Result<CallToolR
         &gw.stats.allowed
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    answer
+    answer.map(Into::into)
 }
 
 fn resolve_and_authorize(
@@ -649,6 +676,9 @@ enum Confirmed {
     Proceed,
     /// Not run: this answer tells the human what would happen, with a token.
     AskFirst(CallToolResult),
+    /// Not run: a 2026-07-28 client is asked in the answer; its retry carries
+    /// the human's answer and the sealed state.
+    InputRequired(Box<rmcp::model::InputRequiredResult>),
 }
 
 /// Write-safety: high_risk actions, and writes the operator listed, run only
@@ -711,6 +741,36 @@ async fn confirm_if_needed(
         risk = resolved.risk,
         subject = request.principal.subject,
     );
+    if let Some(round_trip) = &request.round_trip {
+        // The retry: the state is our confirmation token, bound to this exact
+        // call and single use; the answer must be the human's approval.
+        if let Some(state) = &round_trip.request_state {
+            write_safety::redeem(&gw.pool, &gw.confirmation_key, state, &binding)
+                .await
+                .map_err(|refusal| CallError::refused(refusal.code(), refusal.to_string()))?;
+            let answer = round_trip
+                .responses
+                .as_ref()
+                .and_then(|r| r.get(CONFIRM_INPUT))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let approved = answer.get("action").and_then(Value::as_str) == Some("accept")
+                && answer.pointer("/content/approve").and_then(Value::as_bool) == Some(true);
+            return if approved {
+                Ok(Confirmed::Proceed)
+            } else {
+                Err(CallError::refused(
+                    "confirmation_declined",
+                    "the user did not approve this call".into(),
+                ))
+            };
+        }
+        if round_trip.can_ask {
+            let ttl = gw.config.policy.confirmation_ttl.as_secs();
+            let (state, _) = write_safety::issue(&gw.confirmation_key, &binding, ttl);
+            return confirmation_question(&summary, hook_confirmation, state);
+        }
+    }
     if let Some(peer) = &request.elicitor {
         return ask_through_elicitation(peer, &summary).await;
     }
@@ -732,6 +792,35 @@ async fn confirm_if_needed(
         "expires_at_unix": expires,
     }));
     Ok(Confirmed::AskFirst(preview))
+}
+
+/// The 2026-07-28 form of the question: `input_required` with one form
+/// elicitation and the confirmation token as the (sealed) `requestState`.
+fn confirmation_question(
+    summary: &str,
+    hook: Option<&str>,
+    state: String,
+) -> Result<Confirmed, CallError> {
+    use rmcp::model::{
+        ElicitRequest, ElicitRequestParams, ElicitationSchema, InputRequest, InputRequiredResult,
+    };
+    let schema = ElicitationSchema::builder()
+        .required_bool("approve")
+        .build()
+        .map_err(|e| CallError::unavailable("confirmation_unavailable", e.to_string()))?;
+    let reason = hook.map(|h| format!(" ({h})")).unwrap_or_default();
+    let question = ElicitRequest::new(ElicitRequestParams::FormElicitationParams {
+        meta: None,
+        message: format!("Confirm{reason}: {summary} Approve?"),
+        requested_schema: schema,
+    });
+    let requests = std::collections::BTreeMap::from([(
+        CONFIRM_INPUT.to_owned(),
+        InputRequest::Elicitation(question),
+    )]);
+    Ok(Confirmed::InputRequired(Box::new(
+        InputRequiredResult::new(Some(requests), Some(state)),
+    )))
 }
 
 /// Ask the human through the client (MCP elicitation): accept → run; decline,

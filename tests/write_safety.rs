@@ -268,17 +268,35 @@ async fn clients_that_support_elicitation_are_asked_in_the_call() {
     );
     assert_eq!(echoes(&log), vec!["approved"]);
 
-    // A 2026-07-28 client has no server-to-client requests: two-step instead.
+    // A 2026-07-28 client is asked in the answer (input_required with an
+    // elicitation and a sealed requestState); its SDK asks the human and retries.
     let out = gw
         .py_client_answering(&ops, "auto", step("modern"), Some("approve"))
         .await;
+    assert_eq!(out["protocol"], "2026-07-28", "{out}");
+    assert_eq!(out["results"][0]["content"], json!(["modern"]), "{out}");
+    assert!(
+        out["asked"][0]
+            .as_str()
+            .unwrap()
+            .contains("faulty.echo (high_risk)")
+    );
+    assert_eq!(echoes(&log), vec!["approved", "modern"]);
+    let out = gw
+        .py_client_answering(&ops, "auto", step("modern-declined"), Some("decline"))
+        .await;
+    assert_eq!(
+        out["results"][0]["error"]["data"]["reason"], "confirmation_declined",
+        "{out}"
+    );
+    // A 2026-07-28 client that cannot answer elicitations: two-step instead.
+    let out = gw.py_client(&ops, "auto", step("modern-two-step")).await;
     assert_eq!(
         out["results"][0]["structured"]["confirmation_required"],
         json!(true),
         "{out}"
     );
-    assert_eq!(out["asked"], json!([]));
-    assert_eq!(echoes(&log), vec!["approved"]);
+    assert_eq!(echoes(&log), vec!["approved", "modern"]);
 
     let rows = gw.audit_rows().await;
     let codes: Vec<_> = rows
@@ -290,6 +308,10 @@ async fn clients_that_support_elicitation_are_asked_in_the_call() {
         codes,
         vec![
             "allowed:-",
+            "refused:confirmation_declined",
+            "refused:confirmation_required",
+            "allowed:-",
+            "refused:confirmation_required",
             "refused:confirmation_declined",
             "refused:confirmation_required"
         ]
