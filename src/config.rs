@@ -63,6 +63,21 @@ pub struct Policy {
     /// How long a confirmation token stays valid.
     #[serde(default = "default_confirmation_ttl", deserialize_with = "duration")]
     pub confirmation_ttl: Duration,
+    /// Argument-aware rules that raise an action's class (see `classify.rs`).
+    #[serde(default)]
+    pub classify: Vec<crate::classify::ClassifyRule>,
+    /// Headless callers (service accounts, delegated grants) cannot confirm:
+    /// `refuse` (default) the writes that need confirmation, or `allow` them.
+    #[serde(default)]
+    pub headless_confirm: HeadlessConfirm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadlessConfirm {
+    #[default]
+    Refuse,
+    Allow,
 }
 
 impl Default for Policy {
@@ -72,6 +87,8 @@ impl Default for Policy {
             risk: BTreeMap::new(),
             confirm: Vec::new(),
             confirmation_ttl: default_confirmation_ttl(),
+            classify: Vec::new(),
+            headless_confirm: HeadlessConfirm::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit_log;
 pub mod catalog;
+pub mod classify;
 pub mod cli;
 pub mod cli_delegation;
 pub mod config;

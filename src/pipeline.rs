@@ -547,17 +547,30 @@ fn resolve_and_authorize(
         }
         _ => {}
     }
+    // Where the endpoint alone lies, the arguments decide (only ever upward).
+    let (risk, raised_by) = crate::classify::classify(
+        &gw.config.policy.classify,
+        service,
+        &action_name,
+        &arguments,
+        risk,
+    );
+    row.risk = Some(risk.as_str().into());
+    let because = raised_by
+        .as_deref()
+        .map(|why| format!(" ({why})"))
+        .unwrap_or_default();
     if gw.config.policy.read_only && risk != Risk::Read {
         return Err(CallError::refused(
             "read_only_mode",
-            format!("the gateway is read-only; '{action_name}' is a {risk} action"),
+            format!("the gateway is read-only; '{action_name}' is a {risk} action{because}"),
         ));
     }
     if risk > allowed {
         return Err(CallError::refused(
             "risk_not_allowed",
             format!(
-                "{} may use {service} up to {allowed}; '{action_name}' is {risk}",
+                "{} may use {service} up to {allowed}; '{action_name}' is {risk}{because}",
                 request.principal.subject
             ),
         ));
@@ -712,7 +725,16 @@ async fn confirm_if_needed(
     {
         return Ok(Confirmed::Proceed);
     }
-    if request.principal.user.service_account || request.principal.grant.is_some() {
+    let headless = request.principal.user.service_account || request.principal.grant.is_some();
+    if headless
+        && gw.config.policy.headless_confirm == crate::config::HeadlessConfirm::Allow
+        && resolved.risk == Risk::Write
+        && hook_confirmation.is_none()
+    {
+        // The operator lets unattended callers make the writes it listed.
+        return Ok(Confirmed::Proceed);
+    }
+    if headless {
         return Err(CallError::refused(
             "headless_cannot_confirm",
             format!(
