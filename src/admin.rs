@@ -13,6 +13,8 @@
 //! | DELETE `/admin/api/grants/{id}`            | revoke one                         |
 //! | POST `/admin/api/grants/revoke`            | `{"subject"}` or `{"flow_path"[, "instance"]}` |
 //! | POST `/admin/reload`                       | reload hooks; a bad file keeps the old set (400) |
+//! | GET/PUT `/admin/api/policy/risk`           | risk overrides: `{"pattern": "jira.delete_*", "risk": "high_risk"}` |
+//! | DELETE `/admin/api/policy/risk?pattern=…`  | remove one                         |
 
 use std::sync::Arc;
 
@@ -57,6 +59,12 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/admin/api/grants/{id}", delete(revoke_grant))
         .route("/admin/api/grants/revoke", post(revoke_grants))
         .route("/admin/reload", post(reload))
+        .route(
+            "/admin/api/policy/risk",
+            get(list_overrides)
+                .put(put_override)
+                .delete(remove_override),
+        )
         .layer(middleware::from_fn_with_state(gw.clone(), require_admin))
         .with_state(gw)
 }
@@ -173,6 +181,75 @@ async fn reload(State(gw): State<Arc<Gateway>>, Extension(admin): Extension<Admi
             "invalid_hooks",
             format!("{e} (the previous hooks stay active)"),
         ),
+    }
+}
+
+async fn list_overrides(State(gw): State<Arc<Gateway>>) -> Response {
+    let overrides: serde_json::Map<String, serde_json::Value> = gw
+        .risk_overrides()
+        .iter()
+        .map(|(pattern, risk)| (pattern.clone(), json!(risk.0.as_str())))
+        .collect();
+    Json(json!({ "overrides": overrides })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Override {
+    pattern: String,
+    risk: crate::config::RiskClass,
+}
+
+async fn put_override(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    body: axum::body::Bytes,
+) -> Response {
+    let wanted: Override = match parse(&body) {
+        Ok(o) => o,
+        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+    };
+    if !wanted.pattern.contains('.') {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_pattern",
+            format!(
+                "pattern '{}' must have the form service.action (globs allowed)",
+                wanted.pattern
+            ),
+        );
+    }
+    match gw
+        .set_risk_override(&wanted.pattern, Some(wanted.risk.0), &admin.0)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(admin = %admin.0, pattern = %wanted.pattern, risk = %wanted.risk.0, "risk override set");
+            Json(json!({ "pattern": wanted.pattern, "risk": wanted.risk.0.as_str() }))
+                .into_response()
+        }
+        Err(e) => storage(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct PatternQuery {
+    pattern: String,
+}
+
+async fn remove_override(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    Query(query): Query<PatternQuery>,
+) -> Response {
+    match gw.set_risk_override(&query.pattern, None, &admin.0).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no override for '{}'", query.pattern),
+        ),
+        Err(e) => storage(e),
     }
 }
 

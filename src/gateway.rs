@@ -12,6 +12,7 @@
 //!     └── session/<key>     SessionActor       temporary   ends on idle or DELETE
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -43,6 +44,20 @@ pub const AUDIT_KEY: &str = "audit";
 pub const SESSIONS_KEY: &str = "sessions";
 pub const CONNECTORS_KEY: &str = "connectors";
 pub const GRANTS_KEY: &str = "grants";
+
+async fn load_risk_overrides(
+    pool: &SqlitePool,
+) -> Result<BTreeMap<String, crate::config::RiskClass>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT pattern, risk FROM risk_overrides")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(pattern, risk)| {
+            actors::grant::Risk::parse(&risk).map(|r| (pattern, crate::config::RiskClass(r)))
+        })
+        .collect())
+}
 
 pub fn connector_key(service: &str) -> String {
     format!("connector/{service}")
@@ -127,6 +142,8 @@ pub struct Gateway {
     /// Signs write-safety confirmation tokens.
     pub confirmation_key: crate::write_safety::ConfirmationKey,
     catalogs: DashMap<String, Arc<ServiceCatalog>>,
+    /// Risk overrides from the admin API, merged into the config's policy.
+    risk_overrides: std::sync::RwLock<Arc<BTreeMap<String, crate::config::RiskClass>>>,
     draining: AtomicBool,
     root: ActorRef<SupervisorMsg>,
 }
@@ -277,6 +294,7 @@ impl Gateway {
         }
         let delegation =
             crate::delegation::exchange::Delegation::new(config.delegation.windmill_timeout);
+        let risk_overrides = load_risk_overrides(&pool).await?;
         let hooks = Arc::new(
             crate::hooks::Hooks::load(&config.hooks.dir, config.hooks.budget)
                 .map_err(|e| anyhow::anyhow!("hooks: {e}"))?,
@@ -302,6 +320,7 @@ impl Gateway {
             delegation,
             confirmation_key,
             catalogs: DashMap::new(),
+            risk_overrides: std::sync::RwLock::new(Arc::new(risk_overrides)),
             draining: AtomicBool::new(false),
             root,
         });
@@ -410,15 +429,66 @@ impl Gateway {
         {
             return Some(cached.clone());
         }
+        let overrides = self.risk_overrides();
+        let policy = if overrides.is_empty() {
+            std::borrow::Cow::Borrowed(&self.config.policy)
+        } else {
+            let mut merged = self.config.policy.clone();
+            merged
+                .risk
+                .extend(overrides.iter().map(|(k, v)| (k.clone(), *v)));
+            std::borrow::Cow::Owned(merged)
+        };
         let built = Arc::new(ServiceCatalog::build(
             service,
             config,
-            &self.config.policy,
+            &policy,
             status.generation,
             &status.tools,
         ));
         self.catalogs.insert(service.to_owned(), built.clone());
         Some(built)
+    }
+
+    pub fn risk_overrides(&self) -> Arc<BTreeMap<String, crate::config::RiskClass>> {
+        self.risk_overrides.read().expect("overrides lock").clone()
+    }
+
+    /// Set (or with `None` remove) an admin risk override; catalogs rebuild.
+    pub async fn set_risk_override(
+        &self,
+        pattern: &str,
+        risk: Option<actors::grant::Risk>,
+        by: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let changed = match risk {
+            Some(risk) => {
+                sqlx::query(
+                    "INSERT INTO risk_overrides (pattern, risk, set_by, set_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (pattern) DO UPDATE SET risk = excluded.risk, set_by = excluded.set_by, set_at = excluded.set_at",
+                )
+                .bind(pattern)
+                .bind(risk.as_str())
+                .bind(by)
+                .bind(actors::now_rfc3339())
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    > 0
+            }
+            None => {
+                sqlx::query("DELETE FROM risk_overrides WHERE pattern = ?")
+                    .bind(pattern)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected()
+                    > 0
+            }
+        };
+        let fresh = load_risk_overrides(&self.pool).await?;
+        *self.risk_overrides.write().expect("overrides lock") = Arc::new(fresh);
+        self.catalogs.clear();
+        Ok(changed)
     }
 
     pub fn is_draining(&self) -> bool {

@@ -107,3 +107,92 @@ users:
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_override_reclassifies_an_action_at_once() {
+    let bigquery = Recorder::start().await;
+    let gw = TestGateway::start(&format!(
+        "services:\n  bigquery: {{ kind: mcp, url: \"{}\" }}\nusers:\n  - email: bob@example.com\n    access: {{ bigquery: write }}\n  - email: root@example.com\n    admin: true\n",
+        bigquery.url
+    ))
+    .await;
+    let admin = gw.token("root@example.com").await;
+    let bob = rmcp_connect(&gw.url, &gw.token("bob@example.com").await).await;
+    call(
+        &bob,
+        "bigquery_read_actions",
+        json!({"action": "query", "sql": "select 1"}),
+    )
+    .await
+    .unwrap();
+
+    let http = reqwest::Client::new();
+    let url = format!("{}/admin/api/policy/risk", gw.base);
+    let response = http
+        .put(&url)
+        .bearer_auth(&admin)
+        .json(&json!({"pattern": "bigquery.q*", "risk": "high_risk"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let e = call(
+        &bob,
+        "bigquery_read_actions",
+        json!({"action": "query", "sql": "select 1"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&e), "wrong_tool");
+    let e = call(
+        &bob,
+        "bigquery_write_actions",
+        json!({"action": "query", "sql": "select 1"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&e), "risk_not_allowed");
+    let listed: serde_json::Value = http
+        .get(&url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["overrides"]["bigquery.q*"], "high_risk");
+    let bad = http
+        .put(&url)
+        .bearer_auth(&admin)
+        .json(&json!({"pattern": "nodot", "risk": "read"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad = http
+        .put(&url)
+        .bearer_auth(&admin)
+        .json(&json!({"pattern": "a.b", "risk": "severe"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let removed = http
+        .delete(format!("{url}?pattern=bigquery.q*"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    call(
+        &bob,
+        "bigquery_read_actions",
+        json!({"action": "query", "sql": "select 1"}),
+    )
+    .await
+    .unwrap();
+    bob.cancel().await.unwrap();
+    gw.stop().await;
+}
