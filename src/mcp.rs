@@ -111,6 +111,9 @@ impl ServerHandler for McpHandler {
                 tools.extend(catalog.tools_for(max));
             }
         }
+        if principal.grant.is_none() && !principal.user.service_account {
+            tools.push(crate::hooks::self_service::tool());
+        }
         Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(TOOL_LIST_TTL_MS))
     }
 
@@ -120,6 +123,13 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let (principal, session) = self.admit(&context, &request.name).await?;
+        if request.name == crate::hooks::self_service::TOOL {
+            let arguments = request.arguments.unwrap_or_default();
+            return crate::hooks::self_service::call(&self.gw, &principal, &session, arguments)
+                .await
+                .map(Into::into)
+                .map_err(CallError::into_mcp);
+        }
         // Elicitation is a server-to-client request: only initialize-era
         // clients that declared form elicitation can receive one.
         let modern = context

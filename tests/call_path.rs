@@ -42,6 +42,7 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
             json!([
                 "everything_read_actions",
                 "everything_write_actions",
+                "gateway_my_hooks",
                 "time_read_actions"
             ]),
             "alice ({mode})"
@@ -49,7 +50,7 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
         let out = gw.py_client(&bob, mode, json!([{"op": "list"}])).await;
         assert_eq!(
             out["results"][0]["tools"],
-            json!(["time_read_actions"]),
+            json!(["gateway_my_hooks", "time_read_actions"]),
             "bob ({mode})"
         );
         let out = gw.py_client(&ops, mode, json!([{"op": "list"}])).await;
@@ -59,6 +60,7 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
             json!([
                 "everything_read_actions",
                 "everything_write_actions",
+                "gateway_my_hooks",
                 "time_read_actions",
                 "time_write_actions"
             ]),

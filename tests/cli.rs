@@ -280,7 +280,8 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
         vec![
             "everything_read_actions",
             "everything_write_actions",
-            "time_read_actions"
+            "time_read_actions",
+            "gateway_my_hooks"
         ]
     );
     let called = inspector(&[

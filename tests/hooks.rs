@@ -409,3 +409,100 @@ async fn a_changed_file_is_picked_up_without_asking() {
     client.cancel().await.unwrap();
     s.gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn people_manage_their_own_hooks_from_their_client() {
+    let s = setup().await;
+    let alice = rmcp_connect(&s.gw.url, &s.alice).await;
+    let bob = rmcp_connect(&s.gw.url, &s.gw.token("bob@example.com").await).await;
+    let tools: Vec<String> = alice
+        .peer()
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(tools.contains(&"gateway_my_hooks".to_owned()));
+
+    let added = call(
+        &alice,
+        "gateway_my_hooks",
+        json!({"op": "add", "hook": {"name": "no-posts-to-random", "kind": "endpoint_allowlist", "field": "channel", "allow": ["#team-*"]}}),
+    )
+    .await
+    .unwrap();
+    assert!(text_of(&added).contains("added"));
+    let e = call(
+        &alice,
+        "jira_write_actions",
+        json!({"action": "post_message", "text": "x", "channel": "#random"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&e), "endpoint_not_allowed");
+    call(
+        &bob,
+        "jira_write_actions",
+        json!({"action": "post_message", "text": "x", "channel": "#random"}),
+    )
+    .await
+    .unwrap();
+    let listed = call(&alice, "gateway_my_hooks", json!({"op": "list"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.structured_content.unwrap()["hooks"][0]["name"],
+        "no-posts-to-random"
+    );
+
+    // Loosening is refused, exactly as in a file.
+    let e = call(
+        &alice,
+        "gateway_my_hooks",
+        json!({"op": "add", "hook": {"name": "sneaky", "kind": "inject", "values": {"channel": "#x"}}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&e), "invalid_hook");
+
+    call(
+        &alice,
+        "gateway_my_hooks",
+        json!({"op": "remove", "name": "no-posts-to-random"}),
+    )
+    .await
+    .unwrap();
+    call(
+        &alice,
+        "jira_write_actions",
+        json!({"action": "post_message", "text": "x", "channel": "#random"}),
+    )
+    .await
+    .unwrap();
+    let rows = s.gw.audit_rows().await;
+    let changes: Vec<String> = rows
+        .iter()
+        .filter(|r| r.tool == "gateway_my_hooks")
+        .map(|r| {
+            format!(
+                "{}:{}:{}",
+                r.subject,
+                r.action.as_deref().unwrap_or("-"),
+                r.decision
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            "alice@example.com:add:allowed",
+            "alice@example.com:list:allowed",
+            "alice@example.com:add:refused",
+            "alice@example.com:remove:allowed"
+        ]
+    );
+    alice.cancel().await.unwrap();
+    bob.cancel().await.unwrap();
+    s.gw.stop().await;
+}

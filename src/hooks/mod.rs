@@ -8,6 +8,7 @@
 
 pub mod adf;
 pub mod load;
+pub mod self_service;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
