@@ -437,7 +437,7 @@ async fn direct_exposure_presents_each_upstream_tool_under_the_same_governance()
     let client = gw.rmcp_client(&bob).await;
     let tools = client.peer().list_all_tools().await.unwrap();
     let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
-    assert_eq!(names, vec!["time__get_current_time"]);
+    assert_eq!(names, vec!["time__get_current_time", "gateway_my_hooks"]);
     let result = call(
         &client,
         "time__get_current_time",
