@@ -1,16 +1,18 @@
 //! The governance pipeline: every `tools/call` passes [`run`], in this order:
 //!
-//! 1. resolve subject/actor and scope (the principal; a grant later)
+//! 1. resolve subject/actor and scope (the principal, or its delegation grant)
 //! 2. resolve the tool to a service and action
-//! 3. classify the action's risk; the read-only switch
-//! 4. authorize against the caller's access
+//! 3. classify the action's risk (catalog/annotations, overrides, then the
+//!    arguments: `classify.rs`); the read-only switch
+//! 4. authorize against the caller's access (under a grant: its actor)
 //! 5. validate arguments against the action's own schema
-//! 6. (seam: pre-hooks) write-safety: confirmation by the human
-//!    (elicitation, or a token bound to this exact call); (seam: PII rehydration)
-//! 7. write-ahead audit: the decision is durable before anything runs
-//! 8. connector call
-//! 9. (seams: post-hooks, PII pseudonymization)
-//! 10. audit outcome, then the answer
+//! 6. company pre-hooks, then the subject's own (`hooks/`)
+//! 7. write-safety: confirmation by the human (elicitation, `input_required`,
+//!    or a token bound to this exact call); (seam: PII rehydration)
+//! 8. write-ahead audit: the decision is durable before anything runs
+//! 9. connector hand-off (inside the grant's gate when delegated), then its answer
+//! 10. post-hooks; (seam: PII pseudonymization)
+//! 11. audit outcome, then the answer
 //!
 //! A stage that refuses ends the call with a [`CallError`] and an audit row
 //! naming the reason. If the audit store cannot write, nothing runs.
