@@ -26,6 +26,8 @@ pub struct AuditRow {
     pub args_sha256: String,
     pub grant_id: Option<String>,
     pub job_id: Option<String>,
+    pub pii_rehydrated: Option<i64>,
+    pub pii_types: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -71,6 +73,8 @@ pub async fn query(pool: &SqlitePool, filter: &AuditFilter) -> Result<Vec<AuditR
             args_sha256: r.get("args_sha256"),
             grant_id: r.get("grant_id"),
             job_id: r.get("job_id"),
+            pii_rehydrated: r.get("pii_rehydrated"),
+            pii_types: r.get("pii_types"),
         })
         .collect();
     out.reverse();

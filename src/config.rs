@@ -38,6 +38,9 @@ pub struct Config {
     pub delegation: DelegationConfig,
     #[serde(default)]
     pub hooks: HooksConfig,
+    /// PII pseudonymization (on by default).
+    #[serde(default)]
+    pub pii: crate::pii::PiiConfig,
     /// Digest of the config text: confirmation tokens are bound to it, so a
     /// policy change voids tokens issued under the old one.
     #[serde(skip)]
@@ -300,6 +303,7 @@ impl Default for Config {
             users: Vec::new(),
             delegation: DelegationConfig::default(),
             hooks: HooksConfig::default(),
+            pii: crate::pii::PiiConfig::default(),
             policy_version: policy_version(""),
         }
     }
@@ -575,6 +579,11 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text)
         .map_err(|e| serde::de::Error::custom(format!("bad duration '{text}': {e} (e.g. 30s, 5m)")))
+}
+
+/// `duration` for other modules' config sections.
+pub(crate) fn duration_de<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration(d)
 }
 
 fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -135,6 +135,8 @@ pub struct Gateway {
     pub session_bindings: Arc<DashMap<String, String>>,
     /// The master key; every purpose derives its own key from it.
     pub master_key: crate::keys::MasterKey,
+    /// PII pseudonymization and rehydration.
+    pub pii: Arc<crate::pii::Pii>,
     /// Policy hooks (reloaded whole on change).
     pub hooks: Arc<crate::hooks::Hooks>,
     /// Windmill verification and the live delegation grants.
@@ -295,6 +297,10 @@ impl Gateway {
         let delegation =
             crate::delegation::exchange::Delegation::new(config.delegation.windmill_timeout);
         let risk_overrides = load_risk_overrides(&pool).await?;
+        let pii = Arc::new(
+            crate::pii::Pii::new(config.pii.clone(), &master_key, pool.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
         let hooks = Arc::new(
             crate::hooks::Hooks::load(&config.hooks.dir, config.hooks.budget)
                 .map_err(|e| anyhow::anyhow!("hooks: {e}"))?,
@@ -316,6 +322,7 @@ impl Gateway {
             session_manager: Arc::new(session_manager),
             session_bindings: Arc::new(DashMap::new()),
             master_key,
+            pii,
             hooks,
             delegation,
             confirmation_key,

@@ -15,6 +15,7 @@ pub mod http;
 pub mod keys;
 pub mod mcp;
 pub mod oauth;
+pub mod pii;
 pub mod pipeline;
 pub mod principal;
 pub mod storage;

@@ -193,6 +193,8 @@ pub fn audit_row(start: RowStart<'_>) -> AuditDecision {
         args_sha256: canonical_digest(start.arguments),
         grant_id: None,
         job_id: None,
+        pii_rehydrated: None,
+        pii_types: None,
         completed: false,
     }
 }
@@ -294,7 +296,27 @@ pub async fn run(
         }
         Err(error) => return Err(refuse(gw, row, error).await),
     }
-    // Seam: PII rehydration of arguments.
+    // Pseudonyms in the arguments become the real values again — only this
+    // subject's own; anything else is refused.
+    match gw
+        .pii
+        .rehydrate(
+            &request.principal.subject,
+            &resolved.service,
+            &mut resolved.upstream_arguments,
+        )
+        .await
+    {
+        Ok(counts) if counts.total() > 0 => {
+            row.pii_rehydrated = Some(counts.total() as i64);
+            row.pii_types = Some(counts.types());
+        }
+        Ok(_) => {}
+        Err(refusal) => {
+            let error = CallError::refused(refusal.code, refusal.message);
+            return Err(refuse(gw, row, error).await);
+        }
+    }
 
     // Write-ahead: the attempt is on record before the upstream sees it.
     record(gw, AuditWrite::Decision(Box::new(row.clone())))
@@ -384,7 +406,27 @@ pub async fn run(
         }
         Err(error) => Err(error),
     };
-    // Seam: PII pseudonymization of the result.
+    // Personal data in the answer is pseudonymized before the model sees it;
+    // if that fails, the answer is withheld.
+    let outcome = match outcome {
+        Ok(mut result) => {
+            match gw
+                .pii
+                .pseudonymize(&request.principal.subject, &resolved.service, &mut result)
+                .await
+            {
+                Ok(_) => Ok(result),
+                Err(refusal) => {
+                    tracing::error!(service = %resolved.service, reason = refusal.code, "PII scan failed: result withheld");
+                    let error = CallError::refused(refusal.code, refusal.message);
+                    return Err(
+                        refuse_after_write_ahead(gw, &row, started, error, "withheld").await,
+                    );
+                }
+            }
+        }
+        Err(error) => Err(error),
+    };
 
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (completion, answer) = match outcome {

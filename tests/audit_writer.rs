@@ -25,6 +25,8 @@ fn decision(call_id: &str) -> AuditWrite {
         args_sha256: "0".repeat(64),
         grant_id: None,
         job_id: None,
+        pii_rehydrated: None,
+        pii_types: None,
         completed: false,
     }))
 }

@@ -56,6 +56,9 @@ pub struct AuditDecision {
     pub grant_id: Option<String>,
     /// The workflow job the call was made for (delegated calls).
     pub job_id: Option<String>,
+    /// Pseudonyms put back into the arguments (count; entity types, never values).
+    pub pii_rehydrated: Option<i64>,
+    pub pii_types: Option<String>,
     /// Refusals are complete at once; allowed calls are completed by an [`AuditOutcome`].
     pub completed: bool,
 }
@@ -258,9 +261,9 @@ async fn write_batch(
         let mut sql = String::from(
             "INSERT INTO audit_events (call_id, started_at, completed_at, subject, actor, \
              session, client_name, client_version, service, tool, action, risk, decision, \
-             reason_code, reason, args_sha256, grant_id, job_id) VALUES ",
+             reason_code, reason, args_sha256, grant_id, job_id, pii_rehydrated, pii_types) VALUES ",
         );
-        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         sql.push_str(&vec![row; chunk.len()].join(", "));
         // Only constant text and placeholders: nothing from callers is spliced in.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -283,7 +286,9 @@ async fn write_batch(
                 .bind(&d.reason)
                 .bind(&d.args_sha256)
                 .bind(&d.grant_id)
-                .bind(&d.job_id);
+                .bind(&d.job_id)
+                .bind(d.pii_rehydrated)
+                .bind(&d.pii_types);
         }
         query.execute(&mut *conn).await?;
     }

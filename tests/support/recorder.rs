@@ -1,6 +1,7 @@
 //! An in-process upstream MCP server (Streamable HTTP) that counts the calls
 //! that reach it: `query` (read-only), `post_message` (a write) and
-//! `drop_table` (destructive → high_risk).
+//! `drop_table` (destructive → high_risk), and `get_issue` (read-only, a
+//! Jira-shaped issue with personal data in it).
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -66,6 +67,12 @@ impl ServerHandler for Handler {
                 schema(serde_json::json!({"table": {"type": "string"}})),
             )
             .with_annotations(ToolAnnotations::new().destructive(true)),
+            Tool::new(
+                "get_issue",
+                "A Jira-shaped issue with personal data in it",
+                schema(serde_json::json!({"key": {"type": "string"}})),
+            )
+            .with_annotations(ToolAnnotations::new().read_only(true)),
         ]))
     }
 
@@ -75,6 +82,23 @@ impl ServerHandler for Handler {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if request.name == "get_issue" {
+            let issue = serde_json::json!({
+                "key": "PROJ-12",
+                "fields": {
+                    "summary": "Printer on fire in room 4.12",
+                    "reporter": {
+                        "displayName": "Marie Curie",
+                        "emailAddress": "marie.curie@example.com",
+                        "accountId": "5b10a2844c20165700ede21g"
+                    },
+                    "assignee": {"displayName": "Pierre Curie", "accountId": "5b10ac8d82e05b22cc7d4ef5"},
+                    "description": "Call me at +44 20 7946 0958 or write to marie.curie@example.com; host 10.2.3.4. Order 88231 is unrelated.",
+                    "created": "2026-11-24T09:15:00.000+0000"
+                }
+            });
+            return Ok(CallToolResult::success(vec![ContentBlock::text(issue.to_string())]).into());
+        }
         let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
         self.received
             .lock()

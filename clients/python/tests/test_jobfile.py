@@ -36,7 +36,11 @@ class JobFileTests(unittest.TestCase):
             (GOOD.replace("slack: [read, write]", "slak: [write]"), "job.yml:5:5", "unknown service 'slak'"),
             (GOOD.replace("[read, write]", "[read, delete]"), "job.yml:5:19", "unknown risk class 'delete'"),
             (GOOD.replace("0 3 * * *", "0 25 * * *"), "job.yml:2:12", "bad hour"),
-            (GOOD.replace("  - slack: [read, write]", "  - bigquery: [write]"), "job.yml:5:5", "declared twice"),
+            (
+                GOOD.replace("  - slack: [read, write]", "  - bigquery: [write]"),
+                "job.yml:5:5",
+                "declared twice",
+            ),
             (GOOD.replace("schedule:", "schedul:"), "job.yml:2:1", "unknown field `schedul`"),
             (GOOD.replace("0 3 * * *", "0 3 * *"), "job.yml:2:12", "has 4 fields"),
         ]

@@ -1,0 +1,443 @@
+//! Detectors for personal data in free text: email, phone, IBAN (mod-97),
+//! payment card (Luhn + issuer ranges), IPv4/IPv6, and operator patterns.
+//! Each finds byte spans; overlapping finds keep the most specific one.
+
+use std::net::Ipv6Addr;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entity {
+    Email,
+    Phone,
+    Iban,
+    Card,
+    Ip,
+    Person,
+    Custom(u16),
+}
+
+impl Entity {
+    /// The label used in pseudonyms and statistics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Entity::Email => "EMAIL",
+            Entity::Phone => "PHONE",
+            Entity::Iban => "IBAN",
+            Entity::Card => "CARD",
+            Entity::Ip => "IP",
+            Entity::Person => "PERSON",
+            Entity::Custom(_) => "CUSTOM",
+        }
+    }
+
+    /// Preference when two finds overlap (higher wins).
+    fn rank(self) -> u8 {
+        match self {
+            Entity::Email => 6,
+            Entity::Iban => 5,
+            Entity::Card => 4,
+            Entity::Ip => 3,
+            Entity::Custom(_) => 2,
+            Entity::Phone => 1,
+            Entity::Person => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Find {
+    pub entity: Entity,
+    pub start: usize,
+    pub end: usize,
+}
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b[a-z0-9][a-z0-9._%+-]{0,63}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*\.[a-z]{2,24}\b")
+        .expect("email regex")
+});
+static IBAN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b[a-z]{2}[0-9]{2}(?:[ ]?[a-z0-9]){11,30}\b").expect("iban regex")
+});
+static DIGIT_RUN: LazyLock<Regex> = LazyLock::new(|| {
+    // Digits with the separators people and systems put in numbers.
+    Regex::new(r"\+?\(?\d[\d ().\-/]{5,22}\d").expect("digit run regex")
+});
+static IPV4: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b",
+    )
+    .expect("ipv4 regex")
+});
+static IPV6_CANDIDATE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}").expect("ipv6 regex"));
+static SSN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\d{3}-\d{2}-\d{4}$").expect("ssn regex"));
+static DATE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?:[ T]\d{1,2}[:.]\d{2}.*)?$")
+        .expect("date regex")
+});
+
+/// Words before a number that make it an identifier rather than a phone.
+const NOT_A_PHONE_BEFORE: [&str; 14] = [
+    "order",
+    "invoice",
+    "ticket",
+    "ref",
+    "reference",
+    "id",
+    "no",
+    "#",
+    "isbn",
+    "version",
+    "v",
+    "build",
+    "account",
+    "po",
+];
+const PHONE_CONTEXT: [&str; 8] = [
+    "phone", "tel", "call", "mobile", "fax", "cell", "contact", "whatsapp",
+];
+
+pub fn luhn(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut v = u32::from(*d);
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum.is_multiple_of(10)
+}
+
+/// Issuer ranges and lengths (Visa, Mastercard, Amex, Discover, Diners, JCB,
+/// Maestro, UnionPay): Luhn alone would call one random number in ten a card.
+pub fn card_issuer_ok(digits: &[u8]) -> bool {
+    let n = digits.len();
+    let prefix = |k: usize| {
+        digits
+            .iter()
+            .take(k)
+            .fold(0u32, |acc, d| acc * 10 + u32::from(*d))
+    };
+    let p2 = prefix(2);
+    let p3 = prefix(3);
+    let p4 = prefix(4);
+    let p6 = prefix(6);
+    match digits.first() {
+        Some(4) => matches!(n, 13 | 16 | 19),
+        Some(5) => {
+            ((51..=55).contains(&p2) && n == 16)
+                || ((50..=59).contains(&p2) && (12..=19).contains(&n))
+        }
+        Some(2) => ((222_100..=272_099).contains(&p6) && n == 16) || (p4 == 2131 && n == 15),
+        Some(3) => {
+            ((p2 == 34 || p2 == 37) && n == 15)
+                || (((300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39)
+                    && (14..=19).contains(&n))
+                || ((3528..=3589).contains(&p4) && (16..=19).contains(&n))
+        }
+        Some(6) => (12..=19).contains(&n),
+        Some(1) => p4 == 1800 && n == 15,
+        _ => false,
+    }
+}
+
+/// ISO 13616 mod-97 check of an IBAN (spaces ignored).
+pub fn iban_ok(text: &str) -> bool {
+    let compact: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if compact.len() < 15
+        || compact.len() > 34
+        || !compact.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return false;
+    }
+    let (head, tail) = compact.split_at(4);
+    let mut remainder = 0u32;
+    for c in tail.chars().chain(head.chars()) {
+        let value = c.to_digit(36).expect("alphanumeric");
+        if value >= 10 {
+            remainder = (remainder * 100 + value) % 97;
+        } else {
+            remainder = (remainder * 10 + value) % 97;
+        }
+    }
+    remainder == 1
+}
+
+fn word_before(text: &str, start: usize) -> String {
+    text[..start]
+        .trim_end_matches([' ', ':', '.', '=', '('])
+        .rsplit(|c: char| c.is_whitespace())
+        .next()
+        .unwrap_or("")
+        .trim_start_matches(['(', '[', '"', '\''])
+        .to_ascii_lowercase()
+}
+
+fn near_phone_words(text: &str, start: usize) -> bool {
+    let from = text[..start]
+        .char_indices()
+        .rev()
+        .nth(30)
+        .map_or(0, |(i, _)| i);
+    let window = text[from..start].to_ascii_lowercase();
+    PHONE_CONTEXT.iter().any(|w| window.contains(w))
+}
+
+/// Is this run of digits and separators a phone number?
+fn phone_shaped(text: &str, start: usize, candidate: &str) -> bool {
+    let digits: Vec<u8> = candidate
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    if !(7..=15).contains(&digits.len()) {
+        return false;
+    }
+    if SSN.is_match(candidate) || DATE.is_match(candidate) {
+        return false;
+    }
+    // Decimal numbers, prices, versions: a '.' between digit groups of 1-2 and a
+    // trailing fraction are not phones, unless dots separate phone-like groups.
+    let groups: Vec<&str> = candidate
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let separators = candidate
+        .chars()
+        .filter(|c| matches!(c, ' ' | '-' | '.' | '(' | ')' | '/'))
+        .count();
+    let before = word_before(text, start);
+    if NOT_A_PHONE_BEFORE
+        .iter()
+        .any(|w| before == *w || before.ends_with('#'))
+    {
+        return false;
+    }
+    // Immediately after a letter or currency sign it is part of an identifier or a price.
+    if let Some(prev) = text[..start].chars().next_back()
+        && (prev.is_alphanumeric() || matches!(prev, '$' | '€' | '£' | '#' | '_' | '-' | '/' | '.'))
+    {
+        return false;
+    }
+    if let Some(next) = text[start + candidate.len()..].chars().next()
+        && (next.is_alphanumeric() || matches!(next, '_' | '%' | '€' | '$' | '.' | '-' | '/' | ':'))
+        && !(next == '.'
+            && text[start + candidate.len() + 1..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_ascii_digit()))
+    {
+        return false;
+    }
+    if candidate.contains('.') && groups.len() == 2 {
+        return false;
+    }
+    if candidate.starts_with('+') || candidate.starts_with('(') {
+        return true;
+    }
+    if separators == 0 {
+        // A bare run of digits: only with a phone word nearby, or a trunk prefix.
+        return near_phone_words(text, start)
+            || (digits[0] == 0 && (10..=11).contains(&digits.len()));
+    }
+    // Grouped like phone numbers are written: 2-5 digit groups.
+    groups.len() >= 2 && groups.iter().all(|g| g.len() <= 6)
+}
+
+/// Operator-defined patterns: (regex, index used as the custom entity id).
+pub struct CustomPattern {
+    pub label: String,
+    pub regex: Regex,
+}
+
+/// Every find in `text`, non-overlapping, in order.
+pub fn scan(text: &str, custom: &[CustomPattern]) -> Vec<Find> {
+    let mut finds = Vec::new();
+    for m in EMAIL.find_iter(text) {
+        finds.push(Find {
+            entity: Entity::Email,
+            start: m.start(),
+            end: m.end(),
+        });
+    }
+    for m in IBAN.find_iter(text) {
+        if iban_ok(m.as_str()) {
+            finds.push(Find {
+                entity: Entity::Iban,
+                start: m.start(),
+                end: m.end(),
+            });
+        }
+    }
+    for m in IPV4.find_iter(text) {
+        let after = &text[m.end()..];
+        let before = &text[..m.start()];
+        // Not part of a longer dotted run (a version or OID).
+        let dotted_run = before.ends_with('.')
+            || (after.starts_with('.') && after[1..].starts_with(|c: char| c.is_ascii_digit()));
+        if !dotted_run {
+            finds.push(Find {
+                entity: Entity::Ip,
+                start: m.start(),
+                end: m.end(),
+            });
+        }
+    }
+    for m in IPV6_CANDIDATE.find_iter(text) {
+        let s = m.as_str().trim_end_matches(':');
+        if s.matches(':').count() >= 2
+            && s.parse::<Ipv6Addr>().is_ok()
+            && s.chars().any(|c| c.is_ascii_hexdigit())
+        {
+            finds.push(Find {
+                entity: Entity::Ip,
+                start: m.start(),
+                end: m.start() + s.len(),
+            });
+        }
+    }
+    for m in DIGIT_RUN.find_iter(text) {
+        let candidate = m.as_str().trim_end_matches([' ', '-', '.', '/', '(']);
+        let start = m.start();
+        let digits: Vec<u8> = candidate
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .map(|b| b - b'0')
+            .collect();
+        let separators_ok = candidate
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
+        if separators_ok
+            && (12..=19).contains(&digits.len())
+            && luhn(&digits)
+            && card_issuer_ok(&digits)
+        {
+            finds.push(Find {
+                entity: Entity::Card,
+                start,
+                end: start + candidate.len(),
+            });
+        } else if phone_shaped(text, start, candidate) {
+            finds.push(Find {
+                entity: Entity::Phone,
+                start,
+                end: start + candidate.len(),
+            });
+        }
+    }
+    for (index, pattern) in custom.iter().enumerate() {
+        for m in pattern.regex.find_iter(text) {
+            finds.push(Find {
+                entity: Entity::Custom(index as u16),
+                start: m.start(),
+                end: m.end(),
+            });
+        }
+    }
+    resolve_overlaps(finds)
+}
+
+/// Keep, among overlapping finds, the highest-ranked (then the longest).
+fn resolve_overlaps(mut finds: Vec<Find>) -> Vec<Find> {
+    finds.sort_by(|a, b| {
+        b.entity
+            .rank()
+            .cmp(&a.entity.rank())
+            .then((b.end - b.start).cmp(&(a.end - a.start)))
+    });
+    let mut kept: Vec<Find> = Vec::new();
+    for find in finds {
+        if kept
+            .iter()
+            .all(|k| find.end <= k.start || find.start >= k.end)
+        {
+            kept.push(find);
+        }
+    }
+    kept.sort_by_key(|f| f.start);
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<(Entity, String)> {
+        scan(text, &[])
+            .into_iter()
+            .map(|f| (f.entity, text[f.start..f.end].to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn checksums() {
+        assert!(luhn(&[4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]));
+        assert!(!luhn(&[4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2]));
+        assert!(iban_ok("GB82 WEST 1234 5698 7654 32"));
+        assert!(iban_ok("DE89370400440532013000"));
+        assert!(!iban_ok("DE89370400440532013001"));
+    }
+
+    #[test]
+    fn finds_what_it_should() {
+        assert_eq!(kinds("mail ma.rie+x@example.co.uk now")[0].0, Entity::Email);
+        assert_eq!(
+            kinds("card 4111 1111 1111 1111 ok")[0],
+            (Entity::Card, "4111 1111 1111 1111".into())
+        );
+        assert_eq!(
+            kinds("IBAN DE89 3704 0044 0532 0130 00.")[0].0,
+            Entity::Iban
+        );
+        assert_eq!(
+            kinds("from 10.0.0.12 and 2001:db8::8a2e:370:7334")[0].0,
+            Entity::Ip
+        );
+        assert_eq!(
+            kinds("from 10.0.0.12 and 2001:db8::8a2e:370:7334")[1],
+            (Entity::Ip, "2001:db8::8a2e:370:7334".into())
+        );
+        for phone in [
+            "+44 20 7946 0958",
+            "(415) 555-2671",
+            "905-674-3793",
+            "07700 900123",
+            "+49 30 901820",
+        ] {
+            assert_eq!(
+                kinds(&format!("call {phone} today")),
+                vec![(Entity::Phone, phone.to_owned())],
+                "{phone}"
+            );
+        }
+    }
+
+    #[test]
+    fn leaves_hard_negatives_alone() {
+        for text in [
+            "order #1234567890 shipped",
+            "Order 12345678 shipped",
+            "id 550e8400-e29b-41d4-a716-446655440000",
+            "version 2.14.1 released",
+            "at 2026-11-24 09:00:00",
+            "price $1,299.99 or 1299.99 EUR",
+            "ISBN 978-3-16-148410-0",
+            "ticket PROJ-123456",
+            "4111111111111112 is not a card",
+            "timestamp 1732435200",
+        ] {
+            assert!(kinds(text).is_empty(), "{text}: {:?}", kinds(text));
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! PII pseudonymization with rehydration: personal data in tool results is
+//! replaced by stable pseudonyms before the model sees it, and pseudonyms in
+//! later arguments are replaced by the real values before the service does —
+//! only within the same scope. A failure to scan withholds the result.
+
+pub mod detect;
+pub mod pseudonym;
+pub mod store;
+
+use std::collections::BTreeMap;
+
+use dashmap::DashMap;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::glob_match;
+use crate::keys::MasterKey;
+use detect::{CustomPattern, Entity};
+use pseudonym::{PSEUDONYM, ScopeKeys, mask};
+use store::{Lookup, MappingStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Pseudonymize,
+    Mask,
+    Pass,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeKind {
+    /// Pseudonyms are per person acted for (default).
+    #[default]
+    Subject,
+    /// One scope for the whole gateway (`pii.tenant`).
+    Tenant,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePii {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Per field (dotted path glob, e.g. `fields.description`): its own mode.
+    #[serde(default)]
+    pub fields: BTreeMap<String, Mode>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPatternConfig {
+    pub label: String,
+    pub regex: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub scope: ScopeKind,
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    #[serde(
+        default = "default_ttl",
+        deserialize_with = "crate::config::duration_de"
+    )]
+    pub ttl: std::time::Duration,
+    /// Extra keys whose string values are person names.
+    #[serde(default)]
+    pub name_keys: Vec<String>,
+    #[serde(default)]
+    pub patterns: Vec<CustomPatternConfig>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServicePii>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_tenant() -> String {
+    "default".into()
+}
+fn default_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
+}
+
+impl Default for PiiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            scope: ScopeKind::Subject,
+            tenant: default_tenant(),
+            ttl: default_ttl(),
+            name_keys: Vec::new(),
+            patterns: Vec::new(),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+/// Keys whose string value is a person's name wherever they appear.
+const NAME_KEYS: [&str; 8] = [
+    "displayName",
+    "display_name",
+    "real_name",
+    "realName",
+    "fullName",
+    "full_name",
+    "author",
+    "assignee",
+];
+/// Parents whose `name` is a person's.
+const PERSON_PARENTS: [&str; 14] = [
+    "assignee",
+    "reporter",
+    "author",
+    "creator",
+    "user",
+    "owner",
+    "sender",
+    "from",
+    "to",
+    "profile",
+    "member",
+    "members",
+    "watcher",
+    "participants",
+];
+/// Siblings that make an object a person.
+const PERSON_SIBLINGS: [&str; 6] = [
+    "email",
+    "emailAddress",
+    "accountId",
+    "real_name",
+    "avatarUrls",
+    "phone",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PiiRefusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// What a scan found (counts per entity label; never values).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts(pub BTreeMap<String, u64>);
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+    pub fn types(&self) -> String {
+        self.0.keys().cloned().collect::<Vec<_>>().join(",")
+    }
+}
+
+pub struct Pii {
+    pub config: PiiConfig,
+    master: MasterKey,
+    store: MappingStore,
+    custom: Vec<CustomPattern>,
+    /// (service, entity) → (detected, rehydrated), for the operator.
+    pub stats: DashMap<(String, String), (u64, u64)>,
+}
+
+struct Walk<'a> {
+    pii: &'a Pii,
+    scope: &'a ScopeKeys,
+    service: &'a str,
+    service_mode: Mode,
+    remember: Vec<(String, &'static str, String)>,
+    counts: Counts,
+}
+
+impl Pii {
+    pub fn new(
+        config: PiiConfig,
+        master: &MasterKey,
+        pool: sqlx::SqlitePool,
+    ) -> Result<Pii, String> {
+        let custom = config
+            .patterns
+            .iter()
+            .map(|p| {
+                regex::Regex::new(&p.regex)
+                    .map(|regex| CustomPattern {
+                        label: p.label.clone(),
+                        regex,
+                    })
+                    .map_err(|e| format!("pii.patterns '{}': {e}", p.label))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ttl = config.ttl.as_secs() as i64;
+        Ok(Pii {
+            config,
+            master: master.clone(),
+            store: MappingStore::new(pool, master, ttl),
+            custom,
+            stats: DashMap::new(),
+        })
+    }
+
+    pub fn scope(&self, subject: &str) -> ScopeKeys {
+        match self.config.scope {
+            ScopeKind::Subject => ScopeKeys::new(&self.master, subject),
+            ScopeKind::Tenant => {
+                ScopeKeys::new(&self.master, &format!("tenant:{}", self.config.tenant))
+            }
+        }
+    }
+
+    pub fn service_mode(&self, service: &str) -> Mode {
+        if !self.config.enabled {
+            return Mode::Pass;
+        }
+        self.config
+            .services
+            .get(service)
+            .map(|s| s.mode)
+            .unwrap_or_default()
+    }
+
+    fn field_mode(&self, service: &str, path: &str, inherited: Mode) -> Mode {
+        self.config
+            .services
+            .get(service)
+            .and_then(|s| {
+                s.fields
+                    .iter()
+                    .find(|(glob, _)| glob_match(glob, path))
+                    .map(|(_, m)| *m)
+            })
+            .unwrap_or(inherited)
+    }
+
+    /// Replace personal data in `result` before it reaches the model.
+    pub async fn pseudonymize(
+        &self,
+        subject: &str,
+        service: &str,
+        result: &mut CallToolResult,
+    ) -> Result<Counts, PiiRefusal> {
+        let service_mode = self.service_mode(service);
+        let has_field_rules = self
+            .config
+            .services
+            .get(service)
+            .is_some_and(|s| !s.fields.is_empty());
+        if service_mode == Mode::Pass && !has_field_rules {
+            return Ok(Counts::default());
+        }
+        let scope = self.scope(subject);
+        let mut walk = Walk {
+            pii: self,
+            scope: &scope,
+            service,
+            service_mode,
+            remember: Vec::new(),
+            counts: Counts::default(),
+        };
+        if let Some(structured) = result.structured_content.as_mut() {
+            walk.value(structured, "", None, service_mode);
+        }
+        for block in result.content.iter_mut() {
+            let Some(text) = block.as_text().map(|t| t.text.clone()) else {
+                continue;
+            };
+            let trimmed = text.trim_start();
+            let replaced = match serde_json::from_str::<Value>(&text) {
+                Ok(mut json) if trimmed.starts_with('{') || trimmed.starts_with('[') => {
+                    walk.value(&mut json, "", None, service_mode);
+                    serde_json::to_string(&json).map_err(|e| PiiRefusal {
+                        code: "pii_scan_failed",
+                        message: format!("the result could not be rewritten: {e}"),
+                    })?
+                }
+                _ => walk.text(&text, service_mode),
+            };
+            *block = ContentBlock::text(replaced);
+        }
+        for (pseudonym, entity, value) in &walk.remember {
+            self.store
+                .remember(&scope.scope_id, pseudonym, entity, value)
+                .await
+                .map_err(|e| PiiRefusal {
+                    code: "pii_store_unavailable",
+                    message: format!(
+                        "pseudonyms could not be stored, so the result is withheld: {e}"
+                    ),
+                })?;
+        }
+        for (entity, n) in &walk.counts.0 {
+            self.stats
+                .entry((service.to_owned(), entity.clone()))
+                .or_default()
+                .0 += n;
+        }
+        Ok(walk.counts)
+    }
+
+    /// Put the real values back into `arguments`; refuse pseudonyms of
+    /// another scope or that the gateway never issued.
+    pub async fn rehydrate(
+        &self,
+        subject: &str,
+        service: &str,
+        arguments: &mut JsonObject,
+    ) -> Result<Counts, PiiRefusal> {
+        if !self.config.enabled {
+            return Ok(Counts::default());
+        }
+        let scope = self.scope(subject);
+        let mut found = Vec::new();
+        collect_pseudonyms(&Value::Object(arguments.clone()), &mut found);
+        if found.is_empty() {
+            return Ok(Counts::default());
+        }
+        let mut real = BTreeMap::new();
+        let mut counts = Counts::default();
+        for pseudonym in found {
+            if real.contains_key(&pseudonym) {
+                continue;
+            }
+            match self.store.lookup(&scope.scope_id, &pseudonym).await {
+                Ok(Lookup::Found(value)) => {
+                    *counts.0.entry(label_of(&pseudonym).to_owned()).or_default() += 1;
+                    real.insert(pseudonym, value);
+                }
+                Ok(Lookup::OtherScope) => {
+                    return Err(PiiRefusal {
+                        code: "pseudonym_other_scope",
+                        message: format!("{pseudonym} was issued to someone else; it stays opaque"),
+                    });
+                }
+                Ok(Lookup::Unknown) => {
+                    return Err(PiiRefusal {
+                        code: "unknown_pseudonym",
+                        message: format!(
+                            "{pseudonym} was never issued by this gateway (or has expired)"
+                        ),
+                    });
+                }
+                Err(e) => {
+                    return Err(PiiRefusal {
+                        code: "pii_store_unavailable",
+                        message: format!("pseudonyms could not be looked up: {e}"),
+                    });
+                }
+            }
+        }
+        for value in arguments.values_mut() {
+            replace_pseudonyms(value, &real);
+        }
+        for (entity, n) in &counts.0 {
+            self.stats
+                .entry((service.to_owned(), entity.clone()))
+                .or_default()
+                .1 += n;
+        }
+        Ok(counts)
+    }
+}
+
+fn label_of(pseudonym: &str) -> &str {
+    if pseudonym.starts_with("person-") {
+        "EMAIL"
+    } else {
+        pseudonym
+            .trim_start_matches('<')
+            .split('_')
+            .next()
+            .unwrap_or("CUSTOM")
+    }
+}
+
+fn collect_pseudonyms(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.extend(PSEUDONYM.find_iter(s).map(|m| m.as_str().to_owned())),
+        Value::Array(items) => items.iter().for_each(|v| collect_pseudonyms(v, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_pseudonyms(v, out)),
+        _ => {}
+    }
+}
+
+fn replace_pseudonyms(value: &mut Value, real: &BTreeMap<String, String>) {
+    match value {
+        Value::String(s) if PSEUDONYM.is_match(s) => {
+            *s = PSEUDONYM
+                .replace_all(s, |c: &regex::Captures<'_>| {
+                    real.get(&c[0]).cloned().unwrap_or_else(|| c[0].to_owned())
+                })
+                .into_owned();
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| replace_pseudonyms(v, real)),
+        Value::Object(map) => map.values_mut().for_each(|v| replace_pseudonyms(v, real)),
+        _ => {}
+    }
+}
+
+impl Walk<'_> {
+    fn replacement(&mut self, entity: Entity, value: &str, mode: Mode) -> String {
+        let label = match entity {
+            Entity::Custom(i) => self
+                .pii
+                .custom
+                .get(i as usize)
+                .map_or("CUSTOM", |c| c.label.as_str()),
+            other => other.label(),
+        };
+        *self.counts.0.entry(label.to_owned()).or_default() += 1;
+        match mode {
+            Mode::Mask => mask(entity, value),
+            Mode::Pass => value.to_owned(),
+            Mode::Pseudonymize => {
+                let pseudonym = self.scope.pseudonym(entity, value);
+                self.remember
+                    .push((pseudonym.clone(), entity.label(), value.to_owned()));
+                pseudonym
+            }
+        }
+    }
+
+    fn text(&mut self, text: &str, mode: Mode) -> String {
+        if mode == Mode::Pass {
+            return text.to_owned();
+        }
+        let finds = detect::scan(text, &self.pii.custom);
+        if finds.is_empty() {
+            return text.to_owned();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for find in finds {
+            out.push_str(&text[at..find.start]);
+            let replaced = self.replacement(find.entity, &text[find.start..find.end], mode);
+            out.push_str(&replaced);
+            at = find.end;
+        }
+        out.push_str(&text[at..]);
+        out
+    }
+
+    fn is_name_key(&self, key: &str, person_object: bool) -> bool {
+        NAME_KEYS.contains(&key)
+            || self.pii.config.name_keys.iter().any(|k| k == key)
+            || (person_object && matches!(key, "name" | "fullname" | "username_display"))
+    }
+
+    fn value(&mut self, value: &mut Value, path: &str, parent_key: Option<&str>, inherited: Mode) {
+        match value {
+            Value::Object(map) => {
+                let person_object = parent_key.is_some_and(|p| PERSON_PARENTS.contains(&p))
+                    || map.keys().any(|k| PERSON_SIBLINGS.contains(&k.as_str()));
+                for (key, child) in map.iter_mut() {
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    let mode = self.pii.field_mode(self.service, &child_path, inherited);
+                    match child {
+                        Value::String(s)
+                            if mode != Mode::Pass
+                                && self.is_name_key(key, person_object)
+                                && !s.is_empty() =>
+                        {
+                            // A name is a name: the whole value, not a pattern inside it.
+                            if !PSEUDONYM.is_match(s) {
+                                *s = self.replacement(Entity::Person, &s.clone(), mode);
+                            }
+                        }
+                        other => self.value(other, &child_path, Some(key), mode),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for item in items.iter_mut() {
+                    self.value(item, path, parent_key, inherited);
+                }
+            }
+            Value::String(s) => {
+                let replaced = self.text(s, inherited);
+                *s = replaced;
+            }
+            _ => {}
+        }
+        let _ = self.service_mode;
+    }
+}

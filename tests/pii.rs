@@ -1,0 +1,184 @@
+//! PII through the gateway: pseudonyms out, real values back in for the same
+//! subject only, with a real MCP client and an upstream that records what
+//! reaches it.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::recorder::Recorder;
+use support::{TestGateway, call, reason_of, rmcp_connect, text_of};
+
+async fn setup(extra: &str) -> (TestGateway, Recorder) {
+    let jira = Recorder::start().await;
+    let gw = TestGateway::start(&format!(
+        "services:\n  jira: {{ kind: mcp, url: \"{}\" }}\nusers:\n  - email: alice@example.com\n    access: {{ jira: write }}\n  - email: bob@example.com\n    access: {{ jira: write }}\n{extra}",
+        jira.url
+    ))
+    .await;
+    (gw, jira)
+}
+
+fn issue_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_sees_pseudonyms_and_the_service_gets_real_values_back() {
+    let (gw, jira) = setup("").await;
+    let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
+    let read = call(
+        &alice,
+        "jira_read_actions",
+        json!({"action": "get_issue", "key": "PROJ-12"}),
+    )
+    .await
+    .unwrap();
+    let text = text_of(&read);
+    assert!(
+        !text.contains("marie.curie@example.com")
+            && !text.contains("Marie Curie")
+            && !text.contains("7946"),
+        "{text}"
+    );
+    let issue = issue_of(&text);
+    let reporter = &issue["fields"]["reporter"];
+    let email = reporter["emailAddress"].as_str().unwrap().to_owned();
+    let name = reporter["displayName"].as_str().unwrap().to_owned();
+    assert!(
+        email.starts_with("person-") && email.ends_with("@pseudonym.invalid"),
+        "{email}"
+    );
+    assert!(name.starts_with("<PERSON_"), "{name}");
+    assert_eq!(
+        reporter["accountId"], "5b10a2844c20165700ede21g",
+        "ids are not personal data"
+    );
+    let description = issue["fields"]["description"].as_str().unwrap();
+    assert!(
+        description.contains(&email),
+        "the same address, the same pseudonym: {description}"
+    );
+    assert!(
+        description.contains("<PHONE_") && description.contains("<IP_"),
+        "{description}"
+    );
+    assert!(
+        description.contains("Order 88231"),
+        "hard negatives stay: {description}"
+    );
+    assert_eq!(issue["fields"]["created"], "2026-11-24T09:15:00.000+0000");
+    // Stable: reading again yields the same pseudonyms.
+    let again = issue_of(&text_of(
+        &call(
+            &alice,
+            "jira_read_actions",
+            json!({"action": "get_issue", "key": "PROJ-12"}),
+        )
+        .await
+        .unwrap(),
+    ));
+    assert_eq!(again["fields"]["reporter"], issue["fields"]["reporter"]);
+
+    // "Reply to the reporter": the pseudonyms go back in, the real values reach the service.
+    call(
+        &alice,
+        "jira_write_actions",
+        json!({"action": "post_message", "text": format!("Dear {name}, we replied to {email}.")}),
+    )
+    .await
+    .unwrap();
+    let (_, sent) = jira.received().last().unwrap().clone();
+    assert_eq!(
+        sent["text"],
+        "Dear Marie Curie, we replied to marie.curie@example.com."
+    );
+    let row = gw
+        .audit_rows()
+        .await
+        .into_iter()
+        .rev()
+        .find(|r| r.action.as_deref() == Some("post_message"))
+        .unwrap();
+    assert_eq!(row.pii_rehydrated, Some(2));
+    assert_eq!(row.pii_types.as_deref(), Some("EMAIL,PERSON"));
+
+    // Bob cannot use Alice's pseudonym, and nobody can use an invented one.
+    let bob = rmcp_connect(&gw.url, &gw.token("bob@example.com").await).await;
+    let before = jira.count();
+    let e = call(
+        &bob,
+        "jira_write_actions",
+        json!({"action": "post_message", "text": format!("hi {email}")}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&e), "pseudonym_other_scope");
+    let e = call(
+        &alice,
+        "jira_write_actions",
+        json!({"action": "post_message", "text": "call <PHONE_0123456789ab>"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&e), "unknown_pseudonym");
+    assert_eq!(
+        jira.count(),
+        before,
+        "refused calls never reach the service"
+    );
+    // Bob's own view of the same issue has other pseudonyms.
+    let bobs = issue_of(&text_of(
+        &call(
+            &bob,
+            "jira_read_actions",
+            json!({"action": "get_issue", "key": "PROJ-12"}),
+        )
+        .await
+        .unwrap(),
+    ));
+    assert_ne!(
+        bobs["fields"]["reporter"]["emailAddress"],
+        issue["fields"]["reporter"]["emailAddress"]
+    );
+
+    // The store holds sealed values only.
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT sealed FROM pii_mappings")
+        .fetch_all(&gw.gw.pool)
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    for (sealed,) in rows {
+        assert!(
+            !String::from_utf8_lossy(&sealed).contains("marie"),
+            "plaintext at rest"
+        );
+    }
+    alice.cancel().await.unwrap();
+    bob.cancel().await.unwrap();
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_choose_mask_or_pass_per_service_and_field() {
+    let (gw, _jira) = setup("pii:\n  services:\n    jira:\n      mode: mask\n      fields: { \"fields.assignee.*\": pass }\n").await;
+    let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
+    let issue = issue_of(&text_of(
+        &call(
+            &alice,
+            "jira_read_actions",
+            json!({"action": "get_issue", "key": "PROJ-12"}),
+        )
+        .await
+        .unwrap(),
+    ));
+    assert_eq!(
+        issue["fields"]["reporter"]["emailAddress"],
+        "ma***@example.com"
+    );
+    assert_eq!(
+        issue["fields"]["assignee"]["displayName"], "Pierre Curie",
+        "that field passes"
+    );
+    alice.cancel().await.unwrap();
+    gw.stop().await;
+}
