@@ -272,6 +272,7 @@ impl Pii {
                 continue;
             };
             let trimmed = text.trim_start();
+            let found_before = walk.counts.total();
             let replaced = match serde_json::from_str::<Value>(&text) {
                 Ok(mut json) if trimmed.starts_with('{') || trimmed.starts_with('[') => {
                     walk.value(&mut json, "", None, service_mode);
@@ -282,7 +283,10 @@ impl Pii {
                 }
                 _ => walk.text(&text, service_mode),
             };
-            *block = ContentBlock::text(replaced);
+            // Untouched text keeps its exact bytes (and formatting).
+            if walk.counts.total() != found_before {
+                *block = ContentBlock::text(replaced);
+            }
         }
         for (pseudonym, entity, value) in &walk.remember {
             self.store
