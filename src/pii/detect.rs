@@ -54,11 +54,11 @@ pub struct Find {
 }
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b[a-z0-9][a-z0-9._%+-]{0,63}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*\.[a-z]{2,24}\b")
+    Regex::new(r"(?i)(?-u:\b)[a-z0-9][a-z0-9._%+-]{0,63}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*\.[a-z]{2,24}(?-u:\b)")
         .expect("email regex")
 });
 static IBAN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b[a-z]{2}[0-9]{2}(?:[ ]?[a-z0-9]){11,30}\b").expect("iban regex")
+    Regex::new(r"(?i)(?-u:\b)[a-z]{2}[0-9]{2}(?:[ ]?[a-z0-9]){11,30}(?-u:\b)").expect("iban regex")
 });
 static DIGIT_RUN: LazyLock<Regex> = LazyLock::new(|| {
     // Digits with the separators people and systems put in numbers.
@@ -66,12 +66,14 @@ static DIGIT_RUN: LazyLock<Regex> = LazyLock::new(|| {
 });
 static IPV4: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b",
+        r"(?-u:\b)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?-u:\b)",
     )
     .expect("ipv4 regex")
 });
-static IPV6_CANDIDATE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}").expect("ipv6 regex"));
+static IPV6_CANDIDATE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)[0-9a-f]{1,4}(?::[0-9a-f]{0,4}){2,7}|::[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}")
+        .expect("ipv6 regex")
+});
 static SSN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\d{3}-\d{2}-\d{4}$").expect("ssn regex"));
 static DATE: LazyLock<Regex> = LazyLock::new(|| {
@@ -140,10 +142,12 @@ pub fn card_issuer_ok(digits: &[u8]) -> bool {
             ((p2 == 34 || p2 == 37) && n == 15)
                 || (((300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39)
                     && (14..=19).contains(&n))
-                || ((3528..=3589).contains(&p4) && (16..=19).contains(&n))
+                || (p2 == 35 && (16..=19).contains(&n))
         }
         Some(6) => (12..=19).contains(&n),
         Some(1) => p4 == 1800 && n == 15,
+        // Maestro's 0604 range.
+        Some(0) => p4 == 604 && (12..=19).contains(&n),
         _ => false,
     }
 }
@@ -194,6 +198,24 @@ fn near_phone_words(text: &str, start: usize) -> bool {
     PHONE_CONTEXT.iter().any(|w| window.contains(w))
 }
 
+/// Words shortly before a number that make it another kind of identifier.
+const OTHER_NUMBER_CONTEXT: [&str; 7] = [
+    "license",
+    "licence",
+    "ssn",
+    "passport",
+    "social security",
+    "card number",
+    "account number",
+];
+
+/// `x4587`, ` ext. 12`: a phone extension right after the number.
+fn extension_len(after: &str) -> usize {
+    static EXTENSION: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^(?i)(?:x|\s?ext\.?\s?)\d{1,6}\b").expect("extension regex"));
+    EXTENSION.find(after).map_or(0, |m| m.end())
+}
+
 /// Is this run of digits and separators a phone number?
 fn phone_shaped(text: &str, start: usize, candidate: &str) -> bool {
     let digits: Vec<u8> = candidate
@@ -207,8 +229,6 @@ fn phone_shaped(text: &str, start: usize, candidate: &str) -> bool {
     if SSN.is_match(candidate) || DATE.is_match(candidate) {
         return false;
     }
-    // Decimal numbers, prices, versions: a '.' between digit groups of 1-2 and a
-    // trailing fraction are not phones, unless dots separate phone-like groups.
     let groups: Vec<&str> = candidate
         .split(|c: char| !c.is_ascii_digit())
         .filter(|g| !g.is_empty())
@@ -217,6 +237,7 @@ fn phone_shaped(text: &str, start: usize, candidate: &str) -> bool {
         .chars()
         .filter(|c| matches!(c, ' ' | '-' | '.' | '(' | ')' | '/'))
         .count();
+    let phone_words = near_phone_words(text, start);
     let before = word_before(text, start);
     if NOT_A_PHONE_BEFORE
         .iter()
@@ -224,19 +245,43 @@ fn phone_shaped(text: &str, start: usize, candidate: &str) -> bool {
     {
         return false;
     }
-    // Immediately after a letter or currency sign it is part of an identifier or a price.
+    let window_start = text[..start]
+        .char_indices()
+        .rev()
+        .nth(40)
+        .map_or(0, |(i, _)| i);
+    let window = text[window_start..start].to_ascii_lowercase();
+    if !phone_words && OTHER_NUMBER_CONTEXT.iter().any(|w| window.contains(w)) {
+        return false;
+    }
+    // Right after a letter or currency sign it is part of an identifier or a price.
     if let Some(prev) = text[..start].chars().next_back()
         && (prev.is_alphanumeric() || matches!(prev, '$' | '€' | '£' | '#' | '_' | '-' | '/' | '.'))
     {
         return false;
     }
-    if let Some(next) = text[start + candidate.len()..].chars().next()
+    let after = &text[start + candidate.len()..];
+    // A label glued on ("…-Office"), an extension, or a sentence end is fine.
+    let labelled = (after.starts_with('-') && after[1..].starts_with(|c: char| c.is_alphabetic()))
+        || extension_len(after) > 0;
+    let sentence_end = after.starts_with('.')
+        && after[1..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_ascii_digit());
+    if let Some(next) = after.chars().next()
         && (next.is_alphanumeric() || matches!(next, '_' | '%' | '€' | '$' | '.' | '-' | '/' | ':'))
-        && !(next == '.'
-            && text[start + candidate.len() + 1..]
-                .chars()
-                .next()
-                .is_none_or(|c| !c.is_ascii_digit()))
+        && !labelled
+        && !sentence_end
+    {
+        return false;
+    }
+    // "370 3911 Fourth Avenue": house numbers before a street name.
+    let plain_groups = !candidate.contains(['+', '(', '-', '.', '/']);
+    if plain_groups
+        && after.starts_with(' ')
+        && after[1..].starts_with(|c: char| c.is_uppercase())
+        && !phone_words
     {
         return false;
     }
@@ -248,66 +293,71 @@ fn phone_shaped(text: &str, start: usize, candidate: &str) -> bool {
     }
     if separators == 0 {
         // A bare run of digits: only with a phone word nearby, or a trunk prefix.
-        return near_phone_words(text, start)
-            || (digits[0] == 0 && (10..=11).contains(&digits.len()));
+        return phone_words || (digits[0] == 0 && (10..=11).contains(&digits.len()));
     }
-    // Grouped like phone numbers are written: 2-5 digit groups.
-    groups.len() >= 2 && groups.iter().all(|g| g.len() <= 6)
+    // Grouped the way phone numbers are written: short digit groups.
+    groups.len() >= 2 && (groups.iter().all(|g| g.len() <= 6) || phone_words)
 }
 
-/// Operator-defined patterns: (regex, index used as the custom entity id).
+/// Operator-defined patterns: a label and a regex.
 pub struct CustomPattern {
     pub label: String,
     pub regex: Regex,
 }
 
+fn push(finds: &mut Vec<Find>, entity: Entity, start: usize, end: usize) {
+    finds.push(Find { entity, start, end });
+}
+
 /// Every find in `text`, non-overlapping, in order.
 pub fn scan(text: &str, custom: &[CustomPattern]) -> Vec<Find> {
     let mut finds = Vec::new();
-    for m in EMAIL.find_iter(text) {
-        finds.push(Find {
-            entity: Entity::Email,
-            start: m.start(),
-            end: m.end(),
-        });
+    // Cheap gates: most text has no '@', few digits, fewer colons.
+    let has_at = text.contains('@');
+    let has_digit = text.bytes().any(|b| b.is_ascii_digit());
+    let colons = text.bytes().filter(|b| *b == b':').count();
+    for m in EMAIL.find_iter(if has_at { text } else { "" }) {
+        push(&mut finds, Entity::Email, m.start(), m.end());
     }
-    for m in IBAN.find_iter(text) {
-        if iban_ok(m.as_str()) {
-            finds.push(Find {
-                entity: Entity::Iban,
-                start: m.start(),
-                end: m.end(),
-            });
+    for m in IBAN.find_iter(if has_digit { text } else { "" }) {
+        // The pattern may run on into the next word ("… 6119 to"): retry shorter.
+        let mut candidate = m.as_str();
+        loop {
+            if iban_ok(candidate) {
+                push(
+                    &mut finds,
+                    Entity::Iban,
+                    m.start(),
+                    m.start() + candidate.len(),
+                );
+                break;
+            }
+            match candidate.rfind(' ') {
+                Some(cut) if cut >= 15 => candidate = &candidate[..cut],
+                _ => break,
+            }
         }
     }
-    for m in IPV4.find_iter(text) {
+    for m in IPV4.find_iter(if has_digit { text } else { "" }) {
         let after = &text[m.end()..];
         let before = &text[..m.start()];
         // Not part of a longer dotted run (a version or OID).
         let dotted_run = before.ends_with('.')
             || (after.starts_with('.') && after[1..].starts_with(|c: char| c.is_ascii_digit()));
         if !dotted_run {
-            finds.push(Find {
-                entity: Entity::Ip,
-                start: m.start(),
-                end: m.end(),
-            });
+            push(&mut finds, Entity::Ip, m.start(), m.end());
         }
     }
-    for m in IPV6_CANDIDATE.find_iter(text) {
+    for m in IPV6_CANDIDATE.find_iter(if colons >= 2 { text } else { "" }) {
         let s = m.as_str().trim_end_matches(':');
         if s.matches(':').count() >= 2
             && s.parse::<Ipv6Addr>().is_ok()
             && s.chars().any(|c| c.is_ascii_hexdigit())
         {
-            finds.push(Find {
-                entity: Entity::Ip,
-                start: m.start(),
-                end: m.start() + s.len(),
-            });
+            push(&mut finds, Entity::Ip, m.start(), m.start() + s.len());
         }
     }
-    for m in DIGIT_RUN.find_iter(text) {
+    for m in DIGIT_RUN.find_iter(if has_digit { text } else { "" }) {
         let candidate = m.as_str().trim_end_matches([' ', '-', '.', '/', '(']);
         let start = m.start();
         let digits: Vec<u8> = candidate
@@ -323,26 +373,15 @@ pub fn scan(text: &str, custom: &[CustomPattern]) -> Vec<Find> {
             && luhn(&digits)
             && card_issuer_ok(&digits)
         {
-            finds.push(Find {
-                entity: Entity::Card,
-                start,
-                end: start + candidate.len(),
-            });
+            push(&mut finds, Entity::Card, start, start + candidate.len());
         } else if phone_shaped(text, start, candidate) {
-            finds.push(Find {
-                entity: Entity::Phone,
-                start,
-                end: start + candidate.len(),
-            });
+            let end = start + candidate.len() + extension_len(&text[start + candidate.len()..]);
+            push(&mut finds, Entity::Phone, start, end);
         }
     }
     for (index, pattern) in custom.iter().enumerate() {
         for m in pattern.regex.find_iter(text) {
-            finds.push(Find {
-                entity: Entity::Custom(index as u16),
-                start: m.start(),
-                end: m.end(),
-            });
+            push(&mut finds, Entity::Custom(index as u16), m.start(), m.end());
         }
     }
     resolve_overlaps(finds)
