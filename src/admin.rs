@@ -15,6 +15,7 @@
 //! | POST `/admin/reload`                       | reload hooks; a bad file keeps the old set (400) |
 //! | GET/PUT `/admin/api/policy/risk`           | risk overrides: `{"pattern": "jira.delete_*", "risk": "high_risk"}` |
 //! | DELETE `/admin/api/policy/risk?pattern=…`  | remove one                         |
+//! | GET `/admin/api/pii`                       | PII settings per service (what is off) and detection statistics |
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/admin/api/grants/{id}", delete(revoke_grant))
         .route("/admin/api/grants/revoke", post(revoke_grants))
         .route("/admin/reload", post(reload))
+        .route("/admin/api/pii", get(pii_status))
         .route(
             "/admin/api/policy/risk",
             get(list_overrides)
@@ -168,6 +170,44 @@ fn storage(e: sqlx::Error) -> Response {
 /// A JSON body, or a 400 that says what is wrong with it.
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+async fn pii_status(State(gw): State<Arc<Gateway>>) -> Response {
+    let pii = &gw.pii;
+    let services: serde_json::Map<String, serde_json::Value> = gw
+        .config
+        .services
+        .keys()
+        .map(|name| {
+            let fields = pii
+                .config
+                .services
+                .get(name)
+                .map(|s| {
+                    s.fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json!(format!("{v:?}").to_lowercase())))
+                        .collect::<serde_json::Map<_, _>>()
+                })
+                .unwrap_or_default();
+            let mode = format!("{:?}", pii.service_mode(name)).to_lowercase();
+            (name.clone(), json!({ "mode": mode, "fields": fields }))
+        })
+        .collect();
+    let mut stats: Vec<serde_json::Value> = pii
+        .stats
+        .iter()
+        .map(|e| json!({ "service": e.key().0, "entity": e.key().1, "detected": e.value().0, "rehydrated": e.value().1 }))
+        .collect();
+    stats.sort_by_key(|v| v.to_string());
+    Json(json!({
+        "enabled": pii.config.enabled,
+        "scope": format!("{:?}", pii.config.scope).to_lowercase(),
+        "ttl_secs": pii.config.ttl.as_secs(),
+        "services": services,
+        "stats": stats,
+    }))
+    .into_response()
 }
 
 async fn reload(State(gw): State<Arc<Gateway>>, Extension(admin): Extension<Admin>) -> Response {

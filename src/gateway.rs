@@ -333,6 +333,7 @@ impl Gateway {
         });
         gw.spawn_revocation_watcher();
         gw.spawn_hook_watcher();
+        gw.spawn_pii_expiry();
         Ok(gw)
     }
 
@@ -394,6 +395,24 @@ impl Gateway {
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "revocation watcher: store unavailable"),
+                }
+            }
+        })
+    }
+
+    /// Drop expired pseudonym mappings every ten minutes.
+    pub fn spawn_pii_expiry(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let gw = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let Some(gw) = gw.upgrade() else { return };
+                if gw.is_draining() {
+                    return;
+                }
+                if let Err(e) = gw.pii.expire().await {
+                    tracing::warn!(error = %e, "could not expire pseudonym mappings");
                 }
             }
         })

@@ -11,7 +11,7 @@ use support::{TestGateway, call, reason_of, rmcp_connect, text_of};
 async fn setup(extra: &str) -> (TestGateway, Recorder) {
     let jira = Recorder::start().await;
     let gw = TestGateway::start(&format!(
-        "services:\n  jira: {{ kind: mcp, url: \"{}\" }}\nusers:\n  - email: alice@example.com\n    access: {{ jira: write }}\n  - email: bob@example.com\n    access: {{ jira: write }}\n{extra}",
+        "services:\n  jira: {{ kind: mcp, url: \"{}\" }}\nusers:\n  - email: alice@example.com\n    access: {{ jira: write }}\n  - email: bob@example.com\n    access: {{ jira: write }}\n  - email: root@example.com\n    admin: true\n{extra}",
         jira.url
     ))
     .await;
@@ -178,6 +178,29 @@ async fn operators_choose_mask_or_pass_per_service_and_field() {
     assert_eq!(
         issue["fields"]["assignee"]["displayName"], "Pierre Curie",
         "that field passes"
+    );
+    // The operator sees what is masked or passed, and what was detected.
+    let status: Value = reqwest::Client::new()
+        .get(format!("{}/admin/api/pii", gw.base))
+        .bearer_auth(gw.token("root@example.com").await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["services"]["jira"]["mode"], "mask");
+    assert_eq!(
+        status["services"]["jira"]["fields"]["fields.assignee.*"],
+        "pass"
+    );
+    assert!(
+        status["stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["entity"] == "EMAIL" && s["detected"].as_u64() >= Some(1)),
+        "{status}"
     );
     alice.cancel().await.unwrap();
     gw.stop().await;

@@ -239,6 +239,11 @@ impl Pii {
             .unwrap_or(inherited)
     }
 
+    /// Drop expired mappings.
+    pub async fn expire(&self) -> Result<u64, sqlx::Error> {
+        self.store.expire().await
+    }
+
     /// Replace personal data in `result` before it reaches the model.
     pub async fn pseudonymize(
         &self,
