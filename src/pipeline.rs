@@ -8,10 +8,10 @@
 //! 5. validate arguments against the action's own schema
 //! 6. company pre-hooks, then the subject's own (`hooks/`)
 //! 7. write-safety: confirmation by the human (elicitation, `input_required`,
-//!    or a token bound to this exact call); (seam: PII rehydration)
+//!    or a token bound to this exact call); PII rehydration of arguments
 //! 8. write-ahead audit: the decision is durable before anything runs
 //! 9. connector hand-off (inside the grant's gate when delegated), then its answer
-//! 10. post-hooks; (seam: PII pseudonymization)
+//! 10. post-hooks; PII pseudonymization of the result
 //! 11. audit outcome, then the answer
 //!
 //! A stage that refuses ends the call with a [`CallError`] and an audit row
