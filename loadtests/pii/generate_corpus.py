@@ -41,7 +41,12 @@ class Doc:
         start = len(self.text)
         self.text += value
         self.spans.append(
-            {"entity_type": entity, "entity_value": value, "start_position": start, "end_position": len(self.text)}
+            {
+                "entity_type": entity,
+                "entity_value": value,
+                "start_position": start,
+                "end_position": len(self.text),
+            }
         )
         return self
 
@@ -70,7 +75,14 @@ def negatives(fake: Faker, rng: random.Random) -> list[str]:
 
 
 def phone(fake: Faker, rng: random.Random) -> str:
-    formats = ["+44 20 #### ####", "+1 (###) ###-####", "###-###-####", "+49 30 #######", "0#### ######", "(###) ###-####"]
+    formats = [
+        "+44 20 #### ####",
+        "+1 (###) ###-####",
+        "###-###-####",
+        "+49 30 #######",
+        "0#### ######",
+        "(###) ###-####",
+    ]
     return fake.numerify(rng.choice(formats))
 
 
@@ -102,7 +114,9 @@ def slack(fake: Faker, rng: random.Random) -> Doc:
 
 def gmail(fake: Faker, rng: random.Random) -> Doc:
     d = Doc().plain("From: ").pii("PERSON", fake.name()).plain(" <").pii("EMAIL_ADDRESS", fake.email())
-    d.plain(">\nTo: ").pii("EMAIL_ADDRESS", fake.email()).plain("\nDate: ").plain(fake.date_time().strftime("%a, %d %b %Y %H:%M:%S +0000"))
+    d.plain(">\nTo: ").pii("EMAIL_ADDRESS", fake.email()).plain("\nDate: ").plain(
+        fake.date_time().strftime("%a, %d %b %Y %H:%M:%S +0000")
+    )
     d.plain("\nSubject: Invoice ").plain(str(rng.randint(10**5, 10**7))).plain("\nX-Originating-IP: [")
     d.pii("IP_ADDRESS", fake.ipv4()).plain("]\n")
     return d
@@ -110,7 +124,7 @@ def gmail(fake: Faker, rng: random.Random) -> Doc:
 
 def metabase(fake: Faker, rng: random.Random) -> Doc:
     d = Doc().plain("id,customer,email,card,amount,created\n")
-    for i in range(3):
+    for _ in range(3):
         d.plain(f"{rng.randint(1, 10**6)},").pii("PERSON", fake.name()).plain(",")
         d.pii("EMAIL_ADDRESS", fake.email()).plain(",").pii("CREDIT_CARD", card(fake))
         d.plain(f",{rng.randint(1, 9999)}.{rng.randint(10, 99)},{fake.date()}\n")
@@ -118,7 +132,13 @@ def metabase(fake: Faker, rng: random.Random) -> Doc:
 
 
 def free_text(fake: Faker, rng: random.Random) -> Doc:
-    d = Doc().plain("Hi, this is ").pii("PERSON", fake.name()).plain(". My card ").pii("CREDIT_CARD", card(fake))
+    d = (
+        Doc()
+        .plain("Hi, this is ")
+        .pii("PERSON", fake.name())
+        .plain(". My card ")
+        .pii("CREDIT_CARD", card(fake))
+    )
     d.plain(" was charged twice (").plain(rng.choice(negatives(fake, rng))).plain("). Reach me at ")
     d.pii("PHONE_NUMBER", phone(fake, rng)).plain(" or ").pii("EMAIL_ADDRESS", fake.free_email())
     d.plain(". My IBAN is ").pii("IBAN_CODE", fake.iban()).plain(". I connect from ")

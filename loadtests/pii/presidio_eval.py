@@ -52,7 +52,11 @@ def evaluate(path: str) -> None:
         text = sample["full_text"]
         size += len(text.encode())
         found = findings(text)
-        gold = [(s["entity_type"], s["start_position"], s["end_position"]) for s in sample["spans"] if s["entity_type"] in TYPES]
+        gold = [
+            (s["entity_type"], s["start_position"], s["end_position"])
+            for s in sample["spans"]
+            if s["entity_type"] in TYPES
+        ]
         for kind, start, end in gold:
             tally[kind][0] += 1
             if any(k == kind and s < end and start < e for k, s, e in found):
