@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from datetime import datetime
 from collections.abc import Callable
 from typing import Any
 
 from faker import Faker
 
 SEED = 2026
+# Fixed bounds: Faker's defaults end "now", which would change the corpus daily.
+START, END = datetime(2020, 1, 1), datetime(2026, 1, 1)
 
 
 class Doc:
@@ -66,7 +69,7 @@ def negatives(fake: Faker, rng: random.Random) -> list[str]:
         f"Order #{rng.randint(10**7, 10**9)}",
         f"request {fake.uuid4()}",
         f"version {rng.randint(1, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 99)}",
-        f"at {fake.iso8601()}",
+        f"at {fake.date_time_between(START, END).isoformat()}",
         f"price ${rng.randint(1, 9)},{rng.randint(100, 999)}.{rng.randint(10, 99)}",
         f"ISBN {fake.isbn13()}",
         f"build {rng.randint(1000, 99999)}",
@@ -115,7 +118,7 @@ def slack(fake: Faker, rng: random.Random) -> Doc:
 def gmail(fake: Faker, rng: random.Random) -> Doc:
     d = Doc().plain("From: ").pii("PERSON", fake.name()).plain(" <").pii("EMAIL_ADDRESS", fake.email())
     d.plain(">\nTo: ").pii("EMAIL_ADDRESS", fake.email()).plain("\nDate: ").plain(
-        fake.date_time().strftime("%a, %d %b %Y %H:%M:%S +0000")
+        fake.date_time_between(START, END).strftime("%a, %d %b %Y %H:%M:%S +0000")
     )
     d.plain("\nSubject: Invoice ").plain(str(rng.randint(10**5, 10**7))).plain("\nX-Originating-IP: [")
     d.pii("IP_ADDRESS", fake.ipv4()).plain("]\n")
@@ -127,7 +130,9 @@ def metabase(fake: Faker, rng: random.Random) -> Doc:
     for _ in range(3):
         d.plain(f"{rng.randint(1, 10**6)},").pii("PERSON", fake.name()).plain(",")
         d.pii("EMAIL_ADDRESS", fake.email()).plain(",").pii("CREDIT_CARD", card(fake))
-        d.plain(f",{rng.randint(1, 9999)}.{rng.randint(10, 99)},{fake.date()}\n")
+        d.plain(
+            f",{rng.randint(1, 9999)}.{rng.randint(10, 99)},{fake.date_between(START, END).isoformat()}\n"
+        )
     return d
 
 
