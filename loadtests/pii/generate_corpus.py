@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from faker import Faker
