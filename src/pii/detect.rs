@@ -199,7 +199,7 @@ fn near_phone_words(text: &str, start: usize) -> bool {
 }
 
 /// Words shortly before a number that make it another kind of identifier.
-const OTHER_NUMBER_CONTEXT: [&str; 7] = [
+const OTHER_NUMBER_CONTEXT: [&str; 12] = [
     "license",
     "licence",
     "ssn",
@@ -207,7 +207,40 @@ const OTHER_NUMBER_CONTEXT: [&str; 7] = [
     "social security",
     "card number",
     "account number",
+    "zip",
+    "postal",
+    "postcode",
+    "post code",
+    "address",
 ];
+/// Words right after a number that make it a house number.
+const STREET_WORDS: [&str; 22] = [
+    "street",
+    "st",
+    "road",
+    "rd",
+    "avenue",
+    "ave",
+    "drive",
+    "dr",
+    "lane",
+    "ln",
+    "boulevard",
+    "blvd",
+    "way",
+    "court",
+    "ct",
+    "place",
+    "rue",
+    "strasse",
+    "straße",
+    "via",
+    "calle",
+    "suite",
+];
+/// Postal codes that look like short phone numbers: Portugal 1234-567, Brazil 12345-678.
+static POSTAL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:\d{4}-\d{3}|\d{5}-\d{3})$").expect("postal regex"));
 
 /// `x4587`, ` ext. 12`: a phone extension right after the number.
 fn extension_len(after: &str) -> usize {
@@ -237,7 +270,16 @@ fn phone_shaped(text: &str, start: usize, candidate: &str) -> bool {
         .chars()
         .filter(|c| matches!(c, ' ' | '-' | '.' | '(' | ')' | '/'))
         .count();
-    let phone_words = near_phone_words(text, start);
+    let after_text = &text[start + candidate.len()..];
+    // A glued label that names a line ("…-Fax", "…-Office") is as good as a phone word.
+    let line_label = after_text.strip_prefix('-').is_some_and(|rest| {
+        let word: String = rest.chars().take_while(|c| c.is_alphabetic()).collect();
+        matches!(
+            word.to_ascii_lowercase().as_str(),
+            "fax" | "office" | "mobile" | "home" | "work" | "cell" | "phone" | "tel"
+        )
+    });
+    let phone_words = line_label || near_phone_words(text, start);
     let before = word_before(text, start);
     if NOT_A_PHONE_BEFORE
         .iter()
@@ -276,6 +318,23 @@ fn phone_shaped(text: &str, start: usize, candidate: &str) -> bool {
     {
         return false;
     }
+    if !phone_words && POSTAL.is_match(candidate) {
+        return false;
+    }
+    // "3747 3911 fourth avenue": a house number, whatever its case.
+    let next_words: Vec<String> = after
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(3)
+        .map(str::to_lowercase)
+        .collect();
+    if !phone_words
+        && next_words
+            .iter()
+            .any(|w| STREET_WORDS.contains(&w.as_str()))
+    {
+        return false;
+    }
     // "370 3911 Fourth Avenue": house numbers before a street name.
     let plain_groups = !candidate.contains(['+', '(', '-', '.', '/']);
     if plain_groups
@@ -296,7 +355,8 @@ fn phone_shaped(text: &str, start: usize, candidate: &str) -> bool {
         return phone_words || (digits[0] == 0 && (10..=11).contains(&digits.len()));
     }
     // Grouped the way phone numbers are written: short digit groups.
-    groups.len() >= 2 && (groups.iter().all(|g| g.len() <= 6) || phone_words)
+    let trunk = digits[0] == 0 && (10..=11).contains(&digits.len());
+    groups.len() >= 2 && (groups.iter().all(|g| g.len() <= 6) || phone_words || trunk)
 }
 
 /// Operator-defined patterns: a label and a regex.
@@ -368,7 +428,16 @@ pub fn scan(text: &str, custom: &[CustomPattern]) -> Vec<Find> {
         let separators_ok = candidate
             .chars()
             .all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
+        let glued = text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric)
+            || text[start + candidate.len()..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric);
         if separators_ok
+            && !glued
             && (12..=19).contains(&digits.len())
             && luhn(&digits)
             && card_issuer_ok(&digits)
