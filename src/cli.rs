@@ -6,8 +6,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::audit_log::{self, AuditFilter};
-use crate::cli_delegation::{
-    self, ApprovalCommand, DelegationCommand, GrantsCommand, JobCommand, WindmillCommand,
+use crate::cli_operator::{
+    self, ApprovalCommand, CredentialsCommand, DelegationCommand, GrantsCommand, JobCommand,
+    SecretsCommand, WindmillCommand,
 };
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -67,6 +68,12 @@ pub enum Command {
     /// `.windmill/job.yml` files.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Service credentials kept at the gateway (sealed; never shown).
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+    /// Key rotation for stored secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,11 +135,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve => serve(config).await,
         Command::Token(command) => token(config, command).await,
-        Command::Delegation(command) => cli_delegation::delegation(config, command).await,
-        Command::Windmill(command) => cli_delegation::windmill(config, command).await,
-        Command::Approval(command) => cli_delegation::approval(config, command).await,
-        Command::Grants(command) => cli_delegation::grants(config, command).await,
-        Command::Job(command) => cli_delegation::job(&config, command),
+        Command::Delegation(command) => cli_operator::delegation(config, command).await,
+        Command::Windmill(command) => cli_operator::windmill(config, command).await,
+        Command::Approval(command) => cli_operator::approval(config, command).await,
+        Command::Grants(command) => cli_operator::grants(config, command).await,
+        Command::Job(command) => cli_operator::job(&config, command),
+        Command::Credentials(command) => cli_operator::credentials(config, command).await,
+        Command::Secrets(command) => cli_operator::secrets(config, command).await,
         Command::Audit(AuditCommand::Query {
             subject,
             since,

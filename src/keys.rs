@@ -49,6 +49,11 @@ impl MasterKey {
         }
     }
 
+    /// A key given as 64 hex characters (e.g. `MCPGATE_KEY_PREVIOUS`).
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        decode_key(text.trim()).map(MasterKey)
+    }
+
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }

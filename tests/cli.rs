@@ -453,3 +453,111 @@ fn job_validate_and_the_delegation_operator_commands() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no live grant matches"));
 }
+
+#[test]
+fn credentials_are_stored_sealed_never_shown_and_rotate_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "services:\n  jira: { kind: mcp, command: [\"true\"] }\nusers:\n  - email: alice@example.com\n    access: { jira: write }\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let old_key = "11".repeat(32);
+    let new_key = "22".repeat(32);
+    let set = |secret: &str, key: &str| {
+        let mut child = Command::new(BIN)
+            .args([
+                "--config",
+                cfg,
+                "credentials",
+                "set",
+                "--user",
+                "alice@example.com",
+                "--service",
+                "jira",
+                "--kind",
+                "basic",
+            ])
+            .current_dir(dir.path())
+            .env_remove("MCPGATE_CONFIG")
+            .env("MCPGATE_KEY", key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(secret.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = set("alice@example.com:very-secret-token\n", &old_key);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = run(&["--config", cfg, "credentials", "list"], &[], dir.path());
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("alice@example.com\tjira\tbasic"), "{text}");
+    assert!(!text.contains("very-secret"));
+    let db = std::fs::read(dir.path().join("mcpgate-data/mcpgate.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("mcpgate-data/mcpgate.db-wal")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&db).contains("very-secret")
+            && !String::from_utf8_lossy(&wal).contains("very-secret")
+    );
+    // Bad input: a basic credential without a colon, an unknown service.
+    assert!(!set("no-colon", &old_key).status.success());
+    let out = run(
+        &[
+            "--config",
+            cfg,
+            "credentials",
+            "set",
+            "--user",
+            "alice@example.com",
+            "--service",
+            "slack",
+        ],
+        &[],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service 'slack'"));
+    // Rotation: re-sealed under the new key, then listed with its id.
+    let out = run(
+        &["--config", cfg, "secrets", "rotate"],
+        &[
+            ("MCPGATE_KEY", &new_key),
+            ("MCPGATE_KEY_PREVIOUS", &old_key),
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-sealed 1 credentials"));
+    let out = run(
+        &[
+            "--config",
+            cfg,
+            "credentials",
+            "delete",
+            "--user",
+            "alice@example.com",
+            "--service",
+            "jira",
+        ],
+        &[],
+        dir.path(),
+    );
+    assert!(out.status.success());
+}

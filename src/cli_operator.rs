@@ -1,6 +1,7 @@
-//! CLI for delegation: the feature flag, Windmill instances, approvals,
-//! grants, and `job validate`. Writes go to the gateway's store; a running
-//! gateway picks up revocations within `delegation.revocation_poll`.
+//! Operator commands: delegation (the feature flag, Windmill instances,
+//! approvals, grants, `job validate`) and the credential vault. Writes go to
+//! the gateway's store; a running gateway picks up revocations within
+//! `delegation.revocation_poll`.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -307,4 +308,98 @@ pub fn job(config: &Config, command: JobCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Store a user's credential for a service; the secret is read from stdin.
+    Set {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        service: String,
+        /// token (Bearer), basic (`user:secret`) or oauth (a token set as JSON).
+        #[arg(long, default_value = "token")]
+        kind: String,
+    },
+    /// Who has a credential for what (never the secrets).
+    List,
+    Delete {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        service: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-seal stored credentials under the current key (MCPGATE_KEY or the
+    /// key file) from the previous one, given as MCPGATE_KEY_PREVIOUS.
+    Rotate,
+}
+
+pub async fn credentials(config: Config, command: CredentialsCommand) -> anyhow::Result<()> {
+    use crate::vault::{self, CredentialKind};
+    let pool = storage::open(&config.data_dir).await?;
+    match command {
+        CredentialsCommand::Set {
+            user,
+            service,
+            kind,
+        } => {
+            let kind = CredentialKind::parse(&kind).ok_or_else(|| {
+                anyhow::anyhow!("--kind must be token, basic or oauth, not '{kind}'")
+            })?;
+            if config.user(&user).is_none() {
+                bail!("no user '{user}' in the config");
+            }
+            if !config.services.contains_key(&service) {
+                bail!("no service '{service}' in the config");
+            }
+            let mut secret = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret)?;
+            let secret = secret.trim_end_matches(['\n', '\r']);
+            let master =
+                crate::keys::MasterKey::load(&config.data_dir).map_err(anyhow::Error::msg)?;
+            vault::set(&pool, &master, &user, &service, kind, secret).await?;
+            println!(
+                "stored a {} credential for {user} on {service}",
+                kind.as_str()
+            );
+        }
+        CredentialsCommand::List => {
+            for c in vault::list(&pool).await? {
+                println!(
+                    "{}\t{}\t{}\tkey {}\t{}",
+                    c.user, c.service, c.kind, c.key_id, c.updated_at
+                );
+            }
+        }
+        CredentialsCommand::Delete { user, service } => {
+            if !vault::delete(&pool, &user, &service).await? {
+                bail!("{user} has no credential for {service}");
+            }
+            println!("deleted {user} / {service}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn secrets(config: Config, command: SecretsCommand) -> anyhow::Result<()> {
+    match command {
+        SecretsCommand::Rotate => {
+            let previous = std::env::var("MCPGATE_KEY_PREVIOUS").map_err(|_| {
+                anyhow::anyhow!("set MCPGATE_KEY_PREVIOUS to the old key (64 hex characters)")
+            })?;
+            let previous = crate::keys::MasterKey::from_hex(&previous)
+                .map_err(|e| anyhow::anyhow!("MCPGATE_KEY_PREVIOUS: {e}"))?;
+            let current =
+                crate::keys::MasterKey::load(&config.data_dir).map_err(anyhow::Error::msg)?;
+            let pool = storage::open(&config.data_dir).await?;
+            let done = crate::vault::rotate(&pool, &previous, &current).await?;
+            println!("re-sealed {done} credentials under key {}", current.id());
+        }
+    }
+    Ok(())
 }
