@@ -206,6 +206,8 @@ impl Default for Limits {
 pub enum ServiceKind {
     /// An upstream MCP server (stdio child process or Streamable HTTP).
     Mcp,
+    /// A native service: a catalog run by the gateway's HTTP executor.
+    Native,
 }
 
 /// How an upstream MCP service is presented to clients.
@@ -243,6 +245,12 @@ pub struct ServiceConfig {
     pub expose: Expose,
     #[serde(default, deserialize_with = "optional_duration")]
     pub call_timeout: Option<Duration>,
+    /// Native services: a shipped catalog's name (`jira`) or a catalog file.
+    #[serde(default)]
+    pub catalog: Option<String>,
+    /// Native services: the API's base URL (`https://acme.atlassian.net`).
+    #[serde(default)]
+    pub base_url: Option<String>,
 }
 
 /// `read`, `write` or `high_risk` in YAML.
@@ -387,6 +395,29 @@ impl Config {
                         "service name '{name}' must start with a letter and use only a-z, 0-9, '_' or '-'"
                     ),
                 ));
+            }
+            if service.kind == ServiceKind::Native {
+                match (&service.catalog, &service.base_url) {
+                    (Some(_), Some(url))
+                        if url.starts_with("http://") || url.starts_with("https://") => {}
+                    (None, _) => {
+                        return Err(at(
+                            &format!("{name}:"),
+                            format!(
+                                "service '{name}': a native service needs `catalog` (e.g. jira)"
+                            ),
+                        ));
+                    }
+                    _ => {
+                        return Err(at(
+                            &format!("{name}:"),
+                            format!(
+                                "service '{name}': a native service needs an http(s) `base_url`"
+                            ),
+                        ));
+                    }
+                }
+                continue;
             }
             match (&service.command, &service.url) {
                 (Some(_), Some(_)) => {

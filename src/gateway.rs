@@ -186,6 +186,56 @@ fn connector_spec(
     })
 }
 
+/// A native service's connector: its catalog is loaded (and checked) here,
+/// so a bad catalog stops the start with file:line and the action's name.
+fn native_spec(
+    name: &str,
+    service: &ServiceConfig,
+    config: &Config,
+    directory: &ServiceDirectory,
+    pool: &SqlitePool,
+    master: &crate::keys::MasterKey,
+) -> anyhow::Result<ChildSpec> {
+    use crate::native::catalog::{Catalog, shipped};
+    let source = service.catalog.clone().unwrap_or_default();
+    let catalog = match shipped(&source) {
+        Some((file, text)) => Catalog::parse(text, file)?,
+        None => {
+            let text = std::fs::read_to_string(&source)
+                .map_err(|e| anyhow::anyhow!("service '{name}': catalog '{source}': {e}"))?;
+            Catalog::parse(&text, &source)?
+        }
+    };
+    let args = crate::native::actor::NativeArgs {
+        service: name.to_owned(),
+        base_url: service.base_url.clone().unwrap_or_default(),
+        catalog: Arc::new(catalog),
+        call_timeout: service.call_timeout.unwrap_or(config.limits.call_timeout),
+        directory: directory.clone(),
+        pool: pool.clone(),
+        master: master.clone(),
+    };
+    let make = move || {
+        (
+            crate::native::actor::NativeConnector,
+            crate::native::actor::NativeArgs {
+                service: args.service.clone(),
+                base_url: args.base_url.clone(),
+                catalog: args.catalog.clone(),
+                call_timeout: args.call_timeout,
+                directory: args.directory.clone(),
+                pool: args.pool.clone(),
+                master: args.master.clone(),
+            },
+        )
+    };
+    Ok(ChildSpec::new(
+        connector_key(name),
+        Restart::Permanent,
+        make,
+    ))
+}
+
 fn supervisor_spec(
     key: &str,
     policy: RestartPolicy,
@@ -235,11 +285,17 @@ impl Gateway {
                 },
             )
         });
-        let connectors: Vec<ChildSpec> = config
-            .services
-            .iter()
-            .map(|(name, service)| connector_spec(name, service, &config, &directory))
-            .collect();
+        let mut connectors = Vec::new();
+        for (name, service) in &config.services {
+            connectors.push(match service.kind {
+                crate::config::ServiceKind::Mcp => {
+                    connector_spec(name, service, &config, &directory)
+                }
+                crate::config::ServiceKind::Native => {
+                    native_spec(name, service, &config, &directory, &pool, &master_key)?
+                }
+            });
+        }
         let connector_policy = RestartPolicy {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod http;
 pub mod keys;
 pub mod mcp;
+pub mod native;
 pub mod oauth;
 pub mod pii;
 pub mod pipeline;

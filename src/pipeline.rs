@@ -358,6 +358,7 @@ pub async fn run(
             let pending = connector::dispatch(
                 &connector,
                 &resolved.service,
+                &request.principal.subject,
                 resolved.action.clone(),
                 Some(resolved.upstream_arguments.clone()),
                 deadline,

@@ -87,7 +87,7 @@ impl ServiceDirectory {
             .collect()
     }
 
-    fn update(&self, service: &str, change: impl FnOnce(&mut ConnectorStatus)) {
+    pub fn update(&self, service: &str, change: impl FnOnce(&mut ConnectorStatus)) {
         let mut entry =
             self.services
                 .entry(service.to_owned())
@@ -133,6 +133,9 @@ pub enum ConnectorMsg {
     Call {
         tool: String,
         arguments: Option<JsonObject>,
+        /// The person acted for: a connector that holds per-user credentials
+        /// (native services) acts with theirs. MCP upstreams ignore it.
+        subject: String,
         reply: RpcReplyPort<Result<CallToolResult, ConnectorError>>,
     },
     /// The upstream announced a new tool list: fetch it (off the mailbox).
@@ -240,6 +243,7 @@ impl Actor for ConnectorActor {
                 tool,
                 arguments,
                 reply,
+                ..
             } => {
                 let Some(client) = state.client.as_ref() else {
                     let _ = reply.send(Err(ConnectorError::Unavailable(state.service.clone())));
@@ -427,6 +431,7 @@ pub struct PendingCall {
 pub fn dispatch(
     connector: &ActorRef<ConnectorMsg>,
     service: &str,
+    subject: &str,
     tool: String,
     arguments: Option<JsonObject>,
     deadline: Duration,
@@ -436,6 +441,7 @@ pub fn dispatch(
         .send_message(ConnectorMsg::Call {
             tool,
             arguments,
+            subject: subject.to_owned(),
             reply: reply.into(),
         })
         .map_err(|_| ConnectorError::Unavailable(service.to_owned()))?;
@@ -466,7 +472,7 @@ pub async fn call(
     arguments: Option<JsonObject>,
     deadline: Duration,
 ) -> Result<CallToolResult, ConnectorError> {
-    dispatch(connector, service, tool, arguments, deadline)?
+    dispatch(connector, service, "", tool, arguments, deadline)?
         .answer()
         .await
 }
