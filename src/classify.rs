@@ -91,7 +91,7 @@ pub fn classify(
     (risk, why)
 }
 
-fn describe(risk: Risk) -> &'static str {
+pub fn describe(risk: Risk) -> &'static str {
     match risk {
         Risk::Read => "a read",
         Risk::Write => "a write (DML/DDL)",

@@ -26,6 +26,14 @@ pub struct Config {
     /// Empty means loopback only, which is what a local gateway wants.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// The gateway's address as users' browsers reach it (OAuth redirect
+    /// URIs and connect links); `http://<listen>` when unset.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// A directory of operator catalogs (`<name>.yaml`); a service's
+    /// `catalog: <name>` is looked up there before the shipped ones.
+    #[serde(default)]
+    pub catalog_dir: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -251,6 +259,74 @@ pub struct ServiceConfig {
     /// Native services: the API's base URL (`https://acme.atlassian.net`).
     #[serde(default)]
     pub base_url: Option<String>,
+    /// Native services: values for catalog params the caller omits
+    /// (`workspace: demo`, `projectId: acme-analytics`).
+    #[serde(default)]
+    pub defaults: BTreeMap<String, serde_json::Value>,
+    /// Native services: extra attempts for idempotent reads and for 429s.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Native services: the longest `Retry-After` the gateway waits out itself.
+    #[serde(default = "default_max_retry_wait", deserialize_with = "duration")]
+    pub max_retry_wait: Duration,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Native services: OAuth 2.0 (authorization code + PKCE) for users to
+    /// connect their own account at `/connect/<service>`.
+    #[serde(default)]
+    pub oauth: Option<OauthConfig>,
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+fn default_max_retry_wait() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Opens after `failures` consecutive failures (5xx, unreachable); after
+/// `cool_down` one trial call decides whether it closes again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    #[serde(default = "default_cool_down", deserialize_with = "duration")]
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: default_breaker_failures(),
+            cool_down: default_cool_down(),
+        }
+    }
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_cool_down() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OauthConfig {
+    pub authorize_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    /// The environment variable holding the client secret (never the secret itself).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Extra authorize-URL parameters (`access_type: offline`, `audience: api.atlassian.com`).
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
 }
 
 /// `read`, `write` or `high_risk` in YAML.
@@ -305,6 +381,8 @@ impl Default for Config {
             listen: default_listen(),
             data_dir: default_data_dir(),
             allowed_hosts: Vec::new(),
+            public_url: None,
+            catalog_dir: None,
             limits: Limits::default(),
             policy: Policy::default(),
             services: BTreeMap::new(),

@@ -143,6 +143,10 @@ pub struct Gateway {
     pub delegation: crate::delegation::exchange::Delegation,
     /// Signs write-safety confirmation tokens.
     pub confirmation_key: crate::write_safety::ConfirmationKey,
+    /// Native services' catalogs (the pipeline reads `classify_sql` there).
+    pub native_catalogs: BTreeMap<String, Arc<crate::native::catalog::Catalog>>,
+    /// OAuth connect flows started at `/connect/<svc>` and not yet finished.
+    pub connect_flows: crate::native::connect::PendingFlows,
     catalogs: DashMap<String, Arc<ServiceCatalog>>,
     /// Risk overrides from the admin API, merged into the config's policy.
     risk_overrides: std::sync::RwLock<Arc<BTreeMap<String, crate::config::RiskClass>>>,
@@ -195,40 +199,39 @@ fn native_spec(
     directory: &ServiceDirectory,
     pool: &SqlitePool,
     master: &crate::keys::MasterKey,
+    catalogs: &mut BTreeMap<String, Arc<crate::native::catalog::Catalog>>,
 ) -> anyhow::Result<ChildSpec> {
-    use crate::native::catalog::{Catalog, shipped};
     let source = service.catalog.clone().unwrap_or_default();
-    let catalog = match shipped(&source) {
-        Some((file, text)) => Catalog::parse(text, file)?,
-        None => {
-            let text = std::fs::read_to_string(&source)
-                .map_err(|e| anyhow::anyhow!("service '{name}': catalog '{source}': {e}"))?;
-            Catalog::parse(&text, &source)?
-        }
-    };
+    let catalog = crate::native::catalog::load(&source, config.catalog_dir.as_deref())
+        .map_err(|e| anyhow::anyhow!("service '{name}': {e}"))?;
+    let connect_url = service.oauth.as_ref().map(|_| {
+        format!(
+            "{}/connect/{name}",
+            config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.listen))
+                .trim_end_matches('/')
+        )
+    });
+    let catalog = Arc::new(catalog);
+    catalogs.insert(name.to_owned(), catalog.clone());
     let args = crate::native::actor::NativeArgs {
         service: name.to_owned(),
         base_url: service.base_url.clone().unwrap_or_default(),
-        catalog: Arc::new(catalog),
+        catalog,
         call_timeout: service.call_timeout.unwrap_or(config.limits.call_timeout),
         directory: directory.clone(),
         pool: pool.clone(),
         master: master.clone(),
+        defaults: service.defaults.clone(),
+        retries: service.retries,
+        max_retry_wait: service.max_retry_wait,
+        breaker: service.breaker.clone(),
+        oauth: service.oauth.clone(),
+        connect_url,
     };
-    let make = move || {
-        (
-            crate::native::actor::NativeConnector,
-            crate::native::actor::NativeArgs {
-                service: args.service.clone(),
-                base_url: args.base_url.clone(),
-                catalog: args.catalog.clone(),
-                call_timeout: args.call_timeout,
-                directory: args.directory.clone(),
-                pool: args.pool.clone(),
-                master: args.master.clone(),
-            },
-        )
-    };
+    let make = move || (crate::native::actor::NativeConnector, args.clone());
     Ok(ChildSpec::new(
         connector_key(name),
         Restart::Permanent,
@@ -286,13 +289,22 @@ impl Gateway {
             )
         });
         let mut connectors = Vec::new();
+        let mut native_catalogs = BTreeMap::new();
         for (name, service) in &config.services {
             connectors.push(match service.kind {
                 crate::config::ServiceKind::Mcp => {
                     connector_spec(name, service, &config, &directory)
                 }
                 crate::config::ServiceKind::Native => {
-                    native_spec(name, service, &config, &directory, &pool, &master_key)?
+                    native_spec(
+                    name,
+                    service,
+                    &config,
+                    &directory,
+                    &pool,
+                    &master_key,
+                    &mut native_catalogs,
+                )?
                 }
             });
         }
@@ -382,6 +394,8 @@ impl Gateway {
             hooks,
             delegation,
             confirmation_key,
+            connect_flows: Default::default(),
+            native_catalogs,
             catalogs: DashMap::new(),
             risk_overrides: std::sync::RwLock::new(Arc::new(risk_overrides)),
             draining: AtomicBool::new(false),

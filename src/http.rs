@@ -64,6 +64,7 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
         .route_service("/mcp", mcp)
         .route("/oauth/token", axum::routing::post(crate::oauth::token))
         .with_state(gw.clone())
+        .merge(crate::native::connect::routes(gw.clone()))
         .merge(crate::admin::routes(gw))
 }
 
@@ -289,7 +290,8 @@ async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     for name in gw.config.services.keys() {
         let entry = match gw.directory.get(name) {
             Some(status) => {
-                all_running &= status.state == actors::connector::ConnectorState::Running;
+                all_running &= status.state == actors::connector::ConnectorState::Running
+                    && status.breaker.is_none();
                 let catalog = gw.catalog(name);
                 json!({
                     "state": status.state.as_str(),
@@ -297,6 +299,7 @@ async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
                     "starts": status.starts,
                     "tools": status.tools.len(),
                     "last_error": status.last_error,
+                    "breaker": status.breaker.as_deref().unwrap_or("closed"),
                     "unknown_risk_overrides": catalog.map(|c| c.unknown_overrides.clone()).unwrap_or_default(),
                 })
             }

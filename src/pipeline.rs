@@ -593,13 +593,35 @@ fn resolve_and_authorize(
         _ => {}
     }
     // Where the endpoint alone lies, the arguments decide (only ever upward).
-    let (risk, raised_by) = crate::classify::classify(
+    let (risk, mut raised_by) = crate::classify::classify(
         &gw.config.policy.classify,
         service,
         &action_name,
         &arguments,
         risk,
     );
+    // A native action that runs SQL is classified by its statement, not its endpoint.
+    let sql_param = gw
+        .native_catalogs
+        .get(service)
+        .and_then(|c| c.action(&action_name))
+        .and_then(|a| a.classify_sql.as_deref());
+    let risk = match sql_param {
+        Some(param) => {
+            let sql = arguments.get(param).and_then(Value::as_str).unwrap_or("");
+            let by_statement = crate::classify::sql_risk(sql);
+            if by_statement > risk {
+                raised_by = Some(format!(
+                    "{param}: the SQL is {}",
+                    crate::classify::describe(by_statement)
+                ));
+                by_statement
+            } else {
+                risk
+            }
+        }
+        None => risk,
+    };
     row.risk = Some(risk.as_str().into());
     let because = raised_by
         .as_deref()

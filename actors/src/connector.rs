@@ -67,6 +67,9 @@ pub struct ConnectorStatus {
     pub generation: u64,
     pub starts: u64,
     pub last_error: Option<String>,
+    /// A native service's circuit breaker when it is not closed
+    /// (`open: …`, `half_open: …`); `None` when calls flow.
+    pub breaker: Option<String>,
 }
 
 /// Shared, lock-striped view of every connector's state and tools.
@@ -97,6 +100,7 @@ impl ServiceDirectory {
                     generation: 0,
                     starts: 0,
                     last_error: None,
+                    breaker: None,
                 });
         change(entry.value_mut());
     }

@@ -1,21 +1,29 @@
 //! One `NativeConnector` actor per native service. Like the MCP connector it
 //! only dispatches; each call runs on its own task with the subject's own
 //! credential, read from the vault at call time (never cached in the actor).
+//! The actor owns what outlives a call: the HTTP client, the circuit breaker
+//! and the per-user locks that keep OAuth refreshes from racing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actors::connector::{ConnectorError, ConnectorMsg, ConnectorState, ServiceDirectory};
+use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rmcp::model::{CallToolResult, ContentBlock};
-use serde_json::json;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use serde_json::{Value, json};
 use sqlx::SqlitePool;
 
+use super::breaker::Breaker;
 use super::catalog::Catalog;
-use super::executor::{self, Failure};
+use super::executor::{self, Failure, Target};
+use super::token_set::{self, TokenSet};
+use crate::config::{BreakerConfig, OauthConfig};
 use crate::keys::MasterKey;
-use crate::vault;
+use crate::vault::{self, Credential, CredentialKind};
 
+#[derive(Clone)]
 pub struct NativeArgs {
     pub service: String,
     pub base_url: String,
@@ -24,13 +32,27 @@ pub struct NativeArgs {
     pub directory: ServiceDirectory,
     pub pool: SqlitePool,
     pub master: MasterKey,
+    pub defaults: BTreeMap<String, Value>,
+    pub retries: u32,
+    pub max_retry_wait: Duration,
+    pub breaker: BreakerConfig,
+    pub oauth: Option<OauthConfig>,
+    /// `<public_url>/connect/<service>` when users connect with OAuth.
+    pub connect_url: Option<String>,
 }
 
 pub struct NativeConnector;
 
-pub struct NativeState {
+/// What every call on this service shares.
+struct Shared {
     args: NativeArgs,
     http: reqwest::Client,
+    breaker: Breaker,
+    refresh_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+pub struct NativeState {
+    shared: Arc<Shared>,
 }
 
 impl Actor for NativeConnector {
@@ -54,8 +76,17 @@ impl Actor for NativeConnector {
             status.generation += 1;
             status.starts += 1;
             status.last_error = None;
+            status.breaker = None;
         });
-        Ok(NativeState { args, http })
+        let breaker = Breaker::new(args.breaker.failures, args.breaker.cool_down);
+        Ok(NativeState {
+            shared: Arc::new(Shared {
+                args,
+                http,
+                breaker,
+                refresh_locks: DashMap::new(),
+            }),
+        })
     }
 
     async fn handle(
@@ -71,18 +102,9 @@ impl Actor for NativeConnector {
             reply,
         } = message
         {
-            let http = state.http.clone();
-            let service = state.args.service.clone();
-            let base_url = state.args.base_url.clone();
-            let catalog = state.args.catalog.clone();
-            let pool = state.args.pool.clone();
-            let master = state.args.master.clone();
+            let shared = state.shared.clone();
             tokio::spawn(async move {
-                let answer = call(
-                    &http, &service, &base_url, &catalog, &pool, &master, &subject, &tool,
-                    arguments,
-                )
-                .await;
+                let answer = shared.call(&subject, &tool, arguments).await;
                 let _ = reply.send(answer);
             });
         }
@@ -90,70 +112,257 @@ impl Actor for NativeConnector {
     }
 }
 
-/// The same shape for every service when the subject has no usable credential.
-fn auth_required(service: &str, subject: &str, why: &str) -> CallToolResult {
-    let mut result = CallToolResult::error(vec![ContentBlock::text(format!(
-        "auth_required: {why}. Connect your {service} account: an operator runs \
-         `mcpgate credentials set --user {subject} --service {service}`."
-    ))]);
-    result.structured_content = Some(json!({
-        "auth_required": true,
-        "service": service,
-        "reason": why,
-    }));
+fn tool_error(message: String, structured: Value) -> CallToolResult {
+    let mut result = CallToolResult::error(vec![ContentBlock::text(message)]);
+    result.structured_content = Some(structured);
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn call(
-    http: &reqwest::Client,
-    service: &str,
-    base_url: &str,
-    catalog: &Catalog,
-    pool: &SqlitePool,
-    master: &MasterKey,
-    subject: &str,
-    tool: &str,
-    arguments: Option<rmcp::model::JsonObject>,
-) -> Result<CallToolResult, ConnectorError> {
-    let Some(action) = catalog.action(tool) else {
-        return Err(ConnectorError::Upstream {
-            code: -32602,
-            message: format!("{service} has no action '{tool}'"),
-        });
-    };
-    let credential = match vault::get(pool, master, subject, service).await {
-        Ok(Some(credential)) => credential,
-        Ok(None) => {
-            return Ok(auth_required(
-                service,
-                subject,
-                "you have no credential for this service",
-            ));
-        }
-        Err(vault::VaultError::Store(e)) => {
-            return Err(ConnectorError::Transport(format!(
-                "the vault is unavailable: {e}"
-            )));
-        }
-        Err(e) => return Ok(auth_required(service, subject, &e.to_string())),
-    };
-    match executor::execute(
-        http,
-        base_url,
-        catalog,
-        action,
-        &arguments.unwrap_or_default(),
-        &credential,
-    )
-    .await
-    {
-        Ok(result) => Ok(result),
-        Err(Failure::Unauthorized(message)) => Ok(auth_required(
+impl Shared {
+    fn service(&self) -> &str {
+        &self.args.service
+    }
+
+    /// The same shape for every service when the subject has no usable credential.
+    fn auth_required(&self, subject: &str, why: &str) -> CallToolResult {
+        let service = self.service();
+        let (how, connect_url) = match &self.args.connect_url {
+            Some(url) => {
+                let link = format!(
+                    "{url}?ticket={}",
+                    super::connect::ticket(&self.args.master, subject, service)
+                );
+                (
+                    format!("open {link} in a browser (the link is yours alone and lasts 10 minutes)"),
+                    Some(link),
+                )
+            }
+            None => (
+                format!(
+                    "an operator runs `mcpgate credentials set --user {subject} --service {service}`"
+                ),
+                None,
+            ),
+        };
+        tool_error(
+            format!("auth_required: {why}. Connect your {service} account: {how}."),
+            json!({
+                "auth_required": true,
+                "service": service,
+                "reason": why,
+                "connect_url": connect_url,
+            }),
+        )
+    }
+
+    async fn call(
+        &self,
+        subject: &str,
+        tool: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<CallToolResult, ConnectorError> {
+        let service = self.service();
+        let Some(action) = self.args.catalog.action(tool) else {
+            return Err(ConnectorError::Upstream {
+                code: -32602,
+                message: format!("{service} has no action '{tool}'"),
+            });
+        };
+        let mut credential = match self.credential(subject).await? {
+            Ok(credential) => credential,
+            Err(refusal) => return Ok(refusal),
+        };
+        let arguments = arguments.unwrap_or_default();
+        let target = Target {
             service,
-            subject,
-            &format!("{service} refused your credential ({message})"),
-        )),
-        Err(Failure::Unreachable(message)) => Err(ConnectorError::Transport(message)),
+            base_url: &self.args.base_url,
+            defaults: &self.args.defaults,
+            retries: self.args.retries,
+            max_retry_wait: self.args.max_retry_wait,
+        };
+        let mut refreshed_after_401 = false;
+        loop {
+            if let Err(refused) = self.breaker.admit() {
+                return Ok(tool_error(
+                    format!(
+                        "circuit_open: {service} failed repeatedly; the gateway is not calling it for {}s",
+                        refused.retry_in.as_secs().max(1)
+                    ),
+                    json!({"error": "circuit_open", "service": service,
+                           "retry_in_seconds": refused.retry_in.as_secs().max(1)}),
+                ));
+            }
+            let outcome = executor::execute(
+                &self.http,
+                &target,
+                &self.args.catalog,
+                action,
+                &arguments,
+                &credential,
+            )
+            .await;
+            let service_up = !matches!(
+                outcome,
+                Err(Failure::Unreachable(_) | Failure::ServerError { .. })
+            );
+            if self.breaker.record(service_up) {
+                let view = self.breaker.describe();
+                self.args.directory.update(service, |status| {
+                    status.breaker = view;
+                });
+            }
+            return match outcome {
+                Ok(result) => Ok(result),
+                Err(Failure::Unauthorized(message))
+                    if credential.kind == CredentialKind::Oauth && !refreshed_after_401 =>
+                {
+                    // The provider revoked the access token early: one refresh, one retry.
+                    refreshed_after_401 = true;
+                    match self.refresh(subject, &credential, true).await? {
+                        Ok(fresh) => {
+                            credential = fresh;
+                            continue;
+                        }
+                        Err(_) => Ok(self.auth_required(
+                            subject,
+                            &format!("{service} refused your credential ({message})"),
+                        )),
+                    }
+                }
+                Err(Failure::Unauthorized(message)) => Ok(self.auth_required(
+                    subject,
+                    &format!("{service} refused your credential ({message})"),
+                )),
+                Err(Failure::RateLimited {
+                    retry_after,
+                    message,
+                }) => Ok(tool_error(
+                    format!(
+                        "rate_limited: {service} asks to wait{} ({message})",
+                        retry_after
+                            .map(|s| format!(" {s}s"))
+                            .unwrap_or_default()
+                    ),
+                    json!({"error": "rate_limited", "service": service, "retry_after": retry_after}),
+                )),
+                Err(Failure::ServerError { status, message }) => Ok(tool_error(
+                    format!("{service} failed: {message}"),
+                    json!({"error": message, "status": status}),
+                )),
+                Err(Failure::Unreachable(message)) => Err(ConnectorError::Transport(message)),
+            };
+        }
+    }
+
+    /// The subject's credential, refreshed if it is an OAuth set about to
+    /// expire; `Ok(Err(result))` is the auth_required answer.
+    async fn credential(
+        &self,
+        subject: &str,
+    ) -> Result<Result<Credential, CallToolResult>, ConnectorError> {
+        let credential = match vault::get(&self.args.pool, &self.args.master, subject, self.service())
+            .await
+        {
+            Ok(Some(credential)) => credential,
+            Ok(None) => {
+                return Ok(Err(self.auth_required(
+                    subject,
+                    "you have no credential for this service",
+                )));
+            }
+            Err(vault::VaultError::Store(e)) => {
+                return Err(ConnectorError::Transport(format!(
+                    "the vault is unavailable: {e}"
+                )));
+            }
+            Err(e) => return Ok(Err(self.auth_required(subject, &e.to_string()))),
+        };
+        if credential.kind != CredentialKind::Oauth {
+            return Ok(Ok(credential));
+        }
+        let due = TokenSet::parse(credential.secret())
+            .map(|set| set.needs_refresh(token_set::now_unix()))
+            .unwrap_or(false);
+        if !due {
+            return Ok(Ok(credential));
+        }
+        self.refresh(subject, &credential, false).await
+    }
+
+    /// Refresh the subject's OAuth set and store the new one. One refresh per
+    /// user at a time: a second caller finds the fresh set in the vault.
+    async fn refresh(
+        &self,
+        subject: &str,
+        stale: &Credential,
+        forced: bool,
+    ) -> Result<Result<Credential, CallToolResult>, ConnectorError> {
+        let service = self.service();
+        let lock = self
+            .refresh_locks
+            .entry(subject.to_ascii_lowercase())
+            .or_default()
+            .clone();
+        let _held = lock.lock().await;
+        let current = match vault::get(&self.args.pool, &self.args.master, subject, service).await {
+            Ok(Some(current)) => current,
+            Ok(None) => {
+                return Ok(Err(self.auth_required(subject, "your connection was removed")));
+            }
+            Err(vault::VaultError::Store(e)) => {
+                return Err(ConnectorError::Transport(format!(
+                    "the vault is unavailable: {e}"
+                )));
+            }
+            Err(e) => return Ok(Err(self.auth_required(subject, &e.to_string()))),
+        };
+        let Some(set) = TokenSet::parse(current.secret()) else {
+            return Ok(Err(self.auth_required(
+                subject,
+                "the stored OAuth token set is unreadable",
+            )));
+        };
+        // Someone else refreshed while we waited.
+        if current.secret() != stale.secret() && !set.needs_refresh(token_set::now_unix()) {
+            return Ok(Ok(current));
+        }
+        if !forced && !set.needs_refresh(token_set::now_unix()) {
+            return Ok(Ok(current));
+        }
+        let Some(oauth) = &self.args.oauth else {
+            return Ok(Err(self.auth_required(
+                subject,
+                "your access token expired and this service has no OAuth settings to renew it",
+            )));
+        };
+        match token_set::refresh(&self.http, oauth, &set).await {
+            Ok(fresh) => {
+                let secret = fresh.to_secret();
+                vault::set(
+                    &self.args.pool,
+                    &self.args.master,
+                    subject,
+                    service,
+                    CredentialKind::Oauth,
+                    &secret,
+                )
+                .await
+                .map_err(|e| ConnectorError::Transport(format!("the vault is unavailable: {e}")))?;
+                tracing::info!(service, "refreshed a user's OAuth access token");
+                match vault::get(&self.args.pool, &self.args.master, subject, service).await {
+                    Ok(Some(credential)) => Ok(Ok(credential)),
+                    _ => Err(ConnectorError::Transport(
+                        "the refreshed credential could not be read back".into(),
+                    )),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(service, error = %e, "OAuth refresh failed; the user must reconnect");
+                Ok(Err(self.auth_required(
+                    subject,
+                    &format!("your {service} authorization could not be renewed ({e}); consent again"),
+                )))
+            }
+        }
     }
 }

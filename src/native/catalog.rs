@@ -34,6 +34,8 @@ pub enum AuthScheme {
     Basic,
     /// `Authorization: Bearer <token>`.
     Bearer,
+    /// The secret in the header named by `auth_header` (Metabase: `x-api-key`).
+    ApiKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -43,6 +45,10 @@ pub enum ErrorShape {
     Jira,
     /// HTTP 200 with `{"ok": false, "error": "..."}` is a failure.
     Slack,
+    /// `{"error": {"code", "message", "status", "errors": [...]}}`.
+    Google,
+    /// Plain-text 401s; a 2xx query answer with `"status": "failed"` is a failure.
+    Metabase,
     #[default]
     Generic,
 }
@@ -52,8 +58,19 @@ pub enum ErrorShape {
 pub enum Location {
     Path,
     Query,
-    /// A field of the JSON body.
+    /// A request header.
+    Header,
+    /// A field of the body (JSON, or a form field with `encoding: form`).
     Body,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    #[default]
+    Json,
+    /// `application/x-www-form-urlencoded` (Slack).
+    Form,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +87,29 @@ pub struct ParamSpec {
     /// Extra JSON Schema (items, enum, properties…) merged into the parameter's.
     #[serde(default)]
     pub schema: Option<Value>,
+    /// The name on the wire when it differs from the argument's; for a body
+    /// field a dotted name nests (`native.query`).
+    #[serde(default)]
+    pub wire: Option<String>,
+    /// Sent when the caller omits the argument (operators override it with the
+    /// service's `defaults:`).
+    #[serde(default)]
+    pub default: Option<Value>,
+    /// A body object whose keys become the body's own (Windmill job args).
+    #[serde(default)]
+    pub spread: bool,
+    /// A path value whose `/` stay (Windmill paths such as `f/reports/daily`).
+    #[serde(default)]
+    pub keep_slashes: bool,
+    /// A plain string becomes an Atlassian Document Format doc (Jira comments).
+    #[serde(default)]
+    pub adf: bool,
+}
+
+impl ParamSpec {
+    pub fn wire_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.wire.as_deref().unwrap_or(name)
+    }
 }
 
 fn default_type() -> String {
@@ -87,6 +127,25 @@ pub struct ResponseSpec {
     pub max_bytes: Option<usize>,
 }
 
+/// Token pagination: the executor follows up to `pages` pages (the caller's
+/// argument, at most `max_pages`), concatenating `items`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaginationSpec {
+    /// The param (query or body) that carries the token to the next request.
+    pub token_param: String,
+    /// Dotted path of the next page's token in an answer.
+    pub next_token: String,
+    /// Dotted path of the array concatenated across pages.
+    pub items: String,
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+}
+
+fn default_max_pages() -> u32 {
+    5
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionSpec {
@@ -99,6 +158,13 @@ pub struct ActionSpec {
     pub params: BTreeMap<String, ParamSpec>,
     #[serde(default)]
     pub response: ResponseSpec,
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// The argument holding SQL: the statement, not the endpoint, sets the risk.
+    #[serde(default)]
+    pub classify_sql: Option<String>,
+    #[serde(default)]
+    pub pagination: Option<PaginationSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,10 +172,40 @@ pub struct ActionSpec {
 pub struct Catalog {
     pub service: String,
     pub auth: AuthScheme,
+    /// The header carrying the secret for `auth: api_key`.
+    #[serde(default)]
+    pub auth_header: Option<String>,
     #[serde(default)]
     pub errors: ErrorShape,
+
     pub actions: Vec<ActionSpec>,
 }
+
+/// A service's catalog: `<catalog_dir>/<name>.yaml` if the operator has one,
+/// else the shipped one of that name, else `source` as a file path.
+pub fn load(source: &str, catalog_dir: Option<&std::path::Path>) -> Result<Catalog, String> {
+    if let Some(dir) = catalog_dir {
+        let file = dir.join(format!("{source}.yaml"));
+        if file.is_file() {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("catalog {}: {e}", file.display()))?;
+            return Catalog::parse(&text, &file.display().to_string()).map_err(|e| e.to_string());
+        }
+    }
+    if let Some((file, text)) = shipped(source) {
+        return Catalog::parse(text, file).map_err(|e| e.to_string());
+    }
+    let text = std::fs::read_to_string(source).map_err(|e| {
+        format!(
+            "catalog '{source}' is not shipped ({}) and cannot be read as a file: {e}",
+            SHIPPED.join(", ")
+        )
+    })?;
+    Catalog::parse(&text, source).map_err(|e| e.to_string())
+}
+
+/// Names of the shipped catalogs.
+pub const SHIPPED: &[&str] = &["jira"];
 
 /// The catalogs shipped in the binary, by name.
 pub fn shipped(name: &str) -> Option<(&'static str, &'static str)> {
@@ -139,6 +235,12 @@ impl Catalog {
             },
             message: e.to_string(),
         })?;
+        if catalog.auth == AuthScheme::ApiKey && catalog.auth_header.is_none() {
+            return Err(CatalogError {
+                location: locate_after(text, file, "auth:", "auth:"),
+                message: "`auth: api_key` needs `auth_header` (e.g. x-api-key)".into(),
+            });
+        }
         let mut seen = std::collections::HashSet::new();
         for action in &catalog.actions {
             let at = |needle: &str, message: String| CatalogError {
@@ -180,12 +282,52 @@ impl Catalog {
                 }
             }
             for (name, param) in &action.params {
+                let misplaced = if param.spread
+                    && (param.location != Location::Body || param.kind != "object")
+                {
+                    Some("`spread` needs `in: body` and `type: object`")
+                } else if param.keep_slashes && param.location != Location::Path {
+                    Some("`keep_slashes` needs `in: path`")
+                } else if param.adf && param.location != Location::Body {
+                    Some("`adf` needs `in: body`")
+                } else if param.wire.is_some() && param.location == Location::Path {
+                    Some("a path param is named by its placeholder; `wire` does not apply")
+                } else {
+                    None
+                };
+                if let Some(why) = misplaced {
+                    return Err(at(name, format!("param '{name}': {why}")));
+                }
                 if param.location == Location::Path && !action.path.contains(&format!("{{{name}}}"))
                 {
                     return Err(at(
                         name,
                         format!("param '{name}' is `in: path` but the path has no '{{{name}}}'"),
                     ));
+                }
+            }
+            if let Some(sql) = &action.classify_sql
+                && !action.params.contains_key(sql)
+            {
+                return Err(at(
+                    "classify_sql:",
+                    format!("classify_sql names '{sql}', which is not a param"),
+                ));
+            }
+            if let Some(pages) = &action.pagination {
+                let carrier = action.params.get(&pages.token_param);
+                if !carrier.is_some_and(|p| matches!(p.location, Location::Query | Location::Body))
+                {
+                    return Err(at(
+                        "token_param:",
+                        format!(
+                            "pagination token_param '{}' needs a query or body param of that name",
+                            pages.token_param
+                        ),
+                    ));
+                }
+                if pages.max_pages == 0 {
+                    return Err(at("max_pages:", "max_pages must be at least 1".into()));
                 }
             }
         }
@@ -214,10 +356,24 @@ impl Catalog {
                             schema[k] = v.clone();
                         }
                     }
+                    if let Some(default) = &param.default {
+                        schema["default"] = default.clone();
+                    }
                     properties.insert(name.clone(), schema);
-                    if param.required {
+                    if param.required && param.default.is_none() {
                         required.push(name.clone());
                     }
+                }
+                if let Some(pages) = &action.pagination {
+                    properties.insert(
+                        "pages".into(),
+                        json!({
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": pages.max_pages,
+                            "description": format!("pages to fetch and join (default 1, at most {}); the answer's next_page_token continues", pages.max_pages),
+                        }),
+                    );
                 }
                 let Value::Object(schema) = json!({
                     "type": "object",

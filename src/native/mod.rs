@@ -2,5 +2,8 @@
 //! acting with the subject's own credential from the vault.
 
 pub mod actor;
+pub mod breaker;
 pub mod catalog;
+pub mod connect;
 pub mod executor;
+pub mod token_set;
