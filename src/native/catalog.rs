@@ -205,7 +205,7 @@ pub fn load(source: &str, catalog_dir: Option<&std::path::Path>) -> Result<Catal
 }
 
 /// Names of the shipped catalogs.
-pub const SHIPPED: &[&str] = &["jira"];
+pub const SHIPPED: &[&str] = &["jira", "slack", "google", "bigquery", "metabase", "windmill"];
 
 /// The catalogs shipped in the binary, by name.
 pub fn shipped(name: &str) -> Option<(&'static str, &'static str)> {
@@ -213,6 +213,26 @@ pub fn shipped(name: &str) -> Option<(&'static str, &'static str)> {
         "jira" => Some((
             "catalogs/jira.yaml",
             include_str!("../../catalogs/jira.yaml"),
+        )),
+        "slack" => Some((
+            "catalogs/slack.yaml",
+            include_str!("../../catalogs/slack.yaml"),
+        )),
+        "google" => Some((
+            "catalogs/google.yaml",
+            include_str!("../../catalogs/google.yaml"),
+        )),
+        "bigquery" => Some((
+            "catalogs/bigquery.yaml",
+            include_str!("../../catalogs/bigquery.yaml"),
+        )),
+        "metabase" => Some((
+            "catalogs/metabase.yaml",
+            include_str!("../../catalogs/metabase.yaml"),
+        )),
+        "windmill" => Some((
+            "catalogs/windmill.yaml",
+            include_str!("../../catalogs/windmill.yaml"),
         )),
         _ => None,
     }
@@ -409,6 +429,15 @@ pub fn placeholders(path: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_shipped_catalog_loads() {
+        for name in SHIPPED {
+            let (file, text) = shipped(name).unwrap();
+            let catalog = Catalog::parse(text, file).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&catalog.service, name);
+        }
+    }
 
     #[test]
     fn the_shipped_jira_catalog_loads() {
