@@ -74,6 +74,32 @@ pub enum Command {
     /// Key rotation for stored secrets.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Native service catalogs: check them against their specs, import new ones.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Check every shipped catalog against its service's published spec:
+    /// each action's method, path and parameters must exist there.
+    Check {
+        /// The directory of specs (`jira/openapi-subset.json`, …).
+        #[arg(long, env = "MCPGATE_SPECS", default_value = "../shared/specs")]
+        specs: PathBuf,
+    },
+    /// Write a first catalog for a service from its OpenAPI 3 (or Swagger 2)
+    /// document; review names and risk classes afterwards.
+    ImportOpenapi {
+        /// The OpenAPI document (JSON or YAML).
+        spec: PathBuf,
+        /// The service's name in the catalog.
+        #[arg(long)]
+        service: String,
+        /// Where to write the catalog (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +149,10 @@ pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Catalog commands work on files alone: no config, no database.
+    if let Command::Catalog(command) = cli.command {
+        return catalog(command);
+    }
     let config = load_config(&cli.global)?;
     match cli.command {
         Command::Check => {
@@ -142,6 +172,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(command) => cli_operator::job(&config, command),
         Command::Credentials(command) => cli_operator::credentials(config, command).await,
         Command::Secrets(command) => cli_operator::secrets(config, command).await,
+        Command::Catalog(_) => unreachable!("handled before the config is loaded"),
         Command::Audit(AuditCommand::Query {
             subject,
             since,
@@ -275,4 +306,41 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
+    match command {
+        CatalogCommand::Check { specs } => {
+            let (checked, problems) =
+                crate::native::spec_check::check_shipped(&specs).map_err(|e| anyhow::anyhow!(e))?;
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            if problems.is_empty() {
+                println!(
+                    "catalogs ok: {checked} actions in {} catalogs match their specs in {}",
+                    crate::native::catalog::SHIPPED.len(),
+                    specs.display()
+                );
+                Ok(())
+            } else {
+                anyhow::bail!("{} problem(s) in the shipped catalogs", problems.len())
+            }
+        }
+        CatalogCommand::ImportOpenapi { spec, service, out } => {
+            let doc = crate::native::spec::read_document(&spec).map_err(|e| anyhow::anyhow!(e))?;
+            let text =
+                crate::native::openapi_import::import(&doc, &service, &spec.display().to_string())
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+    }
 }

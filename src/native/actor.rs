@@ -133,7 +133,9 @@ impl Shared {
                     super::connect::ticket(&self.args.master, subject, service)
                 );
                 (
-                    format!("open {link} in a browser (the link is yours alone and lasts 10 minutes)"),
+                    format!(
+                        "open {link} in a browser (the link is yours alone and lasts 10 minutes)"
+                    ),
                     Some(link),
                 )
             }
@@ -239,9 +241,7 @@ impl Shared {
                 }) => Ok(tool_error(
                     format!(
                         "rate_limited: {service} asks to wait{} ({message})",
-                        retry_after
-                            .map(|s| format!(" {s}s"))
-                            .unwrap_or_default()
+                        retry_after.map(|s| format!(" {s}s")).unwrap_or_default()
                     ),
                     json!({"error": "rate_limited", "service": service, "retry_after": retry_after}),
                 )),
@@ -260,23 +260,22 @@ impl Shared {
         &self,
         subject: &str,
     ) -> Result<Result<Credential, CallToolResult>, ConnectorError> {
-        let credential = match vault::get(&self.args.pool, &self.args.master, subject, self.service())
-            .await
-        {
-            Ok(Some(credential)) => credential,
-            Ok(None) => {
-                return Ok(Err(self.auth_required(
-                    subject,
-                    "you have no credential for this service",
-                )));
-            }
-            Err(vault::VaultError::Store(e)) => {
-                return Err(ConnectorError::Transport(format!(
-                    "the vault is unavailable: {e}"
-                )));
-            }
-            Err(e) => return Ok(Err(self.auth_required(subject, &e.to_string()))),
-        };
+        let credential =
+            match vault::get(&self.args.pool, &self.args.master, subject, self.service()).await {
+                Ok(Some(credential)) => credential,
+                Ok(None) => {
+                    return Ok(Err(self.auth_required(
+                        subject,
+                        "you have no credential for this service",
+                    )));
+                }
+                Err(vault::VaultError::Store(e)) => {
+                    return Err(ConnectorError::Transport(format!(
+                        "the vault is unavailable: {e}"
+                    )));
+                }
+                Err(e) => return Ok(Err(self.auth_required(subject, &e.to_string()))),
+            };
         if credential.kind != CredentialKind::Oauth {
             return Ok(Ok(credential));
         }
@@ -307,7 +306,9 @@ impl Shared {
         let current = match vault::get(&self.args.pool, &self.args.master, subject, service).await {
             Ok(Some(current)) => current,
             Ok(None) => {
-                return Ok(Err(self.auth_required(subject, "your connection was removed")));
+                return Ok(Err(
+                    self.auth_required(subject, "your connection was removed")
+                ));
             }
             Err(vault::VaultError::Store(e)) => {
                 return Err(ConnectorError::Transport(format!(
@@ -360,7 +361,9 @@ impl Shared {
                 tracing::warn!(service, error = %e, "OAuth refresh failed; the user must reconnect");
                 Ok(Err(self.auth_required(
                     subject,
-                    &format!("your {service} authorization could not be renewed ({e}); consent again"),
+                    &format!(
+                        "your {service} authorization could not be renewed ({e}); consent again"
+                    ),
                 )))
             }
         }

@@ -131,7 +131,12 @@ mod tests {
         assert!(breaker.record(false));
         assert!(matches!(breaker.state(), BreakerState::Open { .. }));
         assert!(breaker.admit().is_err());
-        assert!(breaker.describe().unwrap().contains("3 consecutive failures"));
+        assert!(
+            breaker
+                .describe()
+                .unwrap()
+                .contains("3 consecutive failures")
+        );
         std::thread::sleep(Duration::from_millis(60));
         breaker.admit().unwrap();
         // Only one trial at a time.

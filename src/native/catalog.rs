@@ -205,7 +205,9 @@ pub fn load(source: &str, catalog_dir: Option<&std::path::Path>) -> Result<Catal
 }
 
 /// Names of the shipped catalogs.
-pub const SHIPPED: &[&str] = &["jira", "slack", "google", "bigquery", "metabase", "windmill"];
+pub const SHIPPED: &[&str] = &[
+    "jira", "slack", "google", "bigquery", "metabase", "windmill",
+];
 
 /// The catalogs shipped in the binary, by name.
 pub fn shipped(name: &str) -> Option<(&'static str, &'static str)> {
@@ -272,12 +274,12 @@ impl Catalog {
             }
             if !matches!(
                 action.method.as_str(),
-                "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
+                "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE"
             ) {
                 return Err(at(
                     "method:",
                     format!(
-                        "method '{}' is not GET, POST, PUT, PATCH or DELETE",
+                        "method '{}' is not GET, HEAD, POST, PUT, PATCH or DELETE",
                         action.method
                     ),
                 ));
@@ -367,7 +369,12 @@ impl Catalog {
                 let mut properties = serde_json::Map::new();
                 let mut required = Vec::new();
                 for (name, param) in &action.params {
-                    let mut schema = json!({ "type": param.kind });
+                    // `any`: a JSON value of whatever type the service takes.
+                    let mut schema = if param.kind == "any" {
+                        json!({})
+                    } else {
+                        json!({ "type": param.kind })
+                    };
                     if let Some(description) = &param.description {
                         schema["description"] = json!(description);
                     }

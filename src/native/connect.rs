@@ -114,9 +114,15 @@ pub fn verify_ticket(master: &MasterKey, ticket: &str, service: &str) -> Result<
         return Err("the connect link is malformed".into());
     };
     if for_service != service {
-        return Err(format!("the connect link is for {for_service}, not {service}"));
+        return Err(format!(
+            "the connect link is for {for_service}, not {service}"
+        ));
     }
-    if expiry.parse::<i64>().map_err(|_| "the connect link is malformed")? < now_unix() {
+    if expiry
+        .parse::<i64>()
+        .map_err(|_| "the connect link is malformed")?
+        < now_unix()
+    {
         return Err("the connect link expired: ask again for a new one".into());
     }
     Ok(user.to_owned())
@@ -161,7 +167,13 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response {
         .into_response()
 }
 
-async fn refused(gw: &Gateway, user: &str, service: &str, code: &'static str, why: &str) -> Response {
+async fn refused(
+    gw: &Gateway,
+    user: &str,
+    service: &str,
+    code: &'static str,
+    why: &str,
+) -> Response {
     crate::admin::audit_refusal(gw, user, &format!("connect:{service}"), code, why).await;
     let status = match code {
         "unauthenticated" | "invalid_token" => StatusCode::UNAUTHORIZED,
@@ -224,7 +236,14 @@ async fn start(
         }
     };
     if gw.config.user(&user).is_none() {
-        return refused(&gw, &user, &service, "unknown_user", "you are not a gateway user").await;
+        return refused(
+            &gw,
+            &user,
+            &service,
+            "unknown_user",
+            "you are not a gateway user",
+        )
+        .await;
     }
     let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -280,7 +299,11 @@ async fn callback(
     Path(service): Path<String>,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let Some(pending) = query.state.as_deref().and_then(|s| gw.connect_flows.take(s)) else {
+    let Some(pending) = query
+        .state
+        .as_deref()
+        .and_then(|s| gw.connect_flows.take(s))
+    else {
         return refused(
             &gw,
             "anonymous",
@@ -291,7 +314,14 @@ async fn callback(
         .await;
     };
     if pending.service != service {
-        return refused(&gw, &pending.user, &service, "invalid_state", "the sign-in was for another service").await;
+        return refused(
+            &gw,
+            &pending.user,
+            &service,
+            "invalid_state",
+            "the sign-in was for another service",
+        )
+        .await;
     }
     if let Some(error) = &query.error {
         let why = format!(
@@ -305,17 +335,43 @@ async fn callback(
         return refused(&gw, &pending.user, &service, "consent_denied", &why).await;
     }
     let Some(code) = &query.code else {
-        return refused(&gw, &pending.user, &service, "invalid_request", "the provider sent no code").await;
+        return refused(
+            &gw,
+            &pending.user,
+            &service,
+            "invalid_request",
+            "the provider sent no code",
+        )
+        .await;
     };
-    let Some(oauth) = gw.config.services.get(&service).and_then(|s| s.oauth.clone()) else {
-        return refused(&gw, &pending.user, &service, "unknown_service", "the service is no longer configured for OAuth").await;
+    let Some(oauth) = gw
+        .config
+        .services
+        .get(&service)
+        .and_then(|s| s.oauth.clone())
+    else {
+        return refused(
+            &gw,
+            &pending.user,
+            &service,
+            "unknown_service",
+            "the service is no longer configured for OAuth",
+        )
+        .await;
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .redirect(reqwest::redirect::Policy::none())
         .build();
     let Ok(http) = http else {
-        return refused(&gw, &pending.user, &service, "connect_failed", "no HTTP client").await;
+        return refused(
+            &gw,
+            &pending.user,
+            &service,
+            "connect_failed",
+            "no HTTP client",
+        )
+        .await;
     };
     let redirect = redirect_uri(&gw, &service);
     let set = token_set::token_request(
@@ -332,7 +388,16 @@ async fn callback(
     .await;
     let set = match set {
         Ok(set) => set,
-        Err(e) => return refused(&gw, &pending.user, &service, "connect_failed", &e.to_string()).await,
+        Err(e) => {
+            return refused(
+                &gw,
+                &pending.user,
+                &service,
+                "connect_failed",
+                &e.to_string(),
+            )
+            .await;
+        }
     };
     if let Err(e) = vault::set(
         &gw.pool,
@@ -344,7 +409,14 @@ async fn callback(
     )
     .await
     {
-        return refused(&gw, &pending.user, &service, "connect_failed", &format!("the vault refused: {e}")).await;
+        return refused(
+            &gw,
+            &pending.user,
+            &service,
+            "connect_failed",
+            &format!("the vault refused: {e}"),
+        )
+        .await;
     }
     let mut row = crate::pipeline::audit_row(crate::pipeline::RowStart {
         subject: &pending.user,
@@ -373,10 +445,21 @@ mod tests {
     fn tickets_are_bound_to_user_service_and_key() {
         let key = MasterKey::from_bytes([7; 32]);
         let t = ticket(&key, "Alice@Example.com", "google");
-        assert_eq!(verify_ticket(&key, &t, "google").unwrap(), "alice@example.com");
-        assert!(verify_ticket(&key, &t, "slack").unwrap_err().contains("not slack"));
+        assert_eq!(
+            verify_ticket(&key, &t, "google").unwrap(),
+            "alice@example.com"
+        );
+        assert!(
+            verify_ticket(&key, &t, "slack")
+                .unwrap_err()
+                .contains("not slack")
+        );
         let other = MasterKey::from_bytes([8; 32]);
-        assert!(verify_ticket(&other, &t, "google").unwrap_err().contains("genuine"));
+        assert!(
+            verify_ticket(&other, &t, "google")
+                .unwrap_err()
+                .contains("genuine")
+        );
         let (payload, tag) = t.split_once('.').unwrap();
         let forged = URL_SAFE_NO_PAD.encode(
             String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap())

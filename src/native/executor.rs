@@ -138,8 +138,14 @@ fn secret_for_wire(credential: &Credential) -> Result<String, Failure> {
     }
     serde_json::from_str::<Value>(credential.secret())
         .ok()
-        .and_then(|set| set.get("access_token").and_then(Value::as_str).map(str::to_owned))
-        .ok_or_else(|| Failure::Unauthorized("the stored OAuth token set has no access token".into()))
+        .and_then(|set| {
+            set.get("access_token")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| {
+            Failure::Unauthorized("the stored OAuth token set has no access token".into())
+        })
 }
 
 fn build_request(
@@ -183,11 +189,8 @@ fn build_request(
             Location::Body => set_path(&mut body, wire, value.clone()),
         }
     }
-    let mut url = reqwest::Url::parse(&format!(
-        "{}{path}",
-        target.base_url.trim_end_matches('/')
-    ))
-    .map_err(|e| Failure::Unreachable(format!("bad URL for {}: {e}", catalog.service)))?;
+    let mut url = reqwest::Url::parse(&format!("{}{path}", target.base_url.trim_end_matches('/')))
+        .map_err(|e| Failure::Unreachable(format!("bad URL for {}: {e}", catalog.service)))?;
     if !query.is_empty() {
         url.query_pairs_mut().extend_pairs(&query);
     }
@@ -205,9 +208,10 @@ fn build_request(
             "authorization",
             format!("Basic {}", STANDARD.encode(secret.as_bytes())),
         ),
-        AuthScheme::ApiKey => {
-            request.header(catalog.auth_header.as_deref().unwrap_or("x-api-key"), secret)
-        }
+        AuthScheme::ApiKey => request.header(
+            catalog.auth_header.as_deref().unwrap_or("x-api-key"),
+            secret,
+        ),
     };
     match action.encoding {
         Encoding::Json => {
@@ -255,8 +259,7 @@ async fn fetch(
     let service = target.service;
     let mut attempt = 0u32;
     loop {
-        let request = build_request(http, target, catalog, action, arguments, secret)
-            ?;
+        let request = build_request(http, target, catalog, action, arguments, secret)?;
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
@@ -287,8 +290,13 @@ async fn fetch(
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         // A short plain-text error body (Metabase's `Unauthenticated`) is the reason.
         let reason = parsed.clone().or_else(|| {
-            (!status.is_success() && content_type.starts_with("text/plain"))
-                .then(|| Value::String(String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).trim().to_owned()))
+            (!status.is_success() && content_type.starts_with("text/plain")).then(|| {
+                Value::String(
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                        .trim()
+                        .to_owned(),
+                )
+            })
         });
         let google_rate_limited = catalog.errors == ErrorShape::Google
             && status == reqwest::StatusCode::FORBIDDEN
@@ -299,7 +307,11 @@ async fn fetch(
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS || google_rate_limited {
             let seconds = wait.unwrap_or(1);
             if attempt < target.retries && Duration::from_secs(seconds) <= target.max_retry_wait {
-                tracing::info!(service, seconds, "rate limited: waiting as Retry-After asks");
+                tracing::info!(
+                    service,
+                    seconds,
+                    "rate limited: waiting as Retry-After asks"
+                );
                 tokio::time::sleep(Duration::from_secs(seconds)).await;
                 attempt += 1;
                 continue;
@@ -335,8 +347,7 @@ async fn fetch(
         if !status.is_success() {
             let message = error_message(catalog.errors, status, reason.as_ref(), &content_type);
             let mut result = CallToolResult::error(vec![ContentBlock::text(message.clone())]);
-            result.structured_content =
-                Some(json!({"error": message, "status": status.as_u16()}));
+            result.structured_content = Some(json!({"error": message, "status": status.as_u16()}));
             return Err(Stop::Tool(result));
         }
         return match parsed {
@@ -353,7 +364,11 @@ async fn fetch(
             None => Err(Stop::Tool(tool_error(format!(
                 "{service} answered HTTP {} with a body that is not JSON ({})",
                 status.as_u16(),
-                if content_type.is_empty() { "no content type" } else { &content_type }
+                if content_type.is_empty() {
+                    "no content type"
+                } else {
+                    &content_type
+                }
             )))),
         };
     }

@@ -6,4 +6,7 @@ pub mod breaker;
 pub mod catalog;
 pub mod connect;
 pub mod executor;
+pub mod openapi_import;
+pub mod spec;
+pub mod spec_check;
 pub mod token_set;
