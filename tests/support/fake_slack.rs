@@ -136,12 +136,13 @@ impl FakeSlack {
     pub fn add_channel(&self, id: &str, name: &str, general: bool) {
         let mut world = self.world.lock().unwrap();
         let creator = world.users.keys().next().cloned().unwrap_or_default();
+        let members = world.users.len();
         world.channels.push(json!({
             "id": id, "name": name, "name_normalized": name, "created": 1_700_000_000,
             "creator": creator, "is_channel": true, "is_group": false, "is_im": false,
             "is_mpim": false, "is_private": false, "is_archived": false, "is_general": general,
             "is_shared": false, "is_org_shared": false, "is_ext_shared": false, "is_member": true,
-            "num_members": world.users.len(),
+            "num_members": members,
             "topic": {"value": "", "creator": "", "last_set": 0},
             "purpose": {"value": format!("All about {name}"), "creator": creator, "last_set": 0}
         }));
@@ -153,9 +154,13 @@ impl FakeSlack {
         let mut world = self.world.lock().unwrap();
         world.clock += 1;
         let ts = format!("{}.000100", world.clock);
-        world.messages.entry(channel.into()).or_default().push(json!({
-            "type": "message", "user": user, "text": text, "ts": ts, "team": TEAM_ID
-        }));
+        world
+            .messages
+            .entry(channel.into())
+            .or_default()
+            .push(json!({
+                "type": "message", "user": user, "text": text, "ts": ts, "team": TEAM_ID
+            }));
         ts
     }
 
@@ -304,7 +309,12 @@ async fn dispatch(
     if writes.contains(&method.as_str()) && http_method != Method::POST {
         return fail("invalid_post_type");
     }
-    if http_method == Method::POST && !matches!(content_type.as_str(), "application/x-www-form-urlencoded" | "application/json") {
+    if http_method == Method::POST
+        && !matches!(
+            content_type.as_str(),
+            "application/x-www-form-urlencoded" | "application/json"
+        )
+    {
         return fail("invalid_form_data");
     }
     match method.as_str() {
@@ -402,10 +412,17 @@ fn conversations_list(world: &World, args: &BTreeMap<String, String>) -> Respons
     let all: Vec<&Value> = world
         .channels
         .iter()
-        .filter(|c| types.split(',').any(|t| t.trim() == "public_channel") && c["is_private"] == false)
+        .filter(|c| {
+            types.split(',').any(|t| t.trim() == "public_channel") && c["is_private"] == false
+        })
         .filter(|c| !(exclude_archived && c["is_archived"] == true))
         .collect();
-    let page: Vec<Value> = all.iter().skip(start).take(limit).map(|c| (*c).clone()).collect();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|c| (*c).clone())
+        .collect();
     let next = if start + limit < all.len() {
         cursor_for("team", start + limit)
     } else {
@@ -436,7 +453,10 @@ fn conversations_history(world: &World, args: &BTreeMap<String, String>) -> Resp
     let bound = |name: &str| -> Result<Option<f64>, Response> {
         match args.get(name) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| fail(&format!("invalid_ts_{name}"))),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| fail(&format!("invalid_ts_{name}"))),
         }
     };
     let (latest, oldest) = match (bound("latest"), bound("oldest")) {
@@ -459,7 +479,12 @@ fn conversations_history(world: &World, args: &BTreeMap<String, String>) -> Resp
                 && oldest.is_none_or(|o| ts > o || (inclusive && ts == o))
         })
         .collect();
-    let page: Vec<Value> = all.iter().skip(start).take(limit).map(|m| (*m).clone()).collect();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|m| (*m).clone())
+        .collect();
     let has_more = start + limit < all.len();
     let mut answer = json!({
         "messages": page, "has_more": has_more, "pin_count": 0,
@@ -478,8 +503,16 @@ fn search_messages(world: &World, token: &str, args: &BTreeMap<String, String>) 
     let Some(query) = args.get("query").filter(|q| !q.trim().is_empty()) else {
         return fail("no_query");
     };
-    let count: usize = args.get("count").and_then(|c| c.parse().ok()).unwrap_or(20).clamp(1, 100);
-    let page: usize = args.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let count: usize = args
+        .get("count")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(20)
+        .clamp(1, 100);
+    let page: usize = args
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
     let mut matches = Vec::new();
     for channel in &world.channels {
@@ -507,7 +540,11 @@ fn search_messages(world: &World, token: &str, args: &BTreeMap<String, String>) 
     }
     let total = matches.len();
     let pages = total.div_ceil(count).max(1);
-    let page_matches: Vec<Value> = matches.into_iter().skip((page - 1) * count).take(count).collect();
+    let page_matches: Vec<Value> = matches
+        .into_iter()
+        .skip((page - 1) * count)
+        .take(count)
+        .collect();
     ok(json!({
         "query": query,
         "messages": {
@@ -542,7 +579,8 @@ fn post_message(world: &mut World, who: &str, args: &BTreeMap<String, String>) -
     let channel = world.channels[index]["id"].as_str().unwrap().to_owned();
     world.clock += 1;
     let ts = format!("{}.000200", world.clock);
-    let mut message = json!({"type": "message", "user": who, "text": text, "ts": ts, "team": TEAM_ID});
+    let mut message =
+        json!({"type": "message", "user": who, "text": text, "ts": ts, "team": TEAM_ID});
     if let Some(blocks) = blocks {
         message["blocks"] = blocks;
     }
@@ -558,7 +596,11 @@ fn post_message(world: &mut World, who: &str, args: &BTreeMap<String, String>) -
             message["subtype"] = json!("thread_broadcast");
         }
     }
-    world.messages.get_mut(&channel).unwrap().push(message.clone());
+    world
+        .messages
+        .get_mut(&channel)
+        .unwrap()
+        .push(message.clone());
     ok(json!({"channel": channel, "ts": ts, "message": message}))
 }
 
