@@ -16,7 +16,7 @@
 //!   `jobComplete: false` until it has been polled enough.
 //! - `rate_limit_next(n, secs)`: the next n requests get 429
 //!   `RESOURCE_EXHAUSTED` with `Retry-After`.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -99,7 +99,11 @@ struct World {
 impl World {
     fn token(&mut self, what: String, offset: usize) -> String {
         self.next_id += 1;
-        let token = format!("BH{:08X}{:04X}", self.next_id * 2654435761 % 4294967291, offset);
+        let token = format!(
+            "BH{:08X}{:04X}",
+            self.next_id.wrapping_mul(2_654_435_761) % 4_294_967_291,
+            offset
+        );
         self.page_tokens.insert(token.clone(), (what, offset));
         token
     }
@@ -201,10 +205,7 @@ impl FakeBigQuery {
             })),
         };
         let app = axum::Router::new()
-            .route(
-                "/bigquery/v2/projects/{project}/queries",
-                post(jobs_query),
-            )
+            .route("/bigquery/v2/projects/{project}/queries", post(jobs_query))
             .route(
                 "/bigquery/v2/projects/{project}/queries/{job}",
                 get(get_query_results),
@@ -237,7 +238,13 @@ impl FakeBigQuery {
             .insert(token.into(), email.into());
     }
 
-    pub fn add_dataset(&self, project: &str, dataset: &str, location: &str, labels: &[(&str, &str)]) {
+    pub fn add_dataset(
+        &self,
+        project: &str,
+        dataset: &str,
+        location: &str,
+        labels: &[(&str, &str)],
+    ) {
         self.world
             .lock()
             .unwrap()
@@ -436,7 +443,9 @@ fn tokenize(sql: &str) -> Result<Vec<Tok>, String> {
                 .ok_or("Syntax error: Unclosed string literal")?;
             out.push(Tok::Str(chars[i + 1..i + 1 + end].iter().collect()));
             i += end + 2;
-        } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             let start = i;
             i += 1;
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
@@ -515,7 +524,11 @@ struct Ctx<'a> {
 
 impl World {
     /// `[project.]dataset.table` (backtick-quoted as a whole or not).
-    fn resolve(&self, ctx: &Ctx, tok: Option<&Tok>) -> Result<(String, String, String), (StatusCode, String, &'static str)> {
+    fn resolve(
+        &self,
+        ctx: &Ctx,
+        tok: Option<&Tok>,
+    ) -> Result<(String, String, String), (StatusCode, String, &'static str)> {
         let invalid = |m: String| (StatusCode::BAD_REQUEST, m, "invalidQuery");
         let name = match tok {
             Some(Tok::Quoted(q)) if ctx.legacy => {
@@ -550,7 +563,10 @@ impl World {
         if !ds.tables.contains_key(&table) {
             return Err((
                 StatusCode::NOT_FOUND,
-                format!("Not found: Table {project}:{dataset}.{table} was not found in location {}", ds.location),
+                format!(
+                    "Not found: Table {project}:{dataset}.{table} was not found in location {}",
+                    ds.location
+                ),
                 "notFound",
             ));
         }
@@ -592,12 +608,18 @@ impl World {
         while toks.last() == Some(&Tok::Sym(';')) {
             toks.pop();
         }
-        if toks.iter().any(|t| *t == Tok::Sym(';')) {
-            return Err(invalid("Syntax error: the fake runs one statement per query".into()));
+        if toks.contains(&Tok::Sym(';')) {
+            return Err(invalid(
+                "Syntax error: the fake runs one statement per query".into(),
+            ));
         }
         let first = match toks.first() {
             Some(Tok::Word(w)) => w.to_ascii_uppercase(),
-            _ => return Err(invalid("Syntax error: Unexpected end of script at [1:1]".into())),
+            _ => {
+                return Err(invalid(
+                    "Syntax error: Unexpected end of script at [1:1]".into(),
+                ));
+            }
         };
         match first.as_str() {
             "SELECT" => {
@@ -696,10 +718,11 @@ impl World {
                             new_rows.push(row);
                         }
                         (Tok::Sym(','), _) => {}
-                        (other, Some(row)) => row.push(
-                            literal(other)
-                                .ok_or_else(|| invalid("Syntax error: Expected a literal".into()))?,
-                        ),
+                        (other, Some(row)) => {
+                            row.push(literal(other).ok_or_else(|| {
+                                invalid("Syntax error: Expected a literal".into())
+                            })?)
+                        }
                         _ => return Err(invalid("Syntax error: Expected \"(\"".into())),
                     }
                 }
@@ -777,7 +800,13 @@ fn schema_of(columns: &[Column]) -> Value {
 }
 
 /// A query job's answer (QueryResponse or GetQueryResultsResponse shape).
-fn job_answer(world: &mut World, job_id: &str, kind: &str, offset: usize, page: Option<usize>) -> Value {
+fn job_answer(
+    world: &mut World,
+    job_id: &str,
+    kind: &str,
+    offset: usize,
+    page: Option<usize>,
+) -> Value {
     let job = world.jobs.get(job_id).unwrap().clone();
     let reference = json!({"projectId": job.project, "jobId": job_id, "location": job.location});
     if job.incomplete_answers > 0 {
@@ -815,12 +844,16 @@ fn job_answer(world: &mut World, job_id: &str, kind: &str, offset: usize, page: 
 
 async fn jobs_query(
     State(f): State<FakeBigQuery>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Path(project): Path<String>,
     body: Bytes,
 ) -> Response {
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
-    let who = match f.begin(&headers, "POST", uri.path().to_owned(),
+    let who = match f.begin(
+        &headers,
+        "POST",
+        uri.path().to_owned(),
         &HashMap::new(),
         parsed.as_ref().cloned().unwrap_or(Value::Null),
     ) {
@@ -840,12 +873,22 @@ async fn jobs_query(
     {
         return google_error(
             StatusCode::BAD_REQUEST,
-            &format!("Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field."),
+            &format!(
+                "Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field."
+            ),
             "invalid",
         );
     }
-    let Some(sql) = request.get("query").and_then(Value::as_str).filter(|q| !q.is_empty()) else {
-        return google_error(StatusCode::BAD_REQUEST, "Required parameter is missing: query", "required");
+    let Some(sql) = request
+        .get("query")
+        .and_then(Value::as_str)
+        .filter(|q| !q.is_empty())
+    else {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "Required parameter is missing: query",
+            "required",
+        );
     };
     let mut world = f.world.lock().unwrap();
     if !world.projects.contains_key(&project) {
@@ -859,7 +902,10 @@ async fn jobs_query(
         project: &project,
         default_dataset: request.get("defaultDataset").and_then(|d| {
             Some((
-                d.get("projectId").and_then(Value::as_str).unwrap_or(&project).to_owned(),
+                d.get("projectId")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&project)
+                    .to_owned(),
                 d.get("datasetId")?.as_str()?.to_owned(),
             ))
         }),
@@ -898,7 +944,10 @@ async fn jobs_query(
         }));
     }
     world.next_id += 1;
-    let job_id = format!("job_{:016x}", world.next_id * 0x9E37_79B9_7F4A_7C15 % 0xFFFF_FFFF_FFFB);
+    let job_id = format!(
+        "job_{:016x}",
+        world.next_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 0xFFFF_FFFF_FFFB
+    );
     let incomplete_answers = std::mem::take(&mut world.slow_next);
     world.jobs.insert(
         job_id.clone(),
@@ -917,19 +966,23 @@ async fn jobs_query(
                 .map(|n| n as usize),
         },
     );
-    json_ok(job_answer(&mut world, &job_id, "bigquery#queryResponse", 0, None))
+    json_ok(job_answer(
+        &mut world,
+        &job_id,
+        "bigquery#queryResponse",
+        0,
+        None,
+    ))
 }
 
 async fn get_query_results(
     State(f): State<FakeBigQuery>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Path((project, job_id)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(),
-        &q,
-        Value::Null,
-    ) {
+    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
         return response;
     }
     let max_results = match parse_uint(&q, "maxResults") {
@@ -959,11 +1012,7 @@ async fn get_query_results(
         Some(token) => match world.page_tokens.get(token) {
             Some((what, offset)) if *what == format!("job:{job_id}") => *offset,
             _ => {
-                return google_error(
-                    StatusCode::BAD_REQUEST,
-                    "Invalid page token",
-                    "invalid",
-                );
+                return google_error(StatusCode::BAD_REQUEST, "Invalid page token", "invalid");
             }
         },
         None => start_index.unwrap_or(0),
@@ -978,7 +1027,13 @@ async fn get_query_results(
 }
 
 /// One page of `items` from `offset`, with the next page's token.
-fn page<T: Clone>(world: &mut World, what: &str, items: &[T], q: &HashMap<String, String>, default: usize) -> Result<(Vec<T>, Option<String>), Response> {
+fn page<T: Clone>(
+    world: &mut World,
+    what: &str,
+    items: &[T],
+    q: &HashMap<String, String>,
+    default: usize,
+) -> Result<(Vec<T>, Option<String>), Response> {
     let size = parse_uint(q, "maxResults")?.unwrap_or(default).max(1);
     let offset = match q.get("pageToken") {
         Some(token) => match world.page_tokens.get(token) {
@@ -1001,14 +1056,12 @@ fn page<T: Clone>(world: &mut World, what: &str, items: &[T], q: &HashMap<String
 
 async fn list_datasets(
     State(f): State<FakeBigQuery>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Path(project): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(),
-        &q,
-        Value::Null,
-    ) {
+    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
         return response;
     }
     let mut world = f.world.lock().unwrap();
@@ -1067,14 +1120,12 @@ async fn list_datasets(
 
 async fn list_tables(
     State(f): State<FakeBigQuery>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Path((project, dataset)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(),
-        &q,
-        Value::Null,
-    ) {
+    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
         return response;
     }
     let mut world = f.world.lock().unwrap();
@@ -1099,7 +1150,13 @@ async fn list_tables(
         })
         .collect();
     let total = listed.len();
-    let (items, next) = match page(&mut world, &format!("tables:{project}:{dataset}"), &listed, &q, 50) {
+    let (items, next) = match page(
+        &mut world,
+        &format!("tables:{project}:{dataset}"),
+        &listed,
+        &q,
+        50,
+    ) {
         Ok(page) => page,
         Err(response) => return response,
     };
@@ -1112,14 +1169,12 @@ async fn list_tables(
 
 async fn get_table(
     State(f): State<FakeBigQuery>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Path((project, dataset, table)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(),
-        &q,
-        Value::Null,
-    ) {
+    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
         return response;
     }
     let world = f.world.lock().unwrap();
@@ -1172,10 +1227,14 @@ async fn get_table(
 
 async fn delete_table(
     State(f): State<FakeBigQuery>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Path((project, dataset, table)): Path<(String, String, String)>,
 ) -> Response {
-    if let Err(response) = f.begin(&headers, "DELETE", uri.path().to_owned(),
+    if let Err(response) = f.begin(
+        &headers,
+        "DELETE",
+        uri.path().to_owned(),
         &HashMap::new(),
         Value::Null,
     ) {

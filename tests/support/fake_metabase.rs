@@ -19,7 +19,7 @@
 //! - `rate_limit_next(n, secs)`: the next n requests answer 429 with
 //!   `Retry-After` (what a reverse proxy in front of Metabase does; Metabase
 //!   itself has no rate-limit headers).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -171,7 +171,9 @@ impl FakeMetabase {
             .route("/api/card/{id}/query", post(query_card))
             .route(
                 "/api/dashboard/{id}",
-                get(get_dashboard).put(put_dashboard).delete(delete_dashboard),
+                get(get_dashboard)
+                    .put(put_dashboard)
+                    .delete(delete_dashboard),
             )
             .fallback(|| async { not_found() })
             .with_state(fake.clone());
@@ -182,7 +184,14 @@ impl FakeMetabase {
     }
 
     /// A user acting through `api_key`; returns the user's id.
-    pub fn add_user(&self, email: &str, first: &str, last: &str, api_key: &str, superuser: bool) -> u64 {
+    pub fn add_user(
+        &self,
+        email: &str,
+        first: &str,
+        last: &str,
+        api_key: &str,
+        superuser: bool,
+    ) -> u64 {
         let mut world = self.world.lock().unwrap();
         let id = world.keys.len() as u64 + 1;
         world.keys.insert(
@@ -214,7 +223,13 @@ impl FakeMetabase {
     }
 
     /// A table of `database` with (NAME, base_type) columns.
-    pub fn add_table(&self, database: u64, name: &str, columns: &[(&str, &str)], rows: Vec<Vec<Value>>) {
+    pub fn add_table(
+        &self,
+        database: u64,
+        name: &str,
+        columns: &[(&str, &str)],
+        rows: Vec<Vec<Value>>,
+    ) {
         let mut world = self.world.lock().unwrap();
         let id = world.id();
         world.databases.get_mut(&database).unwrap().tables.insert(
@@ -462,8 +477,15 @@ fn filter(table: &Table, toks: &[Tok], sql: &str) -> Result<Option<(usize, Value
                 .columns
                 .iter()
                 .position(|(n, _)| n.eq_ignore_ascii_case(col))
-                .ok_or_else(|| h2_error(&format!("Column \"{}\" not found", col.to_ascii_uppercase()), sql, 42122))?;
-            let value = literal(value).ok_or_else(|| h2_error("Syntax error in SQL statement", sql, 42000))?;
+                .ok_or_else(|| {
+                    h2_error(
+                        &format!("Column \"{}\" not found", col.to_ascii_uppercase()),
+                        sql,
+                        42122,
+                    )
+                })?;
+            let value = literal(value)
+                .ok_or_else(|| h2_error("Syntax error in SQL statement", sql, 42000))?;
             Ok(Some((index, value)))
         }
         _ => Err(h2_error("Syntax error in SQL statement", sql, 42000)),
@@ -483,7 +505,10 @@ fn run_sql(db: &mut Database, sql: &str) -> Result<Ran, String> {
     let missing = |name: &str| h2_error(&format!("Table \"{name}\" not found"), sql, 42102);
     match first.as_str() {
         "SELECT" => {
-            let from = toks.iter().position(|t| is_kw(Some(t), "FROM")).ok_or_else(syntax)?;
+            let from = toks
+                .iter()
+                .position(|t| is_kw(Some(t), "FROM"))
+                .ok_or_else(syntax)?;
             let name = table_name(toks.get(from + 1)).ok_or_else(syntax)?;
             let table = db.tables.get(&name).ok_or_else(|| missing(&name))?;
             let rest = &toks[from + 2..];
@@ -529,7 +554,11 @@ fn run_sql(db: &mut Database, sql: &str) -> Result<Ran, String> {
                             .iter()
                             .position(|(n, _)| n.eq_ignore_ascii_case(name))
                             .ok_or_else(|| {
-                                h2_error(&format!("Column \"{}\" not found", name.to_ascii_uppercase()), sql, 42122)
+                                h2_error(
+                                    &format!("Column \"{}\" not found", name.to_ascii_uppercase()),
+                                    sql,
+                                    42122,
+                                )
                             }),
                         _ => Err(syntax()),
                     })
@@ -549,7 +578,10 @@ fn run_sql(db: &mut Database, sql: &str) -> Result<Ran, String> {
             }
             let name = table_name(toks.get(2)).ok_or_else(syntax)?;
             let table = db.tables.get_mut(&name).ok_or_else(|| missing(&name))?;
-            let values_at = toks.iter().position(|t| is_kw(Some(t), "VALUES")).ok_or_else(syntax)?;
+            let values_at = toks
+                .iter()
+                .position(|t| is_kw(Some(t), "VALUES"))
+                .ok_or_else(syntax)?;
             let mut current: Option<Vec<Value>> = None;
             let mut new_rows = Vec::new();
             for tok in &toks[values_at + 1..] {
@@ -616,7 +648,9 @@ fn substitute(sql: &str, parameters: &[Value]) -> Result<String, String> {
                     == Some(tag.as_str())
             })
             .map(|p| p["value"].clone())
-            .ok_or_else(|| format!("You'll need to pick a value for '{tag}' before this query can run."))?;
+            .ok_or_else(|| {
+                format!("You'll need to pick a value for '{tag}' before this query can run.")
+            })?;
         let rendered = match value {
             Value::String(s) => format!("'{s}'"),
             Value::Array(a) if a.len() == 1 => match &a[0] {
@@ -631,7 +665,14 @@ fn substitute(sql: &str, parameters: &[Value]) -> Result<String, String> {
 }
 
 /// The 202 answer of a query endpoint (completed or failed).
-fn query_answer(world: &mut World, database: u64, sql: &str, parameters: &[Value], context: &str, card_id: Option<u64>) -> Response {
+fn query_answer(
+    world: &mut World,
+    database: u64,
+    sql: &str,
+    parameters: &[Value],
+    context: &str,
+    card_id: Option<u64>,
+) -> Response {
     let started_at = world.now();
     let mut answer = json!({
         "database_id": database,
@@ -678,7 +719,13 @@ fn query_answer(world: &mut World, database: u64, sql: &str, parameters: &[Value
 // ---------------------------------------------------------------- handlers
 
 async fn current_user(State(f): State<FakeMetabase>, headers: HeaderMap, uri: Uri) -> Response {
-    let user = match f.begin(&headers, "GET", uri.path().to_owned(), &HashMap::new(), Value::Null) {
+    let user = match f.begin(
+        &headers,
+        "GET",
+        uri.path().to_owned(),
+        &HashMap::new(),
+        Value::Null,
+    ) {
         Ok(user) => user,
         Err(response) => return response,
     };
@@ -700,15 +747,30 @@ async fn current_user(State(f): State<FakeMetabase>, headers: HeaderMap, uri: Ur
     )
 }
 
-async fn dataset(State(f): State<FakeMetabase>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+async fn dataset(
+    State(f): State<FakeMetabase>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    if let Err(response) = f.begin(&headers, "POST", uri.path().to_owned(), &HashMap::new(), parsed.clone().unwrap_or(Value::Null)) {
+    if let Err(response) = f.begin(
+        &headers,
+        "POST",
+        uri.path().to_owned(),
+        &HashMap::new(),
+        parsed.clone().unwrap_or(Value::Null),
+    ) {
         return response;
     }
     let Some(Value::Object(request)) = parsed else {
         return invalid("body", "value must be a map");
     };
-    let Some(database) = request.get("database").and_then(Value::as_u64).filter(|d| *d > 0) else {
+    let Some(database) = request
+        .get("database")
+        .and_then(Value::as_u64)
+        .filter(|d| *d > 0)
+    else {
         return invalid("database", "value must be an integer greater than zero.");
     };
     let mut world = f.world.lock().unwrap();
@@ -745,7 +807,8 @@ async fn dataset(State(f): State<FakeMetabase>, headers: HeaderMap, uri: Uri, bo
 
 async fn databases(
     State(f): State<FakeMetabase>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
@@ -754,7 +817,12 @@ async fn databases(
     let include_tables = match q.get("include").map(String::as_str) {
         None | Some("") => false,
         Some("tables") => true,
-        Some(_) => return invalid("include", "include must be either empty or the value 'tables'"),
+        Some(_) => {
+            return invalid(
+                "include",
+                "include must be either empty or the value 'tables'",
+            );
+        }
     };
     let world = f.world.lock().unwrap();
     let mut data: Vec<Value> = world
@@ -801,7 +869,8 @@ fn card_view(card: &Value, legacy: bool) -> Value {
 
 async fn list_cards(
     State(f): State<FakeMetabase>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let user = match f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
@@ -844,7 +913,8 @@ async fn list_cards(
 
 async fn get_card(
     State(f): State<FakeMetabase>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Path(raw): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -870,7 +940,8 @@ async fn get_card(
 
 async fn query_card(
     State(f): State<FakeMetabase>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -882,7 +953,13 @@ async fn query_card(
             Err(_) => return invalid("body", "value must be a map"),
         }
     };
-    if let Err(response) = f.begin(&headers, "POST", uri.path().to_owned(), &HashMap::new(), parsed.clone()) {
+    if let Err(response) = f.begin(
+        &headers,
+        "POST",
+        uri.path().to_owned(),
+        &HashMap::new(),
+        parsed.clone(),
+    ) {
         return response;
     }
     let id = match parse_id("card-id", &raw) {
@@ -890,10 +967,7 @@ async fn query_card(
         Ok(None) => return not_found(),
         Err(response) => return response,
     };
-    if parsed
-        .get("ignore_cache")
-        .is_some_and(|v| !v.is_boolean())
-    {
+    if parsed.get("ignore_cache").is_some_and(|v| !v.is_boolean()) {
         return invalid("ignore_cache", "boolean");
     }
     let mut world = f.world.lock().unwrap();
@@ -914,17 +988,38 @@ async fn query_card(
         }
     }
     let database = card["database_id"].as_u64().unwrap();
-    let sql = card["legacy_query"]["native"]["query"].as_str().unwrap().to_owned();
+    let sql = card["legacy_query"]["native"]["query"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let parameters = parsed
         .get("parameters")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    query_answer(&mut world, database, &sql, &parameters, "question", Some(id))
+    query_answer(
+        &mut world,
+        database,
+        &sql,
+        &parameters,
+        "question",
+        Some(id),
+    )
 }
 
-async fn delete_card(State(f): State<FakeMetabase>, headers: HeaderMap, uri: Uri, Path(raw): Path<String>) -> Response {
-    if let Err(response) = f.begin(&headers, "DELETE", uri.path().to_owned(), &HashMap::new(), Value::Null) {
+async fn delete_card(
+    State(f): State<FakeMetabase>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(raw): Path<String>,
+) -> Response {
+    if let Err(response) = f.begin(
+        &headers,
+        "DELETE",
+        uri.path().to_owned(),
+        &HashMap::new(),
+        Value::Null,
+    ) {
         return response;
     }
     let id = match raw.parse::<u64>() {
@@ -960,8 +1055,19 @@ fn dashboard_view(world: &World, dashboard: &Value) -> Value {
     view
 }
 
-async fn get_dashboard(State(f): State<FakeMetabase>, headers: HeaderMap, uri: Uri, Path(raw): Path<String>) -> Response {
-    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(), &HashMap::new(), Value::Null) {
+async fn get_dashboard(
+    State(f): State<FakeMetabase>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(raw): Path<String>,
+) -> Response {
+    if let Err(response) = f.begin(
+        &headers,
+        "GET",
+        uri.path().to_owned(),
+        &HashMap::new(),
+        Value::Null,
+    ) {
         return response;
     }
     let id = match parse_id("id", &raw) {
@@ -978,12 +1084,19 @@ async fn get_dashboard(State(f): State<FakeMetabase>, headers: HeaderMap, uri: U
 
 async fn put_dashboard(
     State(f): State<FakeMetabase>,
-    headers: HeaderMap, uri: Uri,
+    headers: HeaderMap,
+    uri: Uri,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Response {
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    if let Err(response) = f.begin(&headers, "PUT", uri.path().to_owned(), &HashMap::new(), parsed.clone().unwrap_or(Value::Null)) {
+    if let Err(response) = f.begin(
+        &headers,
+        "PUT",
+        uri.path().to_owned(),
+        &HashMap::new(),
+        parsed.clone().unwrap_or(Value::Null),
+    ) {
         return response;
     }
     let id = match raw.parse::<u64>() {
@@ -1069,8 +1182,19 @@ async fn put_dashboard(
     json_status(StatusCode::OK, dashboard_view(&world, &dashboard))
 }
 
-async fn delete_dashboard(State(f): State<FakeMetabase>, headers: HeaderMap, uri: Uri, Path(raw): Path<String>) -> Response {
-    if let Err(response) = f.begin(&headers, "DELETE", uri.path().to_owned(), &HashMap::new(), Value::Null) {
+async fn delete_dashboard(
+    State(f): State<FakeMetabase>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(raw): Path<String>,
+) -> Response {
+    if let Err(response) = f.begin(
+        &headers,
+        "DELETE",
+        uri.path().to_owned(),
+        &HashMap::new(),
+        Value::Null,
+    ) {
         return response;
     }
     let id = match raw.parse::<u64>() {
