@@ -215,7 +215,7 @@ impl Shared {
             }
             return match outcome {
                 Ok(result) => Ok(result),
-                Err(Failure::Unauthorized(message))
+                Err(Failure::Unauthorized(_))
                     if credential.kind == CredentialKind::Oauth && !refreshed_after_401 =>
                 {
                     // The provider revoked the access token early: one refresh, one retry.
@@ -225,10 +225,8 @@ impl Shared {
                             credential = fresh;
                             continue;
                         }
-                        Err(_) => Ok(self.auth_required(
-                            subject,
-                            &format!("{service} refused your credential ({message})"),
-                        )),
+                        // The refusal says why: renewal failed, consent again.
+                        Err(refusal) => Ok(refusal),
                     }
                 }
                 Err(Failure::Unauthorized(message)) => Ok(self.auth_required(

@@ -422,7 +422,6 @@ pub async fn execute(
     credential: &Credential,
 ) -> Result<CallToolResult, Failure> {
     let secret = secret_for_wire(credential)?;
-    let mut arguments = effective_arguments(action, arguments, target.defaults);
     let pages_wanted = match &action.pagination {
         Some(pages) => arguments
             .get("pages")
@@ -431,6 +430,7 @@ pub async fn execute(
             .clamp(1, u64::from(pages.max_pages)),
         None => 1,
     };
+    let mut arguments = effective_arguments(action, arguments, target.defaults);
     let mut combined: Option<Value> = None;
     let mut next_token: Option<String> = None;
     for page in 0..pages_wanted {
@@ -477,7 +477,26 @@ pub async fn execute(
             break;
         }
     }
-    let answer = combined.unwrap_or(Value::Null);
+    let mut answer = combined.unwrap_or(Value::Null);
+    // The joined answer's own token field is the last page's, not the first's.
+    if let Some(pages) = &action.pagination
+        && pages_wanted > 1
+    {
+        let (parent, field) = match pages.next_token.rsplit_once('.') {
+            Some((parent, field)) => (get_path_mut(&mut answer, parent), field),
+            None => (Some(&mut answer), pages.next_token.as_str()),
+        };
+        if let Some(Value::Object(parent)) = parent {
+            match &next_token {
+                Some(token) => {
+                    parent.insert(field.to_owned(), json!(token));
+                }
+                None => {
+                    parent.remove(field);
+                }
+            }
+        }
+    }
     let mut shaped = pick(&answer, &action.response.pick);
     if let (Some(token), Value::Object(map)) = (&next_token, &mut shaped) {
         map.insert("next_page_token".into(), json!(token));
