@@ -3,9 +3,9 @@
 //! Web API spec (form-encoded POSTs, HTTP 200 `ok: false` failures, cursor
 //! pagination, 429 with Retry-After).
 
-mod support;
 #[path = "support/fake_slack.rs"]
 mod fake_slack;
+mod support;
 
 use fake_slack::FakeSlack;
 use rmcp::model::CallToolResult;
@@ -19,8 +19,20 @@ const ALICE_TOKEN: &str = "xoxp-1111-alice-secret";
 
 async fn setup(extra: &str) -> (FakeSlack, TestGateway) {
     let slack = FakeSlack::start().await;
-    slack.add_user(ALICE, "alice", "Alice Martin", "alice@example.com", ALICE_TOKEN);
-    slack.add_user(CAROL, "carol", "Carol Diaz", "carol@example.com", "xoxp-3333-carol");
+    slack.add_user(
+        ALICE,
+        "alice",
+        "Alice Martin",
+        "alice@example.com",
+        ALICE_TOKEN,
+    );
+    slack.add_user(
+        CAROL,
+        "carol",
+        "Carol Diaz",
+        "carol@example.com",
+        "xoxp-3333-carol",
+    );
     slack.add_channel("C0GENERAL1", "general", true);
     slack.add_channel("C0RANDOM01", "random", false);
     slack.add_channel("C0DEPLOY01", "deploys", false);
@@ -97,7 +109,11 @@ async fn slack_actions_run_with_the_subjects_own_token() {
     assert_eq!(structured(&me)["user_id"], ALICE, "{}", text_of(&me));
     let last = slack.last();
     assert_eq!(
-        (last.http_method.as_str(), last.method.as_str(), last.who.as_str()),
+        (
+            last.http_method.as_str(),
+            last.method.as_str(),
+            last.who.as_str()
+        ),
         ("GET", "auth.test", ALICE)
     );
 
@@ -111,7 +127,9 @@ async fn slack_actions_run_with_the_subjects_own_token() {
     let page = structured(&page);
     assert_eq!(page["channels"].as_array().unwrap().len(), 2, "{page}");
     assert!(
-        page["next_page_token"].as_str().is_some_and(|t| !t.is_empty()),
+        page["next_page_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
         "{page}"
     );
     // …and `pages` follows next_cursor until the last (empty) one: 5 channels in 3 requests.
@@ -173,7 +191,11 @@ async fn slack_actions_run_with_the_subjects_own_token() {
     assert_eq!(posted["channel"], "C0DEPLOY01", "{posted}");
     let last = slack.last();
     assert_eq!(
-        (last.http_method.as_str(), last.method.as_str(), last.who.as_str()),
+        (
+            last.http_method.as_str(),
+            last.method.as_str(),
+            last.who.as_str()
+        ),
         ("POST", "chat.postMessage", ALICE)
     );
     assert_eq!(last.content_type, "application/x-www-form-urlencoded");
@@ -189,7 +211,10 @@ async fn slack_actions_run_with_the_subjects_own_token() {
     .await;
     let stored = slack.messages("C0DEPLOY01");
     assert_eq!(stored[0]["reply_count"], 1, "{stored:?}");
-    assert_eq!(stored[1]["blocks"][0]["text"]["text"], "*rollback plan* ready");
+    assert_eq!(
+        stored[1]["blocks"][0]["text"]["text"],
+        "*rollback plan* ready"
+    );
 
     // chat.update changes what is stored; history reads it back.
     let updated = ok(
@@ -198,7 +223,10 @@ async fn slack_actions_run_with_the_subjects_own_token() {
         json!({"action": "chat_update", "channel": "C0DEPLOY01", "ts": ts, "text": "Deploy of v2.3 moved to 18:00"}),
     )
     .await;
-    assert_eq!(structured(&updated)["text"], "Deploy of v2.3 moved to 18:00");
+    assert_eq!(
+        structured(&updated)["text"],
+        "Deploy of v2.3 moved to 18:00"
+    );
     assert_eq!(slack.last().args["ts"], ts);
     for i in 0..3 {
         slack.seed_message("C0DEPLOY01", CAROL, &format!("build {i} green"));
@@ -254,7 +282,12 @@ async fn slack_actions_run_with_the_subjects_own_token() {
         json!({"action": "users_info", "user": CAROL}),
     )
     .await;
-    assert_eq!(structured(&carol)["user"]["id"], CAROL, "{}", text_of(&carol));
+    assert_eq!(
+        structured(&carol)["user"]["id"],
+        CAROL,
+        "{}",
+        text_of(&carol)
+    );
     assert_eq!(slack.last().args["user"], CAROL);
     let found = ok(
         &alice,
@@ -293,9 +326,15 @@ async fn slack_actions_run_with_the_subjects_own_token() {
     )
     .await;
     let reminder = structured(&reminder);
-    assert_eq!(reminder["reminder"]["text"], "check the deploy", "{reminder}");
+    assert_eq!(
+        reminder["reminder"]["text"], "check the deploy",
+        "{reminder}"
+    );
     assert_eq!(slack.reminders()[0]["user"], ALICE);
-    assert_eq!(slack.last().content_type, "application/x-www-form-urlencoded");
+    assert_eq!(
+        slack.last().content_type,
+        "application/x-www-form-urlencoded"
+    );
 
     // chat.delete is high_risk: nothing reaches Slack before the confirmation.
     let before = slack.received().len();
@@ -305,7 +344,10 @@ async fn slack_actions_run_with_the_subjects_own_token() {
         json!({"action": "chat_delete", "channel": "C0DEPLOY01", "ts": ts}),
     )
     .await;
-    assert_eq!(ask.structured_content.unwrap()["confirmation_required"], true);
+    assert_eq!(
+        ask.structured_content.unwrap()["confirmation_required"],
+        true
+    );
     assert_eq!(slack.received().len(), before);
     let deleted = confirmed(
         &alice,
@@ -338,7 +380,11 @@ async fn slack_actions_run_with_the_subjects_own_token() {
     .await
     .unwrap();
     assert_eq!(refused.is_error, Some(true));
-    assert!(text_of(&refused).contains("is_archived"), "{}", text_of(&refused));
+    assert!(
+        text_of(&refused).contains("is_archived"),
+        "{}",
+        text_of(&refused)
+    );
 
     // Slack's HTTP 200 `ok: false` is a readable tool error.
     let missing = call(
