@@ -3,9 +3,9 @@
 //! Windmill API that follows `../shared/specs/windmill/openapi-subset.yaml`
 //! and checks flows against `openflow.yaml`.
 
-mod support;
 #[path = "support/fake_windmill_api.rs"]
 mod fake_windmill_api;
+mod support;
 
 use fake_windmill_api::{FakeWindmillApi, check_openflow};
 use rmcp::model::CallToolResult;
@@ -26,8 +26,7 @@ async fn setup() -> (FakeWindmillApi, TestGateway) {
     windmill.add_user("alice", "alice@example.com", "alice-windmill-token");
     windmill.add_user("bob", "bob@example.com", "bob-windmill-token");
     let gw = TestGateway::start(&format!(
-        "services:\n  windmill: {{ kind: native, catalog: \"{}\", base_url: \"{}\", defaults: {{ workspace: acme }} }}\nusers:\n  - email: alice@example.com\n    access: {{ windmill: high_risk }}\n  - email: bob@example.com\n    access: {{ windmill: write }}\n",
-        support::repo().join("catalogs/windmill.yaml").display(),
+        "services:\n  windmill: {{ kind: native, catalog: windmill, base_url: \"{}\", defaults: {{ workspace: acme }} }}\nusers:\n  - email: alice@example.com\n    access: {{ windmill: high_risk }}\n  - email: bob@example.com\n    access: {{ windmill: write }}\n",
         windmill.api_url()
     ))
     .await;
@@ -85,8 +84,7 @@ async fn confirmed(client: &Client, tool: &str, args: Value) -> CallToolResult {
 }
 
 fn json_of(result: &CallToolResult) -> Value {
-    serde_json::from_str(&text_of(result))
-        .unwrap_or_else(|e| panic!("{e}: {}", text_of(result)))
+    serde_json::from_str(&text_of(result)).unwrap_or_else(|e| panic!("{e}: {}", text_of(result)))
 }
 
 /// The daily digest flow, in OpenFlow: an inline Bun step, a loop over its
@@ -240,7 +238,10 @@ async fn an_ai_client_creates_a_flow_and_a_weekday_schedule_then_disables_it() {
     let sent = windmill.last();
     assert_eq!(
         (sent.method.as_str(), sent.path.as_str()),
-        ("POST", "/api/w/acme/schedules/setenabled/f/standup/weekday_9am")
+        (
+            "POST",
+            "/api/w/acme/schedules/setenabled/f/standup/weekday_9am"
+        )
     );
     assert_eq!(sent.body, json!({"enabled": false}));
     assert_eq!(windmill.schedule(SCHEDULE).unwrap()["enabled"], false);
@@ -286,14 +287,15 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
     )
     .await;
     let first_hash = text_of(&first);
-    assert_eq!(windmill.script(SCRIPT).unwrap()["hash"], first_hash.as_str());
-    let got = ok(
-        &alice,
-        r,
-        json!({"action": "get_script", "path": SCRIPT}),
-    )
-    .await;
-    assert_eq!(windmill.last().path, "/api/w/acme/scripts/get/p/f/reports/daily");
+    assert_eq!(
+        windmill.script(SCRIPT).unwrap()["hash"],
+        first_hash.as_str()
+    );
+    let got = ok(&alice, r, json!({"action": "get_script", "path": SCRIPT})).await;
+    assert_eq!(
+        windmill.last().path,
+        "/api/w/acme/scripts/get/p/f/reports/daily"
+    );
     let got = got.structured_content.expect("an object");
     assert_eq!(
         (&got["hash"], &got["language"]),
@@ -352,7 +354,10 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
     let flows = json_of(&ok(&alice, r, json!({"action": "list_flows"})).await);
     assert_eq!(flows[0]["path"], FLOW, "{flows}");
     let got = ok(&alice, r, json!({"action": "get_flow", "path": FLOW})).await;
-    assert_eq!(windmill.last().path, "/api/w/acme/flows/get/f/standup/daily_digest");
+    assert_eq!(
+        windmill.last().path,
+        "/api/w/acme/flows/get/f/standup/daily_digest"
+    );
     let got = got.structured_content.expect("an object");
     assert_eq!(got["value"], digest_flow());
     let version = got["version_id"].clone();
@@ -368,7 +373,10 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
     assert!(text_of(&updated).contains(FLOW));
     let sent = windmill.last();
     assert_eq!(sent.path, "/api/w/acme/flows/update/f/standup/daily_digest");
-    assert_eq!(sent.body["path"], FLOW, "new_path goes out as the body's `path`");
+    assert_eq!(
+        sent.body["path"], FLOW,
+        "new_path goes out as the body's `path`"
+    );
     assert!(sent.body.get("new_path").is_none(), "{}", sent.body);
     let stored = windmill.flow(FLOW).unwrap();
     assert_eq!(stored["summary"], "Digest (fetch only)");
@@ -390,7 +398,10 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
         ("POST", "/api/w/acme/jobs/run/p/f/reports/daily")
     );
     assert_eq!(sent.body, json!({"day": "2026-12-01"}));
-    assert_eq!(windmill.job(&job).expect("a job")["args"], json!({"day": "2026-12-01"}));
+    assert_eq!(
+        windmill.job(&job).expect("a job")["args"],
+        json!({"day": "2026-12-01"})
+    );
     let flow_job = text_of(
         &ok(
             &alice,
@@ -424,11 +435,15 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
         .iter()
         .filter_map(|j| j["id"].as_str())
         .collect();
-    assert_eq!(ids, vec![bare.as_str(), job.as_str()], "newest first: {jobs}");
+    assert_eq!(
+        ids,
+        vec![bare.as_str(), job.as_str()],
+        "newest first: {jobs}"
+    );
     let queued = ok(&alice, r, json!({"action": "get_job", "id": job})).await;
     assert_eq!(
         windmill.last().query,
-        "no_logs=true&no_code=true",
+        "no_code=true&no_logs=true",
         "the catalog's defaults go out"
     );
     let queued = queued.structured_content.expect("an object");
@@ -444,10 +459,7 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
     windmill.start_job(&job);
     windmill.complete_job(&job, true, json!({"day": "2026-12-01", "rows": 42}));
     let result = ok(&alice, r, json!({"action": "get_job_result", "id": job})).await;
-    assert_eq!(
-        json_of(&result),
-        json!({"day": "2026-12-01", "rows": 42})
-    );
+    assert_eq!(json_of(&result), json!({"day": "2026-12-01", "rows": 42}));
     let done = ok(&alice, r, json!({"action": "get_job", "id": job})).await;
     let done = done.structured_content.expect("an object");
     assert_eq!(
@@ -465,7 +477,11 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
                "timezone": "Europe/Paris", "script_path": FLOW, "is_flow": true}),
     )
     .await;
-    assert_eq!(windmill.last().body["args"], json!({}), "args defaults to {{}}");
+    assert_eq!(
+        windmill.last().body["args"],
+        json!({}),
+        "args defaults to {{}}"
+    );
     ok(
         &alice,
         w,
@@ -474,8 +490,16 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
     )
     .await;
     let sent = windmill.last();
-    assert_eq!(sent.path, "/api/w/acme/schedules/update/f/standup/weekday_9am");
-    let got = ok(&alice, r, json!({"action": "get_schedule", "path": SCHEDULE})).await;
+    assert_eq!(
+        sent.path,
+        "/api/w/acme/schedules/update/f/standup/weekday_9am"
+    );
+    let got = ok(
+        &alice,
+        r,
+        json!({"action": "get_schedule", "path": SCHEDULE}),
+    )
+    .await;
     let got = got.structured_content.expect("an object");
     assert_eq!(
         (&got["schedule"], &got["timezone"], &got["args"]),
@@ -501,13 +525,21 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
     let sent = windmill.last();
     assert_eq!(
         (sent.method.as_str(), sent.path.as_str()),
-        ("DELETE", "/api/w/acme/schedules/delete/f/standup/weekday_9am")
+        (
+            "DELETE",
+            "/api/w/acme/schedules/delete/f/standup/weekday_9am"
+        )
     );
     assert!(windmill.schedule(SCHEDULE).is_none());
 
     // Archiving a script is high_risk too; an archived script no longer runs.
     let before = windmill.received().len();
-    let ask = ok(&alice, w, json!({"action": "archive_script", "path": SCRIPT})).await;
+    let ask = ok(
+        &alice,
+        w,
+        json!({"action": "archive_script", "path": SCRIPT}),
+    )
+    .await;
     assert_eq!(
         windmill.received().len(),
         before,
@@ -520,7 +552,10 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
         json!({"action": "archive_script", "path": SCRIPT, "confirm": token}),
     )
     .await;
-    assert_eq!(windmill.last().path, "/api/w/acme/scripts/archive/p/f/reports/daily");
+    assert_eq!(
+        windmill.last().path,
+        "/api/w/acme/scripts/archive/p/f/reports/daily"
+    );
     assert_eq!(windmill.script(SCRIPT).unwrap()["archived"], true);
     let gone = failed(&alice, w, json!({"action": "run_script", "path": SCRIPT})).await;
     assert!(gone.contains("HTTP 404"), "{gone}");
@@ -554,7 +589,8 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
     )
     .await;
     assert!(
-        unknown_type.contains("HTTP 400") && unknown_type.contains("unknown module type 'teleport'"),
+        unknown_type.contains("HTTP 400")
+            && unknown_type.contains("unknown module type 'teleport'"),
         "{unknown_type}"
     );
     let no_content = failed(
@@ -564,7 +600,10 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
                "value": {"modules": [{"id": "a", "value": {"type": "rawscript", "language": "bun", "input_transforms": {}}}]}}),
     )
     .await;
-    assert!(no_content.contains("missing field `content`"), "{no_content}");
+    assert!(
+        no_content.contains("missing field `content`"),
+        "{no_content}"
+    );
     let no_modules = failed(
         &alice,
         w,
@@ -582,7 +621,10 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
                    "modules": [{"id": "loop", "value": {"type": "identity"}}]}}]}}),
     )
     .await;
-    assert!(nested.contains("module id 'loop' is used twice"), "{nested}");
+    assert!(
+        nested.contains("module id 'loop' is used twice"),
+        "{nested}"
+    );
     assert!(windmill.flow("f/standup/bad").is_none());
 
     // Schedules: 6-field cron, IANA timezone, an existing target.
@@ -659,7 +701,11 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
         .await
         .unwrap();
     assert_eq!(limited.is_error, Some(true));
-    assert!(text_of(&limited).contains("rate_limited"), "{}", text_of(&limited));
+    assert!(
+        text_of(&limited).contains("rate_limited"),
+        "{}",
+        text_of(&limited)
+    );
     assert_eq!(
         limited.structured_content.unwrap()["retry_after"],
         json!(3600)
@@ -679,14 +725,26 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
     // Bob: no credential, then a token Windmill refuses: auth_required both times.
     let bob = rmcp_connect(&gw.url, &gw.token("bob@example.com").await).await;
     let before = windmill.received().len();
-    let answer = call(&bob, r, json!({"action": "list_flows"})).await.unwrap();
+    let answer = call(&bob, r, json!({"action": "list_flows"}))
+        .await
+        .unwrap();
     assert_eq!(answer.is_error, Some(true));
     assert_eq!(answer.structured_content.unwrap()["auth_required"], true);
-    assert_eq!(windmill.received().len(), before, "nothing sent without a credential");
+    assert_eq!(
+        windmill.received().len(),
+        before,
+        "nothing sent without a credential"
+    );
     set_token(&gw, "bob@example.com", "not-bobs-token").await;
-    let answer = call(&bob, r, json!({"action": "list_flows"})).await.unwrap();
+    let answer = call(&bob, r, json!({"action": "list_flows"}))
+        .await
+        .unwrap();
     let text = text_of(&answer);
-    assert_eq!(answer.structured_content.unwrap()["auth_required"], true, "{text}");
+    assert_eq!(
+        answer.structured_content.unwrap()["auth_required"],
+        true,
+        "{text}"
+    );
     assert!(text.contains("refused your credential"), "{text}");
     assert!(!text.contains("not-bobs-token"));
     // With his own token Bob acts as himself; high_risk is beyond his access.
@@ -715,4 +773,28 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
     alice.cancel().await.unwrap();
     bob.cancel().await.unwrap();
     gw.stop().await;
+}
+
+/// `mcpgate catalog check` for this catalog alone: every action, parameter and
+/// body field exists in the Windmill spec.
+#[test]
+fn the_windmill_catalog_follows_the_spec() {
+    use mcpgate::native::{catalog, spec, spec_check};
+    let (file, text) = catalog::shipped("windmill").expect("windmill is shipped");
+    let catalog = catalog::Catalog::parse(text, file).unwrap();
+    let specs = support::repo().join("../shared/specs");
+    let doc = spec::read_document(&specs.join(spec_check::spec_of("windmill").unwrap())).unwrap();
+    let problems = spec_check::check(&catalog, file, &spec::operations(&doc));
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(catalog.actions.len(), 20);
+    // The catalog check must be able to fail: an invented operation does not pass.
+    let invented = catalog::Catalog::parse(
+        &text.replace(
+            "/w/{workspace}/schedules/delete/{path}",
+            "/w/{workspace}/flows/delete/{path}",
+        ),
+        file,
+    )
+    .unwrap();
+    assert!(!spec_check::check(&invented, file, &spec::operations(&doc)).is_empty());
 }

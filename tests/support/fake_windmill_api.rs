@@ -557,18 +557,18 @@ impl FakeWindmillApi {
     }
 }
 
-fn page_of(items: Vec<Value>, query: &HashMap<String, String>) -> Result<Vec<Value>, Response> {
+fn page_of(items: Vec<Value>, query: &HashMap<String, String>) -> Result<Vec<Value>, String> {
     let page = match query.get("page") {
         Some(p) => match p.parse::<usize>() {
             Ok(p) if p >= 1 => p,
-            _ => return Err(bad_request(format!("invalid page '{p}'"))),
+            _ => return Err(format!("invalid page '{p}'")),
         },
         None => 1,
     };
     let per_page = match query.get("per_page") {
         Some(p) => match p.parse::<usize>() {
             Ok(p) if p >= 1 => p.min(100),
-            _ => return Err(bad_request(format!("invalid per_page '{p}'"))),
+            _ => return Err(format!("invalid per_page '{p}'")),
         },
         None => 30,
     };
@@ -579,14 +579,14 @@ fn page_of(items: Vec<Value>, query: &HashMap<String, String>) -> Result<Vec<Val
         .collect())
 }
 
-fn bool_query(query: &HashMap<String, String>, name: &str) -> Result<Option<bool>, Response> {
+fn bool_query(query: &HashMap<String, String>, name: &str) -> Result<Option<bool>, String> {
     match query.get(name).map(String::as_str) {
         None => Ok(None),
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),
-        Some(other) => Err(bad_request(format!(
+        Some(other) => Err(format!(
             "query parameter `{name}`: '{other}' is not a boolean"
-        ))),
+        )),
     }
 }
 
@@ -669,7 +669,10 @@ async fn handle(
         body: parsed_body,
     };
     let is = |m: &Method| method == *m;
-    if let Some(p) = route.strip_prefix("scripts/get/p/").filter(|_| is(&Method::GET)) {
+    if let Some(p) = route
+        .strip_prefix("scripts/get/p/")
+        .filter(|_| is(&Method::GET))
+    {
         return get_script(&ctx, &percent_decode(p));
     }
     if let Some(p) = route
@@ -678,7 +681,10 @@ async fn handle(
     {
         return archive_script(&ctx, &percent_decode(p));
     }
-    if let Some(p) = route.strip_prefix("flows/get/").filter(|_| is(&Method::GET)) {
+    if let Some(p) = route
+        .strip_prefix("flows/get/")
+        .filter(|_| is(&Method::GET))
+    {
         return get_flow(&ctx, &percent_decode(p));
     }
     if let Some(p) = route
@@ -687,13 +693,22 @@ async fn handle(
     {
         return update_flow(&ctx, &percent_decode(p));
     }
-    if let Some(p) = route.strip_prefix("jobs/run/p/").filter(|_| is(&Method::POST)) {
+    if let Some(p) = route
+        .strip_prefix("jobs/run/p/")
+        .filter(|_| is(&Method::POST))
+    {
         return run(&ctx, &percent_decode(p), false);
     }
-    if let Some(p) = route.strip_prefix("jobs/run/f/").filter(|_| is(&Method::POST)) {
+    if let Some(p) = route
+        .strip_prefix("jobs/run/f/")
+        .filter(|_| is(&Method::POST))
+    {
         return run(&ctx, &percent_decode(p), true);
     }
-    if let Some(id) = route.strip_prefix("jobs_u/get/").filter(|_| is(&Method::GET)) {
+    if let Some(id) = route
+        .strip_prefix("jobs_u/get/")
+        .filter(|_| is(&Method::GET))
+    {
         return get_job(&ctx, &percent_decode(id));
     }
     if let Some(id) = route
@@ -757,7 +772,7 @@ fn list_scripts(ctx: &Ctx) -> Response {
     let q = ctx.query;
     let show_archived = match bool_query(q, "show_archived") {
         Ok(v) => v.unwrap_or(false),
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let languages: Option<Vec<&str>> = q.get("languages").map(|l| l.split(',').collect());
     let mut items: Vec<Value> = ctx
@@ -783,7 +798,7 @@ fn list_scripts(ctx: &Ctx) -> Response {
     }
     match page_of(items, q) {
         Ok(page) => json_answer(Value::Array(page)),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
@@ -848,7 +863,12 @@ fn create_script(ctx: &Ctx) -> Response {
         }
         (Some(current), _) => {
             let mut hashes = vec![current["hash"].clone()];
-            hashes.extend(current["parent_hashes"].as_array().cloned().unwrap_or_default());
+            hashes.extend(
+                current["parent_hashes"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             hashes
         }
         (None, None) => vec![],
@@ -913,7 +933,7 @@ fn list_flows(ctx: &Ctx) -> Response {
         .collect();
     match page_of(items, q) {
         Ok(page) => json_answer(Value::Array(page)),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
@@ -1051,11 +1071,11 @@ fn list_jobs(ctx: &Ctx) -> Response {
     let q = ctx.query;
     let running = match bool_query(q, "running") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let success = match bool_query(q, "success") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let kinds: Option<Vec<&str>> = q.get("job_kinds").map(|k| k.split(',').collect());
     let per_page = match q.get("per_page").map(|p| p.parse::<usize>()) {
@@ -1111,7 +1131,7 @@ fn list_schedules(ctx: &Ctx) -> Response {
     let q = ctx.query;
     let is_flow = match bool_query(q, "is_flow") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let items: Vec<Value> = ctx
         .world()
@@ -1128,7 +1148,7 @@ fn list_schedules(ctx: &Ctx) -> Response {
         .collect();
     match page_of(items, q) {
         Ok(page) => json_answer(Value::Array(page)),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
