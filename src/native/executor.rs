@@ -450,6 +450,19 @@ pub async fn execute(
             Answer::Text(text) => return Ok(capped_text(text, action.response.max_bytes)),
         };
         if let Some(message) = failure_in_body(catalog.errors, &value) {
+            // Slack refuses a token with HTTP 200: that is a credential problem.
+            if catalog.errors == ErrorShape::Slack
+                && matches!(
+                    message.as_str(),
+                    "not_authed"
+                        | "invalid_auth"
+                        | "account_inactive"
+                        | "token_revoked"
+                        | "token_expired"
+                )
+            {
+                return Err(Failure::Unauthorized(format!("slack: {message}")));
+            }
             let mut result = tool_error(format!("{}: {message}", target.service));
             result.structured_content = Some(json!({"error": message}));
             return Ok(result);
