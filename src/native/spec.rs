@@ -180,11 +180,9 @@ fn openapi_operations(doc: &Value) -> Vec<SpecOperation> {
                 };
                 if location == "body" {
                     has_body = true;
-                    if let Some(schema) = p.get("schema") {
-                        if let Some((n, r)) = schema_properties(doc, schema) {
-                            body = Some(n);
-                            required_body = r;
-                        }
+                    if let Some((n, r)) = p.get("schema").and_then(|s| schema_properties(doc, s)) {
+                        body = Some(n);
+                        required_body = r;
                     }
                     continue;
                 }

@@ -132,8 +132,8 @@ impl FakeApi {
         self.world.lock().unwrap().bodies.clone()
     }
 
-    /// The bearer token if it is valid; records it either way.
-    fn check(&self, headers: &HeaderMap, path: &str) -> Result<(), Response> {
+    /// The 401 answer unless the bearer token is valid; records the request either way.
+    fn refuse(&self, headers: &HeaderMap, path: &str) -> Option<Response> {
         let mut world = self.world.lock().unwrap();
         *world.hits.entry(path.to_owned()).or_default() += 1;
         let token = headers
@@ -144,9 +144,9 @@ impl FakeApi {
             .to_owned();
         world.tokens_seen.push(token.clone());
         if world.access_tokens.contains(&token) {
-            Ok(())
+            None
         } else {
-            Err((
+            Some((
                 StatusCode::UNAUTHORIZED,
                 [("www-authenticate", "Bearer error=\"invalid_token\"")],
                 Json(json!({"message": "invalid or expired token"})),
@@ -176,7 +176,7 @@ async fn items(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(refused) = f.check(&headers, "/v1/items") {
+    if let Some(refused) = f.refuse(&headers, "/v1/items") {
         return refused;
     }
     // Ten items, three per page; the token is the next offset.
@@ -194,7 +194,7 @@ async fn items(
 }
 
 async fn flaky(State(f): State<FakeApi>, headers: HeaderMap) -> Response {
-    if let Err(refused) = f.check(&headers, "/v1/flaky") {
+    if let Some(refused) = f.refuse(&headers, "/v1/flaky") {
         return refused;
     }
     let next = f.world.lock().unwrap().script.pop_front();
@@ -209,7 +209,7 @@ async fn flaky_write(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refused) = f.check(&headers, "POST /v1/flaky") {
+    if let Some(refused) = f.refuse(&headers, "POST /v1/flaky") {
         return refused;
     }
     f.world.lock().unwrap().bodies.push(body);
@@ -221,7 +221,7 @@ async fn flaky_write(
 }
 
 async fn big(State(f): State<FakeApi>, headers: HeaderMap) -> Response {
-    if let Err(refused) = f.check(&headers, "/v1/big") {
+    if let Some(refused) = f.refuse(&headers, "/v1/big") {
         return refused;
     }
     let rows: Vec<Value> = (0..5000)
@@ -231,7 +231,7 @@ async fn big(State(f): State<FakeApi>, headers: HeaderMap) -> Response {
 }
 
 async fn malformed(State(f): State<FakeApi>, headers: HeaderMap) -> Response {
-    if let Err(refused) = f.check(&headers, "/v1/malformed") {
+    if let Some(refused) = f.refuse(&headers, "/v1/malformed") {
         return refused;
     }
     (
@@ -242,7 +242,7 @@ async fn malformed(State(f): State<FakeApi>, headers: HeaderMap) -> Response {
 }
 
 async fn html_error(State(f): State<FakeApi>, headers: HeaderMap) -> Response {
-    if let Err(refused) = f.check(&headers, "/v1/html-error") {
+    if let Some(refused) = f.refuse(&headers, "/v1/html-error") {
         return refused;
     }
     (
