@@ -164,7 +164,10 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     assert_eq!(started["jobComplete"], false, "{started}");
     assert!(started.get("rows").is_none());
     assert_eq!(bq.received().last().unwrap().body["timeoutMs"], 10);
-    let job = started["jobReference"]["jobId"].as_str().unwrap().to_owned();
+    let job = started["jobReference"]["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let location = started["jobReference"]["location"]
         .as_str()
         .unwrap()
@@ -256,7 +259,12 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
             .as_array()
             .unwrap_or_else(|| panic!("{key}: {v}"))
             .iter()
-            .map(|d| d[field][field.replace("Reference", "Id")].as_str().unwrap().to_owned())
+            .map(|d| {
+                d[field][field.replace("Reference", "Id")]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     };
     assert_eq!(
@@ -376,7 +384,10 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         .await,
     );
     assert_eq!(datasets["datasets"].as_array().unwrap().len(), 4);
-    assert!(clock.elapsed() >= Duration::from_millis(900), "Retry-After honoured");
+    assert!(
+        clock.elapsed() >= Duration::from_millis(900),
+        "Retry-After honoured"
+    );
     let attempts: Vec<bool> = bq.received()[before..]
         .iter()
         .map(|r| r.rate_limited)
@@ -398,7 +409,11 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         "{}",
         text_of(&limited)
     );
-    assert!(text_of(&limited).contains("RESOURCE_EXHAUSTED"), "{}", text_of(&limited));
+    assert!(
+        text_of(&limited).contains("RESOURCE_EXHAUSTED"),
+        "{}",
+        text_of(&limited)
+    );
     assert_eq!(bq.received().len() - before, 1);
     bq.rate_limit_next(0, 0);
 
@@ -438,7 +453,11 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         "{text}"
     );
     assert!(!text.contains("ya29.revoked-token"));
-    assert_eq!(bq.received().len(), before, "the fake saw no valid credential");
+    assert_eq!(
+        bq.received().len(),
+        before,
+        "the fake saw no valid credential"
+    );
     // With his own token, Bob acts as Bob.
     mcpgate::vault::set(
         &gw.gw.pool,
@@ -486,12 +505,8 @@ async fn bigquery_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
     let bob = rmcp_connect(&gw.url, &gw.token("bob@example.com").await).await;
     let query = |sql: &str| json!({"action": "query", "projectId": PROJECT, "query": sql});
-    let queries_sent = |bq: &FakeBigQuery| {
-        bq.received()
-            .iter()
-            .filter(|r| r.path == QUERIES)
-            .count()
-    };
+    let queries_sent =
+        |bq: &FakeBigQuery| bq.received().iter().filter(|r| r.path == QUERIES).count();
 
     // DML/DDL never runs as a read: not for Bob (read access), not for Alice.
     for (client, sql) in [
@@ -551,9 +566,13 @@ async fn bigquery_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     assert_eq!(bq.table_rows(PROJECT, "sales", "ledger"), Some(3));
     assert_eq!(bq.received().last().unwrap().who, "alice@example.com");
     // A SELECT belongs on the read tool.
-    let e = call(&alice, "bigquery_write_actions", query("SELECT 1 FROM sales.orders"))
-        .await
-        .unwrap_err();
+    let e = call(
+        &alice,
+        "bigquery_write_actions",
+        query("SELECT 1 FROM sales.orders"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(reason_of(&e), "wrong_tool");
 
     // DROP TABLE through the write tool: the human confirms first.
@@ -564,7 +583,10 @@ async fn bigquery_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     let preview = ask.structured_content.clone().unwrap();
     assert_eq!(preview["confirmation_required"], true, "{preview}");
     assert_eq!(preview["risk"], "high_risk", "{preview}");
-    assert!(bq.table_exists(PROJECT, "sales", "ledger"), "not before the human says so");
+    assert!(
+        bq.table_exists(PROJECT, "sales", "ledger"),
+        "not before the human says so"
+    );
     let mut confirmed = drop.clone();
     confirmed["confirm"] = preview["confirm"].clone();
     let dropped = structured(
@@ -617,9 +639,7 @@ async fn bigquery_sql_sets_the_risk_and_destruction_waits_for_the_human() {
         .unwrap();
     let mut again = delete.clone();
     again["confirm"] = ask.structured_content.unwrap()["confirm"].clone();
-    let again = call(&alice, "bigquery_write_actions", again)
-        .await
-        .unwrap();
+    let again = call(&alice, "bigquery_write_actions", again).await.unwrap();
     assert_eq!(again.is_error, Some(true));
     assert!(
         text_of(&again).contains("Not found: Table acme-analytics:sales.refunds"),

@@ -26,7 +26,13 @@ struct World {
 
 async fn world() -> World {
     let mb = FakeMetabase::start().await;
-    let alice_id = mb.add_user("alice@example.com", "Alice", "Martin", "mb_alice_key", false);
+    let alice_id = mb.add_user(
+        "alice@example.com",
+        "Alice",
+        "Martin",
+        "mb_alice_key",
+        false,
+    );
     let bob_id = mb.add_user("bob@example.com", "Bob", "Stone", "mb_bob_key", false);
     let db = mb.add_database("Warehouse", "postgres");
     mb.add_table(
@@ -123,7 +129,11 @@ async fn confirmed(
     let preview = ask.structured_content.clone().unwrap_or_default();
     assert_eq!(preview["confirmation_required"], true, "{}", text_of(&ask));
     assert_eq!(preview["risk"], "high_risk", "{preview}");
-    assert_eq!(mb.received().len(), before, "nothing runs before the human says so");
+    assert_eq!(
+        mb.received().len(),
+        before,
+        "nothing runs before the human says so"
+    );
     let mut again = arguments;
     again["confirm"] = preview["confirm"].clone();
     call(client, "metabase_write_actions", again).await.unwrap()
@@ -246,9 +256,7 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     );
 
     // Running a card (alone, then as on its dashboard).
-    let ran = structured(
-        &read(&alice, json!({"action": "query_card", "card-id": paid})).await,
-    );
+    let ran = structured(&read(&alice, json!({"action": "query_card", "card-id": paid})).await);
     assert_eq!(ran["data.rows"], json!([[1, 120.5], [3, 42.0]]), "{ran}");
     let last = mb.received().last().unwrap().clone();
     assert_eq!(
@@ -286,9 +294,8 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     assert_eq!(ids(&old), [archived]);
 
     // A dashboard and its cards.
-    let board = structured(
-        &read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await,
-    );
+    let board =
+        structured(&read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await);
     assert_eq!(board["name"], "Sales");
     let on_board: Vec<u64> = board["dashcards"]
         .as_array()
@@ -326,7 +333,10 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     let me = structured(&read(&alice, json!({"action": "current_user"})).await);
     assert_eq!(me["id"], 1);
     assert_eq!(me["is_superuser"], false);
-    assert!(!text_of(&read(&alice, json!({"action": "current_user"})).await).contains("alice@example.com"));
+    assert!(
+        !text_of(&read(&alice, json!({"action": "current_user"})).await)
+            .contains("alice@example.com")
+    );
     assert_eq!(mb.received().last().unwrap().path, "/api/user/current");
 
     // A proxy's 429 with a short Retry-After: waited out, then done.
@@ -383,7 +393,10 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     assert_eq!(mb.received().last().unwrap().who, "bob@example.com");
     for row in gw.audit_rows().await {
         let row = format!("{row:?}");
-        assert!(!row.contains("mb_alice_key") && !row.contains("mb_stale_key"), "{row}");
+        assert!(
+            !row.contains("mb_alice_key") && !row.contains("mb_stale_key"),
+            "{row}"
+        );
     }
     alice.cancel().await.unwrap();
     bob.cancel().await.unwrap();
@@ -449,7 +462,11 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
         text_of(&inserted)
     );
     let count = structured(
-        &read(&alice, native("SELECT COUNT(*) FROM ORDERS WHERE STATUS = 'paid'")).await,
+        &read(
+            &alice,
+            native("SELECT COUNT(*) FROM ORDERS WHERE STATUS = 'paid'"),
+        )
+        .await,
     );
     assert_eq!(count["data.rows"], json!([[3]]), "the insert ran");
 
@@ -470,12 +487,12 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     );
 
     // Updating a dashboard replaces its cards wholesale: high_risk.
-    let board = structured(
-        &read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await,
-    );
+    let board =
+        structured(&read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await);
     let keep = board["dashcards"][0].clone();
     assert_eq!(keep["card_id"], paid);
-    let layout = json!([{"id": keep["id"], "card_id": paid, "row": 0, "col": 0, "size_x": 24, "size_y": 8}]);
+    let layout =
+        json!([{"id": keep["id"], "card_id": paid, "row": 0, "col": 0, "size_x": 24, "size_y": 8}]);
     let e = call(
         &bob,
         "metabase_write_actions",
@@ -540,9 +557,8 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     );
     let gone = read(&alice, json!({"action": "get_card", "id": paid})).await;
     assert_eq!(text_of(&gone), "HTTP 404: Not found.");
-    let board = structured(
-        &read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await,
-    );
+    let board =
+        structured(&read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await);
     assert_eq!(board["dashcards"], json!([]), "{board}");
 
     // Deleting the dashboard: confirmed, then 404.
