@@ -26,13 +26,16 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
-    /// `MCPGATE_KEY` (64 hex characters) if set, else `<data_dir>/gateway.key`,
-    /// created with fresh randomness (mode 0600) on first start.
+    /// `MCPGATE_SECRET_KEY` (or its older name `MCPGATE_KEY`; 64 hex
+    /// characters) if set, else `<data_dir>/gateway.key`, created with fresh
+    /// randomness (mode 0600) on first start.
     pub fn load(data_dir: &Path) -> Result<MasterKey, String> {
-        if let Ok(hex_key) = std::env::var("MCPGATE_KEY") {
-            return decode_key(hex_key.trim())
-                .map(MasterKey)
-                .map_err(|e| format!("MCPGATE_KEY: {e}"));
+        for var in ["MCPGATE_SECRET_KEY", "MCPGATE_KEY"] {
+            if let Ok(hex_key) = std::env::var(var) {
+                return decode_key(hex_key.trim())
+                    .map(MasterKey)
+                    .map_err(|e| format!("{var}: {e}"));
+            }
         }
         let path = data_dir.join(KEY_FILE);
         match std::fs::read_to_string(&path) {

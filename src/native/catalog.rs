@@ -1,10 +1,11 @@
 //! A native service is a catalog: one YAML file describing its HTTP actions.
-//! One generic executor runs every catalog (`executor.rs`).
+//! One generic executor runs every catalog (`executor.rs`); the format is
+//! documented in `docs/connectors.md`.
 //!
 //! ```yaml
 //! service: jira
-//! auth: basic               # basic (user:secret) or bearer
-//! errors: jira              # how the API reports errors: jira, slack or generic
+//! auth: basic               # basic (user:secret), bearer or api_key (+ auth_header)
+//! errors: jira              # jira, slack, google, metabase or generic
 //! actions:
 //!   - name: get_issue
 //!     description: Get one issue.
