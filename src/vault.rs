@@ -77,6 +77,10 @@ pub enum VaultError {
     #[error("a basic credential is `user:secret`")]
     NotBasic,
     #[error(
+        "an oauth credential is a JSON token set: {{\"access_token\", \"refresh_token\", \"expires_at\"}}"
+    )]
+    NotTokenSet,
+    #[error(
         "the credential was sealed under key {0}, not the current one: run `mcpgate secrets rotate`"
     )]
     OtherKey(String),
@@ -99,6 +103,14 @@ pub async fn set(
     }
     if kind == CredentialKind::Basic && !secret.contains(':') {
         return Err(VaultError::NotBasic);
+    }
+    if kind == CredentialKind::Oauth
+        && serde_json::from_str::<serde_json::Value>(secret)
+            .ok()
+            .and_then(|set| set.get("access_token")?.as_str().map(|_| ()))
+            .is_none()
+    {
+        return Err(VaultError::NotTokenSet);
     }
     let sealed = keys::seal(
         &master.derive(PURPOSE),
