@@ -87,6 +87,22 @@ fn json_of(result: &CallToolResult) -> Value {
     serde_json::from_str(&text_of(result)).unwrap_or_else(|e| panic!("{e}: {}", text_of(result)))
 }
 
+/// Problems of `flow` against the OpenFlow schema itself (`openflow.yaml`'s
+/// `components.schemas.OpenFlow`, refs resolved within that document).
+fn openflow_problems(flow: &Value) -> Vec<String> {
+    let file = support::repo().join("../shared/specs/windmill/openflow.yaml");
+    let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let schema = json!({
+        "$ref": "#/components/schemas/OpenFlow",
+        "components": doc["components"],
+    });
+    let validator = jsonschema::validator_for(&schema).expect("openflow.yaml compiles");
+    validator
+        .iter_errors(flow)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
+}
+
 /// The daily digest flow, in OpenFlow: an inline Bun step, a loop over its
 /// result with a script step and an identity step, and a branch.
 fn digest_flow() -> Value {
@@ -182,7 +198,13 @@ async fn an_ai_client_creates_a_flow_and_a_weekday_schedule_then_disables_it() {
     let stored = windmill.flow(FLOW).expect("the flow is stored");
     assert_eq!(stored["value"], digest_flow());
     assert_eq!(stored["edited_by"], "alice");
-    check_openflow(&stored).expect("the stored flow follows openflow.yaml");
+    check_openflow(&stored).expect("the fake's own OpenFlow check");
+    let problems = openflow_problems(&stored);
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The schema check can fail: a module of no known type does not pass.
+    let mut broken = stored.clone();
+    broken["value"]["modules"][0]["value"] = json!({"type": "teleport"});
+    assert!(!openflow_problems(&broken).is_empty());
 
     // 2. A schedule running it every weekday at 09:00, Paris time.
     ok(
@@ -626,6 +648,15 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
         "{nested}"
     );
     assert!(windmill.flow("f/standup/bad").is_none());
+    // The fake refuses what openflow.yaml itself refuses.
+    for value in [
+        json!({"modules": [{"id": "a", "value": {"type": "teleport"}}]}),
+        json!({"modules": [{"id": "a", "value": {"type": "rawscript", "language": "bun", "input_transforms": {}}}]}),
+        json!({"same_worker": true}),
+    ] {
+        let flow = json!({"summary": "Bad", "value": value});
+        assert!(!openflow_problems(&flow).is_empty(), "{flow}");
+    }
 
     // Schedules: 6-field cron, IANA timezone, an existing target.
     let schedule = |cron: &str, tz: &str, target: &str| {
