@@ -575,13 +575,39 @@ fn resolve_and_authorize(
             format!("action: '{action_name}' is not an action of service '{service}'"),
         )
     })?;
-    let risk = action.risk;
+    let mut risk = action.risk;
+    // A native action that runs SQL is classified by its statement, not its
+    // endpoint — before the tool is checked, so DML/DDL never runs through
+    // `<svc>_read_actions` and can run through `<svc>_write_actions`.
+    let mut sql_raised = None;
+    if let Some(param) = gw
+        .native_catalogs
+        .get(service)
+        .and_then(|c| c.action(&action_name))
+        .and_then(|a| a.classify_sql.as_deref())
+    {
+        let sql = arguments.get(param).and_then(Value::as_str).unwrap_or("");
+        let by_statement = crate::classify::sql_risk(sql);
+        if by_statement > risk {
+            sql_raised = Some(format!(
+                "{param}: the SQL is {}",
+                crate::classify::describe(by_statement)
+            ));
+            risk = by_statement;
+        }
+    }
     row.risk = Some(risk.as_str().into());
     match (&surface, risk) {
         (Surface::ReadActions, Risk::Write | Risk::HighRisk) => {
             return Err(CallError::invalid(
                 "wrong_tool",
-                format!("action: '{action_name}' is a {risk} action; call {service}_write_actions"),
+                format!(
+                    "action: '{action_name}' is a {risk} action{}; call {service}_write_actions",
+                    sql_raised
+                        .as_deref()
+                        .map(|why| format!(" ({why})"))
+                        .unwrap_or_default()
+                ),
             ));
         }
         (Surface::WriteActions, Risk::Read) => {
@@ -593,35 +619,14 @@ fn resolve_and_authorize(
         _ => {}
     }
     // Where the endpoint alone lies, the arguments decide (only ever upward).
-    let (risk, mut raised_by) = crate::classify::classify(
+    let (risk, raised_by) = crate::classify::classify(
         &gw.config.policy.classify,
         service,
         &action_name,
         &arguments,
         risk,
     );
-    // A native action that runs SQL is classified by its statement, not its endpoint.
-    let sql_param = gw
-        .native_catalogs
-        .get(service)
-        .and_then(|c| c.action(&action_name))
-        .and_then(|a| a.classify_sql.as_deref());
-    let risk = match sql_param {
-        Some(param) => {
-            let sql = arguments.get(param).and_then(Value::as_str).unwrap_or("");
-            let by_statement = crate::classify::sql_risk(sql);
-            if by_statement > risk {
-                raised_by = Some(format!(
-                    "{param}: the SQL is {}",
-                    crate::classify::describe(by_statement)
-                ));
-                by_statement
-            } else {
-                risk
-            }
-        }
-        None => risk,
-    };
+    let raised_by = raised_by.or(sql_raised);
     row.risk = Some(risk.as_str().into());
     let because = raised_by
         .as_deref()
