@@ -647,12 +647,28 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
         nested.contains("module id 'loop' is used twice"),
         "{nested}"
     );
+    // Beyond the readable checks, the whole OpenFlow schema has the last word
+    // (`sleep` is an InputTransform, not a number).
+    let sleepy = failed(
+        &alice,
+        w,
+        json!({"action": "create_flow", "path": "f/standup/bad", "summary": "Bad",
+               "value": {"modules": [{"id": "a", "sleep": 5, "value": {"type": "identity"}}]}}),
+    )
+    .await;
+    assert!(
+        sleepy.contains("HTTP 400")
+            && sleepy.contains("does not follow OpenFlow")
+            && sleepy.contains("/value/modules/0/sleep"),
+        "{sleepy}"
+    );
     assert!(windmill.flow("f/standup/bad").is_none());
     // The fake refuses what openflow.yaml itself refuses.
     for value in [
         json!({"modules": [{"id": "a", "value": {"type": "teleport"}}]}),
         json!({"modules": [{"id": "a", "value": {"type": "rawscript", "language": "bun", "input_transforms": {}}}]}),
         json!({"same_worker": true}),
+        json!({"modules": [{"id": "a", "sleep": 5, "value": {"type": "identity"}}]}),
     ] {
         let flow = json!({"summary": "Bad", "value": value});
         assert!(!openflow_problems(&flow).is_empty(), "{flow}");

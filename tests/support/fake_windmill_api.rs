@@ -431,6 +431,42 @@ pub fn check_openflow(body: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The OpenFlow schema of `openflow.yaml` (refs resolved within it), compiled once.
+fn openflow_validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/specs/windmill/openflow.yaml");
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        let schema = json!({
+            "$ref": "#/components/schemas/OpenFlow",
+            "components": doc["components"],
+        });
+        jsonschema::validator_for(&schema).expect("openflow.yaml compiles")
+    })
+}
+
+/// A flow body as Windmill takes it: the readable checks above first, then
+/// the whole OpenFlow schema as the final word.
+fn check_flow_body(body: &Value) -> Result<(), String> {
+    check_openflow(body)?;
+    let problems: Vec<String> = openflow_validator()
+        .iter_errors(body)
+        .take(3)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the flow does not follow OpenFlow: {}",
+            problems.join("; ")
+        ))
+    }
+}
+
 // ---- the fake ----------------------------------------------------------------
 
 impl FakeWindmillApi {
@@ -964,7 +1000,7 @@ fn flow_record(ctx: &Ctx, version: u64) -> Value {
 }
 
 fn create_flow(ctx: &Ctx) -> Response {
-    if let Err(e) = check_openflow(&ctx.body) {
+    if let Err(e) = check_flow_body(&ctx.body) {
         return bad_request(e);
     }
     let path = ctx.body["path"].as_str().unwrap_or_default().to_owned();
@@ -982,7 +1018,7 @@ fn create_flow(ctx: &Ctx) -> Response {
 }
 
 fn update_flow(ctx: &Ctx, path: &str) -> Response {
-    if let Err(e) = check_openflow(&ctx.body) {
+    if let Err(e) = check_flow_body(&ctx.body) {
         return bad_request(e);
     }
     let new_path = ctx.body["path"].as_str().unwrap_or_default().to_owned();
