@@ -55,8 +55,10 @@ async fn world() -> (FakeBigQuery, TestGateway) {
         &[("id", "INTEGER"), ("order_id", "INTEGER")],
         vec![vec![json!(1), json!(2)]],
     );
+    // Finance data: Alice may read it, Bob may not (BigQuery's own ACL).
+    bq.restrict_dataset(PROJECT, "sales", &["alice@example.com"]);
     let gw = TestGateway::start(&format!(
-        "services:\n  bigquery: {{ kind: native, catalog: bigquery, base_url: \"{}\" }}\nusers:\n  - email: alice@example.com\n    access: {{ bigquery: high_risk }}\n  - email: bob@example.com\n    access: {{ bigquery: read }}\n",
+        "services:\n  bigquery: {{ kind: native, catalog: bigquery, base_url: \"{}\", defaults: {{ maximumBytesBilled: \"1000000000\" }} }}\nusers:\n  - email: alice@example.com\n    access: {{ bigquery: high_risk }}\n  - email: bob@example.com\n    access: {{ bigquery: read }}\n",
         bq.base_url
     ))
     .await;
@@ -137,7 +139,26 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         (last.method.as_str(), last.path.as_str(), last.who.as_str()),
         ("POST", QUERIES, "alice@example.com")
     );
-    assert_eq!(last.body, json!({"query": sql, "useLegacySql": false}));
+    // useLegacySql from the catalog's default, the cost cap from the operator's.
+    assert_eq!(
+        last.body,
+        json!({"query": sql, "useLegacySql": false, "maximumBytesBilled": "1000000000"})
+    );
+    // The caller's own cap wins over the operator's; BigQuery enforces it.
+    let capped = read(
+        &alice,
+        json!({"action": "query", "projectId": PROJECT, "query": sql, "maximumBytesBilled": "1000"}),
+    )
+    .await;
+    assert_eq!(capped.is_error, Some(true));
+    assert_eq!(
+        text_of(&capped),
+        "HTTP 400: Query exceeded limit for bytes billed: 1000. 10485760 or higher required. (INVALID_ARGUMENT)"
+    );
+    assert_eq!(
+        bq.received().last().unwrap().body["maximumBytesBilled"],
+        "1000"
+    );
     // The caller may still ask for legacy SQL, and gets BigQuery's own refusal.
     let legacy = read(
         &alice,
@@ -416,6 +437,23 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     );
     assert_eq!(bq.received().len() - before, 1);
     bq.rate_limit_next(0, 0);
+    // BigQuery's other rate limit: 403 rateLimitExceeded, no Retry-After.
+    // A rate limit, not a refused credential: waited out and tried again.
+    bq.quota_403_next(1);
+    let before = bq.received().len();
+    let tables = structured(
+        &read(
+            &alice,
+            json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "sales"}),
+        )
+        .await,
+    );
+    assert_eq!(tables["totalItems"], 3);
+    let attempts: Vec<bool> = bq.received()[before..]
+        .iter()
+        .map(|r| r.rate_limited)
+        .collect();
+    assert_eq!(attempts, [true, false]);
 
     // Bob has no credential, then one BigQuery refuses: auth_required both times.
     let bob = rmcp_connect(&gw.url, &gw.token("bob@example.com").await).await;
@@ -477,6 +515,27 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         .await,
     );
     assert_eq!(bq.received().last().unwrap().who, "bob@example.com");
+    // BigQuery's own ACL: a permission error for Bob, not a credential problem.
+    for denied in [
+        json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "sales"}),
+        json!({"action": "query", "projectId": PROJECT, "query": "SELECT id FROM sales.orders"}),
+    ] {
+        let answer = read(&bob, denied).await;
+        assert_eq!(answer.is_error, Some(true));
+        let text = text_of(&answer);
+        assert!(
+            text.starts_with("HTTP 403: Access Denied:") && text.contains("(PERMISSION_DENIED)"),
+            "{text}"
+        );
+        assert!(
+            answer
+                .structured_content
+                .as_ref()
+                .is_none_or(|s| s.get("auth_required").is_none()),
+            "{text}"
+        );
+        assert_eq!(bq.received().last().unwrap().who, "bob@example.com");
+    }
     for row in gw.audit_rows().await {
         let row = format!("{row:?}");
         assert!(

@@ -59,6 +59,15 @@ async fn world() -> World {
             vec![json!(2), json!("Porto")],
         ],
     );
+    // A database only superusers may query (neither Alice nor Bob is one).
+    let hr = mb.add_database("HR", "postgres");
+    mb.add_table(
+        hr,
+        "salaries",
+        &[("ID", "type/BigInteger"), ("AMOUNT", "type/Float")],
+        vec![vec![json!(1), json!(5000.0)]],
+    );
+    mb.restrict_database(hr);
     let paid = mb.add_card(
         "Paid orders",
         db,
@@ -229,6 +238,24 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
         text_of(&failed)
     );
 
+    // Metabase's 403 is a permission error, not a refused credential.
+    let denied = read(
+        &alice,
+        json!({"action": "native_query", "database": 2, "query": "SELECT * FROM SALARIES"}),
+    )
+    .await;
+    assert_eq!(denied.is_error, Some(true));
+    assert_eq!(
+        text_of(&denied),
+        "HTTP 403: You don't have permissions to do that."
+    );
+    assert!(
+        denied
+            .structured_content
+            .as_ref()
+            .is_none_or(|s| s.get("auth_required").is_none())
+    );
+
     // Cards: MBQL 5 by default, legacy MBQL on request (legacy-mbql on the wire).
     let card = structured(&read(&alice, json!({"action": "get_card", "id": paid})).await);
     assert_eq!(card["name"], "Paid orders");
@@ -307,7 +334,7 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
 
     // Databases, with tables on request.
     let dbs = structured(&read(&alice, json!({"action": "list_databases"})).await);
-    assert_eq!(dbs["total"], 1);
+    assert_eq!(dbs["total"], 1, "HR is not listed for Alice: {dbs}");
     assert_eq!(dbs["data"][0]["name"], "Warehouse");
     assert!(dbs["data"][0].get("tables").is_none());
     let with_tables = structured(

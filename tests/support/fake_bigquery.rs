@@ -15,7 +15,12 @@
 //!   string; `maxResults` pages with opaque `pageToken`s; a "slow" job answers
 //!   `jobComplete: false` until it has been polled enough.
 //! - `rate_limit_next(n, secs)`: the next n requests get 429
-//!   `RESOURCE_EXHAUSTED` with `Retry-After`.
+//!   `RESOURCE_EXHAUSTED` with `Retry-After`; `quota_403_next(n)`: BigQuery's
+//!   other rate-limit answer, 403 `rateLimitExceeded` (no `Retry-After`).
+//! - `restrict_dataset`: only the named accounts may read a dataset; others
+//!   get 403 `accessDenied` (a permission error, not a bad credential).
+//! - `maximumBytesBilled` is enforced like BigQuery does (at least 10 MiB is
+//!   billed per query): a lower cap fails with `bytesBilledLimitExceeded`.
 #![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -62,6 +67,8 @@ struct Dataset {
     location: String,
     labels: BTreeMap<String, String>,
     tables: BTreeMap<String, Table>,
+    /// Only these accounts may use it (everyone when None).
+    readers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +80,7 @@ struct Job {
     columns: Vec<Column>,
     rows: Vec<Vec<Value>>,
     dml_affected: Option<usize>,
+    bytes: usize,
     /// Answers still to say `jobComplete: false`.
     incomplete_answers: u32,
     page_size: Option<usize>,
@@ -93,6 +101,8 @@ struct World {
     slow_next: u32,
     /// (requests left to refuse, Retry-After seconds).
     rate_limit: Option<(u32, u64)>,
+    /// Requests left to refuse with 403 rateLimitExceeded.
+    quota_403: u32,
     received: Vec<Received>,
 }
 
@@ -260,6 +270,7 @@ impl FakeBigQuery {
                         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                         .collect(),
                     tables: BTreeMap::new(),
+                    readers: None,
                 },
             );
     }
@@ -331,6 +342,22 @@ impl FakeBigQuery {
         self.world.lock().unwrap().rate_limit = Some((n, retry_after_secs));
     }
 
+    /// The next `n` authenticated requests answer 403 `rateLimitExceeded`.
+    pub fn quota_403_next(&self, n: u32) {
+        self.world.lock().unwrap().quota_403 = n;
+    }
+
+    /// Only `readers` may use the dataset from now on.
+    pub fn restrict_dataset(&self, project: &str, dataset: &str, readers: &[&str]) {
+        let mut world = self.world.lock().unwrap();
+        let ds = world
+            .projects
+            .get_mut(project)
+            .and_then(|p| p.get_mut(dataset))
+            .expect("add_dataset first");
+        ds.readers = Some(readers.iter().map(|r| (*r).to_owned()).collect());
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.world.lock().unwrap().received.clone()
     }
@@ -360,14 +387,25 @@ impl FakeBigQuery {
             }
             _ => None,
         };
+        let quota_403 = limited.is_none() && world.quota_403 > 0;
+        if quota_403 {
+            world.quota_403 -= 1;
+        }
         world.received.push(Received {
             method: method.into(),
             path,
             query: query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             who: who.clone(),
             body,
-            rate_limited: limited.is_some(),
+            rate_limited: limited.is_some() || quota_403,
         });
+        if quota_403 {
+            return Err(google_error(
+                StatusCode::FORBIDDEN,
+                "Exceeded rate limits: too many concurrent queries for this project_and_region. For more information, see https://cloud.google.com/bigquery/docs/troubleshoot-quotas",
+                "rateLimitExceeded",
+            ));
+        }
         if let Some(secs) = limited {
             let mut response = google_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -390,6 +428,28 @@ async fn not_found_page() -> Response {
         "<!DOCTYPE html>\n<html lang=en><meta charset=utf-8><title>Error 404 (Not Found)!!1</title><p><b>404.</b> <ins>That’s an error.</ins><p>The requested URL was not found on this server. <ins>That’s all we know.</ins>",
     )
         .into_response()
+}
+
+/// BigQuery's 403 when `who` may not use the dataset.
+fn access_denied(
+    ds: &Dataset,
+    who: &str,
+    project: &str,
+    dataset: &str,
+    permission: &str,
+) -> Option<Response> {
+    ds.readers
+        .as_ref()
+        .is_some_and(|r| !r.iter().any(|w| w == who))
+        .then(|| {
+            google_error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "Access Denied: Dataset {project}:{dataset}: Permission {permission} denied on dataset {project}:{dataset} (or it may not exist)."
+                ),
+                "accessDenied",
+            )
+        })
 }
 
 fn json_ok(value: Value) -> Response {
@@ -495,6 +555,8 @@ struct Outcome {
     columns: Vec<Column>,
     rows: Vec<Vec<Value>>,
     dml_affected: Option<usize>,
+    /// Bytes the statement read.
+    bytes: usize,
 }
 
 /// A WHERE clause: always true, or `column = literal`.
@@ -517,9 +579,33 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 }
 
 struct Ctx<'a> {
+    who: &'a str,
     project: &'a str,
     default_dataset: Option<(String, String)>,
     legacy: bool,
+    /// `maximumBytesBilled`.
+    max_billed: Option<u64>,
+}
+
+/// At least 10 MiB is billed per query that reads data, in whole MiB.
+const MIN_BILLED: u64 = 10 * 1024 * 1024;
+
+impl Ctx<'_> {
+    /// Refuse before running when the cap is below what the query bills.
+    fn bill(&self, bytes: usize) -> Result<(), (StatusCode, String, &'static str)> {
+        let billed = (bytes as u64).div_ceil(1 << 20).max(1) * (1 << 20);
+        let billed = billed.max(MIN_BILLED);
+        match self.max_billed {
+            Some(cap) if cap < billed => Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Query exceeded limit for bytes billed: {cap}. {billed} or higher required."
+                ),
+                "bytesBilledLimitExceeded",
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl World {
@@ -560,6 +646,19 @@ impl World {
                 "notFound",
             ));
         };
+        if ds
+            .readers
+            .as_ref()
+            .is_some_and(|r| !r.iter().any(|w| w == ctx.who))
+        {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Access Denied: Table {project}:{dataset}.{table}: User does not have permission to query table {project}:{dataset}.{table}, or perhaps it does not exist."
+                ),
+                "accessDenied",
+            ));
+        }
         if !ds.tables.contains_key(&table) {
             return Err((
                 StatusCode::NOT_FOUND,
@@ -629,6 +728,8 @@ impl World {
                     .ok_or_else(|| invalid("Syntax error: Expected keyword FROM".into()))?;
                 let r = self.resolve(ctx, toks.get(from + 1))?;
                 let table = self.table_mut(&r).clone();
+                let bytes = table.rows.len() * 64;
+                ctx.bill(bytes)?;
                 let rest = &toks[from + 2..];
                 let where_at = rest.iter().position(|t| is_kw(Some(t), "WHERE"));
                 let limit_at = rest.iter().position(|t| is_kw(Some(t), "LIMIT"));
@@ -664,6 +765,7 @@ impl World {
                         }],
                         rows: vec![vec![json!(rows.len())]],
                         dml_affected: None,
+                        bytes,
                     });
                 }
                 let indexes: Vec<usize> = if selected == [Tok::Sym('*')] {
@@ -690,6 +792,7 @@ impl World {
                         .map(|row| indexes.iter().map(|&i| row[i].clone()).collect())
                         .collect(),
                     dml_affected: None,
+                    bytes,
                 })
             }
             "INSERT" => {
@@ -736,6 +839,7 @@ impl World {
                     columns: vec![],
                     rows: vec![],
                     dml_affected: Some(n),
+                    bytes: 0,
                 })
             }
             "DELETE" => {
@@ -745,6 +849,8 @@ impl World {
                     return Err(invalid("DELETE must have a WHERE clause at [1:1]".into()));
                 }
                 let filter = Self::filter(self.table_mut(&r), &toks[at + 2..]).map_err(invalid)?;
+                let bytes = self.table_mut(&r).rows.len() * 64;
+                ctx.bill(bytes)?;
                 let now = self.tick();
                 let table = self.table_mut(&r);
                 let before = table.rows.len();
@@ -755,6 +861,7 @@ impl World {
                     columns: vec![],
                     rows: vec![],
                     dml_affected: Some(before - table.rows.len()),
+                    bytes,
                 })
             }
             "DROP" => {
@@ -771,6 +878,7 @@ impl World {
                     columns: vec![],
                     rows: vec![],
                     dml_affected: None,
+                    bytes: 0,
                 })
             }
             other => Err(invalid(format!(
@@ -818,7 +926,7 @@ fn job_answer(
         "jobReference": reference,
         "jobComplete": true,
         "cacheHit": false,
-        "totalBytesProcessed": (job.rows.len() * 64).to_string(),
+        "totalBytesProcessed": job.bytes.to_string(),
     });
     if let Some(n) = job.dml_affected {
         answer["numDmlAffectedRows"] = json!(n.to_string());
@@ -898,7 +1006,23 @@ async fn jobs_query(
             "notFound",
         );
     }
+    let max_billed = match request.get("maximumBytesBilled") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(v)) => match v.parse::<u64>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                return google_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid value at 'maximum_bytes_billed' (TYPE_INT64), \"{v}\""),
+                    "invalid",
+                );
+            }
+        },
+        Some(other) => other.as_u64(),
+    };
     let ctx = Ctx {
+        who: &who,
+        max_billed,
         project: &project,
         default_dataset: request.get("defaultDataset").and_then(|d| {
             Some((
@@ -939,7 +1063,7 @@ async fn jobs_query(
             "kind": "bigquery#queryResponse",
             "jobComplete": true,
             "schema": schema_of(&outcome.columns),
-            "totalBytesProcessed": (outcome.rows.len() * 64).to_string(),
+            "totalBytesProcessed": outcome.bytes.to_string(),
             "statementType": outcome.statement_type,
         }));
     }
@@ -959,6 +1083,7 @@ async fn jobs_query(
             columns: outcome.columns,
             rows: outcome.rows,
             dml_affected: outcome.dml_affected,
+            bytes: outcome.bytes,
             incomplete_answers,
             page_size: request
                 .get("maxResults")
@@ -1125,9 +1250,10 @@ async fn list_tables(
     Path((project, dataset)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
-        return response;
-    }
+    let who = match f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
+        Ok(who) => who,
+        Err(response) => return response,
+    };
     let mut world = f.world.lock().unwrap();
     let Some(ds) = world.projects.get(&project).and_then(|p| p.get(&dataset)) else {
         return google_error(
@@ -1136,6 +1262,9 @@ async fn list_tables(
             "notFound",
         );
     };
+    if let Some(denied) = access_denied(ds, &who, &project, &dataset, "bigquery.tables.list") {
+        return denied;
+    }
     let listed: Vec<Value> = ds
         .tables
         .iter()
@@ -1174,9 +1303,10 @@ async fn get_table(
     Path((project, dataset, table)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
-        return response;
-    }
+    let who = match f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
+        Ok(who) => who,
+        Err(response) => return response,
+    };
     let world = f.world.lock().unwrap();
     let Some(ds) = world.projects.get(&project).and_then(|p| p.get(&dataset)) else {
         return google_error(
@@ -1185,6 +1315,9 @@ async fn get_table(
             "notFound",
         );
     };
+    if let Some(denied) = access_denied(ds, &who, &project, &dataset, "bigquery.tables.get") {
+        return denied;
+    }
     let Some(t) = ds.tables.get(&table) else {
         return google_error(
             StatusCode::NOT_FOUND,
@@ -1231,16 +1364,22 @@ async fn delete_table(
     uri: Uri,
     Path((project, dataset, table)): Path<(String, String, String)>,
 ) -> Response {
-    if let Err(response) = f.begin(
+    let who = match f.begin(
         &headers,
         "DELETE",
         uri.path().to_owned(),
         &HashMap::new(),
         Value::Null,
     ) {
-        return response;
-    }
+        Ok(who) => who,
+        Err(response) => return response,
+    };
     let mut world = f.world.lock().unwrap();
+    if let Some(ds) = world.projects.get(&project).and_then(|p| p.get(&dataset))
+        && let Some(denied) = access_denied(ds, &who, &project, &dataset, "bigquery.tables.delete")
+    {
+        return denied;
+    }
     let removed = world
         .projects
         .get_mut(&project)

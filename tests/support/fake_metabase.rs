@@ -16,6 +16,8 @@
 //!   native queries and cards. Like Metabase over a JDBC connection with
 //!   autocommit, a statement that returns no result set still runs — and then
 //!   the query is reported failed ("No results were returned by the query.").
+//! - `restrict_database`: only superusers may query a database (others get
+//!   403 `You don't have permissions to do that.`, and do not see it listed).
 //! - `rate_limit_next(n, secs)`: the next n requests answer 429 with
 //!   `Retry-After` (what a reverse proxy in front of Metabase does; Metabase
 //!   itself has no rate-limit headers).
@@ -66,6 +68,7 @@ struct Database {
     engine: String,
     /// Upper-cased table name → table.
     tables: BTreeMap<String, Table>,
+    superusers_only: bool,
 }
 
 #[derive(Default)]
@@ -110,6 +113,13 @@ fn text(status: StatusCode, body: &str) -> Response {
         body.to_owned(),
     )
         .into_response()
+}
+
+fn forbidden() -> Response {
+    text(
+        StatusCode::FORBIDDEN,
+        "You don't have permissions to do that.",
+    )
 }
 
 fn not_found() -> Response {
@@ -217,6 +227,7 @@ impl FakeMetabase {
                 name: name.into(),
                 engine: engine.into(),
                 tables: BTreeMap::new(),
+                superusers_only: false,
             },
         );
         id
@@ -318,6 +329,17 @@ impl FakeMetabase {
         self.world.lock().unwrap().databases[&database]
             .tables
             .contains_key(&name.to_ascii_uppercase())
+    }
+
+    /// Only superusers may use `database` from now on.
+    pub fn restrict_database(&self, database: u64) {
+        self.world
+            .lock()
+            .unwrap()
+            .databases
+            .get_mut(&database)
+            .unwrap()
+            .superusers_only = true;
     }
 
     pub fn rate_limit_next(&self, n: u32, retry_after_secs: u64) {
@@ -754,15 +776,16 @@ async fn dataset(
     body: Bytes,
 ) -> Response {
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    if let Err(response) = f.begin(
+    let user = match f.begin(
         &headers,
         "POST",
         uri.path().to_owned(),
         &HashMap::new(),
         parsed.clone().unwrap_or(Value::Null),
     ) {
-        return response;
-    }
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     let Some(Value::Object(request)) = parsed else {
         return invalid("body", "value must be a map");
     };
@@ -774,8 +797,10 @@ async fn dataset(
         return invalid("database", "value must be an integer greater than zero.");
     };
     let mut world = f.world.lock().unwrap();
-    if !world.databases.contains_key(&database) {
-        return not_found();
+    match world.databases.get(&database) {
+        None => return not_found(),
+        Some(db) if db.superusers_only && !user.is_superuser => return forbidden(),
+        Some(_) => {}
     }
     match request.get("type").and_then(Value::as_str) {
         Some("native") => {}
@@ -811,9 +836,10 @@ async fn databases(
     uri: Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
-        return response;
-    }
+    let user = match f.begin(&headers, "GET", uri.path().to_owned(), &q, Value::Null) {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     let include_tables = match q.get("include").map(String::as_str) {
         None | Some("") => false,
         Some("tables") => true,
@@ -828,6 +854,7 @@ async fn databases(
     let mut data: Vec<Value> = world
         .databases
         .iter()
+        .filter(|(_, db)| user.is_superuser || !db.superusers_only)
         .map(|(id, db)| {
             let mut entry = json!({"id": id, "name": db.name, "engine": db.engine, "is_sample": false, "is_saved_questions": false, "native_permissions": "write"});
             if include_tables {
@@ -953,15 +980,16 @@ async fn query_card(
             Err(_) => return invalid("body", "value must be a map"),
         }
     };
-    if let Err(response) = f.begin(
+    let user = match f.begin(
         &headers,
         "POST",
         uri.path().to_owned(),
         &HashMap::new(),
         parsed.clone(),
     ) {
-        return response;
-    }
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     let id = match parse_id("card-id", &raw) {
         Ok(Some(id)) => id,
         Ok(None) => return not_found(),
@@ -974,6 +1002,13 @@ async fn query_card(
     let Some(card) = world.cards.get(&id).cloned() else {
         return not_found();
     };
+    let restricted = card["database_id"]
+        .as_u64()
+        .and_then(|d| world.databases.get(&d))
+        .is_some_and(|d| d.superusers_only);
+    if restricted && !user.is_superuser {
+        return forbidden();
+    }
     if let Some(dashboard) = parsed.get("dashboard_id").filter(|v| !v.is_null()) {
         let on_it = dashboard
             .as_u64()
