@@ -672,8 +672,8 @@ impl World {
         comment
     }
 
-    /// Validates a comment body (and visibility); `Err` is the 400 answer.
-    fn check_comment(body: Option<&Value>, visibility: Option<&Value>) -> Result<(), Response> {
+    /// Validates a comment body (and visibility); `Some` is the 400 answer.
+    fn check_comment(body: Option<&Value>, visibility: Option<&Value>) -> Option<Response> {
         let mut problems = Map::new();
         match body {
             None | Some(Value::Null) => {
@@ -698,11 +698,7 @@ impl World {
                 json!("Visibility type must be 'role' or 'group'."),
             );
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(field_errors(problems))
-        }
+        (!problems.is_empty()).then(|| field_errors(problems))
     }
 }
 
@@ -805,7 +801,7 @@ async fn handle(
             let Some(key) = w.find_issue(key) else {
                 return issue_not_found();
             };
-            if let Err(refused) = World::check_comment(body.get("body"), body.get("visibility")) {
+            if let Some(refused) = World::check_comment(body.get("body"), body.get("visibility")) {
                 return refused;
             }
             let issue_id = w.issues[&key].id;
@@ -1525,15 +1521,15 @@ fn get_comments(w: &World, key: &str, query: &BTreeMap<String, String>) -> Respo
         None => Ok(default),
         Some(v) => v
             .parse::<usize>()
-            .map_err(|_| bad_request(&format!("The {name} parameter must be a number."))),
+            .map_err(|_| format!("The {name} parameter must be a number.")),
     };
     let start_at = match number("startAt", 0) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(m) => return bad_request(&m),
     };
     let max_results = match number("maxResults", 100) {
         Ok(n) => n.max(1),
-        Err(r) => return r,
+        Err(m) => return bad_request(&m),
     };
     let mut comments = w.issues[&key].comments.clone();
     match query.get("orderBy").map(String::as_str) {
@@ -1618,8 +1614,8 @@ fn transition_issue(w: &mut World, base: &str, who: &str, key: &str, body: &Valu
                 match op.get("add") {
                     Some(add) => match World::check_comment(add.get("body"), add.get("visibility"))
                     {
-                        Ok(()) => comments.push(add.clone()),
-                        Err(refused) => return refused,
+                        None => comments.push(add.clone()),
+                        Some(refused) => return refused,
                     },
                     None => {
                         problems
