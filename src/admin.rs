@@ -79,7 +79,13 @@ fn problem(status: StatusCode, reason: &str, message: impl Into<String>) -> Resp
         .into_response()
 }
 
-pub(crate) async fn audit_refusal(gw: &Gateway, subject: &str, tool: &str, code: &'static str, reason: &str) {
+pub(crate) async fn audit_refusal(
+    gw: &Gateway,
+    subject: &str,
+    tool: &str,
+    code: &'static str,
+    reason: &str,
+) {
     let row = pipeline::audit_row(RowStart {
         subject,
         actor: subject,

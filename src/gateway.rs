@@ -295,8 +295,7 @@ impl Gateway {
                 crate::config::ServiceKind::Mcp => {
                     connector_spec(name, service, &config, &directory)
                 }
-                crate::config::ServiceKind::Native => {
-                    native_spec(
+                crate::config::ServiceKind::Native => native_spec(
                     name,
                     service,
                     &config,
@@ -304,8 +303,7 @@ impl Gateway {
                     &pool,
                     &master_key,
                     &mut native_catalogs,
-                )?
-                }
+                )?,
             });
         }
         let connector_policy = RestartPolicy {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cli_operator;
 pub mod config;
 pub mod delegation;
+pub mod discovery;
 pub mod gateway;
 pub mod hooks;
 pub mod http;

@@ -111,6 +111,7 @@ impl ServerHandler for McpHandler {
                 tools.extend(catalog.tools_for(max));
             }
         }
+        tools.extend(crate::discovery::tools());
         if principal.grant.is_none() && !principal.user.service_account {
             tools.push(crate::hooks::self_service::tool());
         }
@@ -123,6 +124,19 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let (principal, session) = self.admit(&context, &request.name).await?;
+        if request.name == crate::discovery::SEARCH || request.name == crate::discovery::DESCRIBE {
+            let arguments = request.arguments.unwrap_or_default();
+            return crate::discovery::call(
+                &self.gw,
+                &principal,
+                &session,
+                &request.name,
+                arguments,
+            )
+            .await
+            .map(Into::into)
+            .map_err(CallError::into_mcp);
+        }
         if request.name == crate::hooks::self_service::TOOL {
             let arguments = request.arguments.unwrap_or_default();
             return crate::hooks::self_service::call(&self.gw, &principal, &session, arguments)

@@ -76,7 +76,7 @@ pub struct CallError {
 }
 
 impl CallError {
-    fn invalid(code: &'static str, message: String) -> Self {
+    pub(crate) fn invalid(code: &'static str, message: String) -> Self {
         Self {
             code,
             message,

@@ -42,7 +42,9 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
             json!([
                 "everything_read_actions",
                 "everything_write_actions",
+                "gateway_describe_action",
                 "gateway_my_hooks",
+                "gateway_search_actions",
                 "time_read_actions"
             ]),
             "alice ({mode})"
@@ -50,7 +52,12 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
         let out = gw.py_client(&bob, mode, json!([{"op": "list"}])).await;
         assert_eq!(
             out["results"][0]["tools"],
-            json!(["gateway_my_hooks", "time_read_actions"]),
+            json!([
+                "gateway_describe_action",
+                "gateway_my_hooks",
+                "gateway_search_actions",
+                "time_read_actions"
+            ]),
             "bob ({mode})"
         );
         let out = gw.py_client(&ops, mode, json!([{"op": "list"}])).await;
@@ -60,7 +67,9 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
             json!([
                 "everything_read_actions",
                 "everything_write_actions",
+                "gateway_describe_action",
                 "gateway_my_hooks",
+                "gateway_search_actions",
                 "time_read_actions",
                 "time_write_actions"
             ]),
@@ -437,7 +446,15 @@ async fn direct_exposure_presents_each_upstream_tool_under_the_same_governance()
     let client = gw.rmcp_client(&bob).await;
     let tools = client.peer().list_all_tools().await.unwrap();
     let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
-    assert_eq!(names, vec!["time__get_current_time", "gateway_my_hooks"]);
+    assert_eq!(
+        names,
+        vec![
+            "time__get_current_time",
+            "gateway_search_actions",
+            "gateway_describe_action",
+            "gateway_my_hooks"
+        ]
+    );
     let result = call(
         &client,
         "time__get_current_time",

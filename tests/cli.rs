@@ -281,6 +281,8 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
             "everything_read_actions",
             "everything_write_actions",
             "time_read_actions",
+            "gateway_search_actions",
+            "gateway_describe_action",
             "gateway_my_hooks"
         ]
     );

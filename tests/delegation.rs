@@ -188,10 +188,62 @@ async fn a_flow_acts_as_its_owner_within_the_declared_scope() {
         tools,
         vec![
             "bigquery_read_actions",
+            "gateway_describe_action",
+            "gateway_search_actions",
             "slack_read_actions",
             "slack_write_actions"
         ]
     );
+    // Discovery shows only what the grant allows.
+    let found = call(
+        &client,
+        "gateway_search_actions",
+        json!({"query": "query message drop table"}),
+    )
+    .await
+    .unwrap()
+    .structured_content
+    .unwrap();
+    let found: Vec<String> = found["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}.{}",
+                m["service"].as_str().unwrap(),
+                m["action"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        found.contains(&"bigquery.query".to_owned())
+            && found.contains(&"slack.post_message".to_owned()),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|a| a.ends_with("drop_table")),
+        "{found:?}"
+    );
+    let hidden = call(
+        &client,
+        "gateway_describe_action",
+        json!({"service": "bigquery", "action": "drop_table"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&hidden), "unknown_action");
+    let described = call(
+        &client,
+        "gateway_describe_action",
+        json!({"service": "slack", "action": "post_message"}),
+    )
+    .await
+    .unwrap()
+    .structured_content
+    .unwrap();
+    assert_eq!(described["tool"], "slack_write_actions");
+    assert!(described["input_schema"]["properties"].is_object());
 
     let result = call(
         &client,
