@@ -10,6 +10,8 @@
 //! recipients' INBOX, inserted events can be read back, deleted ones are
 //! `cancelled` (and 410 when deleted again), deleted files are gone.
 #![allow(dead_code)]
+// Handlers answer early with a whole `Response`, as axum code does.
+#![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// `(labels, headers, body)` of a mail as stored.
+pub type StoredMail = (Vec<String>, Vec<(String, String)>, String);
 
 /// One request whose token the fake accepted.
 #[derive(Debug, Clone)]
@@ -281,8 +286,8 @@ impl FakeGoogle {
             .count()
     }
 
-    /// `(labels, headers, body)` of each mail in `account`'s mailbox.
-    pub fn mailbox(&self, account: &str) -> Vec<(Vec<String>, Vec<(String, String)>, String)> {
+    /// Each mail in `account`'s mailbox.
+    pub fn mailbox(&self, account: &str) -> Vec<StoredMail> {
         self.world.lock().unwrap().mail[account]
             .iter()
             .map(|m| (m.labels.clone(), m.headers.clone(), m.body.clone()))
