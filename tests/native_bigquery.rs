@@ -239,6 +239,7 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     );
     assert_eq!(column(&rest["rows"], 0), ["3", "4", "5"], "{rest}");
     assert!(rest.get("next_page_token").is_none(), "{rest}");
+    assert!(rest.get("pageToken").is_none(), "no stale token: {rest}");
     let polls: Vec<_> = bq.received()[before..].to_vec();
     assert_eq!(polls.len(), 3, "{polls:?}");
     assert_eq!(polls[0].query.get("pageToken"), Some(&token));
@@ -293,6 +294,10 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         ["marketing", "ops", "sales", "web"]
     );
     assert_eq!(bq.received().len() - before, 2, "two pages of two");
+    assert!(
+        datasets.get("nextPageToken").is_none() && datasets.get("next_page_token").is_none(),
+        "joined to the end: {datasets}"
+    );
     let all = structured(
         &read(
             &alice,
