@@ -411,6 +411,18 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     assert!(all.get("next_page_token").is_none(), "{all}");
     assert_eq!(jira.hits("GET", "/rest/api/3/search/jql") - before, 3);
 
+    // At most max_pages (5) per call: the gateway refuses more before Jira.
+    let before = jira.hits("GET", "/rest/api/3/search/jql");
+    let err = call(
+        &alice,
+        "jira_read_actions",
+        json!({"action": "search", "jql": jql, "pages": 6}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&err), "invalid_arguments");
+    assert_eq!(jira.hits("GET", "/rest/api/3/search/jql"), before);
+
     // JQL with explicit fields, filters and order.
     let found = read(
         &alice,
