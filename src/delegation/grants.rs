@@ -103,14 +103,17 @@ impl GrantTable {
         let table = self.live.clone();
         let end_pool = pool.clone();
         let on_end: OnGrantEnd = Arc::new(move |scope: &GrantScope, reason: &str| {
-            table.remove(&scope.grant_id);
+            let table = table.clone();
             let pool = end_pool.clone();
             let id = scope.grant_id.clone();
             let reason = reason.to_owned();
+            // The gate is already closed; the grant leaves the table only once
+            // its end is on record, so whoever sees it gone can read why.
             tokio::spawn(async move {
                 if let Err(e) = super::store::mark_ended(&pool, &id, &reason).await {
                     tracing::error!(grant = %id, error = %e, "could not record the end of a grant");
                 }
+                table.remove(&id);
             });
         });
         let args_scope = new.scope.clone();
@@ -233,10 +236,10 @@ impl GrantTable {
         if let Some(supervisor) = grants_supervisor {
             supervision::stop_child(supervisor, &grant_key(id)).await;
         }
-        self.live.remove(id);
         if let Err(e) = super::store::mark_ended(pool, id, &reason).await {
             tracing::error!(grant = %id, error = %e, "could not record a revocation");
         }
+        self.live.remove(id);
         true
     }
 }
