@@ -287,6 +287,23 @@ async fn calendar_events_are_created_read_and_deleted_as_the_subject() {
     .await;
     assert_eq!(event["summary"], "Quarterly review");
     assert_eq!(event["description"], "Numbers and next steps");
+    // Attendees come back pseudonymized; a pseudonym passed back reaches Google as the real address.
+    let bob = event["attendees"][0]["email"].as_str().unwrap().to_owned();
+    assert!(bob.ends_with("@pseudonym.invalid"), "{event}");
+    let follow_up = ok(
+        &alice,
+        "google_write_actions",
+        json!({"action": "calendar_insert_event", "summary": "Kick-off follow-up",
+               "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"},
+               "attendees": [{"email": bob}]}),
+    )
+    .await;
+    assert_eq!(
+        google.last().body["attendees"][0]["email"],
+        "bob@example.com"
+    );
+    let follow_up = structured(&follow_up);
+    assert_eq!(follow_up["start"]["date"], "2026-12-01", "{follow_up}");
 
     // list: a time window, ordered, paged (maxResults 2, pages 3 → 5 standups).
     let agenda = read(

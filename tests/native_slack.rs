@@ -302,6 +302,32 @@ async fn slack_actions_run_with_the_subjects_own_token() {
     );
     assert_eq!(slack.last().args["email"], "carol@example.com");
     assert_eq!(slack.last().method, "users.lookupByEmail");
+    // The model only saw a pseudonym: passed back, Slack gets the real address.
+    let pseudonym = structured(&found)["user"]["profile"]["email"]
+        .as_str()
+        .expect("an address-shaped pseudonym")
+        .to_owned();
+    assert!(pseudonym.ends_with("@pseudonym.invalid"), "{pseudonym}");
+    let again = ok(
+        &alice,
+        "slack_read_actions",
+        json!({"action": "users_lookup_by_email", "email": pseudonym}),
+    )
+    .await;
+    assert_eq!(structured(&again)["user"]["id"], CAROL);
+    assert_eq!(slack.last().args["email"], "carol@example.com");
+    let unknown = call(
+        &alice,
+        "slack_read_actions",
+        json!({"action": "users_lookup_by_email", "email": "nobody@example.com"}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        text_of(&unknown).contains("users_not_found"),
+        "{}",
+        text_of(&unknown)
+    );
 
     // search.messages (a user token may search).
     let search = ok(
