@@ -26,13 +26,16 @@ async fn setup() -> (FakeGoogle, TestGateway) {
         google.base_url
     ))
     .await;
+    // Google credentials are OAuth token sets; this one is good for an hour (no refresh).
+    let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
     mcpgate::vault::set(
         &gw.gw.pool,
         &gw.gw.master_key,
         ALICE,
         "google",
-        mcpgate::vault::CredentialKind::Token,
-        ALICE_TOKEN,
+        mcpgate::vault::CredentialKind::Oauth,
+        &json!({"access_token": ALICE_TOKEN, "refresh_token": "1//alice-refresh", "expires_at": expires_at})
+            .to_string(),
     )
     .await
     .unwrap();
@@ -656,7 +659,9 @@ async fn google_refusals_are_auth_required_and_rate_limits_are_waited_out() {
     for row in gw.audit_rows().await {
         let row = format!("{row:?}");
         assert!(
-            !row.contains("ya29.expired-bob-token") && !row.contains(ALICE_TOKEN),
+            !row.contains("ya29.expired-bob-token")
+                && !row.contains(ALICE_TOKEN)
+                && !row.contains("1//alice-refresh"),
             "{row}"
         );
     }
