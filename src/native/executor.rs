@@ -90,12 +90,19 @@ pub fn get_path<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
     path.split('.').try_fold(value, |v, part| v.get(part))
 }
 
+/// Put `value` at a dotted path; an object meeting an object merges, so
+/// `fields` and `fields.description` can both be given.
 fn set_path(body: &mut serde_json::Map<String, Value>, path: &str, value: Value) {
     let mut parts = path.split('.').peekable();
     let mut at = body;
     while let Some(part) = parts.next() {
         if parts.peek().is_none() {
-            at.insert(part.to_owned(), value);
+            match (at.get_mut(part), value) {
+                (Some(Value::Object(existing)), Value::Object(new)) => existing.extend(new),
+                (_, value) => {
+                    at.insert(part.to_owned(), value);
+                }
+            }
             return;
         }
         let next = at
@@ -131,10 +138,20 @@ fn effective_arguments(
     out
 }
 
-/// The secret as the wire needs it: an OAuth set sends its access token.
-fn secret_for_wire(credential: &Credential) -> Result<String, Failure> {
+/// The secret as the wire needs it.
+struct WireSecret {
+    value: String,
+    /// An OAuth access token (sent as Bearer whatever the catalog's scheme).
+    oauth: bool,
+}
+
+/// An OAuth set sends its access token; other kinds their secret.
+fn secret_for_wire(credential: &Credential) -> Result<WireSecret, Failure> {
     if credential.kind != CredentialKind::Oauth {
-        return Ok(credential.secret().to_owned());
+        return Ok(WireSecret {
+            value: credential.secret().to_owned(),
+            oauth: false,
+        });
     }
     serde_json::from_str::<Value>(credential.secret())
         .ok()
@@ -143,6 +160,7 @@ fn secret_for_wire(credential: &Credential) -> Result<String, Failure> {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
+        .map(|value| WireSecret { value, oauth: true })
         .ok_or_else(|| {
             Failure::Unauthorized("the stored OAuth token set has no access token".into())
         })
@@ -154,13 +172,16 @@ fn build_request(
     catalog: &Catalog,
     action: &ActionSpec,
     arguments: &JsonObject,
-    secret: &str,
+    secret: &WireSecret,
 ) -> Result<reqwest::RequestBuilder, Failure> {
     let mut path = action.path.clone();
     let mut query = Vec::new();
     let mut headers = Vec::new();
     let mut body = serde_json::Map::new();
-    for (name, param) in &action.params {
+    // Shallow body fields first, so nested ones (`fields.description`) land inside.
+    let mut params: Vec<_> = action.params.iter().collect();
+    params.sort_by_key(|(name, param)| param.wire_name(name).matches('.').count());
+    for (name, param) in params {
         let Some(value) = arguments.get(name) else {
             continue;
         };
@@ -202,15 +223,17 @@ fn build_request(
     for (name, value) in headers {
         request = request.header(name, value);
     }
+    // An OAuth access token is always a Bearer token (Jira 3LO next to basic auth).
     request = match catalog.auth {
-        AuthScheme::Bearer => request.bearer_auth(secret),
+        _ if secret.oauth => request.bearer_auth(&secret.value),
+        AuthScheme::Bearer => request.bearer_auth(&secret.value),
         AuthScheme::Basic => request.header(
             "authorization",
-            format!("Basic {}", STANDARD.encode(secret.as_bytes())),
+            format!("Basic {}", STANDARD.encode(secret.value.as_bytes())),
         ),
         AuthScheme::ApiKey => request.header(
             catalog.auth_header.as_deref().unwrap_or("x-api-key"),
-            secret,
+            &secret.value,
         ),
     };
     match action.encoding {
@@ -253,7 +276,7 @@ async fn fetch(
     catalog: &Catalog,
     action: &ActionSpec,
     arguments: &JsonObject,
-    secret: &str,
+    secret: &WireSecret,
 ) -> Result<Answer, Stop> {
     let idempotent_read = action.risk.0 == Risk::Read && action.method == "GET";
     let service = target.service;
@@ -280,6 +303,12 @@ async fn fetch(
         };
         let status = response.status();
         let wait = retry_after(response.headers());
+        // Jira's way of saying a 403 is about the login, not a permission.
+        let login_denied = response
+            .headers()
+            .get("x-seraph-loginreason")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("AUTHENTICATION_DENIED"));
         let content_type = response
             .headers()
             .get("content-type")
@@ -332,8 +361,8 @@ async fn fetch(
                 message: error_message(catalog.errors, status, reason.as_ref(), &content_type),
             }));
         }
-        let permission_error = status == reqwest::StatusCode::FORBIDDEN
-            && matches!(catalog.errors, ErrorShape::Metabase | ErrorShape::Google);
+        // A 403 is a permission the subject lacks (their credential works).
+        let permission_error = status == reqwest::StatusCode::FORBIDDEN && !login_denied;
         if (status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN)
             && !permission_error
         {
@@ -661,6 +690,14 @@ mod tests {
         assert_eq!(
             Value::Object(body),
             json!({"native": {"query": "SELECT 1", "template-tags": {}}, "database": 1})
+        );
+        // A whole object and a field inside it, in either order of declaration.
+        let mut body = serde_json::Map::new();
+        set_path(&mut body, "fields", json!({"summary": "s"}));
+        set_path(&mut body, "fields.description", json!({"type": "doc"}));
+        assert_eq!(
+            Value::Object(body),
+            json!({"fields": {"summary": "s", "description": {"type": "doc"}}})
         );
         assert_eq!(encode_segment("f/a b/c", true), "f/a%20b/c");
         assert_eq!(encode_segment("f/a b/c", false), "f%2Fa%20b%2Fc");

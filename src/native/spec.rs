@@ -79,6 +79,9 @@ pub fn shape(path: &str) -> String {
 
 /// Every operation of a document, whatever its kind.
 pub fn operations(doc: &Value) -> Vec<SpecOperation> {
+    if doc.get("endpoints").is_some() && doc.get("base").is_some() {
+        return summary_operations(doc);
+    }
     if let Some(apis) = doc.get("apis").and_then(Value::as_object) {
         // Several discovery documents bundled (Gmail, Calendar, Drive).
         return apis.values().flat_map(discovery_operations).collect();
@@ -321,6 +324,93 @@ fn discovery_operations(doc: &Value) -> Vec<SpecOperation> {
             body,
             required_body: BTreeSet::new(),
             has_body: request.is_some(),
+        });
+    }
+    out
+}
+
+/// A written summary of endpoints (Metabase's `summary.yaml`):
+/// `base: "{url}/api"`, `endpoints: [{method, path: /card/:id, params: {..}, body: {..}}]`.
+fn summary_operations(doc: &Value) -> Vec<SpecOperation> {
+    let base = doc.get("base").and_then(Value::as_str).unwrap_or("");
+    let prefix = base.rsplit_once('}').map(|(_, rest)| rest).unwrap_or(base);
+    let mut out = Vec::new();
+    for endpoint in doc
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(method), Some(path)) = (
+            endpoint.get("method").and_then(Value::as_str),
+            endpoint.get("path").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        // `:card-id` segments are placeholders.
+        let path: String = path
+            .split('/')
+            .map(|seg| match seg.strip_prefix(':') {
+                Some(name) => format!("{{{name}}}"),
+                None => seg.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let placeholders: BTreeSet<String> = path
+            .split('{')
+            .skip(1)
+            .filter_map(|r| r.split_once('}').map(|(n, _)| n.to_owned()))
+            .collect();
+        let mut params = Vec::new();
+        let mut body: Option<BTreeSet<String>> = None;
+        for (name, _) in endpoint
+            .get("params")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let location = if placeholders.contains(name) {
+                "path"
+            } else if method == "GET" || method == "DELETE" {
+                "query"
+            } else {
+                body.get_or_insert_with(BTreeSet::new).insert(name.clone());
+                continue;
+            };
+            params.push(SpecParam {
+                name: name.clone(),
+                location: location.into(),
+                required: location == "path",
+                kind: "string".into(),
+                description: None,
+            });
+        }
+        let has_body = match endpoint.get("body") {
+            Some(Value::Object(fields)) => {
+                body.get_or_insert_with(BTreeSet::new)
+                    .extend(fields.keys().cloned());
+                true
+            }
+            // A body described in words: any field.
+            Some(_) => {
+                body = None;
+                true
+            }
+            None => body.is_some(),
+        };
+        out.push(SpecOperation {
+            method: method.to_ascii_uppercase(),
+            path: normalize(&format!("{prefix}{path}")),
+            relative_paths: vec![normalize(&path)],
+            operation_id: None,
+            summary: endpoint
+                .get("note")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            params,
+            body,
+            required_body: BTreeSet::new(),
+            has_body,
         });
     }
     out
