@@ -146,12 +146,14 @@ impl FakeApi {
         if world.access_tokens.contains(&token) {
             None
         } else {
-            Some((
-                StatusCode::UNAUTHORIZED,
-                [("www-authenticate", "Bearer error=\"invalid_token\"")],
-                Json(json!({"message": "invalid or expired token"})),
+            Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", "Bearer error=\"invalid_token\"")],
+                    Json(json!({"message": "invalid or expired token"})),
+                )
+                    .into_response(),
             )
-                .into_response())
         }
     }
 }
