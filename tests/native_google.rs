@@ -172,16 +172,20 @@ async fn gmail_reads_and_sends_as_the_subject() {
         json!({"action": "gmail_get_message", "id": ids[0], "format": "raw"}),
     )
     .await;
-    assert!(raw["raw"].as_str().is_some_and(|r| !r.is_empty()), "{raw}");
+    // The source arrives decoded, so the sender's address in it is pseudonymized too.
+    let source_text = raw["raw"].as_str().unwrap_or_default();
+    assert!(source_text.contains("Subject: Invoice 4"), "{raw}");
+    assert!(!source_text.contains("marie@example.org"), "{raw}");
     assert_eq!(google.last().query["format"], "raw");
 
-    // send: the raw RFC 2822 message goes out as given, as Alice; Bob receives it.
+    // send: the caller writes the RFC 2822 message as text; the gateway
+    // base64url-encodes it and sends it as Alice; Bob receives it.
     let source = "To: Bob <bob@example.com>\r\nSubject: Lunch on Friday?\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nShall we try the new place at 12:30?\r\n";
     let raw = URL_SAFE_NO_PAD.encode(source);
     let sent = ok(
         &alice,
         "google_write_actions",
-        json!({"action": "gmail_send", "raw": raw}),
+        json!({"action": "gmail_send", "raw": source}),
     )
     .await;
     let sent = structured(&sent);
@@ -218,7 +222,7 @@ async fn gmail_reads_and_sends_as_the_subject() {
     let no_recipient = error_text(
         &alice,
         "google_write_actions",
-        json!({"action": "gmail_send", "raw": URL_SAFE_NO_PAD.encode("Subject: hi\r\n\r\nbody")}),
+        json!({"action": "gmail_send", "raw": "Subject: hi\r\n\r\nbody"}),
     )
     .await;
     assert!(

@@ -105,6 +105,16 @@ pub struct ParamSpec {
     /// A plain string becomes an Atlassian Document Format doc (Jira comments).
     #[serde(default)]
     pub adf: bool,
+    /// The caller writes plain text; the wire gets it encoded (Gmail's `raw`
+    /// is base64url). Pseudonyms in the text are restored before encoding.
+    #[serde(default)]
+    pub encode: Option<TextEncoding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextEncoding {
+    Base64url,
 }
 
 impl ParamSpec {
@@ -126,6 +136,11 @@ pub struct ResponseSpec {
     /// Larger answers are cut, with a marker saying so.
     #[serde(default)]
     pub max_bytes: Option<usize>,
+    /// Dotted paths of base64url fields decoded to text before the answer is
+    /// shaped, so personal data inside them is seen (and pseudonymized); an
+    /// array on the way is walked (`payload.parts.body.data`).
+    #[serde(default)]
+    pub decode_base64url: Vec<String>,
 }
 
 /// Token pagination: the executor follows up to `pages` pages (the caller's
@@ -313,6 +328,8 @@ impl Catalog {
                     Some("`keep_slashes` needs `in: path`")
                 } else if param.adf && param.location != Location::Body {
                     Some("`adf` needs `in: body`")
+                } else if param.encode.is_some() && param.location != Location::Body {
+                    Some("`encode` needs `in: body`")
                 } else if param.wire.is_some() && param.location == Location::Path {
                     Some("a path param is named by its placeholder; `wire` does not apply")
                 } else {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use serde_json::{Value, json};
 
@@ -199,6 +199,13 @@ fn build_request(
                 if let Value::Object(fields) = value {
                     body.extend(fields.clone());
                 }
+            }
+            Location::Body if param.encode.is_some() => {
+                let encoded = match value {
+                    Value::String(text) => Value::String(URL_SAFE_NO_PAD.encode(text.as_bytes())),
+                    other => other.clone(),
+                };
+                set_path(&mut body, wire, encoded);
             }
             Location::Body if param.adf => {
                 let value = match value {
@@ -539,6 +546,9 @@ pub async fn execute(
             }
         }
     }
+    for path in &action.response.decode_base64url {
+        decode_at(&mut answer, &path.split('.').collect::<Vec<_>>());
+    }
     let mut shaped = pick(&answer, &action.response.pick);
     if let (Some(token), Value::Object(map)) = (&next_token, &mut shaped) {
         map.insert("next_page_token".into(), json!(token));
@@ -553,6 +563,38 @@ pub async fn execute(
         result.structured_content = Some(shaped);
     }
     Ok(result)
+}
+
+/// Decode the base64url text at `path` (walking arrays) in place; a value
+/// that is not valid base64url or UTF-8 text stays as it is.
+fn decode_at(value: &mut Value, path: &[&str]) {
+    match (value, path.split_first()) {
+        (Value::Array(items), _) => {
+            for item in items {
+                decode_at(item, path);
+            }
+        }
+        (Value::Object(map), Some((first, rest))) => {
+            if let Some(next) = map.get_mut(*first) {
+                decode_at(next, rest);
+            }
+        }
+        (value @ Value::String(_), None) => {
+            let Value::String(text) = &*value else {
+                return;
+            };
+            let trimmed = text.trim_end_matches('=');
+            let decoded = URL_SAFE_NO_PAD
+                .decode(trimmed)
+                .or_else(|_| URL_SAFE.decode(text))
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            if let Some(decoded) = decoded {
+                *value = Value::String(decoded);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn get_path_mut<'v>(value: &'v mut Value, path: &str) -> Option<&'v mut Value> {
@@ -701,6 +743,20 @@ mod tests {
         );
         assert_eq!(encode_segment("f/a b/c", true), "f/a%20b/c");
         assert_eq!(encode_segment("f/a b/c", false), "f%2Fa%20b%2Fc");
+    }
+
+    #[test]
+    fn base64url_fields_decode_through_arrays() {
+        let mut message = json!({"raw": URL_SAFE_NO_PAD.encode("To: a@b.example\r\n\r\nhi"),
+            "payload": {"parts": [{"body": {"data": URL_SAFE_NO_PAD.encode("héllo")}}, {"body": {"data": "%%not base64"}}]}});
+        decode_at(&mut message, &["raw"]);
+        decode_at(&mut message, &["payload", "parts", "body", "data"]);
+        assert_eq!(message["raw"], "To: a@b.example\r\n\r\nhi");
+        assert_eq!(message["payload"]["parts"][0]["body"]["data"], "héllo");
+        assert_eq!(
+            message["payload"]["parts"][1]["body"]["data"],
+            "%%not base64"
+        );
     }
 
     #[test]
