@@ -20,6 +20,8 @@ struct World {
     /// alice's "Paid orders", bob's "Cities", an archived one.
     paid: u64,
     cities: u64,
+    /// bob's card with a {{status}} variable.
+    by_status: u64,
     archived: u64,
     dashboard: u64,
 }
@@ -75,6 +77,12 @@ async fn world() -> World {
         alice_id,
     );
     let cities = mb.add_card("Cities", db, "SELECT CITY FROM PEOPLE", bob_id);
+    let by_status = mb.add_card(
+        "Orders by status",
+        db,
+        "SELECT ID FROM ORDERS WHERE STATUS = {{status}}",
+        bob_id,
+    );
     let archived = mb.add_card("Old report", db, "SELECT ID FROM ORDERS", alice_id);
     mb.archive_card(archived);
     let dashboard = mb.add_dashboard("Sales", &[paid, cities], alice_id);
@@ -99,6 +107,7 @@ async fn world() -> World {
         db,
         paid,
         cities,
+        by_status,
         archived,
         dashboard,
     }
@@ -156,6 +165,7 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
         db,
         paid,
         cities,
+        by_status,
         archived,
         dashboard,
     } = world().await;
@@ -206,25 +216,6 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
         last.body,
         json!({"database": db, "type": "native", "native": {"query": sql}})
     );
-    // Template tags and their values.
-    let tagged = structured(
-        &read(
-            &alice,
-            json!({
-                "action": "native_query",
-                "database": db,
-                "query": "SELECT ID FROM ORDERS WHERE STATUS = {{status}}",
-                "template_tags": {"status": {"name": "status", "display-name": "Status", "type": "text"}},
-                "parameters": [{"type": "category", "target": ["variable", ["template-tag", "status"]], "value": "refunded"}],
-            }),
-        )
-        .await,
-    );
-    assert_eq!(tagged["data.rows"], json!([[2]]), "{tagged}");
-    let body = mb.received().last().unwrap().body.clone();
-    assert_eq!(body["native"]["template-tags"]["status"]["type"], "text");
-    assert_eq!(body["parameters"][0]["value"], "refunded");
-
     // A failed query answers 202 with status failed: a tool error, readable.
     let failed = read(
         &alice,
@@ -304,6 +295,35 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
         json!({"ignore_cache": true, "dashboard_id": dashboard})
     );
 
+    // A card's variables get their values from `parameters`.
+    let refunded = structured(
+        &read(
+            &alice,
+            json!({
+                "action": "query_card",
+                "card-id": by_status,
+                "parameters": [{"type": "category", "target": ["variable", ["template-tag", "status"]], "value": "refunded"}],
+            }),
+        )
+        .await,
+    );
+    assert_eq!(refunded["data.rows"], json!([[2]]), "{refunded}");
+    assert_eq!(
+        mb.received().last().unwrap().body["parameters"][0]["value"],
+        "refunded"
+    );
+    let unanswered = read(
+        &alice,
+        json!({"action": "query_card", "card-id": by_status}),
+    )
+    .await;
+    assert_eq!(unanswered.is_error, Some(true));
+    assert!(
+        text_of(&unanswered).contains("You'll need to pick a value for 'status'"),
+        "{}",
+        text_of(&unanswered)
+    );
+
     // Card lists: the default hides archived cards; f filters.
     let ids = |v: &Value| -> Vec<u64> {
         v.as_array()
@@ -313,7 +333,7 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
             .collect()
     };
     let all = json_of(&read(&alice, json!({"action": "list_cards"})).await);
-    assert_eq!(ids(&all), [paid, cities]);
+    assert_eq!(ids(&all), [paid, cities, by_status]);
     let mine = json_of(&read(&alice, json!({"action": "list_cards", "f": "mine"})).await);
     assert_eq!(ids(&mine), [paid]);
     assert_eq!(mb.received().last().unwrap().query["f"], "mine");
@@ -416,7 +436,7 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     .await
     .unwrap();
     let mine = json_of(&read(&bob, json!({"action": "list_cards", "f": "mine"})).await);
-    assert_eq!(ids(&mine), [cities]);
+    assert_eq!(ids(&mine), [cities, by_status]);
     assert_eq!(mb.received().last().unwrap().who, "bob@example.com");
     for row in gw.audit_rows().await {
         let row = format!("{row:?}");
