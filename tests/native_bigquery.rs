@@ -58,7 +58,7 @@ async fn world() -> (FakeBigQuery, TestGateway) {
     // Finance data: Alice may read it, Bob may not (BigQuery's own ACL).
     bq.restrict_dataset(PROJECT, "sales", &["alice@example.com"]);
     let gw = TestGateway::start(&format!(
-        "services:\n  bigquery: {{ kind: native, catalog: bigquery, base_url: \"{}\", defaults: {{ maximumBytesBilled: \"1000000000\" }} }}\nusers:\n  - email: alice@example.com\n    access: {{ bigquery: high_risk }}\n  - email: bob@example.com\n    access: {{ bigquery: read }}\n",
+        "services:\n  bigquery: {{ kind: native, catalog: bigquery, base_url: \"{}\", defaults: {{ maximumBytesBilled: \"1000000000\", projectId: {PROJECT} }} }}\nusers:\n  - email: alice@example.com\n    access: {{ bigquery: high_risk }}\n  - email: bob@example.com\n    access: {{ bigquery: read }}\n",
         bq.base_url
     ))
     .await;
@@ -268,11 +268,12 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     assert_eq!(column(&continued["rows"], 0), ["3", "4"]);
 
     // datasets.list: hidden datasets only with `all`, label filters, pages.
+    // The project comes from the operator's `defaults:` when the caller omits it.
     let before = bq.received().len();
     let datasets = structured(
         &read(
             &alice,
-            json!({"action": "list_datasets", "projectId": PROJECT, "maxResults": 2, "pages": 5}),
+            json!({"action": "list_datasets", "maxResults": 2, "pages": 5}),
         )
         .await,
     );

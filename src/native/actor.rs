@@ -69,7 +69,7 @@ impl Actor for NativeConnector {
             .timeout(args.call_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let tools = Arc::new(args.catalog.tools());
+        let tools = Arc::new(args.catalog.tools(&args.defaults));
         args.directory.update(&args.service, |status| {
             status.state = ConnectorState::Running;
             status.tools = tools;

@@ -380,7 +380,9 @@ impl Catalog {
 
     /// The actions as MCP tools: the gateway's catalog layer turns them into
     /// `<svc>_read_actions` / `<svc>_write_actions` like any upstream's.
-    pub fn tools(&self) -> Vec<Tool> {
+    /// `defaults` are the operator's (`services.<svc>.defaults`): a param they
+    /// fill is not required of the caller.
+    pub fn tools(&self, defaults: &BTreeMap<String, Value>) -> Vec<Tool> {
         self.actions
             .iter()
             .map(|action| {
@@ -401,11 +403,11 @@ impl Catalog {
                             schema[k] = v.clone();
                         }
                     }
-                    if let Some(default) = &param.default {
+                    if let Some(default) = defaults.get(name).or(param.default.as_ref()) {
                         schema["default"] = default.clone();
                     }
                     properties.insert(name.clone(), schema);
-                    if param.required && param.default.is_none() {
+                    if param.required && param.default.is_none() && !defaults.contains_key(name) {
                         required.push(name.clone());
                     }
                 }

@@ -104,9 +104,8 @@ impl Default for PiiConfig {
 }
 
 /// Keys whose string value is a person's name wherever they appear.
-const NAME_KEYS: [&str; 8] = [
+const NAME_KEYS: [&str; 7] = [
     "displayName",
-    "display_name",
     "real_name",
     "realName",
     "fullName",
@@ -458,7 +457,10 @@ impl Walk<'_> {
     fn is_name_key(&self, key: &str, person_object: bool) -> bool {
         NAME_KEYS.contains(&key)
             || self.pii.config.name_keys.iter().any(|k| k == key)
-            || (person_object && matches!(key, "name" | "fullname" | "username_display"))
+            // `display_name` also names columns and tables (Metabase): a
+            // person's only inside a person.
+            || (person_object
+                && matches!(key, "name" | "fullname" | "username_display" | "display_name"))
     }
 
     fn value(&mut self, value: &mut Value, path: &str, parent_key: Option<&str>, inherited: Mode) {

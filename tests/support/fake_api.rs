@@ -89,6 +89,7 @@ impl FakeApi {
             .route("/v1/items", get(items))
             .route("/v1/flaky", get(flaky).post(flaky_write))
             .route("/v1/big", get(big))
+            .route("/v1/slow", get(slow))
             .route("/v1/malformed", get(malformed))
             .route("/v1/html-error", get(html_error))
             .route("/oauth/authorize", get(authorize))
@@ -220,6 +221,20 @@ async fn flaky_write(
         Some(answer) => scripted(answer),
         None => (StatusCode::CREATED, Json(json!({"created": true}))).into_response(),
     }
+}
+
+/// Answers after `ms` milliseconds (default 50): a service with latency.
+async fn slow(
+    State(f): State<FakeApi>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(refused) = f.refuse(&headers, "/v1/slow") {
+        return refused;
+    }
+    let ms: u64 = q.get("ms").and_then(|m| m.parse().ok()).unwrap_or(50);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    Json(json!({"ok": true, "waited_ms": ms})).into_response()
 }
 
 async fn big(State(f): State<FakeApi>, headers: HeaderMap) -> Response {

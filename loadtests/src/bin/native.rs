@@ -1,0 +1,247 @@
+//! Native connectors under load: tools/call through mcpgate to a native
+//! catalog action (the subject's credential from the vault, the HTTP
+//! executor, shaping, PII, audit) against the same HTTP endpoint called
+//! directly. Then the mailbox question: 64 calls at once to a service that
+//! takes 50 ms each must finish in about 50 ms, not 64 × 50 ms, because the
+//! connector actor only dispatches and every call runs on its own task.
+//!
+//! cargo run --release -p loadtests --bin native -- [--calls 2000] [--concurrency 16]
+
+#[path = "../../../tests/support/fake_api.rs"]
+mod fake_api;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fake_api::FakeApi;
+use mcpgate::config::Config;
+use mcpgate::gateway::Gateway;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Calls in the throughput runs.
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Concurrent callers in the throughput runs.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Concurrent calls to the 50 ms endpoint.
+    #[arg(long, default_value_t = 64)]
+    fan_out: usize,
+}
+
+const CATALOG: &str = r#"
+service: acme
+auth: bearer
+actions:
+  - name: flaky
+    description: A fast read.
+    risk: read
+    method: GET
+    path: /v1/flaky
+  - name: slow
+    description: A read that takes `ms` milliseconds.
+    risk: read
+    method: GET
+    path: /v1/slow
+    params:
+      ms: { in: query, type: integer }
+"#;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report(name: &str, mut samples: Vec<f64>, wall: Duration) {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{name}: n={} p50={:.3} ms p99={:.3} ms  {:.0} calls/s",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.len() as f64 / wall.as_secs_f64()
+    );
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn through_gateway(
+    clients: Arc<Vec<Client>>,
+    calls: usize,
+    concurrency: usize,
+    arguments: serde_json::Value,
+) -> anyhow::Result<(Vec<f64>, Duration)> {
+    let started = Instant::now();
+    let per_worker = calls / concurrency;
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let clients = clients.clone();
+        let arguments = arguments.clone();
+        workers.push(tokio::spawn(async move {
+            let client = &clients[w % clients.len()];
+            let mut samples = Vec::with_capacity(per_worker);
+            for _ in 0..per_worker {
+                let t = Instant::now();
+                let result = client
+                    .peer()
+                    .call_tool(
+                        CallToolRequestParams::new("acme_read_actions")
+                            .with_arguments(arguments.as_object().unwrap().clone()),
+                    )
+                    .await?;
+                anyhow::ensure!(result.is_error != Some(true), "a call failed: {result:?}");
+                samples.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<_, anyhow::Error>(samples)
+        }));
+    }
+    let mut samples = Vec::new();
+    for worker in workers {
+        samples.extend(worker.await??);
+    }
+    Ok((samples, started.elapsed()))
+}
+
+async fn direct(
+    url: &str,
+    token: &str,
+    calls: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<f64>, Duration)> {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let per_worker = calls / concurrency;
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let http = http.clone();
+        let url = url.to_owned();
+        let token = token.to_owned();
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(per_worker);
+            for _ in 0..per_worker {
+                let t = Instant::now();
+                let body: serde_json::Value = http
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                anyhow::ensure!(body["ok"] == true, "unexpected answer {body}");
+                samples.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<_, anyhow::Error>(samples)
+        }));
+    }
+    let mut samples = Vec::new();
+    for worker in workers {
+        samples.extend(worker.await??);
+    }
+    Ok((samples, started.elapsed()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let api = FakeApi::start().await;
+    let secret = "acme-load-token";
+    api.allow_token(secret);
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("catalogs"))?;
+    std::fs::write(dir.path().join("catalogs/acme.yaml"), CATALOG)?;
+    let text = format!(
+        "data_dir: {data}\ncatalog_dir: {catalogs}\nservices:\n  acme: {{ kind: native, catalog: acme, base_url: \"{url}\" }}\nusers:\n  - email: load@example.com\n    access: {{ acme: read }}\n",
+        data = dir.path().join("data").display(),
+        catalogs = dir.path().join("catalogs").display(),
+        url = api.base_url
+    );
+    let config = Config::parse(&text, "native-load.yaml")?;
+    let pool = mcpgate::storage::open(&config.data_dir).await?;
+    let gw = Gateway::start(config, pool.clone()).await?;
+    mcpgate::vault::set(
+        &pool,
+        &gw.master_key,
+        "load@example.com",
+        "acme",
+        mcpgate::vault::CredentialKind::Token,
+        secret,
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server_gw = gw.clone();
+    tokio::spawn(async move {
+        let _ = mcpgate::http::serve(server_gw, listener, std::future::pending()).await;
+    });
+    while gw.catalog("acme").is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = mcpgate::tokens::create(&pool, "load@example.com", Some("load"), None)
+        .await?
+        .token;
+    let mut clients = Vec::new();
+    for _ in 0..args.concurrency.clamp(1, 16) {
+        let config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
+            .auth_header(token.clone());
+        clients.push(
+            ().serve(StreamableHttpClientTransport::from_config(config))
+                .await?,
+        );
+    }
+    let clients = Arc::new(clients);
+    let fast = serde_json::json!({"action": "flaky"});
+
+    // Warm up both paths.
+    through_gateway(clients.clone(), 100, 4, fast.clone()).await?;
+    direct(&format!("{}/v1/flaky", api.base_url), secret, 100, 4).await?;
+
+    for concurrency in [1, args.concurrency] {
+        let calls = if concurrency == 1 {
+            args.calls / 4
+        } else {
+            args.calls
+        };
+        let (samples, wall) = direct(
+            &format!("{}/v1/flaky", api.base_url),
+            secret,
+            calls,
+            concurrency,
+        )
+        .await?;
+        report(&format!("direct      c={concurrency:<3}"), samples, wall);
+        let (samples, wall) =
+            through_gateway(clients.clone(), calls, concurrency, fast.clone()).await?;
+        report(&format!("via mcpgate c={concurrency:<3}"), samples, wall);
+    }
+
+    // One connector actor, many calls in flight: no serialization.
+    let slow = serde_json::json!({"action": "slow", "ms": 50});
+    let started = Instant::now();
+    let (samples, _) = through_gateway(clients.clone(), args.fan_out, args.fan_out, slow).await?;
+    let wall = started.elapsed();
+    let mut sorted = samples.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "fan-out: {} calls at once to a 50 ms service through one connector actor: wall {:.0} ms (serialized would be {} ms), p50 {:.1} ms, max {:.1} ms",
+        args.fan_out,
+        wall.as_secs_f64() * 1000.0,
+        args.fan_out * 50,
+        percentile(&sorted, 0.5),
+        sorted.last().copied().unwrap_or(f64::NAN)
+    );
+    anyhow::ensure!(
+        wall < Duration::from_millis(50 * args.fan_out as u64 / 4),
+        "calls were serialized: {} calls took {wall:?}",
+        args.fan_out
+    );
+    Ok(())
+}
