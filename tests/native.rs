@@ -67,6 +67,13 @@ actions:
     path: /v1/flaky
     params:
       note: { in: body }
+  - name: slow
+    description: Answers after `ms` milliseconds.
+    risk: read
+    method: GET
+    path: /v1/slow
+    params:
+      ms: { in: query, type: integer }
   - name: big
     description: A 200 KB answer.
     risk: read
@@ -275,6 +282,62 @@ async fn retries_rate_limits_breaker_and_bad_answers() {
     let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
     assert!(!logged.is_empty());
     assert!(!logged.contains("acme-token-5ecr3t"));
+    alice.cancel().await.unwrap();
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_slower_than_its_timeout_gets_a_clear_error() {
+    let api = FakeApi::start().await;
+    api.allow_token("acme-token");
+    let gw = acme_gateway(&api, "    call_timeout: 1s\n    retries: 0\n").await;
+    mcpgate::vault::set(
+        &gw.gw.pool,
+        &gw.gw.master_key,
+        "alice@example.com",
+        "acme",
+        mcpgate::vault::CredentialKind::Token,
+        "acme-token",
+    )
+    .await
+    .unwrap();
+    let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
+    let started = Instant::now();
+    let outcome = call(
+        &alice,
+        "acme_read_actions",
+        json!({"action": "slow", "ms": 5000}),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let error = outcome.unwrap_err();
+    assert!(
+        ["upstream_transport", "upstream_timeout"].contains(&support::reason_of(&error).as_str()),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("timed out") || support::reason_of(&error) == "upstream_timeout",
+        "{error}"
+    );
+    // A fast call on the same service still works.
+    let answer = call(
+        &alice,
+        "acme_read_actions",
+        json!({"action": "slow", "ms": 1}),
+    )
+    .await
+    .unwrap();
+    assert_ne!(answer.is_error, Some(true), "{}", text_of(&answer));
+    let rows = gw.audit_rows().await;
+    assert!(
+        rows.iter()
+            .any(|r| r.action.as_deref() == Some("slow") && r.decision == "failed"),
+        "{rows:#?}"
+    );
     alice.cancel().await.unwrap();
     gw.stop().await;
 }
