@@ -342,6 +342,124 @@ async fn a_service_slower_than_its_timeout_gets_a_clear_error() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delegated_flow_calls_a_native_service_with_its_owners_credential() {
+    let api = FakeApi::start().await;
+    api.allow_token("alice-acme-token");
+    let wm = support::fake_windmill::FakeWindmill::start("finance").await;
+    wm.add_user("alice", "alice@example.com");
+    let catalogs = tempfile::tempdir().unwrap();
+    std::fs::write(catalogs.path().join("acme.yaml"), ACME_CATALOG).unwrap();
+    let gw = support::TestGateway::start(&format!(
+        "catalog_dir: {}\nservices:\n  acme: {{ kind: native, catalog: acme, base_url: \"{}\" }}\nusers:\n  - email: alice@example.com\n    access: {{ acme: read }}\n  - email: windmill-sa@example.com\n    service_account: true\n    access: {{ acme: read }}\n  - email: root@example.com\n    admin: true\n",
+        catalogs.path().display(),
+        api.base_url
+    ))
+    .await;
+    mcpgate::vault::set(
+        &gw.gw.pool,
+        &gw.gw.master_key,
+        "alice@example.com",
+        "acme",
+        mcpgate::vault::CredentialKind::Token,
+        "alice-acme-token",
+    )
+    .await
+    .unwrap();
+    let admin = gw.token("root@example.com").await;
+    let sa = gw.token("windmill-sa@example.com").await;
+    let http = reqwest::Client::new();
+    for (method, path, body) in [
+        ("PUT", "/admin/api/delegation", json!({"enabled": true})),
+        (
+            "POST",
+            "/admin/api/windmill/instances",
+            json!({"name": "prod", "base_url": wm.base_url, "workspace": "finance"}),
+        ),
+    ] {
+        let request = match method {
+            "PUT" => http.put(format!("{}{path}", gw.base)),
+            _ => http.post(format!("{}{path}", gw.base)),
+        };
+        let response = request
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+
+    // The service account alone has no acme credential of its own.
+    let sa_client = rmcp_connect(&gw.url, &sa).await;
+    let own = call(&sa_client, "acme_read_actions", json!({"action": "flaky"}))
+        .await
+        .unwrap();
+    assert_eq!(own.structured_content.unwrap()["auth_required"], true);
+
+    // Alice's flow exchanges its job token and acts as Alice, with her credential.
+    let step = wm.start_flow("alice", "f/finance/nightly");
+    let mut form = reqwest::Url::parse("http://form/").unwrap();
+    form.query_pairs_mut().extend_pairs([
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", step.token.as_str()),
+        (
+            "subject_token_type",
+            "urn:mcpgate:params:oauth:token-type:windmill-job-token",
+        ),
+        ("actor_token", sa.as_str()),
+        (
+            "actor_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        ("workspace", "finance"),
+        ("job_id", step.job_id.as_str()),
+        ("flow_job_id", step.flow_job_id.as_str()),
+        ("gateway_services", r#"[{"acme": ["read"]}]"#),
+    ]);
+    let exchanged: Value = http
+        .post(format!("{}/oauth/token", gw.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.query().unwrap().to_owned())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let grant_token = exchanged["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{exchanged}"));
+    let flow = rmcp_connect(&gw.url, grant_token).await;
+    let answer = call(&flow, "acme_read_actions", json!({"action": "flaky"}))
+        .await
+        .unwrap();
+    assert_ne!(answer.is_error, Some(true), "{}", text_of(&answer));
+    assert_eq!(api.tokens_seen().last().unwrap(), "alice-acme-token");
+    let row = gw
+        .audit_rows()
+        .await
+        .into_iter()
+        .rev()
+        .find(|r| r.action.as_deref() == Some("flaky") && r.decision == "allowed")
+        .unwrap();
+    // Subject: the owner; actor: the flow that drove it.
+    assert_eq!(
+        (row.subject.as_str(), row.actor.as_str()),
+        ("alice@example.com", "windmill:prod/finance/f/finance/nightly")
+    );
+    flow.cancel().await.unwrap();
+    sa_client.cancel().await.unwrap();
+    gw.stop().await;
+}
+
 /// Turn a gateway URL built from `public_url` into one on the test's port.
 fn on(gw: &support::TestGateway, url: &str) -> String {
     let parsed = reqwest::Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
