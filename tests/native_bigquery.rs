@@ -10,12 +10,15 @@ mod fake_bigquery;
 use std::time::{Duration, Instant};
 
 use fake_bigquery::FakeBigQuery;
-use rmcp::model::CallToolResult;
-use rmcp::service::{RoleClient, RunningService};
+use mcpgate::vault::CredentialKind;
 use serde_json::{Value, json};
-use support::{TestGateway, call, reason_of, rmcp_connect, text_of};
+use support::{
+    TestGateway, answered, call, ok_structured, reason_of, rmcp_connect, store_credential,
+    structured_answer, text_of,
+};
 
 const PROJECT: &str = "acme-analytics";
+const READ: &str = "bigquery_read_actions";
 const QUERIES: &str = "/bigquery/v2/projects/acme-analytics/queries";
 
 async fn world() -> (FakeBigQuery, TestGateway) {
@@ -62,25 +65,15 @@ async fn world() -> (FakeBigQuery, TestGateway) {
         bq.base_url
     ))
     .await;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "alice@example.com",
         "bigquery",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "ya29.alice-access-token",
     )
-    .await
-    .unwrap();
+    .await;
     (bq, gw)
-}
-
-fn structured(result: &CallToolResult) -> Value {
-    assert_ne!(result.is_error, Some(true), "{}", text_of(result));
-    result
-        .structured_content
-        .clone()
-        .unwrap_or_else(|| panic!("no structured content: {}", text_of(result)))
 }
 
 /// The values of one column of BigQuery `{"f": [{"v": …}]}` rows.
@@ -90,12 +83,6 @@ fn column(rows: &Value, index: usize) -> Vec<String> {
         .iter()
         .map(|row| row["f"][index]["v"].as_str().unwrap().to_owned())
         .collect()
-}
-
-async fn read(client: &RunningService<RoleClient, ()>, arguments: Value) -> CallToolResult {
-    call(client, "bigquery_read_actions", arguments)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -122,13 +109,12 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     // jobs.query: GoogleSQL by default (the API's own default is legacy SQL,
     // which refuses backtick-quoted names), rows in BigQuery's f/v encoding.
     let sql = "SELECT id, amount FROM `acme-analytics.sales.orders` WHERE region = 'EU'";
-    let answer = structured(
-        &read(
-            &alice,
-            json!({"action": "query", "projectId": PROJECT, "query": sql}),
-        )
-        .await,
-    );
+    let answer = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "query", "projectId": PROJECT, "query": sql}),
+    )
+    .await;
     assert_eq!(answer["jobComplete"], true, "{answer}");
     assert_eq!(column(&answer["rows"], 0), ["1", "3", "5"]);
     assert_eq!(answer["totalRows"], "3");
@@ -145,8 +131,9 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         json!({"query": sql, "useLegacySql": false, "maximumBytesBilled": "1000000000"})
     );
     // The caller's own cap wins over the operator's; BigQuery enforces it.
-    let capped = read(
+    let capped = answered(
         &alice,
+        READ,
         json!({"action": "query", "projectId": PROJECT, "query": sql, "maximumBytesBilled": "1000"}),
     )
     .await;
@@ -160,8 +147,9 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         "1000"
     );
     // The caller may still ask for legacy SQL, and gets BigQuery's own refusal.
-    let legacy = read(
+    let legacy = answered(
         &alice,
+        READ,
         json!({"action": "query", "projectId": PROJECT, "query": sql, "useLegacySql": true}),
     )
     .await;
@@ -175,13 +163,12 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
 
     // A slow query: jobComplete false, then getQueryResults until complete.
     bq.slow_next_query(2);
-    let started = structured(
-        &read(
-            &alice,
-            json!({"action": "query", "projectId": PROJECT, "query": "SELECT COUNT(*) FROM sales.orders", "timeoutMs": 10}),
-        )
-        .await,
-    );
+    let started = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "query", "projectId": PROJECT, "query": "SELECT COUNT(*) FROM sales.orders", "timeoutMs": 10}),
+    )
+    .await;
     assert_eq!(started["jobComplete"], false, "{started}");
     assert!(started.get("rows").is_none());
     assert_eq!(bq.received().last().unwrap().body["timeoutMs"], 10);
@@ -194,9 +181,9 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         .unwrap()
         .to_owned();
     let poll = json!({"action": "get_query_results", "projectId": PROJECT, "jobId": job, "location": location});
-    let still = structured(&read(&alice, poll.clone()).await);
+    let still = structured_answer(&alice, READ, poll.clone()).await;
     assert_eq!(still["jobComplete"], false, "{still}");
-    let done = structured(&read(&alice, poll.clone()).await);
+    let done = structured_answer(&alice, READ, poll.clone()).await;
     assert_eq!(done["jobComplete"], true, "{done}");
     assert_eq!(column(&done["rows"], 0), ["5"]);
     let last = bq.received().last().unwrap().clone();
@@ -208,7 +195,7 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     // Another location is another job: BigQuery's 404 in Google's shape.
     let mut elsewhere = poll.clone();
     elsewhere["location"] = json!("asia-northeast1");
-    let missing = read(&alice, elsewhere).await;
+    let missing = answered(&alice, READ, elsewhere).await;
     assert_eq!(missing.is_error, Some(true));
     assert!(
         text_of(&missing).contains(&format!(
@@ -219,24 +206,22 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     );
 
     // Result pages: maxResults rows per page; `pages` follows pageToken.
-    let paged = structured(
-        &read(
-            &alice,
-            json!({"action": "query", "projectId": PROJECT, "query": "SELECT id FROM sales.orders", "maxResults": 2}),
-        )
-        .await,
-    );
+    let paged = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "query", "projectId": PROJECT, "query": "SELECT id FROM sales.orders", "maxResults": 2}),
+    )
+    .await;
     assert_eq!(column(&paged["rows"], 0), ["1", "2"]);
     let token = paged["pageToken"].as_str().expect("a pageToken").to_owned();
     let job = paged["jobReference"]["jobId"].as_str().unwrap().to_owned();
     let before = bq.received().len();
-    let rest = structured(
-        &read(
-            &alice,
-            json!({"action": "get_query_results", "projectId": PROJECT, "jobId": job, "pageToken": token, "maxResults": 1, "pages": 3}),
-        )
-        .await,
-    );
+    let rest = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "get_query_results", "projectId": PROJECT, "jobId": job, "pageToken": token, "maxResults": 1, "pages": 3}),
+    )
+    .await;
     assert_eq!(column(&rest["rows"], 0), ["3", "4", "5"], "{rest}");
     assert!(rest.get("next_page_token").is_none(), "{rest}");
     assert!(rest.get("pageToken").is_none(), "no stale token: {rest}");
@@ -247,36 +232,33 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         polls[1].query.get("pageToken").is_some_and(|t| *t != token),
         "{polls:?}"
     );
-    let one_page = structured(
-        &read(
-            &alice,
-            json!({"action": "get_query_results", "projectId": PROJECT, "jobId": job, "maxResults": 2}),
-        )
-        .await,
-    );
+    let one_page = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "get_query_results", "projectId": PROJECT, "jobId": job, "maxResults": 2}),
+    )
+    .await;
     assert_eq!(column(&one_page["rows"], 0), ["1", "2"]);
     let next = one_page["next_page_token"]
         .as_str()
         .expect("next_page_token when more remain");
-    let continued = structured(
-        &read(
-            &alice,
-            json!({"action": "get_query_results", "projectId": PROJECT, "jobId": job, "maxResults": 2, "pageToken": next}),
-        )
-        .await,
-    );
+    let continued = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "get_query_results", "projectId": PROJECT, "jobId": job, "maxResults": 2, "pageToken": next}),
+    )
+    .await;
     assert_eq!(column(&continued["rows"], 0), ["3", "4"]);
 
     // datasets.list: hidden datasets only with `all`, label filters, pages.
     // The project comes from the operator's `defaults:` when the caller omits it.
     let before = bq.received().len();
-    let datasets = structured(
-        &read(
-            &alice,
-            json!({"action": "list_datasets", "maxResults": 2, "pages": 5}),
-        )
-        .await,
-    );
+    let datasets = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "list_datasets", "maxResults": 2, "pages": 5}),
+    )
+    .await;
     let ids = |v: &Value, key: &str, field: &str| -> Vec<String> {
         v[key]
             .as_array()
@@ -299,68 +281,62 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         datasets.get("nextPageToken").is_none() && datasets.get("next_page_token").is_none(),
         "joined to the end: {datasets}"
     );
-    let all = structured(
-        &read(
-            &alice,
-            json!({"action": "list_datasets", "projectId": PROJECT, "all": true, "pages": 10}),
-        )
-        .await,
-    );
+    let all = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "list_datasets", "projectId": PROJECT, "all": true, "pages": 10}),
+    )
+    .await;
     assert!(ids(&all, "datasets", "datasetReference").contains(&"_scratch".to_owned()));
     assert_eq!(bq.received().last().unwrap().query["all"], "true");
-    let finance = structured(
-        &read(
-            &alice,
-            json!({"action": "list_datasets", "projectId": PROJECT, "filter": "labels.team:finance"}),
-        )
-        .await,
-    );
+    let finance = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "list_datasets", "projectId": PROJECT, "filter": "labels.team:finance"}),
+    )
+    .await;
     assert_eq!(
         ids(&finance, "datasets", "datasetReference"),
         ["ops", "sales"]
     );
 
     // tables.list with a page left over, continued by its token.
-    let tables = structured(
-        &read(
-            &alice,
-            json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "sales", "maxResults": 1, "pages": 2}),
-        )
-        .await,
-    );
+    let tables = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "sales", "maxResults": 1, "pages": 2}),
+    )
+    .await;
     assert_eq!(
         ids(&tables, "tables", "tableReference"),
         ["ledger", "orders"]
     );
     assert_eq!(tables["totalItems"], 3);
     let next = tables["next_page_token"].as_str().expect("one table left");
-    let last_page = structured(
-        &read(
-            &alice,
-            json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "sales", "maxResults": 1, "pageToken": next}),
-        )
-        .await,
-    );
+    let last_page = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "sales", "maxResults": 1, "pageToken": next}),
+    )
+    .await;
     assert_eq!(ids(&last_page, "tables", "tableReference"), ["refunds"]);
 
     // tables.get: schema, not rows; selectedFields and view on the wire.
-    let table = structured(
-        &read(
-            &alice,
-            json!({"action": "get_table", "projectId": PROJECT, "datasetId": "sales", "tableId": "orders"}),
-        )
-        .await,
-    );
+    let table = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "get_table", "projectId": PROJECT, "datasetId": "sales", "tableId": "orders"}),
+    )
+    .await;
     assert_eq!(table["numRows"], "5");
     assert_eq!(table["tableReference"]["tableId"], "orders");
     assert_eq!(table["schema"]["fields"].as_array().unwrap().len(), 3);
-    let basic = structured(
-        &read(
-            &alice,
-            json!({"action": "get_table", "projectId": PROJECT, "datasetId": "sales", "tableId": "orders", "selectedFields": "id,amount", "view": "BASIC"}),
-        )
-        .await,
-    );
+    let basic = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "get_table", "projectId": PROJECT, "datasetId": "sales", "tableId": "orders", "selectedFields": "id,amount", "view": "BASIC"}),
+    )
+    .await;
     assert!(basic.get("numRows").is_none(), "{basic}");
     let fields: Vec<&str> = basic["schema"]["fields"]
         .as_array()
@@ -378,8 +354,9 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     assert_eq!(last.query["view"], "BASIC");
 
     // Google's error shape comes back readable.
-    let missing = read(
+    let missing = answered(
         &alice,
+        READ,
         json!({"action": "get_table", "projectId": PROJECT, "datasetId": "sales", "tableId": "nope"}),
     )
     .await;
@@ -388,8 +365,9 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         text_of(&missing),
         "HTTP 404: Not found: Table acme-analytics:sales.nope (NOT_FOUND)"
     );
-    let bad_sql = read(
+    let bad_sql = answered(
         &alice,
+        READ,
         json!({"action": "query", "projectId": PROJECT, "query": "SELECT nope FROM sales.orders"}),
     )
     .await;
@@ -403,13 +381,12 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     bq.rate_limit_next(1, 1);
     let before = bq.received().len();
     let clock = Instant::now();
-    let datasets = structured(
-        &read(
-            &alice,
-            json!({"action": "list_datasets", "projectId": PROJECT}),
-        )
-        .await,
-    );
+    let datasets = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "list_datasets", "projectId": PROJECT}),
+    )
+    .await;
     assert_eq!(datasets["datasets"].as_array().unwrap().len(), 4);
     assert!(
         clock.elapsed() >= Duration::from_millis(900),
@@ -423,8 +400,9 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     // A wait longer than the gateway takes: a clear rate_limited result, no retry.
     bq.rate_limit_next(3, 600);
     let before = bq.received().len();
-    let limited = read(
+    let limited = answered(
         &alice,
+        READ,
         json!({"action": "list_datasets", "projectId": PROJECT}),
     )
     .await;
@@ -447,13 +425,12 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     // A rate limit, not a refused credential: waited out and tried again.
     bq.quota_403_next(1);
     let before = bq.received().len();
-    let tables = structured(
-        &read(
-            &alice,
-            json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "sales"}),
-        )
-        .await,
-    );
+    let tables = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "sales"}),
+    )
+    .await;
     assert_eq!(tables["totalItems"], 3);
     let attempts: Vec<bool> = bq.received()[before..]
         .iter()
@@ -464,25 +441,25 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
     // Bob has no credential, then one BigQuery refuses: auth_required both times.
     let bob = rmcp_connect(&gw.url, &gw.token("bob@example.com").await).await;
     let before = bq.received().len();
-    let answer = read(
+    let answer = answered(
         &bob,
+        READ,
         json!({"action": "list_datasets", "projectId": PROJECT}),
     )
     .await;
     assert_eq!(answer.is_error, Some(true));
     assert_eq!(answer.structured_content.unwrap()["auth_required"], true);
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "bob@example.com",
         "bigquery",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "ya29.revoked-token",
     )
-    .await
-    .unwrap();
-    let answer = read(
+    .await;
+    let answer = answered(
         &bob,
+        READ,
         json!({"action": "list_datasets", "projectId": PROJECT}),
     )
     .await;
@@ -503,30 +480,27 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
         "the fake saw no valid credential"
     );
     // With his own token, Bob acts as Bob.
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "bob@example.com",
         "bigquery",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "ya29.bob-access-token",
     )
-    .await
-    .unwrap();
-    structured(
-        &read(
-            &bob,
-            json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "web"}),
-        )
-        .await,
-    );
+    .await;
+    structured_answer(
+        &bob,
+        READ,
+        json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "web"}),
+    )
+    .await;
     assert_eq!(bq.received().last().unwrap().who, "bob@example.com");
     // BigQuery's own ACL: a permission error for Bob, not a credential problem.
     for denied in [
         json!({"action": "list_tables", "projectId": PROJECT, "datasetId": "sales"}),
         json!({"action": "query", "projectId": PROJECT, "query": "SELECT id FROM sales.orders"}),
     ] {
-        let answer = read(&bob, denied).await;
+        let answer = answered(&bob, READ, denied).await;
         assert_eq!(answer.is_error, Some(true));
         let text = text_of(&answer);
         assert!(
@@ -557,16 +531,14 @@ async fn bigquery_reads_run_with_the_subjects_own_token_and_follow_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bigquery_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     let (bq, gw) = world().await;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "bob@example.com",
         "bigquery",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "ya29.bob-access-token",
     )
-    .await
-    .unwrap();
+    .await;
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
     let bob = rmcp_connect(&gw.url, &gw.token("bob@example.com").await).await;
     let query = |sql: &str| json!({"action": "query", "projectId": PROJECT, "query": sql});
@@ -626,7 +598,7 @@ async fn bigquery_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     )
     .await
     .unwrap();
-    let inserted = structured(&inserted);
+    let inserted = ok_structured(&inserted);
     assert_eq!(inserted["numDmlAffectedRows"], "1", "{inserted}");
     assert_eq!(bq.table_rows(PROJECT, "sales", "ledger"), Some(3));
     assert_eq!(bq.received().last().unwrap().who, "alice@example.com");
@@ -654,7 +626,7 @@ async fn bigquery_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     );
     let mut confirmed = drop.clone();
     confirmed["confirm"] = preview["confirm"].clone();
-    let dropped = structured(
+    let dropped = ok_structured(
         &call(&alice, "bigquery_write_actions", confirmed)
             .await
             .unwrap(),

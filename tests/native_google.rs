@@ -9,10 +9,12 @@ mod support;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fake_google::FakeGoogle;
-use rmcp::model::CallToolResult;
-use rmcp::service::{RoleClient, RunningService};
-use serde_json::{Value, json};
-use support::{TestGateway, call, rmcp_connect, text_of};
+use mcpgate::vault::CredentialKind;
+use serde_json::json;
+use support::{
+    TestGateway, call, confirmed, failed_text, ok, read, rmcp_connect, store_credential,
+    structured, text_of,
+};
 
 const ALICE: &str = "alice@example.com";
 const ALICE_TOKEN: &str = "ya29.a0-alice-access-token";
@@ -28,58 +30,16 @@ async fn setup() -> (FakeGoogle, TestGateway) {
     .await;
     // Google credentials are OAuth token sets; this one is good for an hour (no refresh).
     let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    let token_set = json!({"access_token": ALICE_TOKEN, "refresh_token": "1//alice-refresh", "expires_at": expires_at});
+    store_credential(
+        &gw,
         ALICE,
         "google",
-        mcpgate::vault::CredentialKind::Oauth,
-        &json!({"access_token": ALICE_TOKEN, "refresh_token": "1//alice-refresh", "expires_at": expires_at})
-            .to_string(),
+        CredentialKind::Oauth,
+        &token_set.to_string(),
     )
-    .await
-    .unwrap();
+    .await;
     (google, gw)
-}
-
-async fn ok(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> CallToolResult {
-    let result = call(client, tool, args.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{tool} {args}: {e}"));
-    assert_ne!(
-        result.is_error,
-        Some(true),
-        "{tool} {args}: {}",
-        text_of(&result)
-    );
-    result
-}
-
-fn structured(result: &CallToolResult) -> Value {
-    result
-        .structured_content
-        .clone()
-        .unwrap_or_else(|| serde_json::from_str(&text_of(result)).unwrap_or(Value::Null))
-}
-
-async fn read(client: &RunningService<RoleClient, ()>, args: Value) -> Value {
-    structured(&ok(client, "google_read_actions", args).await)
-}
-
-/// high_risk: the first call only asks; the same call with the token runs.
-async fn confirmed(client: &RunningService<RoleClient, ()>, args: Value) -> CallToolResult {
-    let ask = ok(client, "google_write_actions", args.clone()).await;
-    let ask = ask.structured_content.expect("a confirmation request");
-    assert_eq!(ask["confirmation_required"], true, "{ask}");
-    let mut again = args;
-    again["confirm"] = ask["confirm"].clone();
-    ok(client, "google_write_actions", again).await
-}
-
-async fn error_text(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> String {
-    let result = call(client, tool, args).await.unwrap();
-    assert_eq!(result.is_error, Some(true), "{}", text_of(&result));
-    text_of(&result)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -96,7 +56,7 @@ async fn gmail_reads_and_sends_as_the_subject() {
     }
     google.deliver(ALICE, "news@example.org", "Weekly digest", "Nothing new.");
 
-    let profile = read(&alice, json!({"action": "gmail_get_profile"})).await;
+    let profile = read(&alice, "google", json!({"action": "gmail_get_profile"})).await;
     assert_eq!(profile["messagesTotal"], 6, "{profile}");
     let last = google.last();
     assert_eq!(
@@ -108,6 +68,7 @@ async fn gmail_reads_and_sends_as_the_subject() {
     // One page of 2 carries nextPageToken; pages: 3 joins three pages.
     let first = read(
         &alice,
+        "google",
         json!({"action": "gmail_list_messages", "q": "subject:invoice", "maxResults": 2}),
     )
     .await;
@@ -121,6 +82,7 @@ async fn gmail_reads_and_sends_as_the_subject() {
     let before = google.hits("/gmail/v1/users/me/messages");
     let all = read(
         &alice,
+        "google",
         json!({"action": "gmail_list_messages", "q": "subject:invoice", "maxResults": 2, "pages": 3}),
     )
     .await;
@@ -150,13 +112,19 @@ async fn gmail_reads_and_sends_as_the_subject() {
     // The caller can continue from a token too.
     let rest = read(
         &alice,
+        "google",
         json!({"action": "gmail_list_messages", "q": "subject:invoice", "maxResults": 2, "pageToken": token}),
     )
     .await;
     assert_eq!(rest["messages"][0]["id"], ids[2].as_str());
 
     // messages.get (newest first: invoice 4); the sender's address is pseudonymized.
-    let message = read(&alice, json!({"action": "gmail_get_message", "id": ids[0]})).await;
+    let message = read(
+        &alice,
+        "google",
+        json!({"action": "gmail_get_message", "id": ids[0]}),
+    )
+    .await;
     let text = message.to_string();
     assert!(
         text.contains("Invoice 4") && text.contains("invoice number 4"),
@@ -169,6 +137,7 @@ async fn gmail_reads_and_sends_as_the_subject() {
     );
     let raw = read(
         &alice,
+        "google",
         json!({"action": "gmail_get_message", "id": ids[0], "format": "raw"}),
     )
     .await;
@@ -203,13 +172,14 @@ async fn gmail_reads_and_sends_as_the_subject() {
     // Alice finds it in her sent mail by its subject.
     let found = read(
         &alice,
+        "google",
         json!({"action": "gmail_list_messages", "q": "in:sent lunch"}),
     )
     .await;
     assert_eq!(found["messages"][0]["id"], sent["id"], "{found}");
 
     // Google's own errors are readable tool errors.
-    let missing = error_text(
+    let missing = failed_text(
         &alice,
         "google_read_actions",
         json!({"action": "gmail_get_message", "id": "ffffffffffffffff"}),
@@ -219,7 +189,7 @@ async fn gmail_reads_and_sends_as_the_subject() {
         missing.contains("HTTP 404: Requested entity was not found. (NOT_FOUND)"),
         "{missing}"
     );
-    let no_recipient = error_text(
+    let no_recipient = failed_text(
         &alice,
         "google_write_actions",
         json!({"action": "gmail_send", "raw": "Subject: hi\r\n\r\nbody"}),
@@ -239,7 +209,12 @@ async fn calendar_events_are_created_read_and_deleted_as_the_subject() {
     let (google, gw) = setup().await;
     let alice = rmcp_connect(&gw.url, &gw.token(ALICE).await).await;
 
-    let calendars = read(&alice, json!({"action": "calendar_list_calendars"})).await;
+    let calendars = read(
+        &alice,
+        "google",
+        json!({"action": "calendar_list_calendars"}),
+    )
+    .await;
     assert_eq!(calendars["items"][0]["primary"], true, "{calendars}");
     assert_eq!(google.last().path, "/calendar/v3/users/me/calendarList");
 
@@ -292,6 +267,7 @@ async fn calendar_events_are_created_read_and_deleted_as_the_subject() {
     // get reads back what was created.
     let event = read(
         &alice,
+        "google",
         json!({"action": "calendar_get_event", "eventId": event_id}),
     )
     .await;
@@ -318,6 +294,7 @@ async fn calendar_events_are_created_read_and_deleted_as_the_subject() {
     // list: a time window, ordered, paged (maxResults 2, pages 3 → 5 standups).
     let agenda = read(
         &alice,
+        "google",
         json!({"action": "calendar_list_events", "timeMin": "2026-12-04T00:00:00Z",
                "singleEvents": true, "orderBy": "startTime", "maxResults": 2, "pages": 3}),
     )
@@ -347,6 +324,7 @@ async fn calendar_events_are_created_read_and_deleted_as_the_subject() {
     assert!(last.query.contains_key("pageToken"));
     let one = read(
         &alice,
+        "google",
         json!({"action": "calendar_list_events", "q": "standup", "maxResults": 4}),
     )
     .await;
@@ -354,7 +332,7 @@ async fn calendar_events_are_created_read_and_deleted_as_the_subject() {
     assert!(one["next_page_token"].is_string(), "{one}");
 
     // Calendar's own errors.
-    let bad = error_text(
+    let bad = failed_text(
         &alice,
         "google_write_actions",
         json!({"action": "calendar_insert_event", "summary": "Backwards",
@@ -365,7 +343,7 @@ async fn calendar_events_are_created_read_and_deleted_as_the_subject() {
         bad.contains("HTTP 400: The specified time range is empty."),
         "{bad}"
     );
-    let unordered = error_text(
+    let unordered = failed_text(
         &alice,
         "google_read_actions",
         json!({"action": "calendar_list_events", "orderBy": "startTime"}),
@@ -391,6 +369,7 @@ async fn calendar_events_are_created_read_and_deleted_as_the_subject() {
     assert_eq!(google.received().len(), before);
     confirmed(
         &alice,
+        "google_write_actions",
         json!({"action": "calendar_delete_event", "eventId": event_id, "sendUpdates": "none"}),
     )
     .await;
@@ -405,11 +384,12 @@ async fn calendar_events_are_created_read_and_deleted_as_the_subject() {
     );
     let event = read(
         &alice,
+        "google",
         json!({"action": "calendar_get_event", "eventId": event_id}),
     )
     .await;
     assert_eq!(event["status"], "cancelled");
-    let listed = read(&alice, json!({"action": "calendar_list_events"})).await;
+    let listed = read(&alice, "google", json!({"action": "calendar_list_events"})).await;
     assert!(
         listed["items"]
             .as_array()
@@ -472,6 +452,7 @@ async fn drive_files_are_listed_exported_and_deleted_as_the_subject() {
     // list: a query, the catalog's default field selection, pages.
     let page = read(
         &alice,
+        "google",
         json!({"action": "drive_list_files", "q": "name contains 'budget' and trashed = false", "pageSize": 2}),
     )
     .await;
@@ -493,6 +474,7 @@ async fn drive_files_are_listed_exported_and_deleted_as_the_subject() {
     );
     let all = read(
         &alice,
+        "google",
         json!({"action": "drive_list_files", "q": "name contains 'budget'", "pageSize": 2, "pages": 5, "orderBy": "name"}),
     )
     .await;
@@ -510,13 +492,19 @@ async fn drive_files_are_listed_exported_and_deleted_as_the_subject() {
     // A caller's own field selection is passed through.
     let slim = read(
         &alice,
+        "google",
         json!({"action": "drive_list_files", "fields": "files(id)", "q": "mimeType = 'image/jpeg'"}),
     )
     .await;
     assert_eq!(slim["files"][0].as_object().unwrap().len(), 1, "{slim}");
 
     // get: metadata with the default fields.
-    let meta = read(&alice, json!({"action": "drive_get_file", "fileId": sheet})).await;
+    let meta = read(
+        &alice,
+        "google",
+        json!({"action": "drive_get_file", "fileId": sheet}),
+    )
+    .await;
     assert_eq!(meta["name"], "Budget 2027");
     assert_eq!(meta["mimeType"], "application/vnd.google-apps.spreadsheet");
     assert_eq!(meta["trashed"], false, "{meta}");
@@ -546,7 +534,7 @@ async fn drive_files_are_listed_exported_and_deleted_as_the_subject() {
         .await,
     );
     assert!(csv.starts_with("item,amount\ntravel,12000"), "{csv}");
-    let wrong = error_text(
+    let wrong = failed_text(
         &alice,
         "google_read_actions",
         json!({"action": "drive_export_file", "fileId": sheet, "mimeType": "text/plain"}),
@@ -587,6 +575,7 @@ async fn drive_files_are_listed_exported_and_deleted_as_the_subject() {
     assert_eq!(google.received().len(), before);
     confirmed(
         &alice,
+        "google_write_actions",
         json!({"action": "drive_delete_file", "fileId": pdf}),
     )
     .await;
@@ -596,7 +585,7 @@ async fn drive_files_are_listed_exported_and_deleted_as_the_subject() {
         ("DELETE", format!("/drive/v3/files/{pdf}").as_str(), ALICE)
     );
     assert!(!google.file_exists(&pdf));
-    let missing = error_text(
+    let missing = failed_text(
         &alice,
         "google_read_actions",
         json!({"action": "drive_get_file", "fileId": pdf}),
@@ -609,6 +598,7 @@ async fn drive_files_are_listed_exported_and_deleted_as_the_subject() {
     // Bob's file is not Alice's to see.
     let others = read(
         &alice,
+        "google",
         json!({"action": "drive_list_files", "q": "fullText contains 'secret'"}),
     )
     .await;
@@ -634,16 +624,14 @@ async fn google_refusals_are_auth_required_and_rate_limits_are_waited_out() {
     assert_eq!(answer.structured_content.unwrap()["auth_required"], true);
     assert_eq!(google.received().len(), 0);
     // An access token Google refuses (401 UNAUTHENTICATED): auth_required, secret not leaked.
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "bob@example.com",
         "google",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "ya29.expired-bob-token",
     )
-    .await
-    .unwrap();
+    .await;
     let answer = call(
         &bob,
         "google_read_actions",
@@ -677,7 +665,7 @@ async fn google_refusals_are_auth_required_and_rate_limits_are_waited_out() {
     let alice = rmcp_connect(&gw.url, &gw.token(ALICE).await).await;
     google.rate_limit(1, 1);
     let started = std::time::Instant::now();
-    let profile = read(&alice, json!({"action": "gmail_get_profile"})).await;
+    let profile = read(&alice, "google", json!({"action": "gmail_get_profile"})).await;
     assert!(profile["messagesTotal"].is_number(), "{profile}");
     assert!(started.elapsed() >= std::time::Duration::from_secs(1));
     assert_eq!(

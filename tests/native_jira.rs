@@ -6,69 +6,15 @@
 
 mod support;
 
-use rmcp::model::CallToolResult;
-use rmcp::service::{RoleClient, RunningService};
+use mcpgate::vault::CredentialKind;
 use serde_json::{Value, json};
 use support::fake_jira::FakeJira;
-use support::{TestGateway, call, reason_of, rmcp_connect, text_of};
-
-type Client = RunningService<RoleClient, ()>;
+use support::{
+    TestGateway, call, confirmed_answer, failed_text, read, reason_of, rmcp_connect,
+    store_credential, structured, text_of, tool_names, write,
+};
 
 const ALICE_TOKEN: &str = "alice-api-token";
-
-async fn ok(client: &Client, tool: &str, args: Value) -> CallToolResult {
-    let result = call(client, tool, args.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{tool} {args}: {e}"));
-    assert_ne!(
-        result.is_error,
-        Some(true),
-        "{tool} {args}: {}",
-        text_of(&result)
-    );
-    result
-}
-
-/// A tool error (the service refused): its text.
-async fn refused(client: &Client, tool: &str, args: Value) -> String {
-    let result = call(client, tool, args.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{tool} {args}: {e}"));
-    assert_eq!(
-        result.is_error,
-        Some(true),
-        "{tool} {args}: {}",
-        text_of(&result)
-    );
-    text_of(&result)
-}
-
-fn structured(result: &CallToolResult) -> Value {
-    result
-        .structured_content
-        .clone()
-        .unwrap_or_else(|| serde_json::from_str(&text_of(result)).unwrap_or(Value::Null))
-}
-
-async fn read(client: &Client, args: Value) -> Value {
-    structured(&ok(client, "jira_read_actions", args).await)
-}
-
-async fn write(client: &Client, args: Value) -> Value {
-    structured(&ok(client, "jira_write_actions", args).await)
-}
-
-/// high_risk: the first call only asks; the same call with the token runs.
-async fn confirmed(client: &Client, args: Value) -> CallToolResult {
-    let ask = ok(client, "jira_write_actions", args.clone()).await;
-    let ask = ask.structured_content.expect("a confirmation request");
-    assert_eq!(ask["confirmation_required"], true, "{ask}");
-    let mut again = args;
-    again["confirm"] = ask["confirm"].clone();
-    call(client, "jira_write_actions", again.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{again}: {e}"))
-}
 
 fn keys(answer: &Value) -> Vec<String> {
     answer["issues"]
@@ -103,16 +49,7 @@ async fn setup() -> (FakeJira, TestGateway) {
             "carol@example.com:carol-api-token".into(),
         ),
     ] {
-        mcpgate::vault::set(
-            &gw.gw.pool,
-            &gw.gw.master_key,
-            user,
-            "jira",
-            mcpgate::vault::CredentialKind::Basic,
-            &secret,
-        )
-        .await
-        .unwrap();
+        store_credential(&gw, user, "jira", CredentialKind::Basic, &secret).await;
     }
     (jira, gw)
 }
@@ -126,25 +63,16 @@ async fn jira_actions_run_with_the_subjects_own_credential() {
         jira.base_url
     ))
     .await;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "alice@example.com",
         "jira",
-        mcpgate::vault::CredentialKind::Basic,
+        CredentialKind::Basic,
         "alice@example.com:alice-api-token",
     )
-    .await
-    .unwrap();
+    .await;
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
-    let tools: Vec<String> = alice
-        .peer()
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let tools = tool_names(&alice).await;
     assert!(
         tools.contains(&"jira_read_actions".into()) && tools.contains(&"jira_write_actions".into())
     );
@@ -230,16 +158,14 @@ async fn jira_actions_run_with_the_subjects_own_credential() {
     assert_eq!(answer.is_error, Some(true));
     assert_eq!(answer.structured_content.unwrap()["auth_required"], true);
     // A credential Jira refuses is auth_required too, and no secret leaks anywhere.
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "bob@example.com",
         "jira",
-        mcpgate::vault::CredentialKind::Basic,
+        CredentialKind::Basic,
         "bob@example.com:wrong-token",
     )
-    .await
-    .unwrap();
+    .await;
     let answer = call(&bob, "jira_read_actions", json!({"action": "myself"}))
         .await
         .unwrap();
@@ -270,7 +196,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
 
     // myself: the account behind Alice's own credential.
-    let me = read(&alice, json!({"action": "myself"})).await;
+    let me = read(&alice, "jira", json!({"action": "myself"})).await;
     assert_eq!(
         me["accountId"],
         jira.account_id("alice@example.com"),
@@ -286,6 +212,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     // get_project: by key and by id; an unknown key is Jira's own 404.
     let project = read(
         &alice,
+        "jira",
         json!({"action": "get_project", "projectIdOrKey": "OPS"}),
     )
     .await;
@@ -304,11 +231,12 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     assert!(project.get("avatarUrls").is_none() && project.get("self").is_none());
     let by_id = read(
         &alice,
+        "jira",
         json!({"action": "get_project", "projectIdOrKey": "10000"}),
     )
     .await;
     assert_eq!(by_id["key"], "PROJ", "{by_id}");
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_read_actions",
         json!({"action": "get_project", "projectIdOrKey": "NOPE"}),
@@ -322,6 +250,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     // get_issue with chosen fields: only those come back.
     let issue = read(
         &alice,
+        "jira",
         json!({"action": "get_issue", "issueIdOrKey": "OPS-2", "fields": "summary,status"}),
     )
     .await;
@@ -339,6 +268,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
         .to_owned();
     let issue = read(
         &alice,
+        "jira",
         json!({"action": "get_issue", "issueIdOrKey": id, "expand": "transitions"}),
     )
     .await;
@@ -350,6 +280,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     let jql = "project = OPS ORDER BY key ASC";
     let page = read(
         &alice,
+        "jira",
         json!({"action": "search", "jql": jql, "maxResults": 2}),
     )
     .await;
@@ -377,6 +308,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     let before = jira.hits("GET", "/rest/api/3/search/jql");
     let two = read(
         &alice,
+        "jira",
         json!({"action": "search", "jql": jql, "maxResults": 2, "pages": 2}),
     )
     .await;
@@ -394,6 +326,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     // Continuing from a token to the end: the last page has no token.
     let rest = read(
         &alice,
+        "jira",
         json!({"action": "search", "jql": jql, "maxResults": 2, "pages": 5,
                "nextPageToken": two["next_page_token"]}),
     )
@@ -404,6 +337,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     let before = jira.hits("GET", "/rest/api/3/search/jql");
     let all = read(
         &alice,
+        "jira",
         json!({"action": "search", "jql": jql, "maxResults": 2, "pages": 5}),
     )
     .await;
@@ -426,6 +360,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     // JQL with explicit fields, filters and order.
     let found = read(
         &alice,
+        "jira",
         json!({"action": "search", "jql": "project = OPS AND summary ~ \"certificate 3\"", "fields": "summary"}),
     )
     .await;
@@ -435,11 +370,11 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
         1,
         "{found}"
     );
-    let newest = read(&alice, json!({"action": "search", "jql": "project in (OPS, PROJ) ORDER BY created DESC", "maxResults": 1})).await;
+    let newest = read(&alice, "jira", json!({"action": "search", "jql": "project in (OPS, PROJ) ORDER BY created DESC", "maxResults": 1})).await;
     assert_eq!(keys(&newest), ["OPS-5"], "{newest}");
 
     // Jira's own refusals, readable.
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_read_actions",
         json!({"action": "search", "jql": "colour = red"}),
@@ -449,7 +384,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
         text.contains("HTTP 400: Field 'colour' does not exist"),
         "{text}"
     );
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_read_actions",
         json!({"action": "search", "jql": "order by created DESC"}),
@@ -459,7 +394,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
         text.contains("Unbounded JQL queries are not allowed"),
         "{text}"
     );
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_read_actions",
         json!({"action": "search", "jql": "project = NOPE"}),
@@ -473,12 +408,14 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     // get_comments and get_transitions of an untouched issue.
     let comments = read(
         &alice,
+        "jira",
         json!({"action": "get_comments", "issueIdOrKey": "OPS-1"}),
     )
     .await;
     assert_eq!(comments["total"], 0, "{comments}");
     let transitions = read(
         &alice,
+        "jira",
         json!({"action": "get_transitions", "issueIdOrKey": "OPS-1"}),
     )
     .await;
@@ -491,6 +428,7 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
     assert_eq!(ids, ["11", "31"], "{transitions}");
     let only = read(
         &alice,
+        "jira",
         json!({"action": "get_transitions", "issueIdOrKey": "OPS-1", "transitionId": "41"}),
     )
     .await;
@@ -518,6 +456,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
         {"type": "paragraph", "content": [{"type": "text", "text": "Tray 2 jams every morning."}]}]});
     let created = write(
         &alice,
+        "jira",
         json!({"action": "create_issue", "fields": {
             "project": {"key": "OPS"}, "summary": "Paper jam", "issuetype": {"name": "Bug"},
             "description": description, "labels": ["printer"], "assignee": {"accountId": alice_id}}}),
@@ -532,6 +471,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     assert_eq!(last.body["fields"]["description"], description);
     let issue = read(
         &alice,
+        "jira",
         json!({"action": "get_issue", "issueIdOrKey": "OPS-1"}),
     )
     .await;
@@ -540,7 +480,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     assert_eq!(issue["fields"]["description"], description);
     assert_eq!(issue["fields"]["status"]["name"], "Open");
     // A plain-text description is not ADF: Jira says so, per field.
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_write_actions",
         json!({"action": "create_issue", "fields": {
@@ -555,6 +495,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     // edit_issue: fields set, update operations applied, 204; the change is there.
     let edited = write(
         &alice,
+        "jira",
         json!({"action": "edit_issue", "issueIdOrKey": "OPS-1", "notifyUsers": false,
                "fields": {"summary": "Paper jam in tray 2", "priority": {"name": "High"}},
                "update": {"labels": [{"add": "hardware"}, {"remove": "printer"}]}}),
@@ -573,7 +514,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     assert_eq!(fields["priority"]["name"], "High");
     assert_eq!(fields["labels"], json!(["hardware"]));
     // Status is not editable: transitions move issues.
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_write_actions",
         json!({"action": "edit_issue", "issueIdOrKey": "OPS-1", "fields": {"status": {"name": "Done"}}}),
@@ -583,7 +524,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
         text.contains("status: Field 'status' cannot be set"),
         "{text}"
     );
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_write_actions",
         json!({"action": "edit_issue", "issueIdOrKey": "OPS-404", "fields": {"summary": "x"}}),
@@ -594,6 +535,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     // add_comment with plain text (Markdown): the gateway sends an ADF document.
     let comment = write(
         &alice,
+        "jira",
         json!({"action": "add_comment", "issueIdOrKey": "OPS-1",
                "body": "Still jamming after **cleaning**.\n\n- tray 1 fine\n- tray 2 jams"}),
     )
@@ -629,6 +571,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
         {"type": "paragraph", "content": [{"type": "text", "text": "Ordered a new roller."}]}]});
     write(
         &alice,
+        "jira",
         json!({"action": "add_comment", "issueIdOrKey": "OPS-1", "body": adf,
                "visibility": {"type": "role", "value": "Administrators"}}),
     )
@@ -636,7 +579,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     assert_eq!(jira.last().body["body"], adf);
     assert_eq!(jira.last().body["visibility"]["value"], "Administrators");
     // An object that is not ADF: the fake's 400, readable.
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_write_actions",
         json!({"action": "add_comment", "issueIdOrKey": "OPS-1", "body": {"text": "hi"}}),
@@ -649,6 +592,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     // get_comments: both, in order, with paging and ordering sent.
     let comments = read(
         &alice,
+        "jira",
         json!({"action": "get_comments", "issueIdOrKey": "OPS-1"}),
     )
     .await;
@@ -660,6 +604,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     );
     let newest = read(
         &alice,
+        "jira",
         json!({"action": "get_comments", "issueIdOrKey": "OPS-1", "orderBy": "-created", "maxResults": 1}),
     )
     .await;
@@ -671,6 +616,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     // transitions: Open → In Progress; the list follows the status.
     let done = write(
         &alice,
+        "jira",
         json!({"action": "transition_issue", "issueIdOrKey": "OPS-1", "transition": {"id": "11"}}),
     )
     .await;
@@ -678,12 +624,14 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     assert_eq!(jira.last().body, json!({"transition": {"id": "11"}}));
     let issue = read(
         &alice,
+        "jira",
         json!({"action": "get_issue", "issueIdOrKey": "OPS-1", "fields": "status"}),
     )
     .await;
     assert_eq!(issue["fields"]["status"]["name"], "In Progress", "{issue}");
     let transitions = read(
         &alice,
+        "jira",
         json!({"action": "get_transitions", "issueIdOrKey": "OPS-1"}),
     )
     .await;
@@ -695,7 +643,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
         .collect();
     assert_eq!(names, ["Stop Progress", "Done"], "{transitions}");
     // A transition not valid in this status: Jira's 400, and nothing moves.
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_write_actions",
         json!({"action": "transition_issue", "issueIdOrKey": "OPS-1", "transition": {"id": "41"}}),
@@ -723,6 +671,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
         {"type": "paragraph", "content": [{"type": "text", "text": "Roller replaced."}]}]});
     write(
         &alice,
+        "jira",
         json!({"action": "transition_issue", "issueIdOrKey": "OPS-1", "transition": {"id": "31"},
                "fields": {"resolution": {"name": "Won't Do"}},
                "update": {"comment": [{"add": {"body": note}}]}}),
@@ -734,8 +683,9 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     assert_eq!(issue["comments"].as_array().unwrap().len(), 3);
 
     // delete_issue (high_risk): confirmed, 204, gone.
-    let deleted = confirmed(
+    let deleted = confirmed_answer(
         &alice,
+        "jira_write_actions",
         json!({"action": "delete_issue", "issueIdOrKey": "OPS-1"}),
     )
     .await;
@@ -747,7 +697,7 @@ async fn jira_writes_change_the_issue_as_the_subject() {
         ("DELETE", "/rest/api/3/issue/OPS-1", "alice@example.com")
     );
     assert!(jira.issue("OPS-1").is_none());
-    let text = refused(
+    let text = failed_text(
         &alice,
         "jira_read_actions",
         json!({"action": "get_issue", "issueIdOrKey": "OPS-1"}),
@@ -758,19 +708,22 @@ async fn jira_writes_change_the_issue_as_the_subject() {
     // An issue with a subtask goes only with deleteSubtasks = "true".
     let parent = write(
         &alice,
+        "jira",
         json!({"action": "create_issue", "fields": {"project": {"key": "OPS"}, "summary": "Move office", "issuetype": {"name": "Task"}}}),
     )
     .await;
     let parent = parent["key"].as_str().unwrap().to_owned();
     let child = write(
         &alice,
+        "jira",
         json!({"action": "create_issue", "fields": {"project": {"key": "OPS"}, "summary": "Pack printers",
                "issuetype": {"name": "Sub-task"}, "parent": {"key": parent}}}),
     )
     .await;
     let child = child["key"].as_str().unwrap().to_owned();
-    let first = confirmed(
+    let first = confirmed_answer(
         &alice,
+        "jira_write_actions",
         json!({"action": "delete_issue", "issueIdOrKey": parent}),
     )
     .await;
@@ -781,8 +734,9 @@ async fn jira_writes_change_the_issue_as_the_subject() {
         text_of(&first)
     );
     assert!(jira.issue(&parent).is_some() && jira.issue(&child).is_some());
-    let gone = confirmed(
+    let gone = confirmed_answer(
         &alice,
+        "jira_write_actions",
         json!({"action": "delete_issue", "issueIdOrKey": parent, "deleteSubtasks": "true"}),
     )
     .await;
@@ -803,7 +757,7 @@ async fn jira_access_credentials_and_rate_limits() {
     let carol = rmcp_connect(&gw.url, &gw.token("carol@example.com").await).await;
 
     // Bob reads with his own credential; writes are beyond his access.
-    let me = read(&bob, json!({"action": "myself"})).await;
+    let me = read(&bob, "jira", json!({"action": "myself"})).await;
     assert_eq!(me["accountId"], jira.account_id("bob@example.com"));
     assert_eq!(jira.last().who, "bob@example.com");
     let err = call(
@@ -820,16 +774,14 @@ async fn jira_access_credentials_and_rate_limits() {
     assert!(jira.requests().iter().all(|r| r.method == "GET"));
 
     // A credential Jira refuses (a revoked API token): auth_required, for reads and writes.
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "carol@example.com",
         "jira",
-        mcpgate::vault::CredentialKind::Basic,
+        CredentialKind::Basic,
         "carol@example.com:revoked-token",
     )
-    .await
-    .unwrap();
+    .await;
     let before = jira.hits("POST", "/rest/api/3/issue/PROJ-12/comment");
     let answer = call(
         &carol,
@@ -857,18 +809,17 @@ async fn jira_access_credentials_and_rate_limits() {
     );
     assert!(jira.requests().iter().all(|r| r.who != "carol@example.com"));
     // With her real token back, a delete Jira does not permit her is refused with Jira's reason.
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "carol@example.com",
         "jira",
-        mcpgate::vault::CredentialKind::Basic,
+        CredentialKind::Basic,
         "carol@example.com:carol-api-token",
     )
-    .await
-    .unwrap();
-    let denied = confirmed(
+    .await;
+    let denied = confirmed_answer(
         &carol,
+        "jira_write_actions",
         json!({"action": "delete_issue", "issueIdOrKey": "PROJ-12"}),
     )
     .await;
@@ -883,7 +834,7 @@ async fn jira_access_credentials_and_rate_limits() {
     // 429 with a short Retry-After: the gateway waits it out and the read succeeds.
     jira.rate_limit(1, 1);
     let before = jira.hits("GET", "/rest/api/3/myself");
-    let me = read(&bob, json!({"action": "myself"})).await;
+    let me = read(&bob, "jira", json!({"action": "myself"})).await;
     assert_eq!(me["accountId"], jira.account_id("bob@example.com"));
     assert_eq!(
         jira.hits("GET", "/rest/api/3/myself") - before,
@@ -911,6 +862,7 @@ async fn jira_access_credentials_and_rate_limits() {
     jira.rate_limit(0, 0);
     let issue = read(
         &bob,
+        "jira",
         json!({"action": "get_issue", "issueIdOrKey": "PROJ-12"}),
     )
     .await;

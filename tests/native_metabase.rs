@@ -8,10 +8,16 @@ mod support;
 mod fake_metabase;
 
 use fake_metabase::FakeMetabase;
+use mcpgate::vault::CredentialKind;
 use rmcp::model::CallToolResult;
-use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
-use support::{TestGateway, call, reason_of, rmcp_connect, text_of};
+use support::{
+    Client, TestGateway, answered, ask_confirmation, call, json_of, ok_structured, reason_of,
+    rmcp_connect, store_credential, structured_answer, text_of, with_confirm,
+};
+
+const READ: &str = "metabase_read_actions";
+const WRITE: &str = "metabase_write_actions";
 
 struct World {
     mb: FakeMetabase,
@@ -91,16 +97,14 @@ async fn world() -> World {
         mb.base_url
     ))
     .await;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "alice@example.com",
         "metabase",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "mb_alice_key",
     )
-    .await
-    .unwrap();
+    .await;
     World {
         mb,
         gw,
@@ -113,48 +117,18 @@ async fn world() -> World {
     }
 }
 
-fn structured(result: &CallToolResult) -> Value {
-    assert_ne!(result.is_error, Some(true), "{}", text_of(result));
-    result
-        .structured_content
-        .clone()
-        .unwrap_or_else(|| panic!("no structured content: {}", text_of(result)))
-}
-
-/// A successful answer's JSON (arrays have no structured content).
-fn json_of(result: &CallToolResult) -> Value {
-    assert_ne!(result.is_error, Some(true), "{}", text_of(result));
-    serde_json::from_str(&text_of(result)).unwrap_or_else(|e| panic!("{e}: {}", text_of(result)))
-}
-
-async fn read(client: &RunningService<RoleClient, ()>, arguments: Value) -> CallToolResult {
-    call(client, "metabase_read_actions", arguments)
-        .await
-        .unwrap()
-}
-
 /// A high_risk call: the first answer asks for confirmation (and runs
 /// nothing), the same call with the token runs.
-async fn confirmed(
-    client: &RunningService<RoleClient, ()>,
-    mb: &FakeMetabase,
-    arguments: Value,
-) -> CallToolResult {
+async fn confirmed(client: &Client, mb: &FakeMetabase, arguments: Value) -> CallToolResult {
     let before = mb.received().len();
-    let ask = call(client, "metabase_write_actions", arguments.clone())
-        .await
-        .unwrap();
-    let preview = ask.structured_content.clone().unwrap_or_default();
-    assert_eq!(preview["confirmation_required"], true, "{}", text_of(&ask));
+    let preview = ask_confirmation(client, WRITE, arguments.clone()).await;
     assert_eq!(preview["risk"], "high_risk", "{preview}");
     assert_eq!(
         mb.received().len(),
         before,
         "nothing runs before the human says so"
     );
-    let mut again = arguments;
-    again["confirm"] = preview["confirm"].clone();
-    call(client, "metabase_write_actions", again).await.unwrap()
+    answered(client, WRITE, with_confirm(arguments, &preview)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -190,13 +164,12 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
 
     // A native query: the SQL nests under native.query, type defaults to native.
     let sql = "SELECT ID, TOTAL FROM ORDERS WHERE STATUS = 'paid'";
-    let answer = structured(
-        &read(
-            &alice,
-            json!({"action": "native_query", "database": db, "query": sql}),
-        )
-        .await,
-    );
+    let answer = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "native_query", "database": db, "query": sql}),
+    )
+    .await;
     assert_eq!(answer["status"], "completed", "{answer}");
     assert_eq!(answer["row_count"], 2);
     assert_eq!(answer["data.rows"], json!([[1, 120.5], [3, 42.0]]));
@@ -217,8 +190,9 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
         json!({"database": db, "type": "native", "native": {"query": sql}})
     );
     // A failed query answers 202 with status failed: a tool error, readable.
-    let failed = read(
+    let failed = answered(
         &alice,
+        READ,
         json!({"action": "native_query", "database": db, "query": "SELECT * FROM NOPE"}),
     )
     .await;
@@ -230,8 +204,9 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     );
 
     // Metabase's 403 is a permission error, not a refused credential.
-    let denied = read(
+    let denied = answered(
         &alice,
+        READ,
         json!({"action": "native_query", "database": 2, "query": "SELECT * FROM SALARIES"}),
     )
     .await;
@@ -248,24 +223,23 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     );
 
     // Cards: MBQL 5 by default, legacy MBQL on request (legacy-mbql on the wire).
-    let card = structured(&read(&alice, json!({"action": "get_card", "id": paid})).await);
+    let card = structured_answer(&alice, READ, json!({"action": "get_card", "id": paid})).await;
     assert_eq!(card["name"], "Paid orders");
     assert_eq!(card["dataset_query"]["stages"][0]["native"], sql, "{card}");
-    let legacy = structured(
-        &read(
-            &alice,
-            json!({"action": "get_card", "id": paid, "legacy_mbql": true}),
-        )
-        .await,
-    );
+    let legacy = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "get_card", "id": paid, "legacy_mbql": true}),
+    )
+    .await;
     assert_eq!(legacy["dataset_query"]["native"]["query"], sql, "{legacy}");
     let last = mb.received().last().unwrap().clone();
     assert_eq!(last.path, format!("/api/card/{paid}"));
     assert_eq!(last.query["legacy-mbql"], "true");
-    let missing = read(&alice, json!({"action": "get_card", "id": 999})).await;
+    let missing = answered(&alice, READ, json!({"action": "get_card", "id": 999})).await;
     assert_eq!(missing.is_error, Some(true));
     assert_eq!(text_of(&missing), "HTTP 404: Not found.");
-    let invalid = read(&alice, json!({"action": "get_card", "id": 0})).await;
+    let invalid = answered(&alice, READ, json!({"action": "get_card", "id": 0})).await;
     assert_eq!(invalid.is_error, Some(true));
     assert!(
         text_of(&invalid).contains("HTTP 400: id: value must be an integer greater than zero"),
@@ -274,7 +248,12 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     );
 
     // Running a card (alone, then as on its dashboard).
-    let ran = structured(&read(&alice, json!({"action": "query_card", "card-id": paid})).await);
+    let ran = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "query_card", "card-id": paid}),
+    )
+    .await;
     assert_eq!(ran["data.rows"], json!([[1, 120.5], [3, 42.0]]), "{ran}");
     let last = mb.received().last().unwrap().clone();
     assert_eq!(
@@ -282,13 +261,12 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
         ("POST", format!("/api/card/{paid}/query"))
     );
     assert_eq!(last.body, json!({"ignore_cache": false}));
-    let on_dashboard = structured(
-        &read(
-            &alice,
-            json!({"action": "query_card", "card-id": cities, "dashboard_id": dashboard, "ignore_cache": true}),
-        )
-        .await,
-    );
+    let on_dashboard = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "query_card", "card-id": cities, "dashboard_id": dashboard, "ignore_cache": true}),
+    )
+    .await;
     assert_eq!(on_dashboard["data.rows"], json!([["Lyon"], ["Porto"]]));
     assert_eq!(
         mb.received().last().unwrap().body,
@@ -296,24 +274,24 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     );
 
     // A card's variables get their values from `parameters`.
-    let refunded = structured(
-        &read(
-            &alice,
-            json!({
-                "action": "query_card",
-                "card-id": by_status,
-                "parameters": [{"type": "category", "target": ["variable", ["template-tag", "status"]], "value": "refunded"}],
-            }),
-        )
-        .await,
-    );
+    let refunded = structured_answer(
+        &alice,
+        READ,
+        json!({
+            "action": "query_card",
+            "card-id": by_status,
+            "parameters": [{"type": "category", "target": ["variable", ["template-tag", "status"]], "value": "refunded"}],
+        }),
+    )
+    .await;
     assert_eq!(refunded["data.rows"], json!([[2]]), "{refunded}");
     assert_eq!(
         mb.received().last().unwrap().body["parameters"][0]["value"],
         "refunded"
     );
-    let unanswered = read(
+    let unanswered = answered(
         &alice,
+        READ,
         json!({"action": "query_card", "card-id": by_status}),
     )
     .await;
@@ -332,17 +310,28 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
             .map(|c| c["id"].as_u64().unwrap())
             .collect()
     };
-    let all = json_of(&read(&alice, json!({"action": "list_cards"})).await);
+    let all = json_of(&answered(&alice, READ, json!({"action": "list_cards"})).await);
     assert_eq!(ids(&all), [paid, cities, by_status]);
-    let mine = json_of(&read(&alice, json!({"action": "list_cards", "f": "mine"})).await);
+    let mine = json_of(&answered(&alice, READ, json!({"action": "list_cards", "f": "mine"})).await);
     assert_eq!(ids(&mine), [paid]);
     assert_eq!(mb.received().last().unwrap().query["f"], "mine");
-    let old = json_of(&read(&alice, json!({"action": "list_cards", "f": "archived"})).await);
+    let old = json_of(
+        &answered(
+            &alice,
+            READ,
+            json!({"action": "list_cards", "f": "archived"}),
+        )
+        .await,
+    );
     assert_eq!(ids(&old), [archived]);
 
     // A dashboard and its cards.
-    let board =
-        structured(&read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await);
+    let board = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "get_dashboard", "id": dashboard}),
+    )
+    .await;
     assert_eq!(board["name"], "Sales");
     let on_board: Vec<u64> = board["dashcards"]
         .as_array()
@@ -353,17 +342,16 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     assert_eq!(on_board, [paid, cities]);
 
     // Databases, with tables on request.
-    let dbs = structured(&read(&alice, json!({"action": "list_databases"})).await);
+    let dbs = structured_answer(&alice, READ, json!({"action": "list_databases"})).await;
     assert_eq!(dbs["total"], 1, "HR is not listed for Alice: {dbs}");
     assert_eq!(dbs["data"][0]["name"], "Warehouse");
     assert!(dbs["data"][0].get("tables").is_none());
-    let with_tables = structured(
-        &read(
-            &alice,
-            json!({"action": "list_databases", "include": "tables", "saved": true}),
-        )
-        .await,
-    );
+    let with_tables = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "list_databases", "include": "tables", "saved": true}),
+    )
+    .await;
     let tables: Vec<&str> = with_tables["data"][0]["tables"]
         .as_array()
         .unwrap()
@@ -377,11 +365,11 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     assert_eq!(last.query["saved"], "true");
 
     // The user the key acts as.
-    let me = structured(&read(&alice, json!({"action": "current_user"})).await);
+    let me = structured_answer(&alice, READ, json!({"action": "current_user"})).await;
     assert_eq!(me["id"], 1);
     assert_eq!(me["is_superuser"], false);
     assert!(
-        !text_of(&read(&alice, json!({"action": "current_user"})).await)
+        !text_of(&answered(&alice, READ, json!({"action": "current_user"})).await)
             .contains("alice@example.com")
     );
     assert_eq!(mb.received().last().unwrap().path, "/api/user/current");
@@ -389,7 +377,7 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     // A proxy's 429 with a short Retry-After: waited out, then done.
     mb.rate_limit_next(1, 1);
     let before = mb.received().len();
-    structured(&read(&alice, json!({"action": "list_databases"})).await);
+    structured_answer(&alice, READ, json!({"action": "list_databases"})).await;
     let attempts: Vec<bool> = mb.received()[before..]
         .iter()
         .map(|r| r.rate_limited)
@@ -398,21 +386,19 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
 
     // Bob: no key, then a key Metabase refuses (plain-text 401): auth_required.
     let bob = rmcp_connect(&gw.url, &gw.token("bob@example.com").await).await;
-    let answer = read(&bob, json!({"action": "current_user"})).await;
+    let answer = answered(&bob, READ, json!({"action": "current_user"})).await;
     assert_eq!(answer.is_error, Some(true));
     assert_eq!(answer.structured_content.unwrap()["auth_required"], true);
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "bob@example.com",
         "metabase",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "mb_stale_key",
     )
-    .await
-    .unwrap();
+    .await;
     let before = mb.received().len();
-    let answer = read(&bob, json!({"action": "current_user"})).await;
+    let answer = answered(&bob, READ, json!({"action": "current_user"})).await;
     let text = text_of(&answer);
     assert_eq!(
         answer.structured_content.clone().unwrap()["auth_required"],
@@ -425,17 +411,15 @@ async fn metabase_reads_run_with_the_subjects_own_api_key() {
     );
     assert!(!text.contains("mb_stale_key"));
     assert_eq!(mb.received().len(), before);
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "bob@example.com",
         "metabase",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "mb_bob_key",
     )
-    .await
-    .unwrap();
-    let mine = json_of(&read(&bob, json!({"action": "list_cards", "f": "mine"})).await);
+    .await;
+    let mine = json_of(&answered(&bob, READ, json!({"action": "list_cards", "f": "mine"})).await);
     assert_eq!(ids(&mine), [cities, by_status]);
     assert_eq!(mb.received().last().unwrap().who, "bob@example.com");
     for row in gw.audit_rows().await {
@@ -461,16 +445,14 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
         dashboard,
         ..
     } = world().await;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "bob@example.com",
         "metabase",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "mb_bob_key",
     )
-    .await
-    .unwrap();
+    .await;
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
     let bob = rmcp_connect(&gw.url, &gw.token("bob@example.com").await).await;
     let native = |sql: &str| json!({"action": "native_query", "database": db, "query": sql});
@@ -508,13 +490,12 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
         "{}",
         text_of(&inserted)
     );
-    let count = structured(
-        &read(
-            &alice,
-            native("SELECT COUNT(*) FROM ORDERS WHERE STATUS = 'paid'"),
-        )
-        .await,
-    );
+    let count = structured_answer(
+        &alice,
+        READ,
+        native("SELECT COUNT(*) FROM ORDERS WHERE STATUS = 'paid'"),
+    )
+    .await;
     assert_eq!(count["data.rows"], json!([[3]]), "the insert ran");
 
     // DROP TABLE: the human confirms, then it runs with Alice's key.
@@ -525,7 +506,12 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
         (last.path.as_str(), last.who.as_str()),
         ("/api/dataset/", "alice@example.com")
     );
-    let broken = read(&alice, json!({"action": "query_card", "card-id": cities})).await;
+    let broken = answered(
+        &alice,
+        READ,
+        json!({"action": "query_card", "card-id": cities}),
+    )
+    .await;
     assert_eq!(broken.is_error, Some(true));
     assert!(
         text_of(&broken).contains("Table \"PEOPLE\" not found"),
@@ -534,8 +520,12 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     );
 
     // Updating a dashboard replaces its cards wholesale: high_risk.
-    let board =
-        structured(&read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await);
+    let board = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "get_dashboard", "id": dashboard}),
+    )
+    .await;
     let keep = board["dashcards"][0].clone();
     assert_eq!(keep["card_id"], paid);
     let layout =
@@ -557,7 +547,7 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
         json!({"action": "update_dashboard", "id": dashboard, "name": "Sales (paid)", "dashcards": layout}),
     )
     .await;
-    let updated = structured(&updated);
+    let updated = ok_structured(&updated);
     assert_eq!(updated["name"], "Sales (paid)");
     let last = mb.received().last().unwrap().clone();
     assert_eq!(
@@ -602,10 +592,14 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
         (last.method.as_str(), last.path, last.who.as_str()),
         ("DELETE", format!("/api/card/{paid}"), "alice@example.com")
     );
-    let gone = read(&alice, json!({"action": "get_card", "id": paid})).await;
+    let gone = answered(&alice, READ, json!({"action": "get_card", "id": paid})).await;
     assert_eq!(text_of(&gone), "HTTP 404: Not found.");
-    let board =
-        structured(&read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await);
+    let board = structured_answer(
+        &alice,
+        READ,
+        json!({"action": "get_dashboard", "id": dashboard}),
+    )
+    .await;
     assert_eq!(board["dashcards"], json!([]), "{board}");
 
     // Deleting the dashboard: confirmed, then 404.
@@ -617,7 +611,12 @@ async fn metabase_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     .await;
     assert_ne!(deleted.is_error, Some(true), "{}", text_of(&deleted));
     assert_eq!(mb.received().last().unwrap().method, "DELETE");
-    let gone = read(&alice, json!({"action": "get_dashboard", "id": dashboard})).await;
+    let gone = answered(
+        &alice,
+        READ,
+        json!({"action": "get_dashboard", "id": dashboard}),
+    )
+    .await;
     assert_eq!(text_of(&gone), "HTTP 404: Not found.");
     let again = confirmed(
         &alice,

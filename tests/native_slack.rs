@@ -8,10 +8,12 @@ mod fake_slack;
 mod support;
 
 use fake_slack::FakeSlack;
-use rmcp::model::CallToolResult;
-use rmcp::service::{RoleClient, RunningService};
-use serde_json::{Value, json};
-use support::{TestGateway, call, rmcp_connect, text_of};
+use mcpgate::vault::CredentialKind;
+use serde_json::json;
+use support::{
+    TestGateway, call, confirmed, ok, rmcp_connect, store_credential, structured, text_of,
+    tool_names,
+};
 
 const ALICE: &str = "U0ALICE001";
 const CAROL: &str = "U0CAROL001";
@@ -43,61 +45,22 @@ async fn setup(extra: &str) -> (FakeSlack, TestGateway) {
         slack.base_url
     ))
     .await;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "alice@example.com",
         "slack",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         ALICE_TOKEN,
     )
-    .await
-    .unwrap();
+    .await;
     (slack, gw)
-}
-
-async fn ok(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> CallToolResult {
-    let result = call(client, tool, args.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{tool} {args}: {e}"));
-    assert_ne!(
-        result.is_error,
-        Some(true),
-        "{tool} {args}: {}",
-        text_of(&result)
-    );
-    result
-}
-
-fn structured(result: &CallToolResult) -> Value {
-    result
-        .structured_content
-        .clone()
-        .unwrap_or_else(|| serde_json::from_str(&text_of(result)).unwrap_or(Value::Null))
-}
-
-/// high_risk: the first call only asks; the same call with the token runs.
-async fn confirmed(client: &RunningService<RoleClient, ()>, args: Value) -> CallToolResult {
-    let ask = ok(client, "slack_write_actions", args.clone()).await;
-    let ask = ask.structured_content.expect("a confirmation request");
-    assert_eq!(ask["confirmation_required"], true, "{ask}");
-    let mut again = args;
-    again["confirm"] = ask["confirm"].clone();
-    ok(client, "slack_write_actions", again).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slack_actions_run_with_the_subjects_own_token() {
     let (slack, gw) = setup("").await;
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
-    let tools: Vec<String> = alice
-        .peer()
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let tools = tool_names(&alice).await;
     assert!(
         tools.contains(&"slack_read_actions".into())
             && tools.contains(&"slack_write_actions".into()),
@@ -386,6 +349,7 @@ async fn slack_actions_run_with_the_subjects_own_token() {
     assert_eq!(slack.received().len(), before);
     let deleted = confirmed(
         &alice,
+        "slack_write_actions",
         json!({"action": "chat_delete", "channel": "C0DEPLOY01", "ts": ts}),
     )
     .await;
@@ -402,6 +366,7 @@ async fn slack_actions_run_with_the_subjects_own_token() {
     // conversations.archive (high_risk); an archived channel refuses posts.
     confirmed(
         &alice,
+        "slack_write_actions",
         json!({"action": "conversations_archive", "channel": "C0OLDPROJ1"}),
     )
     .await;
@@ -465,16 +430,14 @@ async fn slack_refusals_are_auth_required_and_rate_limits_are_waited_out() {
     assert_eq!(answer.structured_content.unwrap()["auth_required"], true);
     assert_eq!(slack.received().len(), before);
     // A token Slack does not know: HTTP 200 `invalid_auth`, which is auth_required too.
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    store_credential(
+        &gw,
         "bob@example.com",
         "slack",
-        mcpgate::vault::CredentialKind::Token,
+        CredentialKind::Token,
         "xoxp-9999-revoked",
     )
-    .await
-    .unwrap();
+    .await;
     let answer = call(
         &bob,
         "slack_read_actions",

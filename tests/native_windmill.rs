@@ -8,16 +8,16 @@ mod fake_windmill_api;
 mod support;
 
 use fake_windmill_api::{FakeWindmillApi, check_openflow};
-use rmcp::model::CallToolResult;
-use rmcp::service::{RoleClient, RunningService};
+use mcpgate::vault::CredentialKind;
 use serde_json::{Value, json};
-use support::{TestGateway, call, rmcp_connect, text_of};
+use support::{
+    TestGateway, call, confirmed, failed_text, json_of, ok, rmcp_connect, store_credential,
+    text_of, tool_names,
+};
 
 const FLOW: &str = "f/standup/daily_digest";
 const SCHEDULE: &str = "f/standup/weekday_9am";
 const SCRIPT: &str = "f/reports/daily";
-
-type Client = RunningService<RoleClient, ()>;
 
 /// A gateway with the Windmill catalog, the operator's workspace default
 /// (`acme`, overriding the catalog's `demo`), Alice (high_risk) and Bob (write).
@@ -30,61 +30,15 @@ async fn setup() -> (FakeWindmillApi, TestGateway) {
         windmill.api_url()
     ))
     .await;
-    set_token(&gw, "alice@example.com", "alice-windmill-token").await;
-    (windmill, gw)
-}
-
-async fn set_token(gw: &TestGateway, user: &str, token: &str) {
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
-        user,
+    store_credential(
+        &gw,
+        "alice@example.com",
         "windmill",
-        mcpgate::vault::CredentialKind::Token,
-        token,
+        CredentialKind::Token,
+        "alice-windmill-token",
     )
-    .await
-    .unwrap();
-}
-
-async fn ok(client: &Client, tool: &str, args: Value) -> CallToolResult {
-    let result = call(client, tool, args.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{tool} {args}: {e}"));
-    assert_ne!(
-        result.is_error,
-        Some(true),
-        "{tool} {args}: {}",
-        text_of(&result)
-    );
-    result
-}
-
-async fn failed(client: &Client, tool: &str, args: Value) -> String {
-    let result = call(client, tool, args.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{tool} {args}: {e}"));
-    assert_eq!(
-        result.is_error,
-        Some(true),
-        "{tool} {args} should fail: {}",
-        text_of(&result)
-    );
-    text_of(&result)
-}
-
-/// A high_risk action: the first call asks, the same call with the token runs.
-async fn confirmed(client: &Client, tool: &str, args: Value) -> CallToolResult {
-    let ask = ok(client, tool, args.clone()).await;
-    let structured = ask.structured_content.expect("a confirmation request");
-    assert_eq!(structured["confirmation_required"], true, "{structured}");
-    let mut again = args;
-    again["confirm"] = structured["confirm"].clone();
-    ok(client, tool, again).await
-}
-
-fn json_of(result: &CallToolResult) -> Value {
-    serde_json::from_str(&text_of(result)).unwrap_or_else(|e| panic!("{e}: {}", text_of(result)))
+    .await;
+    (windmill, gw)
 }
 
 /// Problems of `flow` against the OpenFlow schema itself (`openflow.yaml`'s
@@ -157,14 +111,7 @@ fn digest_flow() -> Value {
 async fn an_ai_client_creates_a_flow_and_a_weekday_schedule_then_disables_it() {
     let (windmill, gw) = setup().await;
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
-    let tools: Vec<String> = alice
-        .peer()
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let tools = tool_names(&alice).await;
     assert!(
         tools.contains(&"windmill_read_actions".into())
             && tools.contains(&"windmill_write_actions".into()),
@@ -324,7 +271,7 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
         (&json!(first_hash), &json!("python3"))
     );
     // Creating over an existing path is Windmill's own conflict, readable.
-    let conflict = failed(
+    let conflict = failed_text(
         &alice,
         w,
         json!({"action": "create_script", "path": SCRIPT, "summary": "again",
@@ -348,7 +295,7 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
     let versions = windmill.script_versions(SCRIPT);
     assert_eq!(versions.len(), 2);
     assert_eq!(versions[1]["parent_hashes"], json!([first_hash]));
-    let stale = failed(
+    let stale = failed_text(
         &alice,
         w,
         json!({"action": "update_script", "path": SCRIPT, "parent_hash": first_hash,
@@ -473,7 +420,7 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
         (&queued["type"], &queued["running"]),
         (&json!("QueuedJob"), &json!(false))
     );
-    let pending = failed(&alice, r, json!({"action": "get_job_result", "id": job})).await;
+    let pending = failed_text(&alice, r, json!({"action": "get_job_result", "id": job})).await;
     assert!(
         pending.contains("HTTP 404") && pending.contains("not completed"),
         "{pending}"
@@ -579,7 +526,7 @@ async fn every_windmill_action_runs_with_the_subjects_own_token() {
         "/api/w/acme/scripts/archive/p/f/reports/daily"
     );
     assert_eq!(windmill.script(SCRIPT).unwrap()["archived"], true);
-    let gone = failed(&alice, w, json!({"action": "run_script", "path": SCRIPT})).await;
+    let gone = failed_text(&alice, w, json!({"action": "run_script", "path": SCRIPT})).await;
     assert!(gone.contains("HTTP 404"), "{gone}");
 
     for r in windmill.received() {
@@ -603,7 +550,7 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
     .await;
 
     // Flows that do not follow OpenFlow get Windmill's 400, readable.
-    let unknown_type = failed(
+    let unknown_type = failed_text(
         &alice,
         w,
         json!({"action": "create_flow", "path": "f/standup/bad", "summary": "Bad",
@@ -615,7 +562,7 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
             && unknown_type.contains("unknown module type 'teleport'"),
         "{unknown_type}"
     );
-    let no_content = failed(
+    let no_content = failed_text(
         &alice,
         w,
         json!({"action": "create_flow", "path": "f/standup/bad", "summary": "Bad",
@@ -626,7 +573,7 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
         no_content.contains("missing field `content`"),
         "{no_content}"
     );
-    let no_modules = failed(
+    let no_modules = failed_text(
         &alice,
         w,
         json!({"action": "create_flow", "path": "f/standup/bad", "summary": "Bad",
@@ -634,7 +581,7 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
     )
     .await;
     assert!(no_modules.contains("missing `modules`"), "{no_modules}");
-    let nested = failed(
+    let nested = failed_text(
         &alice,
         w,
         json!({"action": "create_flow", "path": "f/standup/bad", "summary": "Bad",
@@ -649,7 +596,7 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
     );
     // Beyond the readable checks, the whole OpenFlow schema has the last word
     // (`sleep` is an InputTransform, not a number).
-    let sleepy = failed(
+    let sleepy = failed_text(
         &alice,
         w,
         json!({"action": "create_flow", "path": "f/standup/bad", "summary": "Bad",
@@ -679,13 +626,13 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
         json!({"action": "create_schedule", "path": SCHEDULE, "schedule": cron, "timezone": tz,
                "script_path": target, "is_flow": true})
     };
-    let five = failed(&alice, w, schedule("0 9 * * 1-5", "Europe/Paris", FLOW)).await;
+    let five = failed_text(&alice, w, schedule("0 9 * * 1-5", "Europe/Paris", FLOW)).await;
     assert!(five.contains("expected 6 fields"), "{five}");
-    let bad_cron = failed(&alice, w, schedule("0 0 25 * * 1-5", "Europe/Paris", FLOW)).await;
+    let bad_cron = failed_text(&alice, w, schedule("0 0 25 * * 1-5", "Europe/Paris", FLOW)).await;
     assert!(bad_cron.contains("invalid cron"), "{bad_cron}");
-    let tz = failed(&alice, w, schedule("0 0 9 * * 1-5", "Mars/Olympus", FLOW)).await;
+    let tz = failed_text(&alice, w, schedule("0 0 9 * * 1-5", "Mars/Olympus", FLOW)).await;
     assert!(tz.contains("invalid timezone"), "{tz}");
-    let target = failed(
+    let target = failed_text(
         &alice,
         w,
         schedule("0 0 9 * * 1-5", "UTC", "f/standup/missing"),
@@ -695,7 +642,7 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
     assert!(windmill.schedule(SCHEDULE).is_none());
 
     // Not found, in Windmill's words.
-    let missing = failed(
+    let missing = failed_text(
         &alice,
         r,
         json!({"action": "get_flow", "path": "f/standup/nope"}),
@@ -782,7 +729,14 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
         before,
         "nothing sent without a credential"
     );
-    set_token(&gw, "bob@example.com", "not-bobs-token").await;
+    store_credential(
+        &gw,
+        "bob@example.com",
+        "windmill",
+        CredentialKind::Token,
+        "not-bobs-token",
+    )
+    .await;
     let answer = call(&bob, r, json!({"action": "list_flows"}))
         .await
         .unwrap();
@@ -795,7 +749,14 @@ async fn windmill_refusals_errors_pages_and_rate_limits() {
     assert!(text.contains("refused your credential"), "{text}");
     assert!(!text.contains("not-bobs-token"));
     // With his own token Bob acts as himself; high_risk is beyond his access.
-    set_token(&gw, "bob@example.com", "bob-windmill-token").await;
+    store_credential(
+        &gw,
+        "bob@example.com",
+        "windmill",
+        CredentialKind::Token,
+        "bob-windmill-token",
+    )
+    .await;
     ok(&bob, r, json!({"action": "list_flows"})).await;
     assert_eq!(windmill.last().who, "bob");
     let err = call(

@@ -297,3 +297,132 @@ pub fn reason_of(error: &ServiceError) -> String {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+// Helpers for the per-service native connector tests (`tests/native_*.rs`).
+
+/// An rmcp client session, as the tests hold it.
+pub type Client = RunningService<RoleClient, ()>;
+
+/// The names of the tools `client` sees.
+pub async fn tool_names(client: &Client) -> Vec<String> {
+    client
+        .peer()
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect()
+}
+
+/// Call `tool`; the call must reach it (no JSON-RPC error). The answer may be
+/// a tool error.
+pub async fn answered(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    call(client, tool, args.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{tool} {args}: {e}"))
+}
+
+/// Call `tool`; the answer must not be a tool error.
+pub async fn ok(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let result = answered(client, tool, args.clone()).await;
+    assert_ne!(
+        result.is_error,
+        Some(true),
+        "{tool} {args}: {}",
+        text_of(&result)
+    );
+    result
+}
+
+/// Call `tool`; the answer must be a tool error (the service refused). Its text.
+pub async fn failed_text(client: &Client, tool: &str, args: Value) -> String {
+    let result = answered(client, tool, args.clone()).await;
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "{tool} {args} should fail: {}",
+        text_of(&result)
+    );
+    text_of(&result)
+}
+
+/// The structured content, or else the text parsed as JSON (`Null` if it is not).
+pub fn structured(result: &CallToolResult) -> Value {
+    result
+        .structured_content
+        .clone()
+        .unwrap_or_else(|| serde_json::from_str(&text_of(result)).unwrap_or(Value::Null))
+}
+
+/// A successful answer's structured content, which must be there.
+pub fn ok_structured(result: &CallToolResult) -> Value {
+    assert_ne!(result.is_error, Some(true), "{}", text_of(result));
+    result
+        .structured_content
+        .clone()
+        .unwrap_or_else(|| panic!("no structured content: {}", text_of(result)))
+}
+
+/// Call `tool`; it must succeed with structured content: [`ok_structured`] of its answer.
+pub async fn structured_answer(client: &Client, tool: &str, args: Value) -> Value {
+    ok_structured(&answered(client, tool, args).await)
+}
+
+/// A successful answer's text, parsed as JSON (arrays have no structured content).
+pub fn json_of(result: &CallToolResult) -> Value {
+    assert_ne!(result.is_error, Some(true), "{}", text_of(result));
+    serde_json::from_str(&text_of(result)).unwrap_or_else(|e| panic!("{e}: {}", text_of(result)))
+}
+
+/// `{service}_read_actions`, which must succeed: [`structured`] of its answer.
+pub async fn read(client: &Client, service: &str, args: Value) -> Value {
+    structured(&ok(client, &format!("{service}_read_actions"), args).await)
+}
+
+/// `{service}_write_actions`, which must succeed: [`structured`] of its answer.
+pub async fn write(client: &Client, service: &str, args: Value) -> Value {
+    structured(&ok(client, &format!("{service}_write_actions"), args).await)
+}
+
+/// The first call of a high_risk action: it only asks. Its structured content
+/// (`confirmation_required`, `risk`, the `confirm` token).
+pub async fn ask_confirmation(client: &Client, tool: &str, args: Value) -> Value {
+    let ask = ok(client, tool, args).await;
+    let preview = ask.structured_content.expect("a confirmation request");
+    assert_eq!(preview["confirmation_required"], true, "{preview}");
+    preview
+}
+
+/// `args` with the `confirm` token of `preview` (from [`ask_confirmation`]).
+pub fn with_confirm(args: Value, preview: &Value) -> Value {
+    let mut again = args;
+    again["confirm"] = preview["confirm"].clone();
+    again
+}
+
+/// A high_risk action: the first call asks, the same call with the token runs.
+/// Its answer, which may be a tool error (the service refused).
+pub async fn confirmed_answer(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let preview = ask_confirmation(client, tool, args.clone()).await;
+    answered(client, tool, with_confirm(args, &preview)).await
+}
+
+/// Like [`confirmed_answer`]; the confirmed call must succeed.
+pub async fn confirmed(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let preview = ask_confirmation(client, tool, args.clone()).await;
+    ok(client, tool, with_confirm(args, &preview)).await
+}
+
+/// Store `user`'s credential for `service` in the vault.
+pub async fn store_credential(
+    gw: &TestGateway,
+    user: &str,
+    service: &str,
+    kind: mcpgate::vault::CredentialKind,
+    secret: &str,
+) {
+    mcpgate::vault::set(&gw.gw.pool, &gw.gw.master_key, user, service, kind, secret)
+        .await
+        .unwrap();
+}
