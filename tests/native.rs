@@ -123,16 +123,14 @@ async fn retries_rate_limits_breaker_and_bad_answers() {
         "    retries: 2\n    max_retry_wait: 3s\n    breaker: { failures: 3, cool_down: 1s }\n",
     )
     .await;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    support::store_credential(
+        &gw,
         "alice@example.com",
         "acme",
         mcpgate::vault::CredentialKind::Token,
         "acme-token-5ecr3t",
     )
-    .await
-    .unwrap();
+    .await;
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
     let read = |action: &'static str| json!({ "action": action });
 
@@ -291,16 +289,14 @@ async fn a_service_slower_than_its_timeout_gets_a_clear_error() {
     let api = FakeApi::start().await;
     api.allow_token("acme-token");
     let gw = acme_gateway(&api, "    call_timeout: 1s\n    retries: 0\n").await;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    support::store_credential(
+        &gw,
         "alice@example.com",
         "acme",
         mcpgate::vault::CredentialKind::Token,
         "acme-token",
     )
-    .await
-    .unwrap();
+    .await;
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
     let started = Instant::now();
     let outcome = call(
@@ -356,16 +352,14 @@ async fn a_delegated_flow_calls_a_native_service_with_its_owners_credential() {
         api.base_url
     ))
     .await;
-    mcpgate::vault::set(
-        &gw.gw.pool,
-        &gw.gw.master_key,
+    support::store_credential(
+        &gw,
         "alice@example.com",
         "acme",
         mcpgate::vault::CredentialKind::Token,
         "alice-acme-token",
     )
-    .await
-    .unwrap();
+    .await;
     let admin = gw.token("root@example.com").await;
     let sa = gw.token("windmill-sa@example.com").await;
     let http = reqwest::Client::new();
@@ -453,7 +447,10 @@ async fn a_delegated_flow_calls_a_native_service_with_its_owners_credential() {
     // Subject: the owner; actor: the flow that drove it.
     assert_eq!(
         (row.subject.as_str(), row.actor.as_str()),
-        ("alice@example.com", "windmill:prod/finance/f/finance/nightly")
+        (
+            "alice@example.com",
+            "windmill:prod/finance/f/finance/nightly"
+        )
     );
     flow.cancel().await.unwrap();
     sa_client.cancel().await.unwrap();
