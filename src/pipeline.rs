@@ -355,10 +355,14 @@ pub async fn run(
                 },
                 None => None,
             };
+            // A person in their own client, not a workflow acting for them.
+            let interactive =
+                request.principal.grant.is_none() && !request.principal.user.service_account;
             let pending = connector::dispatch(
                 &connector,
                 &resolved.service,
                 &request.principal.subject,
+                interactive,
                 resolved.action.clone(),
                 Some(resolved.upstream_arguments.clone()),
                 deadline,

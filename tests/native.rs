@@ -344,10 +344,11 @@ async fn a_delegated_flow_calls_a_native_service_with_its_owners_credential() {
     api.allow_token("alice-acme-token");
     let wm = support::fake_windmill::FakeWindmill::start("finance").await;
     wm.add_user("alice", "alice@example.com");
+    wm.add_user("bob", "bob@example.com");
     let catalogs = tempfile::tempdir().unwrap();
     std::fs::write(catalogs.path().join("acme.yaml"), ACME_CATALOG).unwrap();
     let gw = support::TestGateway::start(&format!(
-        "catalog_dir: {}\nservices:\n  acme: {{ kind: native, catalog: acme, base_url: \"{}\" }}\nusers:\n  - email: alice@example.com\n    access: {{ acme: read }}\n  - email: windmill-sa@example.com\n    service_account: true\n    access: {{ acme: read }}\n  - email: root@example.com\n    admin: true\n",
+        "catalog_dir: {}\nservices:\n  acme: {{ kind: native, catalog: acme, base_url: \"{}\", oauth: {{ authorize_url: \"https://id.example/authorize\", token_url: \"https://id.example/token\", client_id: gw }} }}\nusers:\n  - email: alice@example.com\n    access: {{ acme: read }}\n  - email: bob@example.com\n    access: {{ acme: read }}\n  - email: windmill-sa@example.com\n    service_account: true\n    access: {{ acme: read }}\n  - email: root@example.com\n    admin: true\n",
         catalogs.path().display(),
         api.base_url
     ))
@@ -395,43 +396,67 @@ async fn a_delegated_flow_calls_a_native_service_with_its_owners_credential() {
         .unwrap();
     assert_eq!(own.structured_content.unwrap()["auth_required"], true);
 
-    // Alice's flow exchanges its job token and acts as Alice, with her credential.
-    let step = wm.start_flow("alice", "f/finance/nightly");
-    let mut form = reqwest::Url::parse("http://form/").unwrap();
-    form.query_pairs_mut().extend_pairs([
-        (
-            "grant_type",
-            "urn:ietf:params:oauth:grant-type:token-exchange",
-        ),
-        ("subject_token", step.token.as_str()),
-        (
-            "subject_token_type",
-            "urn:mcpgate:params:oauth:token-type:windmill-job-token",
-        ),
-        ("actor_token", sa.as_str()),
-        (
-            "actor_token_type",
-            "urn:ietf:params:oauth:token-type:access_token",
-        ),
-        ("workspace", "finance"),
-        ("job_id", step.job_id.as_str()),
-        ("flow_job_id", step.flow_job_id.as_str()),
-        ("gateway_services", r#"[{"acme": ["read"]}]"#),
-    ]);
-    let exchanged: Value = http
-        .post(format!("{}/oauth/token", gw.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form.query().unwrap().to_owned())
-        .send()
-        .await
-        .unwrap()
-        .json()
+    // A flow exchanges its job token and acts as its owner.
+    let exchange = |owner: &str, flow: &str| {
+        let step = wm.start_flow(owner, flow);
+        let http = http.clone();
+        let sa = sa.clone();
+        let base = gw.base.clone();
+        async move {
+            let mut form = reqwest::Url::parse("http://form/").unwrap();
+            form.query_pairs_mut().extend_pairs([
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", step.token.as_str()),
+                (
+                    "subject_token_type",
+                    "urn:mcpgate:params:oauth:token-type:windmill-job-token",
+                ),
+                ("actor_token", sa.as_str()),
+                (
+                    "actor_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ),
+                ("workspace", "finance"),
+                ("job_id", step.job_id.as_str()),
+                ("flow_job_id", step.flow_job_id.as_str()),
+                ("gateway_services", r#"[{"acme": ["read"]}]"#),
+            ]);
+            let exchanged: Value = http
+                .post(format!("{base}/oauth/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.query().unwrap().to_owned())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            exchanged["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{exchanged}"))
+                .to_owned()
+        }
+    };
+    // Bob's flow: Bob has no credential. auth_required, but without a
+    // connect link: a ticket is for the person, never for a workflow.
+    let bobs = rmcp_connect(&gw.url, &exchange("bob", "f/finance/weekly").await).await;
+    let answer = call(&bobs, "acme_read_actions", json!({"action": "flaky"}))
         .await
         .unwrap();
-    let grant_token = exchanged["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{exchanged}"));
-    let flow = rmcp_connect(&gw.url, grant_token).await;
+    let needed = answer.structured_content.clone().unwrap();
+    assert_eq!(needed["auth_required"], true);
+    assert!(needed["connect_url"].is_null(), "{needed}");
+    assert!(
+        !text_of(&answer).contains("ticket="),
+        "{}",
+        text_of(&answer)
+    );
+    bobs.cancel().await.unwrap();
+    // Alice's flow uses her credential.
+    let flow = rmcp_connect(&gw.url, &exchange("alice", "f/finance/nightly").await).await;
     let answer = call(&flow, "acme_read_actions", json!({"action": "flaky"}))
         .await
         .unwrap();

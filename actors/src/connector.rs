@@ -140,6 +140,9 @@ pub enum ConnectorMsg {
         /// The person acted for: a connector that holds per-user credentials
         /// (native services) acts with theirs. MCP upstreams ignore it.
         subject: String,
+        /// The subject is asking in person (not a workflow or a delegated
+        /// flow): only then may an answer carry links meant for them.
+        interactive: bool,
         reply: RpcReplyPort<Result<CallToolResult, ConnectorError>>,
     },
     /// The upstream announced a new tool list: fetch it (off the mailbox).
@@ -436,6 +439,7 @@ pub fn dispatch(
     connector: &ActorRef<ConnectorMsg>,
     service: &str,
     subject: &str,
+    interactive: bool,
     tool: String,
     arguments: Option<JsonObject>,
     deadline: Duration,
@@ -446,6 +450,7 @@ pub fn dispatch(
             tool,
             arguments,
             subject: subject.to_owned(),
+            interactive,
             reply: reply.into(),
         })
         .map_err(|_| ConnectorError::Unavailable(service.to_owned()))?;
@@ -476,7 +481,7 @@ pub async fn call(
     arguments: Option<JsonObject>,
     deadline: Duration,
 ) -> Result<CallToolResult, ConnectorError> {
-    dispatch(connector, service, "", tool, arguments, deadline)?
+    dispatch(connector, service, "", false, tool, arguments, deadline)?
         .answer()
         .await
 }

@@ -99,17 +99,31 @@ impl Actor for NativeConnector {
             tool,
             arguments,
             subject,
+            interactive,
             reply,
         } = message
         {
             let shared = state.shared.clone();
             tokio::spawn(async move {
-                let answer = shared.call(&subject, &tool, arguments).await;
+                let asker = Asker {
+                    subject: &subject,
+                    interactive,
+                };
+                let answer = shared.call(asker, &tool, arguments).await;
                 let _ = reply.send(answer);
             });
         }
         Ok(())
     }
+}
+
+/// Who a call is for, and whether they are the one asking.
+#[derive(Clone, Copy)]
+struct Asker<'a> {
+    subject: &'a str,
+    /// A connect link (with its ticket) goes only to the subject in person,
+    /// never to a workflow acting for them.
+    interactive: bool,
 }
 
 fn tool_error(message: String, structured: Value) -> CallToolResult {
@@ -124,9 +138,14 @@ impl Shared {
     }
 
     /// The same shape for every service when the subject has no usable credential.
-    fn auth_required(&self, subject: &str, why: &str) -> CallToolResult {
+    fn auth_required(&self, asker: Asker<'_>, why: &str) -> CallToolResult {
         let service = self.service();
+        let subject = asker.subject;
         let (how, connect_url) = match &self.args.connect_url {
+            Some(_) if !asker.interactive => (
+                format!("{subject} connects it from their own AI client (this call acts for them)"),
+                None,
+            ),
             Some(url) => {
                 let link = format!(
                     "{url}?ticket={}",
@@ -159,7 +178,7 @@ impl Shared {
 
     async fn call(
         &self,
-        subject: &str,
+        asker: Asker<'_>,
         tool: &str,
         arguments: Option<JsonObject>,
     ) -> Result<CallToolResult, ConnectorError> {
@@ -170,7 +189,7 @@ impl Shared {
                 message: format!("{service} has no action '{tool}'"),
             });
         };
-        let mut credential = match self.credential(subject).await? {
+        let mut credential = match self.credential(asker).await? {
             Ok(credential) => credential,
             Err(refusal) => return Ok(refusal),
         };
@@ -220,7 +239,7 @@ impl Shared {
                 {
                     // The provider revoked the access token early: one refresh, one retry.
                     refreshed_after_401 = true;
-                    match self.refresh(subject, &credential, true).await? {
+                    match self.refresh(asker, &credential, true).await? {
                         Ok(fresh) => {
                             credential = fresh;
                             continue;
@@ -230,7 +249,7 @@ impl Shared {
                     }
                 }
                 Err(Failure::Unauthorized(message)) => Ok(self.auth_required(
-                    subject,
+                    asker,
                     &format!("{service} refused your credential ({message})"),
                 )),
                 Err(Failure::RateLimited {
@@ -256,23 +275,23 @@ impl Shared {
     /// expire; `Ok(Err(result))` is the auth_required answer.
     async fn credential(
         &self,
-        subject: &str,
+        asker: Asker<'_>,
     ) -> Result<Result<Credential, CallToolResult>, ConnectorError> {
+        let subject = asker.subject;
         let credential =
             match vault::get(&self.args.pool, &self.args.master, subject, self.service()).await {
                 Ok(Some(credential)) => credential,
                 Ok(None) => {
-                    return Ok(Err(self.auth_required(
-                        subject,
-                        "you have no credential for this service",
-                    )));
+                    return Ok(Err(
+                        self.auth_required(asker, "you have no credential for this service")
+                    ));
                 }
                 Err(vault::VaultError::Store(e)) => {
                     return Err(ConnectorError::Transport(format!(
                         "the vault is unavailable: {e}"
                     )));
                 }
-                Err(e) => return Ok(Err(self.auth_required(subject, &e.to_string()))),
+                Err(e) => return Ok(Err(self.auth_required(asker, &e.to_string()))),
             };
         if credential.kind != CredentialKind::Oauth {
             return Ok(Ok(credential));
@@ -283,17 +302,18 @@ impl Shared {
         if !due {
             return Ok(Ok(credential));
         }
-        self.refresh(subject, &credential, false).await
+        self.refresh(asker, &credential, false).await
     }
 
     /// Refresh the subject's OAuth set and store the new one. One refresh per
     /// user at a time: a second caller finds the fresh set in the vault.
     async fn refresh(
         &self,
-        subject: &str,
+        asker: Asker<'_>,
         stale: &Credential,
         forced: bool,
     ) -> Result<Result<Credential, CallToolResult>, ConnectorError> {
+        let subject = asker.subject;
         let service = self.service();
         let lock = self
             .refresh_locks
@@ -304,22 +324,19 @@ impl Shared {
         let current = match vault::get(&self.args.pool, &self.args.master, subject, service).await {
             Ok(Some(current)) => current,
             Ok(None) => {
-                return Ok(Err(
-                    self.auth_required(subject, "your connection was removed")
-                ));
+                return Ok(Err(self.auth_required(asker, "your connection was removed")));
             }
             Err(vault::VaultError::Store(e)) => {
                 return Err(ConnectorError::Transport(format!(
                     "the vault is unavailable: {e}"
                 )));
             }
-            Err(e) => return Ok(Err(self.auth_required(subject, &e.to_string()))),
+            Err(e) => return Ok(Err(self.auth_required(asker, &e.to_string()))),
         };
         let Some(set) = TokenSet::parse(current.secret()) else {
-            return Ok(Err(self.auth_required(
-                subject,
-                "the stored OAuth token set is unreadable",
-            )));
+            return Ok(Err(
+                self.auth_required(asker, "the stored OAuth token set is unreadable")
+            ));
         };
         // Someone else refreshed while we waited.
         if current.secret() != stale.secret() && !set.needs_refresh(token_set::now_unix()) {
@@ -330,7 +347,7 @@ impl Shared {
         }
         let Some(oauth) = &self.args.oauth else {
             return Ok(Err(self.auth_required(
-                subject,
+                asker,
                 "your access token expired and this service has no OAuth settings to renew it",
             )));
         };
@@ -358,7 +375,7 @@ impl Shared {
             Err(e) => {
                 tracing::warn!(service, error = %e, "OAuth refresh failed; the user must reconnect");
                 Ok(Err(self.auth_required(
-                    subject,
+                    asker,
                     &format!(
                         "your {service} authorization could not be renewed ({e}); consent again"
                     ),
