@@ -156,6 +156,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli.global)?;
     match cli.command {
         Command::Check => {
+            // Native services' catalogs load here too, so a bad one is found
+            // before `serve` (errors name file:line:column and the action).
+            for (name, service) in &config.services {
+                if service.kind == crate::config::ServiceKind::Native {
+                    let source = service.catalog.as_deref().unwrap_or_default();
+                    crate::native::catalog::load(source, config.catalog_dir.as_deref())
+                        .map_err(|e| anyhow::anyhow!("service '{name}': {e}"))?;
+                }
+            }
             println!(
                 "config ok: {} service(s), {} user(s)",
                 config.services.len(),

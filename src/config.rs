@@ -414,6 +414,20 @@ impl Config {
             if config.hooks.dir.is_relative() {
                 config.hooks.dir = dir.join(&config.hooks.dir);
             }
+            if let Some(catalogs) = &config.catalog_dir
+                && catalogs.is_relative()
+            {
+                config.catalog_dir = Some(dir.join(catalogs));
+            }
+            // A native service's catalog given as a file path.
+            for service in config.services.values_mut() {
+                if let Some(catalog) = &service.catalog
+                    && (catalog.ends_with(".yaml") || catalog.ends_with(".yml"))
+                    && Path::new(catalog).is_relative()
+                {
+                    service.catalog = Some(dir.join(catalog).display().to_string());
+                }
+            }
         }
         Ok(config)
     }

@@ -174,6 +174,34 @@ fn a_bad_config_stops_the_gateway_with_file_line_and_column() {
         dir.path(),
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("MCPGATE_LISTEN"));
+
+    // A native service's catalog is checked too: file:line and the action.
+    let catalogs = dir.path().join("catalogs");
+    std::fs::create_dir_all(&catalogs).unwrap();
+    std::fs::write(
+        catalogs.join("acme.yaml"),
+        "service: acme\nauth: bearer\nactions:\n  - name: get_thing\n    description: d\n    risk: read\n    method: GET\n    path: /things/{id}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        "catalog_dir: catalogs\nservices:\n  acme: { kind: native, catalog: acme, base_url: \"https://acme.example\" }\n",
+    )
+    .unwrap();
+    // Run from elsewhere: `catalog_dir` is relative to the config file.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = run(
+        &["--config", config.to_str().unwrap(), "check"],
+        &[],
+        &elsewhere,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("acme.yaml:8:5") && stderr.contains("action 'get_thing'"),
+        "{stderr}"
+    );
 }
 
 #[test]
