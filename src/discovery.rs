@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use actors::audit::AuditWrite;
 use actors::grant::Risk;
 use actors::session::SessionTicket;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
@@ -14,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::{Action, READ_SUFFIX, WRITE_SUFFIX};
 use crate::gateway::Gateway;
-use crate::pipeline::{self, CallError, RowStart};
+use crate::pipeline::{self, CallError};
 use crate::principal::Principal;
 
 pub const SEARCH: &str = "gateway_search_actions";
@@ -214,23 +213,8 @@ pub async fn call(
     tool: &str,
     arguments: JsonObject,
 ) -> Result<CallToolResult, CallError> {
-    let mut row = pipeline::audit_row(RowStart {
-        subject: &principal.subject,
-        actor: &principal.actor,
-        session: Some(session.key.clone()),
-        client: &session.client,
-        tool,
-        arguments: &arguments,
-    });
-    row.completed = true;
+    let mut row = pipeline::local_row(principal, session, tool, &arguments);
     row.risk = Some(Risk::Read.as_str().into());
-    match run(gw, principal, tool, &arguments) {
-        Ok(result) => {
-            pipeline::record(gw, AuditWrite::Decision(Box::new(row)))
-                .await
-                .map_err(|e| CallError::unavailable("audit_unavailable", e))?;
-            Ok(result)
-        }
-        Err(error) => Err(pipeline::refuse(gw, row, error).await),
-    }
+    let outcome = run(gw, principal, tool, &arguments);
+    pipeline::finish_local(gw, row, outcome).await
 }

@@ -662,6 +662,45 @@ fn resolve_and_authorize(
     })
 }
 
+/// The audit row of a tool the gateway answers itself (discovery, a user's
+/// own hooks): one complete row, no upstream.
+pub fn local_row(
+    principal: &Principal,
+    session: &SessionTicket,
+    tool: &str,
+    arguments: &JsonObject,
+) -> AuditDecision {
+    let mut row = audit_row(RowStart {
+        subject: &principal.subject,
+        actor: &principal.actor,
+        session: Some(session.key.clone()),
+        client: &session.client,
+        tool,
+        arguments,
+    });
+    row.completed = true;
+    row
+}
+
+/// Record a gateway-answered call's row and pass its outcome on: allowed if
+/// it succeeded (nothing is answered unless that row is durable), refused
+/// with its reason otherwise.
+pub async fn finish_local(
+    gw: &Gateway,
+    row: AuditDecision,
+    outcome: Result<CallToolResult, CallError>,
+) -> Result<CallToolResult, CallError> {
+    match outcome {
+        Ok(result) => {
+            record(gw, AuditWrite::Decision(Box::new(row)))
+                .await
+                .map_err(|e| CallError::unavailable("audit_unavailable", e))?;
+            Ok(result)
+        }
+        Err(error) => Err(refuse(gw, row, error).await),
+    }
+}
+
 /// Record a refusal (one complete row) and return the error for the caller.
 /// If even the refusal cannot be recorded, the caller learns that too.
 pub async fn refuse(gw: &Gateway, row: AuditDecision, error: CallError) -> CallError {

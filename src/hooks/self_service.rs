@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use actors::audit::AuditWrite;
 use actors::session::SessionTicket;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 use super::Layer;
 use super::load::parse;
 use crate::gateway::Gateway;
-use crate::pipeline::{self, CallError, RowStart};
+use crate::pipeline::{self, CallError};
 use crate::principal::Principal;
 
 pub const TOOL: &str = "gateway_my_hooks";
@@ -54,27 +53,11 @@ pub async fn call(
     session: &SessionTicket,
     arguments: JsonObject,
 ) -> Result<CallToolResult, CallError> {
-    let mut row = pipeline::audit_row(RowStart {
-        subject: &principal.subject,
-        actor: &principal.actor,
-        session: Some(session.key.clone()),
-        client: &session.client,
-        tool: TOOL,
-        arguments: &arguments,
-    });
-    row.completed = true;
+    let mut row = pipeline::local_row(principal, session, TOOL, &arguments);
     let op = arguments.get("op").and_then(Value::as_str).unwrap_or("");
     row.action = Some(op.to_owned());
     let outcome = run(gw, principal, op, &arguments);
-    match outcome {
-        Ok(result) => {
-            pipeline::record(gw, AuditWrite::Decision(Box::new(row)))
-                .await
-                .map_err(|e| CallError::unavailable("audit_unavailable", e))?;
-            Ok(result)
-        }
-        Err(error) => Err(pipeline::refuse(gw, row, error).await),
-    }
+    pipeline::finish_local(gw, row, outcome).await
 }
 
 fn refused(code: &'static str, message: String) -> CallError {
