@@ -324,9 +324,13 @@ async fn fetch(
             .to_ascii_lowercase();
         let bytes = read_capped(response, service).await?;
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-        // A short plain-text error body (Metabase's `Unauthenticated`) is the reason.
-        let reason = parsed.clone().or_else(|| {
-            (!status.is_success() && content_type.starts_with("text/plain")).then(|| {
+        if status.is_success() {
+            return answer(service, status, &content_type, parsed, bytes);
+        }
+        // An error from here on. A short plain-text body (Metabase's
+        // `Unauthenticated`) is the reason.
+        let reason = parsed.or_else(|| {
+            content_type.starts_with("text/plain").then(|| {
                 Value::String(
                     String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
                         .trim()
@@ -336,9 +340,9 @@ async fn fetch(
         });
         let google_rate_limited = catalog.errors == ErrorShape::Google
             && status == reqwest::StatusCode::FORBIDDEN
-            && parsed.as_ref().is_some_and(|b| {
-                b.to_string().contains("rateLimitExceeded")
-                    || b.to_string().contains("RESOURCE_EXHAUSTED")
+            && reason.as_ref().is_some_and(|b| {
+                let text = b.to_string();
+                text.contains("rateLimitExceeded") || text.contains("RESOURCE_EXHAUSTED")
             });
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS || google_rate_limited {
             let seconds = wait.unwrap_or(1);
@@ -380,33 +384,43 @@ async fn fetch(
                 &content_type,
             ))));
         }
-        if !status.is_success() {
-            let message = error_message(catalog.errors, status, reason.as_ref(), &content_type);
-            let mut result = CallToolResult::error(vec![ContentBlock::text(message.clone())]);
-            result.structured_content = Some(json!({"error": message, "status": status.as_u16()}));
-            return Err(Stop::Tool(result));
+        let message = error_message(catalog.errors, status, reason.as_ref(), &content_type);
+        let mut result = CallToolResult::error(vec![ContentBlock::text(message.clone())]);
+        result.structured_content = Some(json!({"error": message, "status": status.as_u16()}));
+        return Err(Stop::Tool(result));
+    }
+}
+
+/// A 2xx answer: JSON, or text where the service sent text (Drive export).
+fn answer(
+    service: &str,
+    status: reqwest::StatusCode,
+    content_type: &str,
+    parsed: Option<Value>,
+    bytes: Vec<u8>,
+) -> Result<Answer, Stop> {
+    match parsed {
+        Some(value) => Ok(Answer::Json(value)),
+        None if bytes.is_empty() => Ok(Answer::Json(json!({"status": status.as_u16()}))),
+        None if content_type.contains("json") => Err(Stop::Tool(tool_error(format!(
+            "{service} answered HTTP {} with malformed JSON ({} bytes)",
+            status.as_u16(),
+            bytes.len()
+        )))),
+        None if content_type.starts_with("text/") && !content_type.contains("html") => {
+            Ok(Answer::Text(String::from_utf8(bytes).unwrap_or_else(|e| {
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            })))
         }
-        return match parsed {
-            Some(value) => Ok(Answer::Json(value)),
-            None if bytes.is_empty() => Ok(Answer::Json(json!({"status": status.as_u16()}))),
-            None if content_type.contains("json") => Err(Stop::Tool(tool_error(format!(
-                "{service} answered HTTP {} with malformed JSON ({} bytes)",
-                status.as_u16(),
-                bytes.len()
-            )))),
-            None if content_type.starts_with("text/") && !content_type.contains("html") => {
-                Ok(Answer::Text(String::from_utf8_lossy(&bytes).into_owned()))
+        None => Err(Stop::Tool(tool_error(format!(
+            "{service} answered HTTP {} with a body that is not JSON ({})",
+            status.as_u16(),
+            if content_type.is_empty() {
+                "no content type"
+            } else {
+                content_type
             }
-            None => Err(Stop::Tool(tool_error(format!(
-                "{service} answered HTTP {} with a body that is not JSON ({})",
-                status.as_u16(),
-                if content_type.is_empty() {
-                    "no content type"
-                } else {
-                    &content_type
-                }
-            )))),
-        };
+        )))),
     }
 }
 
