@@ -45,6 +45,20 @@ pub struct ClassifyRule {
     pub otherwise: Option<RiskClass>,
 }
 
+impl ClassifyRule {
+    /// Classify `service.action` by the SQL in argument `field`.
+    pub fn sql(pattern: String, field: String) -> ClassifyRule {
+        ClassifyRule {
+            pattern,
+            sql: Some(field),
+            method: None,
+            field: None,
+            allow: Vec::new(),
+            otherwise: None,
+        }
+    }
+}
+
 /// The class `arguments` call for under `rules` (at least `base`), with the
 /// rule that raised it.
 pub fn classify(
@@ -91,7 +105,7 @@ pub fn classify(
     (risk, why)
 }
 
-pub fn describe(risk: Risk) -> &'static str {
+fn describe(risk: Risk) -> &'static str {
     match risk {
         Risk::Read => "a read",
         Risk::Write => "a write (DML/DDL)",

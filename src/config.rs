@@ -432,6 +432,15 @@ impl Config {
         Ok(config)
     }
 
+    /// The gateway's address as browsers reach it, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let config: Config = if text.trim().is_empty() {
             Config::default()

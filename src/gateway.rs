@@ -143,8 +143,9 @@ pub struct Gateway {
     pub delegation: crate::delegation::exchange::Delegation,
     /// Signs write-safety confirmation tokens.
     pub confirmation_key: crate::write_safety::ConfirmationKey,
-    /// Native services' catalogs (the pipeline reads `classify_sql` there).
-    pub native_catalogs: BTreeMap<String, Arc<crate::native::catalog::Catalog>>,
+    /// Argument rules native catalogs declare (`classify_sql`): applied
+    /// before the tool check, since they say what an action really is.
+    pub catalog_rules: Vec<crate::classify::ClassifyRule>,
     /// OAuth connect flows started at `/connect/<svc>` and not yet finished.
     pub connect_flows: crate::native::connect::PendingFlows,
     catalogs: DashMap<String, Arc<ServiceCatalog>>,
@@ -199,23 +200,17 @@ fn native_spec(
     directory: &ServiceDirectory,
     pool: &SqlitePool,
     master: &crate::keys::MasterKey,
-    catalogs: &mut BTreeMap<String, Arc<crate::native::catalog::Catalog>>,
+    catalog_rules: &mut Vec<crate::classify::ClassifyRule>,
 ) -> anyhow::Result<ChildSpec> {
     let source = service.catalog.clone().unwrap_or_default();
     let catalog = crate::native::catalog::load(&source, config.catalog_dir.as_deref())
         .map_err(|e| anyhow::anyhow!("service '{name}': {e}"))?;
-    let connect_url = service.oauth.as_ref().map(|_| {
-        format!(
-            "{}/connect/{name}",
-            config
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", config.listen))
-                .trim_end_matches('/')
-        )
-    });
+    let connect_url = service
+        .oauth
+        .as_ref()
+        .map(|_| format!("{}/connect/{name}", config.public_url()));
+    catalog_rules.extend(catalog.classify_rules(name));
     let catalog = Arc::new(catalog);
-    catalogs.insert(name.to_owned(), catalog.clone());
     let args = crate::native::actor::NativeArgs {
         service: name.to_owned(),
         base_url: service.base_url.clone().unwrap_or_default(),
@@ -289,7 +284,7 @@ impl Gateway {
             )
         });
         let mut connectors = Vec::new();
-        let mut native_catalogs = BTreeMap::new();
+        let mut catalog_rules = Vec::new();
         for (name, service) in &config.services {
             connectors.push(match service.kind {
                 crate::config::ServiceKind::Mcp => {
@@ -302,7 +297,7 @@ impl Gateway {
                     &directory,
                     &pool,
                     &master_key,
-                    &mut native_catalogs,
+                    &mut catalog_rules,
                 )?,
             });
         }
@@ -393,7 +388,7 @@ impl Gateway {
             delegation,
             confirmation_key,
             connect_flows: Default::default(),
-            native_catalogs,
+            catalog_rules,
             catalogs: DashMap::new(),
             risk_overrides: std::sync::RwLock::new(Arc::new(risk_overrides)),
             draining: AtomicBool::new(false),

@@ -579,27 +579,16 @@ fn resolve_and_authorize(
             format!("action: '{action_name}' is not an action of service '{service}'"),
         )
     })?;
-    let mut risk = action.risk;
-    // A native action that runs SQL is classified by its statement, not its
-    // endpoint — before the tool is checked, so DML/DDL never runs through
-    // `<svc>_read_actions` and can run through `<svc>_write_actions`.
-    let mut sql_raised = None;
-    if let Some(param) = gw
-        .native_catalogs
-        .get(service)
-        .and_then(|c| c.action(&action_name))
-        .and_then(|a| a.classify_sql.as_deref())
-    {
-        let sql = arguments.get(param).and_then(Value::as_str).unwrap_or("");
-        let by_statement = crate::classify::sql_risk(sql);
-        if by_statement > risk {
-            sql_raised = Some(format!(
-                "{param}: the SQL is {}",
-                crate::classify::describe(by_statement)
-            ));
-            risk = by_statement;
-        }
-    }
+    // What a catalog says an action's arguments make it (SQL statements)
+    // counts before the tool check: DML/DDL never runs through
+    // `<svc>_read_actions`, and can run through `<svc>_write_actions`.
+    let (risk, catalog_raised) = crate::classify::classify(
+        &gw.catalog_rules,
+        service,
+        &action_name,
+        &arguments,
+        action.risk,
+    );
     row.risk = Some(risk.as_str().into());
     match (&surface, risk) {
         (Surface::ReadActions, Risk::Write | Risk::HighRisk) => {
@@ -607,7 +596,7 @@ fn resolve_and_authorize(
                 "wrong_tool",
                 format!(
                     "action: '{action_name}' is a {risk} action{}; call {service}_write_actions",
-                    sql_raised
+                    catalog_raised
                         .as_deref()
                         .map(|why| format!(" ({why})"))
                         .unwrap_or_default()
@@ -630,7 +619,7 @@ fn resolve_and_authorize(
         &arguments,
         risk,
     );
-    let raised_by = raised_by.or(sql_raised);
+    let raised_by = raised_by.or(catalog_raised);
     row.risk = Some(risk.as_str().into());
     let because = raised_by
         .as_deref()

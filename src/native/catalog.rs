@@ -374,6 +374,21 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// The argument rules this catalog declares (`classify_sql`), as the
+    /// classifier's own rules for `<service>.<action>`.
+    pub fn classify_rules(&self, service: &str) -> Vec<crate::classify::ClassifyRule> {
+        self.actions
+            .iter()
+            .filter_map(|a| {
+                let sql = a.classify_sql.clone()?;
+                Some(crate::classify::ClassifyRule::sql(
+                    format!("{service}.{}", a.name),
+                    sql,
+                ))
+            })
+            .collect()
+    }
+
     pub fn action(&self, name: &str) -> Option<&ActionSpec> {
         self.actions.iter().find(|a| a.name == name)
     }

@@ -137,16 +137,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
 
 /// Where the provider sends the browser back.
 pub fn redirect_uri(gw: &Gateway, service: &str) -> String {
-    format!("{}/connect/{service}/callback", public_url(gw))
-}
-
-pub fn public_url(gw: &Gateway) -> String {
-    gw.config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", gw.config.listen))
-        .trim_end_matches('/')
-        .to_owned()
+    format!("{}/connect/{service}/callback", gw.config.public_url())
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
