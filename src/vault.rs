@@ -90,6 +90,7 @@ pub enum VaultError {
     Store(#[from] sqlx::Error),
 }
 
+/// Seal and store a credential; returns it as stored.
 pub async fn set(
     pool: &SqlitePool,
     master: &MasterKey,
@@ -97,7 +98,7 @@ pub async fn set(
     service: &str,
     kind: CredentialKind,
     secret: &str,
-) -> Result<(), VaultError> {
+) -> Result<Credential, VaultError> {
     if secret.is_empty() {
         return Err(VaultError::Empty);
     }
@@ -132,7 +133,10 @@ pub async fn set(
     .bind(&now)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(Credential {
+        kind,
+        secret: secret.to_owned(),
+    })
 }
 
 /// The user's credential for `service`, opened; `None` if there is none.

@@ -353,24 +353,18 @@ impl Shared {
         };
         match token_set::refresh(&self.http, oauth, &set).await {
             Ok(fresh) => {
-                let secret = fresh.to_secret();
-                vault::set(
+                let stored = vault::set(
                     &self.args.pool,
                     &self.args.master,
                     subject,
                     service,
                     CredentialKind::Oauth,
-                    &secret,
+                    &fresh.to_secret(),
                 )
                 .await
                 .map_err(|e| ConnectorError::Transport(format!("the vault is unavailable: {e}")))?;
                 tracing::info!(service, "refreshed a user's OAuth access token");
-                match vault::get(&self.args.pool, &self.args.master, subject, service).await {
-                    Ok(Some(credential)) => Ok(Ok(credential)),
-                    _ => Err(ConnectorError::Transport(
-                        "the refreshed credential could not be read back".into(),
-                    )),
-                }
+                Ok(Ok(stored))
             }
             Err(e) => {
                 tracing::warn!(service, error = %e, "OAuth refresh failed; the user must reconnect");
