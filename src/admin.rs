@@ -400,7 +400,7 @@ async fn add_approval(
 /// An approval must name a registered instance/workspace, a configured
 /// owner and gateway services.
 pub async fn validate_approval(
-    pool: &sqlx::SqlitePool,
+    pool: &crate::storage::Db,
     config: &crate::config::Config,
     approval: &Approval,
 ) -> Result<(), String> {

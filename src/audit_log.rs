@@ -1,7 +1,9 @@
 //! Reading the audit log (`mcpgate audit query`).
 
 use serde::Serialize;
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::storage::Db;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
@@ -38,11 +40,11 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-pub async fn query(pool: &SqlitePool, filter: &AuditFilter) -> Result<Vec<AuditRow>, sqlx::Error> {
+pub async fn query(pool: &Db, filter: &AuditFilter) -> Result<Vec<AuditRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT * FROM audit_events \
-         WHERE (?1 IS NULL OR subject = ?1) AND (?2 IS NULL OR started_at >= ?2) \
-         ORDER BY id DESC LIMIT ?3",
+         WHERE ($1 IS NULL OR subject = $1) AND ($2 IS NULL OR started_at >= $2) \
+         ORDER BY id DESC LIMIT $3",
     )
     .bind(&filter.subject)
     .bind(&filter.since)

@@ -39,6 +39,14 @@ pub struct GlobalArgs {
     /// Override `data_dir` (SQLite database and state).
     #[arg(long, global = true, env = "MCPGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Override `database`: a PostgreSQL URL shared by several gateways.
+    #[arg(
+        long,
+        global = true,
+        env = "MCPGATE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,7 +152,11 @@ pub enum AuditCommand {
 
 pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
     let mut config = Config::load(global.config.as_deref())?;
-    config.apply_overrides(global.listen.as_deref(), global.data_dir.as_deref())?;
+    config.apply_overrides(
+        global.listen.as_deref(),
+        global.data_dir.as_deref(),
+        global.database_url.as_deref(),
+    )?;
     Ok(config)
 }
 
@@ -188,7 +200,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
             json,
         }) => {
-            let pool = storage::open(&config.data_dir).await?;
+            let pool = storage::connect(&config).await?;
             let since = since.map(|s| parse_since(&s)).transpose()?;
             let rows = audit_log::query(
                 &pool,
@@ -233,7 +245,7 @@ fn parse_since(text: &str) -> anyhow::Result<String> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let pool = storage::open_with(&config.data_dir, config.limits.audit_sync).await?;
+    let pool = storage::connect(&config).await?;
     let gw = Gateway::start(config, pool).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -265,7 +277,7 @@ async fn shutdown_signal() {
 }
 
 async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
-    let pool = storage::open(&config.data_dir).await?;
+    let pool = storage::connect(&config).await?;
     match command {
         TokenCommand::Create {
             user,

@@ -101,7 +101,7 @@ fn operator() -> String {
 }
 
 pub async fn delegation(config: Config, command: DelegationCommand) -> anyhow::Result<()> {
-    let pool = storage::open(&config.data_dir).await?;
+    let pool = storage::connect(&config).await?;
     match command {
         DelegationCommand::Enable => store::set_delegation(&pool, true, &operator()).await?,
         DelegationCommand::Disable => store::set_delegation(&pool, false, &operator()).await?,
@@ -113,7 +113,7 @@ pub async fn delegation(config: Config, command: DelegationCommand) -> anyhow::R
 }
 
 pub async fn windmill(config: Config, command: WindmillCommand) -> anyhow::Result<()> {
-    let pool = storage::open(&config.data_dir).await?;
+    let pool = storage::connect(&config).await?;
     match command {
         WindmillCommand::Add {
             name,
@@ -153,7 +153,7 @@ pub async fn windmill(config: Config, command: WindmillCommand) -> anyhow::Resul
 }
 
 pub async fn approval(config: Config, command: ApprovalCommand) -> anyhow::Result<()> {
-    let pool = storage::open(&config.data_dir).await?;
+    let pool = storage::connect(&config).await?;
     match command {
         ApprovalCommand::Add {
             instance,
@@ -203,7 +203,7 @@ pub async fn approval(config: Config, command: ApprovalCommand) -> anyhow::Resul
 }
 
 pub async fn grants(config: Config, command: GrantsCommand) -> anyhow::Result<()> {
-    let pool = storage::open(&config.data_dir).await?;
+    let pool = storage::connect(&config).await?;
     match command {
         GrantsCommand::List { all, json } => {
             for g in store::list_grants(&pool, all).await? {
@@ -341,7 +341,7 @@ pub enum SecretsCommand {
 
 pub async fn credentials(config: Config, command: CredentialsCommand) -> anyhow::Result<()> {
     use crate::vault::{self, CredentialKind};
-    let pool = storage::open(&config.data_dir).await?;
+    let pool = storage::connect(&config).await?;
     match command {
         CredentialsCommand::Set {
             user,
@@ -396,7 +396,7 @@ pub async fn secrets(config: Config, command: SecretsCommand) -> anyhow::Result<
                 .map_err(|e| anyhow::anyhow!("MCPGATE_KEY_PREVIOUS: {e}"))?;
             let current =
                 crate::keys::MasterKey::load(&config.data_dir).map_err(anyhow::Error::msg)?;
-            let pool = storage::open(&config.data_dir).await?;
+            let pool = storage::connect(&config).await?;
             let done = crate::vault::rotate(&pool, &previous, &current).await?;
             println!("re-sealed {done} credentials under key {}", current.id());
         }

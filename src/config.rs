@@ -22,6 +22,10 @@ pub struct Config {
     pub listen: SocketAddr,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://user:pass@host/db`) shared by several
+    /// gateways. Unset: the embedded SQLite file in `data_dir`.
+    #[serde(default)]
+    pub database: Option<String>,
     /// Host names (or host:port) accepted in the `Host` header of `/mcp`.
     /// Empty means loopback only, which is what a local gateway wants.
     #[serde(default)]
@@ -380,6 +384,7 @@ impl Default for Config {
         Self {
             listen: default_listen(),
             data_dir: default_data_dir(),
+            database: None,
             allowed_hosts: Vec::new(),
             public_url: None,
             catalog_dir: None,
@@ -459,12 +464,22 @@ impl Config {
         Ok(config)
     }
 
-    /// Apply `MCPGATE_LISTEN` / `MCPGATE_DATA_DIR` style overrides.
+    /// Apply `MCPGATE_LISTEN` / `MCPGATE_DATA_DIR` / `MCPGATE_DATABASE_URL` style overrides.
     pub fn apply_overrides(
         &mut self,
         listen: Option<&str>,
         data_dir: Option<&Path>,
+        database: Option<&str>,
     ) -> Result<(), ConfigError> {
+        if let Some(url) = database {
+            if !crate::storage::is_postgres_url(url) {
+                return Err(ConfigError {
+                    location: "MCPGATE_DATABASE_URL".into(),
+                    message: "must be a postgres:// or postgresql:// URL".into(),
+                });
+            }
+            self.database = Some(url.to_owned());
+        }
         if let Some(listen) = listen {
             self.listen = listen.parse().map_err(|e| ConfigError {
                 location: "MCPGATE_LISTEN".into(),
@@ -488,6 +503,15 @@ impl Config {
             location: locate(text, file, needle),
             message,
         };
+        if let Some(url) = &self.database
+            && !crate::storage::is_postgres_url(url)
+        {
+            return Err(at(
+                "database:",
+                "`database` must be a postgres:// or postgresql:// URL (unset: SQLite in data_dir)"
+                    .into(),
+            ));
+        }
         for (name, service) in &self.services {
             if !valid_service_name(name) {
                 return Err(at(

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::storage::Db;
 use actors::audit::{AuditMsg, AuditWriter, AuditWriterArgs};
 use actors::connector::{
     ConnectorActor, ConnectorArgs, ConnectorMsg, ServiceDirectory, UpstreamSpec,
@@ -29,7 +30,6 @@ use dashmap::DashMap;
 use ractor::{Actor, ActorRef};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
-use sqlx::SqlitePool;
 use supervision::{
     ChildSpec, LifecycleEvents, LifecycleKind, Registry, Restart, RestartPolicy, Supervisor,
     SupervisorArgs, SupervisorMsg, start_child,
@@ -46,7 +46,7 @@ pub const CONNECTORS_KEY: &str = "connectors";
 pub const GRANTS_KEY: &str = "grants";
 
 async fn load_risk_overrides(
-    pool: &SqlitePool,
+    pool: &Db,
 ) -> Result<BTreeMap<String, crate::config::RiskClass>, sqlx::Error> {
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT pattern, risk FROM risk_overrides")
         .fetch_all(pool)
@@ -123,7 +123,7 @@ impl InFlight {
 
 pub struct Gateway {
     pub config: Arc<Config>,
-    pub pool: SqlitePool,
+    pub pool: Db,
     pub registry: Registry,
     pub directory: ServiceDirectory,
     pub events: LifecycleEvents,
@@ -198,7 +198,7 @@ fn native_spec(
     service: &ServiceConfig,
     config: &Config,
     directory: &ServiceDirectory,
-    pool: &SqlitePool,
+    pool: &Db,
     master: &crate::keys::MasterKey,
     catalog_rules: &mut Vec<crate::classify::ClassifyRule>,
 ) -> anyhow::Result<ChildSpec> {
@@ -261,7 +261,7 @@ fn supervisor_spec(
 
 impl Gateway {
     /// Build the supervision tree and start every configured connector.
-    pub async fn start(config: Config, pool: SqlitePool) -> anyhow::Result<Arc<Gateway>> {
+    pub async fn start(config: Config, pool: Db) -> anyhow::Result<Arc<Gateway>> {
         let master_key = crate::keys::MasterKey::load(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("gateway key: {e}"))?;
         let confirmation_key = crate::write_safety::ConfirmationKey::from_master(&master_key);
@@ -553,7 +553,7 @@ impl Gateway {
         let changed = match risk {
             Some(risk) => {
                 sqlx::query(
-                    "INSERT INTO risk_overrides (pattern, risk, set_by, set_at) VALUES (?, ?, ?, ?) \
+                    "INSERT INTO risk_overrides (pattern, risk, set_by, set_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (pattern) DO UPDATE SET risk = excluded.risk, set_by = excluded.set_by, set_at = excluded.set_at",
                 )
                 .bind(pattern)
@@ -566,7 +566,7 @@ impl Gateway {
                     > 0
             }
             None => {
-                sqlx::query("DELETE FROM risk_overrides WHERE pattern = ?")
+                sqlx::query("DELETE FROM risk_overrides WHERE pattern = $1")
                     .bind(pattern)
                     .execute(&self.pool)
                     .await?

@@ -1,15 +1,27 @@
-//! The gateway's database: SQLite under the data directory, migrated on open.
+//! The gateway's database: the embedded SQLite file under the data directory,
+//! or a PostgreSQL server that several gateways share. Both go through sqlx's
+//! `Any` driver, so each query is written once (`$N` placeholders, SQL both
+//! understand); each backend has its own migrations, run on open.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use sqlx::ConnectOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
 
-use crate::config::AuditSync;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use crate::config::{AuditSync, Config};
 
 pub const DB_FILE: &str = "mcpgate.db";
+
+/// A pool on whichever backend the config names.
+pub type Db = sqlx::AnyPool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -24,42 +36,108 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// Open (creating if needed) the database in `data_dir` and run migrations.
-pub async fn open(data_dir: &Path) -> Result<SqlitePool, StorageError> {
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Which backend a pool is on (a few statements differ).
+pub fn backend(pool: &Db) -> Backend {
+    match pool.connect_options().database_url.scheme() {
+        "sqlite" => Backend::Sqlite,
+        _ => Backend::Postgres,
+    }
+}
+
+/// Open the database the config names: `database` (PostgreSQL) when set,
+/// else the SQLite file in `data_dir`.
+pub async fn connect(config: &Config) -> Result<Db, StorageError> {
+    match &config.database {
+        Some(url) => open_postgres(url).await,
+        None => open_with(&config.data_dir, config.limits.audit_sync).await,
+    }
+}
+
+/// Open (creating if needed) the SQLite database in `data_dir`.
+pub async fn open(data_dir: &Path) -> Result<Db, StorageError> {
     open_with(data_dir, AuditSync::Full).await
 }
 
-/// Open with an explicit durability level (see [`AuditSync`]).
-pub async fn open_with(data_dir: &Path, sync: AuditSync) -> Result<SqlitePool, StorageError> {
+/// SQLite with an explicit durability level (see [`AuditSync`]).
+pub async fn open_with(data_dir: &Path, sync: AuditSync) -> Result<Db, StorageError> {
+    sqlx::any::install_default_drivers();
     std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
         path: data_dir.display().to_string(),
         source,
     })?;
     let path = data_dir.join(DB_FILE);
     let shown = path.display().to_string();
-    let options = SqliteConnectOptions::from_str("sqlite://")
-        .map_err(|source| StorageError::Open {
-            path: shown.clone(),
-            source,
-        })?
+    let url = SqliteConnectOptions::new()
         .filename(&path)
         .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // FULL: a committed audit row survives power loss, not only a crash.
-        .synchronous(match sync {
-            AuditSync::Full => SqliteSynchronous::Full,
-            AuditSync::Normal => SqliteSynchronous::Normal,
-        })
-        .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
+        .to_url_lossy();
+    let options = AnyConnectOptions::from_url(&url).map_err(|source| StorageError::Open {
+        path: shown.clone(),
+        source,
+    })?;
+    // FULL: a committed audit row survives power loss, not only a crash.
+    let synchronous = match sync {
+        AuditSync::Full => "PRAGMA synchronous = FULL",
+        AuditSync::Normal => "PRAGMA synchronous = NORMAL",
+    };
+    let pool = AnyPoolOptions::new()
         .max_connections(8)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                for pragma in [
+                    "PRAGMA journal_mode = WAL",
+                    synchronous,
+                    "PRAGMA busy_timeout = 5000",
+                    "PRAGMA foreign_keys = ON",
+                ] {
+                    sqlx::raw_sql(pragma).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|source| StorageError::Open {
             path: shown,
             source,
         })?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
     Ok(pool)
+}
+
+/// PostgreSQL at `url`, migrated. Migrations take an advisory lock, so
+/// replicas starting together do not race.
+pub async fn open_postgres(url: &str) -> Result<Db, StorageError> {
+    sqlx::any::install_default_drivers();
+    let shown = redacted(url);
+    let open_error = |source| StorageError::Open {
+        path: shown.clone(),
+        source,
+    };
+    let options: AnyConnectOptions = url.parse().map_err(open_error)?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(open_error)?;
+    sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    Ok(pool)
+}
+
+/// A database URL as it may be shown: the password replaced.
+pub fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparseable database URL>".into(),
+    }
 }

@@ -3,7 +3,9 @@
 //! next request sees: tokens are checked against the database on every request.
 
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::storage::Db;
 use subtle::ConstantTimeEq;
 
 const PREFIX: &str = "mgt_";
@@ -43,7 +45,7 @@ fn digest(secret: &str) -> Vec<u8> {
 }
 
 pub async fn create(
-    pool: &SqlitePool,
+    pool: &Db,
     user_email: &str,
     name: Option<&str>,
     expires_at: Option<String>,
@@ -52,7 +54,7 @@ pub async fn create(
     let secret = hex::encode(rand::random::<[u8; 32]>());
     sqlx::query(
         "INSERT INTO api_tokens (id, user_email, name, secret_sha256, created_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&id)
     .bind(user_email)
@@ -69,9 +71,9 @@ pub async fn create(
 }
 
 /// Marks `id` revoked. Returns false when there is no such active token.
-pub async fn revoke(pool: &SqlitePool, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn revoke(pool: &Db, id: &str) -> Result<bool, sqlx::Error> {
     let done =
-        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(actors::now_rfc3339())
             .bind(id)
             .execute(pool)
@@ -79,7 +81,7 @@ pub async fn revoke(pool: &SqlitePool, id: &str) -> Result<bool, sqlx::Error> {
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn list(pool: &SqlitePool) -> Result<Vec<TokenRecord>, sqlx::Error> {
+pub async fn list(pool: &Db) -> Result<Vec<TokenRecord>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, user_email, name, created_at, expires_at, revoked_at FROM api_tokens ORDER BY created_at",
     )
@@ -99,7 +101,7 @@ pub async fn list(pool: &SqlitePool) -> Result<Vec<TokenRecord>, sqlx::Error> {
 }
 
 /// Check a presented token. Returns the token's record when it is valid now.
-pub async fn verify(pool: &SqlitePool, presented: &str) -> Result<TokenRecord, TokenRejection> {
+pub async fn verify(pool: &Db, presented: &str) -> Result<TokenRecord, TokenRejection> {
     let (id, secret) = presented
         .strip_prefix(PREFIX)
         .and_then(|rest| rest.split_once('_'))
@@ -107,7 +109,7 @@ pub async fn verify(pool: &SqlitePool, presented: &str) -> Result<TokenRecord, T
         .ok_or(TokenRejection::Malformed)?;
     let row = sqlx::query(
         "SELECT id, user_email, name, secret_sha256, created_at, expires_at, revoked_at \
-         FROM api_tokens WHERE id = ?",
+         FROM api_tokens WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -150,7 +152,7 @@ pub async fn verify(pool: &SqlitePool, presented: &str) -> Result<TokenRecord, T
 mod tests {
     use super::*;
 
-    async fn pool() -> (tempfile::TempDir, SqlitePool) {
+    async fn pool() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let pool = crate::storage::open(dir.path()).await.unwrap();
         (dir, pool)

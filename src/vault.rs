@@ -3,7 +3,9 @@
 //! kind as associated data), never returned by any API, never logged; the
 //! key id beside each secret lets `mcpgate secrets rotate` re-seal them.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::storage::Db;
 
 use crate::keys::{self, MasterKey};
 
@@ -92,7 +94,7 @@ pub enum VaultError {
 
 /// Seal and store a credential; returns it as stored.
 pub async fn set(
-    pool: &SqlitePool,
+    pool: &Db,
     master: &MasterKey,
     user: &str,
     service: &str,
@@ -121,7 +123,7 @@ pub async fn set(
     let now = actors::now_rfc3339();
     sqlx::query(
         "INSERT INTO credentials (user_email, service, kind, sealed, key_id, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_email, service) DO UPDATE SET \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_email, service) DO UPDATE SET \
          kind = excluded.kind, sealed = excluded.sealed, key_id = excluded.key_id, updated_at = excluded.updated_at",
     )
     .bind(user.to_ascii_lowercase())
@@ -141,13 +143,13 @@ pub async fn set(
 
 /// The user's credential for `service`, opened; `None` if there is none.
 pub async fn get(
-    pool: &SqlitePool,
+    pool: &Db,
     master: &MasterKey,
     user: &str,
     service: &str,
 ) -> Result<Option<Credential>, VaultError> {
     let row = sqlx::query(
-        "SELECT kind, sealed, key_id FROM credentials WHERE user_email = ? AND service = ?",
+        "SELECT kind, sealed, key_id FROM credentials WHERE user_email = $1 AND service = $2",
     )
     .bind(user.to_ascii_lowercase())
     .bind(service)
@@ -167,7 +169,7 @@ pub async fn get(
     Ok(Some(Credential { kind, secret }))
 }
 
-pub async fn list(pool: &SqlitePool) -> Result<Vec<CredentialInfo>, sqlx::Error> {
+pub async fn list(pool: &Db) -> Result<Vec<CredentialInfo>, sqlx::Error> {
     let rows = sqlx::query("SELECT user_email, service, kind, key_id, updated_at FROM credentials ORDER BY user_email, service")
         .fetch_all(pool)
         .await?;
@@ -183,9 +185,9 @@ pub async fn list(pool: &SqlitePool) -> Result<Vec<CredentialInfo>, sqlx::Error>
         .collect())
 }
 
-pub async fn delete(pool: &SqlitePool, user: &str, service: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete(pool: &Db, user: &str, service: &str) -> Result<bool, sqlx::Error> {
     Ok(
-        sqlx::query("DELETE FROM credentials WHERE user_email = ? AND service = ?")
+        sqlx::query("DELETE FROM credentials WHERE user_email = $1 AND service = $2")
             .bind(user.to_ascii_lowercase())
             .bind(service)
             .execute(pool)
@@ -198,12 +200,12 @@ pub async fn delete(pool: &SqlitePool, user: &str, service: &str) -> Result<bool
 /// Re-seal every credential sealed under `previous` with `current`.
 /// Returns how many were re-sealed; one that opens under neither is an error.
 pub async fn rotate(
-    pool: &SqlitePool,
+    pool: &Db,
     previous: &MasterKey,
     current: &MasterKey,
 ) -> Result<u64, VaultError> {
     let rows =
-        sqlx::query("SELECT user_email, service, kind, sealed FROM credentials WHERE key_id = ?")
+        sqlx::query("SELECT user_email, service, kind, sealed FROM credentials WHERE key_id = $1")
             .bind(previous.id())
             .fetch_all(pool)
             .await?;
@@ -219,7 +221,7 @@ pub async fn rotate(
         let secret = keys::open(&previous.derive(PURPOSE), &sealed, &associated)
             .ok_or(VaultError::Corrupt)?;
         let resealed = keys::seal(&current.derive(PURPOSE), &secret, &associated);
-        sqlx::query("UPDATE credentials SET sealed = ?, key_id = ?, updated_at = ? WHERE user_email = ? AND service = ?")
+        sqlx::query("UPDATE credentials SET sealed = $1, key_id = $2, updated_at = $3 WHERE user_email = $4 AND service = $5")
             .bind(resealed)
             .bind(current.id())
             .bind(actors::now_rfc3339())

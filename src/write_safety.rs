@@ -10,11 +10,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::storage::Db;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use sqlx::SqlitePool;
 use subtle::ConstantTimeEq;
 
 const TOKEN_PREFIX: &str = "mgc1";
@@ -151,7 +151,7 @@ pub fn check(
 
 /// Check `token` and consume its nonce durably. Only the first redemption succeeds.
 pub async fn redeem(
-    pool: &SqlitePool,
+    pool: &Db,
     key: &ConfirmationKey,
     token: &str,
     binding: &Binding<'_>,
@@ -159,7 +159,7 @@ pub async fn redeem(
     let (nonce, expires) = check(key, token, binding)?;
     // RETURNING yields a row only if this redemption inserted the nonce.
     let inserted: Option<String> = sqlx::query_scalar(
-        "INSERT INTO confirmation_nonces (nonce, subject, used_at, expires_at) VALUES (?, ?, ?, ?) \
+        "INSERT INTO confirmation_nonces (nonce, subject, used_at, expires_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
     )
     .bind(&nonce)

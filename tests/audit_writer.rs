@@ -46,7 +46,7 @@ fn outcome(call_id: &str) -> AuditWrite {
 /// A fresh database and an audit writer on it.
 async fn writer() -> (
     tempfile::TempDir,
-    sqlx::SqlitePool,
+    mcpgate::storage::Db,
     ractor::ActorRef<actors::audit::AuditMsg>,
 ) {
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@
 use std::fmt;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -103,7 +103,7 @@ pub enum AuditMsg {
 }
 
 pub struct AuditWriterArgs {
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
     /// Largest number of writes in one transaction.
     pub max_batch: usize,
 }
@@ -111,7 +111,7 @@ pub struct AuditWriterArgs {
 pub struct AuditWriter;
 
 pub struct AuditWriterState {
-    pool: SqlitePool,
+    pool: AnyPool,
     max_batch: usize,
     pending: Vec<(AuditWrite, RpcReplyPort<Result<(), AuditError>>)>,
     flush_queued: bool,
@@ -203,7 +203,7 @@ async fn flush(state: &mut AuditWriterState) {
 /// Per-write results report outcomes whose row was not there to complete; a
 /// store error fails the whole batch.
 async fn commit(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     batch: &[(AuditWrite, RpcReplyPort<Result<(), AuditError>>)],
 ) -> Result<Vec<Result<(), AuditError>>, AuditError> {
     let store = |e: sqlx::Error| AuditError::Store(e.to_string());
@@ -248,12 +248,33 @@ async fn commit(
         .collect())
 }
 
-/// SQLite's limit on bound parameters is 32766; stay well below it.
+/// SQLite's limit on bound parameters is 32766 (PostgreSQL's 65535); stay well below it.
 const ROWS_PER_STATEMENT: usize = 500;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values: numbered
+/// placeholders, which both SQLite and PostgreSQL accept.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(row * columns + column + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
 
 /// Returns the call ids of outcomes that found no open row.
 async fn write_batch(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     decisions: &[&AuditDecision],
     outcomes: &[&AuditOutcome],
 ) -> Result<Vec<String>, sqlx::Error> {
@@ -263,8 +284,7 @@ async fn write_batch(
              session, client_name, client_version, service, tool, action, risk, decision, \
              reason_code, reason, args_sha256, grant_id, job_id, pii_rehydrated, pii_types) VALUES ",
         );
-        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-        sql.push_str(&vec![row; chunk.len()].join(", "));
+        sql.push_str(&placeholders(chunk.len(), 20));
         // Only constant text and placeholders: nothing from callers is spliced in.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for d in chunk {
@@ -300,7 +320,7 @@ async fn write_batch(
              upstream_status = o.column6, latency_ms = o.column7 \
              FROM (VALUES ",
         );
-        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+        sql.push_str(&placeholders(chunk.len(), 7));
         sql.push_str(
             ") AS o WHERE audit_events.call_id = o.column1 AND audit_events.completed_at IS NULL \
              RETURNING audit_events.call_id",

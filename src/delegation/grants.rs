@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::storage::Db;
 use actors::grant::{
     GrantActor, GrantArgs, GrantGate, GrantMsg, GrantScope, LivenessProbe, OnGrantEnd,
 };
 use dashmap::DashMap;
 use ractor::ActorRef;
 use sha2::{Digest, Sha256};
-use sqlx::SqlitePool;
 use subtle::ConstantTimeEq;
 use supervision::{ChildSpec, Restart, SupervisorMsg};
 
@@ -90,7 +90,7 @@ impl GrantTable {
     pub async fn start(
         &self,
         grants_supervisor: &ActorRef<SupervisorMsg>,
-        pool: &SqlitePool,
+        pool: &Db,
         new: NewGrant,
     ) -> Result<String, String> {
         let id = new.scope.grant_id.clone();
@@ -158,7 +158,7 @@ impl GrantTable {
     /// The live grant a delegated access token names, or why there is none.
     pub async fn authenticate(
         &self,
-        pool: &SqlitePool,
+        pool: &Db,
         presented: &str,
     ) -> Result<Arc<LiveGrant>, GrantTokenRejection> {
         let malformed = || GrantTokenRejection {
@@ -211,7 +211,7 @@ impl GrantTable {
     pub async fn revoke(
         &self,
         grants_supervisor: Option<&ActorRef<SupervisorMsg>>,
-        pool: &SqlitePool,
+        pool: &Db,
         id: &str,
         reason: &str,
     ) -> bool {

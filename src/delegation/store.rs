@@ -6,23 +6,25 @@ use std::collections::{BTreeMap, HashSet};
 
 use actors::grant::Risk;
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::storage::Db;
 
 use crate::config::glob_match;
 
 const DELEGATION_FLAG: &str = "delegated_access";
 
-pub async fn delegation_enabled(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
-    let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+pub async fn delegation_enabled(pool: &Db) -> Result<bool, sqlx::Error> {
+    let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
         .bind(DELEGATION_FLAG)
         .fetch_optional(pool)
         .await?;
     Ok(value.as_deref() == Some("on"))
 }
 
-pub async fn set_delegation(pool: &SqlitePool, enabled: bool, by: &str) -> Result<(), sqlx::Error> {
+pub async fn set_delegation(pool: &Db, enabled: bool, by: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?, ?, ?, ?) \
+        "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
          updated_at = excluded.updated_at, updated_by = excluded.updated_by",
     )
@@ -88,18 +90,14 @@ impl Instance {
     }
 }
 
-pub async fn put_instance(
-    pool: &SqlitePool,
-    instance: &Instance,
-    by: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn put_instance(pool: &Db, instance: &Instance, by: &str) -> Result<(), sqlx::Error> {
     let allowed = instance
         .allowed_flows
         .as_ref()
         .map(|f| serde_json::to_string(f).expect("strings serialize"));
     sqlx::query(
         "INSERT INTO windmill_instances (name, base_url, workspace, allowed_flows, created_at, created_by) \
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET base_url = excluded.base_url, \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET base_url = excluded.base_url, \
          workspace = excluded.workspace, allowed_flows = excluded.allowed_flows",
     )
     .bind(&instance.name)
@@ -113,15 +111,15 @@ pub async fn put_instance(
     Ok(())
 }
 
-pub async fn remove_instance(pool: &SqlitePool, name: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM windmill_instances WHERE name = ?")
+pub async fn remove_instance(pool: &Db, name: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM windmill_instances WHERE name = $1")
         .bind(name)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() > 0)
 }
 
-fn instance_from(row: &sqlx::sqlite::SqliteRow) -> Instance {
+fn instance_from(row: &sqlx::any::AnyRow) -> Instance {
     let allowed: Option<String> = row.get("allowed_flows");
     Instance {
         name: row.get("name"),
@@ -131,7 +129,7 @@ fn instance_from(row: &sqlx::sqlite::SqliteRow) -> Instance {
     }
 }
 
-pub async fn list_instances(pool: &SqlitePool) -> Result<Vec<Instance>, sqlx::Error> {
+pub async fn list_instances(pool: &Db) -> Result<Vec<Instance>, sqlx::Error> {
     let rows = sqlx::query("SELECT * FROM windmill_instances ORDER BY name")
         .fetch_all(pool)
         .await?;
@@ -140,12 +138,12 @@ pub async fn list_instances(pool: &SqlitePool) -> Result<Vec<Instance>, sqlx::Er
 
 /// The instances registered for `workspace` (narrowed to `name` if given).
 pub async fn instances_for(
-    pool: &SqlitePool,
+    pool: &Db,
     workspace: &str,
     name: Option<&str>,
 ) -> Result<Vec<Instance>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT * FROM windmill_instances WHERE workspace = ?1 AND (?2 IS NULL OR name = ?2) ORDER BY name",
+        "SELECT * FROM windmill_instances WHERE workspace = $1 AND ($2 IS NULL OR name = $2) ORDER BY name",
     )
     .bind(workspace)
     .bind(name)
@@ -169,11 +167,11 @@ pub struct Approval {
     pub approved_at: String,
 }
 
-pub async fn add_approval(pool: &SqlitePool, approval: &Approval) -> Result<String, sqlx::Error> {
+pub async fn add_approval(pool: &Db, approval: &Approval) -> Result<String, sqlx::Error> {
     let id = format!("apr_{}", hex::encode(rand::random::<[u8; 8]>()));
     sqlx::query(
         "INSERT INTO delegation_approvals (id, instance, workspace, flow_path, owner, services, approved_by, approved_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&id)
     .bind(&approval.instance)
@@ -188,9 +186,9 @@ pub async fn add_approval(pool: &SqlitePool, approval: &Approval) -> Result<Stri
     Ok(id)
 }
 
-pub async fn withdraw_approval(pool: &SqlitePool, id: &str, by: &str) -> Result<bool, sqlx::Error> {
+pub async fn withdraw_approval(pool: &Db, id: &str, by: &str) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE delegation_approvals SET withdrawn_at = ?, withdrawn_by = ? WHERE id = ? AND withdrawn_at IS NULL",
+        "UPDATE delegation_approvals SET withdrawn_at = $1, withdrawn_by = $2 WHERE id = $3 AND withdrawn_at IS NULL",
     )
     .bind(actors::now_rfc3339())
     .bind(by)
@@ -200,7 +198,7 @@ pub async fn withdraw_approval(pool: &SqlitePool, id: &str, by: &str) -> Result<
     Ok(done.rows_affected() > 0)
 }
 
-pub async fn list_approvals(pool: &SqlitePool) -> Result<Vec<Approval>, sqlx::Error> {
+pub async fn list_approvals(pool: &Db) -> Result<Vec<Approval>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT * FROM delegation_approvals WHERE withdrawn_at IS NULL ORDER BY approved_at",
     )
@@ -226,7 +224,7 @@ pub async fn list_approvals(pool: &SqlitePool) -> Result<Vec<Approval>, sqlx::Er
 
 /// Services whose high_risk an admin approved for exactly this delegation.
 pub async fn approved_high_risk(
-    pool: &SqlitePool,
+    pool: &Db,
     instance: &str,
     workspace: &str,
     flow_path: &str,
@@ -234,7 +232,7 @@ pub async fn approved_high_risk(
 ) -> Result<HashSet<String>, sqlx::Error> {
     let rows: Vec<String> = sqlx::query_scalar(
         "SELECT services FROM delegation_approvals WHERE withdrawn_at IS NULL \
-         AND instance = ? AND workspace = ? AND flow_path = ? AND owner = ?",
+         AND instance = $1 AND workspace = $2 AND flow_path = $3 AND owner = $4",
     )
     .bind(instance)
     .bind(workspace)
@@ -266,10 +264,10 @@ pub struct GrantRecord {
     pub end_reason: Option<String>,
 }
 
-pub async fn insert_grant(pool: &SqlitePool, grant: &GrantRecord) -> Result<(), sqlx::Error> {
+pub async fn insert_grant(pool: &Db, grant: &GrantRecord) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO delegation_grants (id, subject, actor, instance, workspace, flow_path, job_id, \
-         flow_job_id, scope, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         flow_job_id, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&grant.id)
     .bind(&grant.subject)
@@ -287,7 +285,7 @@ pub async fn insert_grant(pool: &SqlitePool, grant: &GrantRecord) -> Result<(), 
     Ok(())
 }
 
-fn grant_from(row: &sqlx::sqlite::SqliteRow) -> GrantRecord {
+fn grant_from(row: &sqlx::any::AnyRow) -> GrantRecord {
     let scope: String = row.get("scope");
     GrantRecord {
         id: row.get("id"),
@@ -307,12 +305,9 @@ fn grant_from(row: &sqlx::sqlite::SqliteRow) -> GrantRecord {
 }
 
 /// Live grants (or every grant, newest first, when `include_ended`).
-pub async fn list_grants(
-    pool: &SqlitePool,
-    include_ended: bool,
-) -> Result<Vec<GrantRecord>, sqlx::Error> {
+pub async fn list_grants(pool: &Db, include_ended: bool) -> Result<Vec<GrantRecord>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT * FROM delegation_grants WHERE (?1 OR ended_at IS NULL) ORDER BY created_at DESC LIMIT 1000",
+        "SELECT * FROM delegation_grants WHERE ($1 OR ended_at IS NULL) ORDER BY created_at DESC LIMIT 1000",
     )
     .bind(include_ended)
     .fetch_all(pool)
@@ -320,17 +315,17 @@ pub async fn list_grants(
     Ok(rows.iter().map(grant_from).collect())
 }
 
-pub async fn grant(pool: &SqlitePool, id: &str) -> Result<Option<GrantRecord>, sqlx::Error> {
-    let row = sqlx::query("SELECT * FROM delegation_grants WHERE id = ?")
+pub async fn grant(pool: &Db, id: &str) -> Result<Option<GrantRecord>, sqlx::Error> {
+    let row = sqlx::query("SELECT * FROM delegation_grants WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?;
     Ok(row.as_ref().map(grant_from))
 }
 
-pub async fn mark_ended(pool: &SqlitePool, id: &str, reason: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_ended(pool: &Db, id: &str, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE delegation_grants SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL",
+        "UPDATE delegation_grants SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
     )
     .bind(actors::now_rfc3339())
     .bind(reason)
@@ -360,15 +355,15 @@ impl RevokeFilter {
 /// Mark the matching live grants for revocation; returns their ids. The
 /// gateway that holds their actors stops them (see `GrantTable`).
 pub async fn request_revocation(
-    pool: &SqlitePool,
+    pool: &Db,
     filter: &RevokeFilter,
     by: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     let ids: Vec<String> = sqlx::query_scalar(
-        "UPDATE delegation_grants SET revoke_requested_at = ?1, revoked_by = ?2 \
+        "UPDATE delegation_grants SET revoke_requested_at = $1, revoked_by = $2 \
          WHERE ended_at IS NULL AND revoke_requested_at IS NULL \
-         AND (?3 IS NULL OR id = ?3) AND (?4 IS NULL OR subject = ?4 COLLATE NOCASE) \
-         AND (?5 IS NULL OR flow_path = ?5) AND (?6 IS NULL OR instance = ?6) RETURNING id",
+         AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR lower(subject) = lower($4)) \
+         AND ($5 IS NULL OR flow_path = $5) AND ($6 IS NULL OR instance = $6) RETURNING id",
     )
     .bind(actors::now_rfc3339())
     .bind(by)
@@ -382,7 +377,7 @@ pub async fn request_revocation(
 }
 
 /// Revocations asked for and not yet carried out: (grant id, by whom).
-pub async fn pending_revocations(pool: &SqlitePool) -> Result<Vec<(String, String)>, sqlx::Error> {
+pub async fn pending_revocations(pool: &Db) -> Result<Vec<(String, String)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, revoked_by FROM delegation_grants \
          WHERE revoke_requested_at IS NOT NULL AND ended_at IS NULL",
@@ -399,9 +394,9 @@ pub async fn pending_revocations(pool: &SqlitePool) -> Result<Vec<(String, Strin
 }
 
 /// Grants left live by a previous run: their actors died with it.
-pub async fn end_orphans(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+pub async fn end_orphans(pool: &Db) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE delegation_grants SET ended_at = ?, end_reason = 'gateway restarted' WHERE ended_at IS NULL",
+        "UPDATE delegation_grants SET ended_at = $1, end_reason = 'gateway restarted' WHERE ended_at IS NULL",
     )
     .bind(actors::now_rfc3339())
     .execute(pool)

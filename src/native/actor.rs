@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::storage::Db;
 use actors::connector::{ConnectorError, ConnectorMsg, ConnectorState, ServiceDirectory};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use serde_json::{Value, json};
-use sqlx::SqlitePool;
 
 use super::breaker::Breaker;
 use super::catalog::Catalog;
@@ -30,7 +30,7 @@ pub struct NativeArgs {
     pub catalog: Arc<Catalog>,
     pub call_timeout: Duration,
     pub directory: ServiceDirectory,
-    pub pool: SqlitePool,
+    pub pool: Db,
     pub master: MasterKey,
     pub defaults: BTreeMap<String, Value>,
     pub retries: u32,

@@ -181,7 +181,7 @@ impl Pii {
     pub fn new(
         config: PiiConfig,
         master: &MasterKey,
-        pool: sqlx::SqlitePool,
+        pool: crate::storage::Db,
     ) -> Result<Pii, String> {
         let custom = config
             .patterns

@@ -4,13 +4,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::storage::Db;
 use dashmap::DashMap;
-use sqlx::SqlitePool;
 
 use crate::keys::{self, MasterKey};
 
 pub struct MappingStore {
-    pool: SqlitePool,
+    pool: Db,
     seal_key: [u8; 32],
     ttl_secs: i64,
     /// (scope_id, pseudonym) → (real value, expires_at).
@@ -33,7 +33,7 @@ pub enum Lookup {
 }
 
 impl MappingStore {
-    pub fn new(pool: SqlitePool, master: &MasterKey, ttl_secs: i64) -> Self {
+    pub fn new(pool: Db, master: &MasterKey, ttl_secs: i64) -> Self {
         Self {
             pool,
             seal_key: master.derive("pii mappings v1"),
@@ -68,7 +68,7 @@ impl MappingStore {
             &Self::aad(scope_id, pseudonym),
         );
         sqlx::query(
-            "INSERT INTO pii_mappings (scope_id, pseudonym, entity, sealed, expires_at) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO pii_mappings (scope_id, pseudonym, entity, sealed, expires_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (scope_id, pseudonym) DO UPDATE SET expires_at = excluded.expires_at",
         )
         .bind(scope_id)
@@ -91,7 +91,7 @@ impl MappingStore {
             return Ok(Lookup::Found(entry.0.clone()));
         }
         let row: Option<(Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT sealed, expires_at FROM pii_mappings WHERE scope_id = ? AND pseudonym = ? AND expires_at > ?",
+            "SELECT sealed, expires_at FROM pii_mappings WHERE scope_id = $1 AND pseudonym = $2 AND expires_at > $3",
         )
         .bind(scope_id)
         .bind(pseudonym)
@@ -111,7 +111,7 @@ impl MappingStore {
             };
         }
         let elsewhere: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM pii_mappings WHERE pseudonym = ? AND expires_at > ? LIMIT 1",
+            "SELECT 1 FROM pii_mappings WHERE pseudonym = $1 AND expires_at > $2 LIMIT 1",
         )
         .bind(pseudonym)
         .bind(now())
@@ -128,7 +128,7 @@ impl MappingStore {
     pub async fn expire(&self) -> Result<u64, sqlx::Error> {
         self.cache.retain(|_, (_, expires)| *expires > now());
         Ok(
-            sqlx::query("DELETE FROM pii_mappings WHERE expires_at <= ?")
+            sqlx::query("DELETE FROM pii_mappings WHERE expires_at <= $1")
                 .bind(now())
                 .execute(&self.pool)
                 .await?

@@ -90,7 +90,7 @@ impl TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let text = format!("data_dir: {}\n{body}", dir.path().join("data").display());
         let config = Config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let pool = mcpgate::storage::open(&config.data_dir).await.unwrap();
+        let pool = mcpgate::storage::connect(&config).await.unwrap();
         let gw = Gateway::start(config, pool).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         slack.url
     );
     let config = Config::parse(&text, "delegation-load.yaml")?;
-    let pool = mcpgate::storage::open(&config.data_dir).await?;
+    let pool = mcpgate::storage::connect(&config).await?;
     let gw = Gateway::start(config, pool.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

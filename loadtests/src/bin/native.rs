@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
         url = api.base_url
     );
     let config = Config::parse(&text, "native-load.yaml")?;
-    let pool = mcpgate::storage::open(&config.data_dir).await?;
+    let pool = mcpgate::storage::connect(&config).await?;
     let gw = Gateway::start(config, pool.clone()).await?;
     mcpgate::vault::set(
         &pool,
