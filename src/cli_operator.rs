@@ -361,7 +361,7 @@ pub async fn credentials(config: Config, command: CredentialsCommand) -> anyhow:
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret)?;
             let secret = secret.trim_end_matches(['\n', '\r']);
             let master =
-                crate::keys::MasterKey::load(&config.data_dir).map_err(anyhow::Error::msg)?;
+                crate::keys::MasterKey::for_config(&config).map_err(anyhow::Error::msg)?;
             vault::set(&pool, &master, &user, &service, kind, secret).await?;
             println!(
                 "stored a {} credential for {user} on {service}",
@@ -395,7 +395,7 @@ pub async fn secrets(config: Config, command: SecretsCommand) -> anyhow::Result<
             let previous = crate::keys::MasterKey::from_hex(&previous)
                 .map_err(|e| anyhow::anyhow!("MCPGATE_KEY_PREVIOUS: {e}"))?;
             let current =
-                crate::keys::MasterKey::load(&config.data_dir).map_err(anyhow::Error::msg)?;
+                crate::keys::MasterKey::for_config(&config).map_err(anyhow::Error::msg)?;
             let pool = storage::connect(&config).await?;
             let done = crate::vault::rotate(&pool, &previous, &current).await?;
             println!("re-sealed {done} credentials under key {}", current.id());

@@ -262,7 +262,7 @@ fn supervisor_spec(
 impl Gateway {
     /// Build the supervision tree and start every configured connector.
     pub async fn start(config: Config, pool: Db) -> anyhow::Result<Arc<Gateway>> {
-        let master_key = crate::keys::MasterKey::load(&config.data_dir)
+        let master_key = crate::keys::MasterKey::for_config(&config)
             .map_err(|e| anyhow::anyhow!("gateway key: {e}"))?;
         let confirmation_key = crate::write_safety::ConfirmationKey::from_master(&master_key);
         let config = Arc::new(config);
@@ -426,34 +426,41 @@ impl Gateway {
         Ok(ids)
     }
 
-    /// Carry out revocations written by another process (the CLI, or another
-    /// gateway on the same store), every `revocation_poll`.
+    /// Stop the grants held here that another process (the CLI, another
+    /// replica) revoked or ended: at once on PostgreSQL's notification, and
+    /// every `revocation_poll` in any case (SQLite, or a lost notification).
     pub fn spawn_revocation_watcher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let gw = Arc::downgrade(self);
         let every = self.config.delegation.revocation_poll;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        if crate::storage::backend(&self.pool) == crate::storage::Backend::Postgres {
+            spawn_grant_listener(
+                self.pool.connect_options().database_url.to_string(),
+                Arc::downgrade(&wake),
+            );
+        }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = wake.notified() => {}
+                }
                 let Some(gw) = gw.upgrade() else { return };
                 if gw.is_draining() {
                     return;
                 }
-                if gw.delegation.grants.is_empty() {
+                let held = gw.delegation.grants.ids();
+                if held.is_empty() {
                     continue;
                 }
-                match crate::delegation::store::pending_revocations(&gw.pool).await {
-                    Ok(pending) => {
-                        for (id, by) in pending {
+                match crate::delegation::store::ended_elsewhere(&gw.pool, &held).await {
+                    Ok(ended) => {
+                        for (id, reason) in ended {
                             gw.delegation
                                 .grants
-                                .revoke(
-                                    gw.grants_supervisor().as_ref(),
-                                    &gw.pool,
-                                    &id,
-                                    &format!("revoked by {by}"),
-                                )
+                                .revoke(gw.grants_supervisor().as_ref(), &gw.pool, &id, &reason)
                                 .await;
                         }
                     }
@@ -754,6 +761,38 @@ fn spawn_lifecycle_logger(events: &LifecycleEvents, stats: Arc<Stats>) {
                     tracing::warn!(missed = n, "lifecycle log lagged")
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+/// LISTEN on the grants channel and wake the revocation watcher on every
+/// notification; reconnects on its own. Ends when the watcher is gone.
+fn spawn_grant_listener(url: String, wake: std::sync::Weak<tokio::sync::Notify>) {
+    tokio::spawn(async move {
+        loop {
+            let listener = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                listener
+                    .listen(crate::delegation::store::GRANTS_CHANNEL)
+                    .await?;
+                loop {
+                    listener.recv().await?;
+                    match wake.upgrade() {
+                        Some(wake) => wake.notify_one(),
+                        None => return Ok::<(), sqlx::Error>(()),
+                    }
+                }
+            };
+            match listener.await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "grant notifications: reconnecting");
+                    if wake.strong_count() == 0 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     });

@@ -128,7 +128,14 @@ async fn authenticate(
         return unauthorized(None);
     };
     let principal = if presented.starts_with(ACCESS_TOKEN_PREFIX) {
-        match gw.delegation.grants.authenticate(&gw.pool, presented).await {
+        let owner_of = |email: &str| gw.config.user(email).cloned().map(Arc::new);
+        let supervisor = gw.grants_supervisor();
+        match gw
+            .delegation
+            .grants
+            .authenticate(supervisor.as_ref(), &gw.pool, &owner_of, presented)
+            .await
+        {
             Ok(grant) => Principal {
                 credential_id: grant.scope.grant_id.clone(),
                 subject: grant.scope.subject.clone(),

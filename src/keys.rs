@@ -30,6 +30,16 @@ impl MasterKey {
     /// characters) if set, else `<data_dir>/gateway.key`, created with fresh
     /// randomness (mode 0600) on first start.
     pub fn load(data_dir: &Path) -> Result<MasterKey, String> {
+        Self::load_with(data_dir, true)
+    }
+
+    /// The key for this config. Gateways sharing a PostgreSQL store must share
+    /// one key, so there it is never generated: it must be given.
+    pub fn for_config(config: &crate::config::Config) -> Result<MasterKey, String> {
+        Self::load_with(&config.data_dir, config.database.is_none())
+    }
+
+    fn load_with(data_dir: &Path, may_create: bool) -> Result<MasterKey, String> {
         for var in ["MCPGATE_SECRET_KEY", "MCPGATE_KEY"] {
             if let Ok(hex_key) = std::env::var(var) {
                 return decode_key(hex_key.trim())
@@ -42,6 +52,11 @@ impl MasterKey {
             Ok(text) => decode_key(text.trim())
                 .map(MasterKey)
                 .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => Err(format!(
+                "gateways sharing a PostgreSQL store need one key: set MCPGATE_SECRET_KEY \
+                 (64 hex characters, the same on every gateway) or put it in {}",
+                path.display()
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = rand::random();
                 write_private(&path, &hex::encode(key))

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use supervision::SupervisorMsg;
 
 use super::declaration::parse_declaration;
-use super::grants::{GrantTable, NewGrant};
+use super::grants::{GrantTable, NewGrant, mint_token};
 use super::store::{self, GrantRecord, Instance};
 use super::windmill::{JobClaim, Refusal, VerifiedJob, WindmillClient};
 use crate::gateway::Gateway;
@@ -376,6 +376,7 @@ async fn run(
     );
     let created_at = actors::now_rfc3339();
     let expires_at = time::OffsetDateTime::now_utc() + ttl;
+    let (access_token, secret_sha256) = mint_token(&grant_id);
     store::insert_grant(
         &gw.pool,
         &GrantRecord {
@@ -389,12 +390,12 @@ async fn run(
             flow_job_id: verified.flow_job_id.clone(),
             services: store::scope_text(&granted),
             created_at,
-            expires_at: expires_at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            expires_at: actors::format_rfc3339(expires_at),
             ended_at: None,
             end_reason: None,
         },
+        &secret_sha256,
+        &store::scope_text(&scope.declared),
     )
     .await
     .map_err(storage_error)?;
@@ -405,8 +406,7 @@ async fn run(
             "the grant supervisor is restarting",
         )
     })?;
-    let access_token = gw
-        .delegation
+    gw.delegation
         .grants
         .start(
             &supervisor,
@@ -419,6 +419,7 @@ async fn run(
                 owner: Arc::new(owner.clone()),
                 ttl,
                 probe: Some((probe, gw.config.delegation.liveness_interval)),
+                secret_sha256,
             },
         )
         .await

@@ -3,12 +3,13 @@
 //! the actor (and its gate) is the grant. Revocation closes the gate, stops
 //! the actor, then records the end — in that order, before it is acknowledged.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::storage::Db;
 use actors::grant::{
-    GrantActor, GrantArgs, GrantGate, GrantMsg, GrantScope, LivenessProbe, OnGrantEnd,
+    GrantActor, GrantArgs, GrantGate, GrantMsg, GrantScope, LivenessProbe, OnGrantEnd, Risk,
 };
 use dashmap::DashMap;
 use ractor::ActorRef;
@@ -60,6 +61,8 @@ pub struct GrantTokenRejection {
 #[derive(Clone, Default)]
 pub struct GrantTable {
     live: Arc<DashMap<String, Arc<LiveGrant>>>,
+    /// Adoption is rare and cold: one at a time, so a grant is started once.
+    adopting: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Everything needed to start a grant's actor.
@@ -71,7 +74,23 @@ pub struct NewGrant {
     pub owner: Arc<UserConfig>,
     pub ttl: Duration,
     pub probe: Option<(LivenessProbe, Duration)>,
+    /// SHA-256 of the token's secret part (see [`mint_token`]).
+    pub secret_sha256: [u8; 32],
 }
+
+/// A fresh delegated access token for grant `id`, and the SHA-256 of its
+/// secret part: the only form in which the secret is kept.
+pub fn mint_token(id: &str) -> (String, [u8; 32]) {
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let token = format!(
+        "{ACCESS_TOKEN_PREFIX}{}_{secret}",
+        id.trim_start_matches("grt_")
+    );
+    (token, Sha256::digest(secret.as_bytes()).into())
+}
+
+/// How a gateway that did not mint a grant finds the owner it acts for.
+pub type OwnerLookup<'a> = &'a (dyn Fn(&str) -> Option<Arc<UserConfig>> + Sync);
 
 impl GrantTable {
     pub fn len(&self) -> usize {
@@ -86,19 +105,19 @@ impl GrantTable {
         self.live.get(id).map(|g| g.value().clone())
     }
 
-    /// Start the grant's actor and return its delegated access token.
+    /// The ids of the grants this gateway holds.
+    pub fn ids(&self) -> Vec<String> {
+        self.live.iter().map(|g| g.key().clone()).collect()
+    }
+
+    /// Start the grant's actor; its token is the one [`mint_token`] gave.
     pub async fn start(
         &self,
         grants_supervisor: &ActorRef<SupervisorMsg>,
         pool: &Db,
         new: NewGrant,
-    ) -> Result<String, String> {
+    ) -> Result<Arc<LiveGrant>, String> {
         let id = new.scope.grant_id.clone();
-        let secret = hex::encode(rand::random::<[u8; 32]>());
-        let token = format!(
-            "{ACCESS_TOKEN_PREFIX}{}_{secret}",
-            id.trim_start_matches("grt_")
-        );
         let gate = GrantGate::default();
         let table = self.live.clone();
         let end_pool = pool.clone();
@@ -138,32 +157,39 @@ impl GrantTable {
             .into();
         let expires_at_unix =
             time::OffsetDateTime::now_utc().unix_timestamp() + ttl.as_secs() as i64;
-        self.live.insert(
-            id,
-            Arc::new(LiveGrant {
-                scope: new.scope,
-                instance: new.instance,
-                workspace: new.workspace,
-                flow_path: new.flow_path,
-                owner: new.owner,
-                gate,
-                actor,
-                expires_at_unix,
-                secret_sha256: Sha256::digest(secret.as_bytes()).into(),
-            }),
-        );
-        Ok(token)
+        let live = Arc::new(LiveGrant {
+            scope: new.scope,
+            instance: new.instance,
+            workspace: new.workspace,
+            flow_path: new.flow_path,
+            owner: new.owner,
+            gate,
+            actor,
+            expires_at_unix,
+            secret_sha256: new.secret_sha256,
+        });
+        self.live.insert(id, live.clone());
+        Ok(live)
     }
 
     /// The live grant a delegated access token names, or why there is none.
+    /// A live grant minted by another gateway on the same store is adopted:
+    /// started here as its own actor, so this gateway can serve and stop it.
     pub async fn authenticate(
         &self,
+        grants_supervisor: Option<&ActorRef<SupervisorMsg>>,
         pool: &Db,
+        owner_of: OwnerLookup<'_>,
         presented: &str,
     ) -> Result<Arc<LiveGrant>, GrantTokenRejection> {
         let malformed = || GrantTokenRejection {
             code: "invalid_token",
             message: "malformed delegated access token".into(),
+            subject: None,
+        };
+        let invalid = || GrantTokenRejection {
+            code: "invalid_token",
+            message: "the delegated access token is not valid".into(),
             subject: None,
         };
         let rest = presented
@@ -179,30 +205,102 @@ impl GrantTable {
             if bool::from(grant.secret_sha256.ct_eq(&presented_digest)) {
                 return Ok(grant);
             }
-            return Err(GrantTokenRejection {
-                code: "invalid_token",
-                message: "the delegated access token is not valid".into(),
-                subject: None,
-            });
+            return Err(invalid());
         }
-        // Cold path: say precisely why the grant is gone.
-        match super::store::grant(pool, &id).await {
-            Ok(Some(record)) => {
-                let reason = record
-                    .end_reason
-                    .unwrap_or_else(|| "the grant is no longer active".into());
-                Err(GrantTokenRejection {
-                    code: end_reason_code(&reason),
-                    message: format!("grant {id} has ended: {reason}"),
-                    subject: Some(record.subject),
-                })
+        // Cold path: adopt a live grant, or say precisely why it is gone.
+        let stored = match super::store::adoptable(pool, &id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Err(invalid()),
+            Err(e) => {
+                tracing::error!(grant = %id, error = %e, "grant store unavailable");
+                return Err(GrantTokenRejection {
+                    code: "temporarily_unavailable",
+                    message: "the gateway's store is unavailable".into(),
+                    subject: None,
+                });
             }
-            _ => Err(GrantTokenRejection {
-                code: "invalid_token",
-                message: "the delegated access token is not valid".into(),
-                subject: None,
-            }),
+        };
+        if !bool::from(stored.secret_sha256.as_slice().ct_eq(&presented_digest)) {
+            return Err(invalid());
         }
+        let record = &stored.record;
+        let left = time::OffsetDateTime::parse(
+            &record.expires_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|at| at.unix_timestamp() - time::OffsetDateTime::now_utc().unix_timestamp())
+        .unwrap_or(0);
+        let ended = |reason: String| GrantTokenRejection {
+            code: end_reason_code(&reason),
+            message: format!("grant {id} has ended: {reason}"),
+            subject: Some(record.subject.clone()),
+        };
+        if let Some(reason) = &record.end_reason {
+            return Err(ended(reason.clone()));
+        }
+        if stored.revoke_requested {
+            let by = stored.revoked_by.as_deref().unwrap_or("an operator");
+            return Err(ended(format!("revoked by {by}")));
+        }
+        if record.ended_at.is_some() || left <= 0 {
+            return Err(ended("expired".into()));
+        }
+        let (Some(supervisor), Some(owner)) = (grants_supervisor, owner_of(&record.subject)) else {
+            return Err(GrantTokenRejection {
+                code: "grant_unavailable",
+                message: format!("grant {id} cannot be served by this gateway"),
+                subject: Some(record.subject.clone()),
+            });
+        };
+        let _one_at_a_time = self.adopting.lock().await;
+        if let Some(grant) = self.get(&id) {
+            return Ok(grant);
+        }
+        let parse = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .filter_map(|(s, r)| Some((s.clone(), Risk::parse(r)?)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let secret_sha256: [u8; 32] = stored
+            .secret_sha256
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid())?;
+        let adopted = self
+            .start(
+                supervisor,
+                pool,
+                NewGrant {
+                    scope: GrantScope {
+                        grant_id: id.clone(),
+                        subject: record.subject.clone(),
+                        actor: record.actor.clone(),
+                        job_id: Some(record.job_id.clone()),
+                        declared: parse(&stored.declared),
+                        services: parse(&record.services),
+                    },
+                    instance: record.instance.clone(),
+                    workspace: record.workspace.clone(),
+                    flow_path: record.flow_path.clone(),
+                    owner,
+                    ttl: Duration::from_secs(left as u64),
+                    // The job token stays with the gateway that verified the
+                    // job; its probe ends the grant for every replica.
+                    probe: None,
+                    secret_sha256,
+                },
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(grant = %id, error = %e, "could not adopt a grant");
+                GrantTokenRejection {
+                    code: "temporarily_unavailable",
+                    message: format!("grant {id} could not be started here"),
+                    subject: Some(record.subject.clone()),
+                }
+            })?;
+        tracing::info!(grant = %id, "adopted a grant minted by another gateway");
+        Ok(adopted)
     }
 
     /// Revoke one live grant: close its gate (in-flight hand-offs finish,

@@ -264,10 +264,18 @@ pub struct GrantRecord {
     pub end_reason: Option<String>,
 }
 
-pub async fn insert_grant(pool: &Db, grant: &GrantRecord) -> Result<(), sqlx::Error> {
+/// Record a new grant. `secret_sha256` and `declared` let another gateway on
+/// the same store serve it (see [`adoptable`]); they are never listed.
+pub async fn insert_grant(
+    pool: &Db,
+    grant: &GrantRecord,
+    secret_sha256: &[u8; 32],
+    declared: &BTreeMap<String, String>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO delegation_grants (id, subject, actor, instance, workspace, flow_path, job_id, \
-         flow_job_id, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         flow_job_id, scope, created_at, expires_at, secret_sha256, declared) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&grant.id)
     .bind(&grant.subject)
@@ -280,9 +288,42 @@ pub async fn insert_grant(pool: &Db, grant: &GrantRecord) -> Result<(), sqlx::Er
     .bind(serde_json::to_string(&grant.services).expect("strings serialize"))
     .bind(&grant.created_at)
     .bind(&grant.expires_at)
+    .bind(secret_sha256.to_vec())
+    .bind(serde_json::to_string(declared).expect("strings serialize"))
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// A grant as another gateway on the store needs it to serve its token.
+pub struct Adoptable {
+    pub record: GrantRecord,
+    pub secret_sha256: Vec<u8>,
+    pub declared: BTreeMap<String, String>,
+    /// Who asked for its revocation, if anyone has.
+    pub revoked_by: Option<String>,
+    pub revoke_requested: bool,
+}
+
+pub async fn adoptable(pool: &Db, id: &str) -> Result<Option<Adoptable>, sqlx::Error> {
+    let row = sqlx::query("SELECT * FROM delegation_grants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|row| {
+        let secret: Option<Vec<u8>> = row.get("secret_sha256");
+        let declared: Option<String> = row.get("declared");
+        let requested: Option<String> = row.get("revoke_requested_at");
+        Adoptable {
+            record: grant_from(&row),
+            secret_sha256: secret.unwrap_or_default(),
+            declared: declared
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or_default(),
+            revoked_by: row.get("revoked_by"),
+            revoke_requested: requested.is_some(),
+        }
+    }))
 }
 
 fn grant_from(row: &sqlx::any::AnyRow) -> GrantRecord {
@@ -332,6 +373,23 @@ pub async fn mark_ended(pool: &Db, id: &str, reason: &str) -> Result<(), sqlx::E
     .bind(id)
     .execute(pool)
     .await?;
+    notify_grant_change(pool, id).await
+}
+
+/// The channel on which PostgreSQL tells every replica that a grant was
+/// revoked or ended, so the ones holding it stop it at once.
+pub const GRANTS_CHANNEL: &str = "mcpgate_grants";
+
+/// On PostgreSQL, wake every replica's revocation watcher. (On SQLite one
+/// gateway owns the store; other processes are seen by its poll.)
+async fn notify_grant_change(pool: &Db, id: &str) -> Result<(), sqlx::Error> {
+    if crate::storage::backend(pool) == crate::storage::Backend::Postgres {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(GRANTS_CHANNEL)
+            .bind(id)
+            .execute(pool)
+            .await?;
+    }
     Ok(())
 }
 
@@ -373,6 +431,9 @@ pub async fn request_revocation(
     .bind(&filter.instance)
     .fetch_all(pool)
     .await?;
+    for id in &ids {
+        notify_grant_change(pool, id).await?;
+    }
     Ok(ids)
 }
 
@@ -393,14 +454,64 @@ pub async fn pending_revocations(pool: &Db) -> Result<Vec<(String, String)>, sql
         .collect())
 }
 
-/// Grants left live by a previous run: their actors died with it.
+/// Of the grants `ids` (the ones this gateway holds), those another process
+/// revoked or ended, with the reason to close them with.
+pub async fn ended_elsewhere(pool: &Db, ids: &[String]) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let list = (1..=chunk.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Only placeholders are spliced in: the ids are bound.
+        let sql = format!(
+            "SELECT id, revoked_by, revoke_requested_at, end_reason FROM delegation_grants \
+             WHERE id IN ({list}) AND (revoke_requested_at IS NOT NULL OR ended_at IS NOT NULL)"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(pool).await? {
+            let requested: Option<String> = row.get("revoke_requested_at");
+            let by: Option<String> = row.get("revoked_by");
+            let ended: Option<String> = row.get("end_reason");
+            let reason = match (requested, ended) {
+                (Some(_), _) => format!("revoked by {}", by.as_deref().unwrap_or("an operator")),
+                (None, Some(reason)) => reason,
+                (None, None) => "the grant is no longer active".into(),
+            };
+            out.push((row.get("id"), reason));
+        }
+    }
+    Ok(out)
+}
+
+/// Grants whose actors died with a previous run. On SQLite one gateway owns
+/// the store, so every live grant is such an orphan; on PostgreSQL the other
+/// replicas may still serve theirs, so only the expired ones are ended.
 pub async fn end_orphans(pool: &Db) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE delegation_grants SET ended_at = $1, end_reason = 'gateway restarted' WHERE ended_at IS NULL",
-    )
-    .bind(actors::now_rfc3339())
-    .execute(pool)
-    .await?;
+    let done = match crate::storage::backend(pool) {
+        crate::storage::Backend::Sqlite => {
+            sqlx::query(
+                "UPDATE delegation_grants SET ended_at = $1, end_reason = 'gateway restarted' \
+                 WHERE ended_at IS NULL",
+            )
+            .bind(actors::now_rfc3339())
+            .execute(pool)
+            .await?
+        }
+        crate::storage::Backend::Postgres => {
+            let now = actors::now_rfc3339();
+            sqlx::query(
+                "UPDATE delegation_grants SET ended_at = $1, end_reason = 'expired' \
+                 WHERE ended_at IS NULL AND expires_at < $1",
+            )
+            .bind(now)
+            .execute(pool)
+            .await?
+        }
+    };
     Ok(done.rows_affected())
 }
 

@@ -4,6 +4,7 @@
 pub mod fake_jira;
 pub mod fake_windmill;
 pub mod recorder;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,16 +80,71 @@ pub struct TestGateway {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// A PostgreSQL database and gateway key that several gateways share, as
+/// replicas behind one load balancer do.
+#[derive(Clone)]
+pub struct SharedStore {
+    pub url: String,
+    pub key_hex: String,
+}
+
+impl SharedStore {
+    /// A fresh, empty database on the test server (`scripts/postgres.sh`,
+    /// which `scripts/test.sh` starts) and a fresh key.
+    pub async fn create() -> SharedStore {
+        use sqlx::Connection;
+        let server = std::env::var("MCPGATE_TEST_POSTGRES").unwrap_or_else(|_| {
+            panic!(
+                "MCPGATE_TEST_POSTGRES is not set: run the tests with ./scripts/test.sh, \
+                 which starts a throwaway PostgreSQL (scripts/postgres.sh)"
+            )
+        });
+        let name = format!("mcpgate_test_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {server}: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let (prefix, _) = server.rsplit_once('/').expect("a URL with a database");
+        SharedStore {
+            url: format!("{prefix}/{name}"),
+            key_hex: hex::encode(rand::random::<[u8; 32]>()),
+        }
+    }
+}
+
+/// `MCPGATE_TEST_BACKEND=postgres` runs a suite's gateways on PostgreSQL.
+async fn default_store() -> Option<SharedStore> {
+    match std::env::var("MCPGATE_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Some(SharedStore::create().await),
+        _ => None,
+    }
+}
+
 impl TestGateway {
     /// `body` is the YAML after `data_dir`/`listen` (services, users, limits).
     pub async fn start(body: &str) -> TestGateway {
+        let store = default_store().await;
+        Self::start_on(body, store.as_ref()).await
+    }
+
+    /// Start on `store` (PostgreSQL, shared key) or the embedded SQLite.
+    pub async fn start_on(body: &str, store: Option<&SharedStore>) -> TestGateway {
         if std::env::var_os("MCPGATE_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::from_env("MCPGATE_TEST_LOG"))
                 .try_init();
         }
         let dir = tempfile::tempdir().unwrap();
-        let text = format!("data_dir: {}\n{body}", dir.path().join("data").display());
+        let data = dir.path().join("data");
+        let mut text = format!("data_dir: {}\n{body}", data.display());
+        if let Some(store) = store {
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(data.join("gateway.key"), &store.key_hex).unwrap();
+            text = format!("database: {}\n{text}", store.url);
+        }
         let config = Config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
         let pool = mcpgate::storage::connect(&config).await.unwrap();
         let gw = Gateway::start(config, pool).await.unwrap();
