@@ -360,8 +360,7 @@ pub async fn credentials(config: Config, command: CredentialsCommand) -> anyhow:
             let mut secret = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret)?;
             let secret = secret.trim_end_matches(['\n', '\r']);
-            let master =
-                crate::keys::MasterKey::for_config(&config).map_err(anyhow::Error::msg)?;
+            let master = crate::keys::MasterKey::for_config(&config).map_err(anyhow::Error::msg)?;
             vault::set(&pool, &master, &user, &service, kind, secret).await?;
             println!(
                 "stored a {} credential for {user} on {service}",

@@ -456,7 +456,10 @@ pub async fn pending_revocations(pool: &Db) -> Result<Vec<(String, String)>, sql
 
 /// Of the grants `ids` (the ones this gateway holds), those another process
 /// revoked or ended, with the reason to close them with.
-pub async fn ended_elsewhere(pool: &Db, ids: &[String]) -> Result<Vec<(String, String)>, sqlx::Error> {
+pub async fn ended_elsewhere(
+    pool: &Db,
+    ids: &[String],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
     let mut out = Vec::new();
     for chunk in ids.chunks(500) {
         let list = (1..=chunk.len())

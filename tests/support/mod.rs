@@ -139,13 +139,18 @@ impl TestGateway {
         }
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let mut text = format!("data_dir: {}\n{body}", data.display());
+        let mut text = body.to_owned();
         if let Some(store) = store {
             std::fs::create_dir_all(&data).unwrap();
             std::fs::write(data.join("gateway.key"), &store.key_hex).unwrap();
             text = format!("database: {}\n{text}", store.url);
         }
-        let config = Config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        // Replicas run one config file; each has its own data directory, set
+        // the way MCPGATE_DATA_DIR does (the config text, and so the policy
+        // version, stays the same).
+        let mut config =
+            Config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        config.data_dir = data;
         let pool = mcpgate::storage::connect(&config).await.unwrap();
         let gw = Gateway::start(config, pool).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

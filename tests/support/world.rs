@@ -178,4 +178,3 @@ impl World {
             .unwrap_or_else(|| panic!("no audit row with reason {code}"))
     }
 }
-
