@@ -217,7 +217,6 @@ async fn a_replica_without_the_shared_key_refuses_to_start() {
     // And a database URL that is not PostgreSQL is a config error with its line.
     let bad =
         mcpgate::config::Config::parse("listen: 127.0.0.1:0\ndatabase: mysql://x/y\n", "bad.yaml")
-            .err()
-            .expect("refused");
+            .expect_err("refused");
     assert!(bad.to_string().starts_with("bad.yaml:2"), "{bad}");
 }
