@@ -434,10 +434,7 @@ impl Gateway {
         let every = self.config.delegation.revocation_poll;
         let wake = Arc::new(tokio::sync::Notify::new());
         if crate::storage::backend(&self.pool) == crate::storage::Backend::Postgres {
-            spawn_grant_listener(
-                self.pool.connect_options().database_url.to_string(),
-                Arc::downgrade(&wake),
-            );
+            self.spawn_store_listener(Arc::downgrade(&wake));
         }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -581,10 +578,23 @@ impl Gateway {
                     > 0
             }
         };
+        self.reload_risk_overrides().await?;
+        if crate::storage::backend(&self.pool) == crate::storage::Backend::Postgres {
+            // Every other replica reloads on this (see `spawn_store_listener`).
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(POLICY_CHANNEL)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(changed)
+    }
+
+    /// Read the admin risk overrides from the store; catalogs rebuild on next use.
+    pub async fn reload_risk_overrides(&self) -> Result<(), sqlx::Error> {
         let fresh = load_risk_overrides(&self.pool).await?;
         *self.risk_overrides.write().expect("overrides lock") = Arc::new(fresh);
         self.catalogs.clear();
-        Ok(changed)
+        Ok(())
     }
 
     pub fn is_draining(&self) -> bool {
@@ -766,34 +776,56 @@ fn spawn_lifecycle_logger(events: &LifecycleEvents, stats: Arc<Stats>) {
     });
 }
 
-/// LISTEN on the grants channel and wake the revocation watcher on every
-/// notification; reconnects on its own. Ends when the watcher is gone.
-fn spawn_grant_listener(url: String, wake: std::sync::Weak<tokio::sync::Notify>) {
-    tokio::spawn(async move {
-        loop {
-            let listener = async {
-                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
-                listener
-                    .listen(crate::delegation::store::GRANTS_CHANNEL)
-                    .await?;
-                loop {
-                    listener.recv().await?;
-                    match wake.upgrade() {
-                        Some(wake) => wake.notify_one(),
-                        None => return Ok::<(), sqlx::Error>(()),
+/// Where a replica tells the others that the admin risk overrides changed.
+const POLICY_CHANNEL: &str = "mcpgate_policy";
+
+impl Gateway {
+    /// On PostgreSQL, LISTEN for what other replicas changed: grants (wake
+    /// the revocation watcher) and risk overrides (reload them). Reconnects on
+    /// its own, and reloads after a reconnect in case it missed one; ends with
+    /// the gateway.
+    fn spawn_store_listener(self: &Arc<Self>, revocations: std::sync::Weak<tokio::sync::Notify>) {
+        let url = self.pool.connect_options().database_url.to_string();
+        let gw = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut reconnected = false;
+            loop {
+                let session = async {
+                    let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                    listener
+                        .listen_all([crate::delegation::store::GRANTS_CHANNEL, POLICY_CHANNEL])
+                        .await?;
+                    if reconnected && let Some(gw) = gw.upgrade() {
+                        gw.reload_risk_overrides().await?;
+                        if let Some(revocations) = revocations.upgrade() {
+                            revocations.notify_one();
+                        }
                     }
-                }
-            };
-            match listener.await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "grant notifications: reconnecting");
-                    if wake.strong_count() == 0 {
-                        return;
+                    loop {
+                        let note = listener.recv().await?;
+                        let (Some(gw), Some(revocations)) = (gw.upgrade(), revocations.upgrade())
+                        else {
+                            return Ok::<(), sqlx::Error>(());
+                        };
+                        if note.channel() == POLICY_CHANNEL {
+                            gw.reload_risk_overrides().await?;
+                        } else {
+                            revocations.notify_one();
+                        }
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                };
+                match session.await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        if gw.strong_count() == 0 {
+                            return;
+                        }
+                        tracing::warn!(error = %e, "store notifications: reconnecting");
+                        reconnected = true;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }

@@ -180,6 +180,37 @@ async fn tokens_confirmations_and_audit_are_shared_by_every_replica() {
         "B still accepts a token revoked on A"
     );
 
+    // A risk override set through B's admin API holds on A at once.
+    let bob = w.gw.token("bob@example.com").await;
+    let bob_on_a = rmcp_connect(&w.gw.url, &bob).await;
+    let query = json!({"action": "query", "sql": "select 1"});
+    call(&bob_on_a, "bigquery_read_actions", query.clone())
+        .await
+        .unwrap();
+    let (status, body) = w
+        .admin_at(
+            &b,
+            "PUT",
+            "/admin/api/policy/risk",
+            json!({"pattern": "bigquery.q*", "risk": "high_risk"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let set_at = Instant::now();
+    loop {
+        match call(&bob_on_a, "bigquery_read_actions", query.clone()).await {
+            Err(e) => {
+                assert_eq!(support::reason_of(&e), "wrong_tool");
+                break;
+            }
+            Ok(_) => assert!(
+                set_at.elapsed() < Duration::from_secs(5),
+                "A never saw the override set on B"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
     // Both replicas write to, and read, one audit log.
     let from_a = w.gw.audit_rows().await;
     let from_b = b.audit_rows().await;
