@@ -6,6 +6,11 @@ set -euo pipefail
 PORT=${MCPGATE_TEST_PG_PORT:-55432}
 DIR=${MCPGATE_TEST_PG_DIR:-/tmp/mcpgate-test-pg}
 BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+if [ -z "$BIN" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing PostgreSQL (Debian package)" >&2
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; } >&2
+    BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+fi
 if [ -z "$BIN" ]; then
     echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2
     exit 1

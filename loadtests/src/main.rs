@@ -51,6 +51,10 @@ struct Args {
     /// A quick pass (c=1,16 for 2 s each) that checks the harness works.
     #[arg(long)]
     smoke: bool,
+    /// Run the gateway on this PostgreSQL database instead of the embedded
+    /// SQLite file (e.g. the one `scripts/postgres.sh` starts).
+    #[arg(long)]
+    database: Option<String>,
 }
 
 #[derive(Clone)]
@@ -123,7 +127,12 @@ struct Gateway {
     _dir: tempfile::TempDir,
 }
 
-async fn start_gateway(bin: &PathBuf, upstream: &str, audit_sync: &str) -> anyhow::Result<Gateway> {
+async fn start_gateway(
+    bin: &PathBuf,
+    upstream: &str,
+    audit_sync: &str,
+    database: Option<&str>,
+) -> anyhow::Result<Gateway> {
     if !bin.exists() {
         bail!(
             "{} not found: run `cargo build --release` first",
@@ -135,11 +144,24 @@ async fn start_gateway(bin: &PathBuf, upstream: &str, audit_sync: &str) -> anyho
         .local_addr()?
         .port();
     let config = dir.path().join("config.yaml");
+    let data = dir.path().join("data");
+    let store = match database {
+        Some(url) => {
+            // A shared store never gets a generated key: give it one.
+            std::fs::create_dir_all(&data)?;
+            std::fs::write(
+                data.join("gateway.key"),
+                hex::encode(rand::random::<[u8; 32]>()),
+            )?;
+            format!("database: {url}\n")
+        }
+        None => String::new(),
+    };
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\ndata_dir: {}\nlimits: {{ audit_sync: {audit_sync} }}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
-            dir.path().join("data").display()
+            "listen: 127.0.0.1:{port}\n{store}data_dir: {}\nlimits: {{ audit_sync: {audit_sync} }}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
+            data.display()
         ),
     )?;
     let out = tokio::process::Command::new(bin)
@@ -306,7 +328,13 @@ async fn main() -> anyhow::Result<()> {
     }
     MODERN.set(args.protocol != "legacy").ok();
     let upstream = start_upstream().await?;
-    let mut gateway = start_gateway(&args.gateway_bin, &upstream, &args.audit_sync).await?;
+    let mut gateway = start_gateway(
+        &args.gateway_bin,
+        &upstream,
+        &args.audit_sync,
+        args.database.as_deref(),
+    )
+    .await?;
     println!("| concurrency | path | calls/s | p50 ms | p99 ms |");
     println!("|---:|---|---:|---:|---:|");
     let mut summary = Vec::new();
