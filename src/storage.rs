@@ -141,3 +141,22 @@ pub fn redacted(url: &str) -> String {
         Err(_) => "<unparseable database URL>".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        assert_eq!(
+            redacted("postgres://gw:s3cret@db.internal:5432/mcpgate"),
+            "postgres://gw:***@db.internal:5432/mcpgate"
+        );
+        assert_eq!(
+            redacted("postgres://db.internal/mcpgate"),
+            "postgres://db.internal/mcpgate"
+        );
+        assert!(!redacted("postgres://gw:s3cret@[oops/x").contains("s3cret"));
+        assert!(is_postgres_url("postgresql://h/d") && !is_postgres_url("sqlite://x.db"));
+    }
+}
