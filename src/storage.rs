@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::ConnectOptions;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 
 use crate::config::{AuditSync, Config};
 
@@ -25,12 +25,12 @@ pub enum Backend {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}")]
     DataDir {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}")]
     Open { path: String, source: sqlx::Error },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -119,6 +119,14 @@ pub async fn open_postgres(url: &str) -> Result<Db, StorageError> {
         source,
     };
     let options: AnyConnectOptions = url.parse().map_err(open_error)?;
+    // One direct connection first: its error names the cause (refused,
+    // authentication, no such database), where the pool's only says it timed out.
+    sqlx::AnyConnection::connect_with(&options)
+        .await
+        .map_err(open_error)?
+        .close()
+        .await
+        .map_err(open_error)?;
     let pool = AnyPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
