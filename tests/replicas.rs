@@ -251,3 +251,45 @@ async fn a_replica_without_the_shared_key_refuses_to_start() {
             .expect_err("refused");
     assert!(bad.to_string().starts_with("bad.yaml:2"), "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_finished_job_ends_its_grant_on_the_replicas_that_adopted_it() {
+    let store = SharedStore::create().await;
+    let w = world_on(Some(&store)).await;
+    // B never polls: only the minting replica's probe and the notification
+    // can end the grant there.
+    let b = TestGateway::start_on(
+        &w.body
+            .replace("revocation_poll: 100ms", "revocation_poll: 1h"),
+        Some(&store),
+    )
+    .await;
+    let step = w.wm.start_flow("alice", "f/finance/nightly_pnl");
+    let (token, grant_id) = w.grant_token(&step, DECLARATION).await;
+    let on_b = rmcp_connect(&b.url, &token).await;
+    let query = json!({"action": "query", "sql": "select 1"});
+    call(&on_b, "bigquery_read_actions", query.clone())
+        .await
+        .unwrap();
+    assert!(b.gw.delegation.grants.get(&grant_id).is_some());
+
+    w.wm.finish(&step.job_id);
+    let finished = Instant::now();
+    while b.gw.delegation.grants.get(&grant_id).is_some() {
+        assert!(
+            finished.elapsed() < Duration::from_secs(10),
+            "B kept serving a grant whose job finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(call(&on_b, "bigquery_read_actions", query).await.is_err());
+    assert_eq!(w.bigquery.count(), 1);
+    assert_eq!(ping_status(&b, &token).await, 401);
+    let rows = b.audit_rows().await;
+    assert!(
+        rows.iter()
+            .any(|r| r.reason_code.as_deref() == Some("job_finished"))
+    );
+    w.gw.stop().await;
+    b.stop().await;
+}

@@ -220,7 +220,10 @@ impl GrantTable {
                 });
             }
         };
-        if !bool::from(stored.secret_sha256.as_slice().ct_eq(&presented_digest)) {
+        // A row minted before token hashes were stored has none: it can say
+        // why it ended, but never be adopted.
+        let matches = bool::from(stored.secret_sha256.as_slice().ct_eq(&presented_digest));
+        if !matches && !stored.secret_sha256.is_empty() {
             return Err(invalid());
         }
         let record = &stored.record;
@@ -230,74 +233,49 @@ impl GrantTable {
         )
         .map(|at| at.unix_timestamp() - time::OffsetDateTime::now_utc().unix_timestamp())
         .unwrap_or(0);
-        let ended = |reason: String| GrantTokenRejection {
-            code: end_reason_code(&reason),
-            message: format!("grant {id} has ended: {reason}"),
-            subject: Some(record.subject.clone()),
+        let ended = match (&record.end_reason, stored.revoke_requested) {
+            (Some(reason), _) => Some(reason.clone()),
+            (None, true) => Some(format!(
+                "revoked by {}",
+                stored.revoked_by.as_deref().unwrap_or("an operator")
+            )),
+            (None, false) if record.ended_at.is_some() || left <= 0 => Some("expired".into()),
+            (None, false) => None,
         };
-        if let Some(reason) = &record.end_reason {
-            return Err(ended(reason.clone()));
-        }
-        if stored.revoke_requested {
-            let by = stored.revoked_by.as_deref().unwrap_or("an operator");
-            return Err(ended(format!("revoked by {by}")));
-        }
-        if record.ended_at.is_some() || left <= 0 {
-            return Err(ended("expired".into()));
-        }
-        let (Some(supervisor), Some(owner)) = (grants_supervisor, owner_of(&record.subject)) else {
+        if let Some(reason) = ended {
             return Err(GrantTokenRejection {
-                code: "grant_unavailable",
-                message: format!("grant {id} cannot be served by this gateway"),
+                code: end_reason_code(&reason),
+                message: format!("grant {id} has ended: {reason}"),
                 subject: Some(record.subject.clone()),
             });
+        }
+        if !matches {
+            return Err(invalid());
+        }
+        let unavailable = |message: String| GrantTokenRejection {
+            code: "grant_unavailable",
+            message,
+            subject: Some(record.subject.clone()),
+        };
+        let (Some(supervisor), Some(owner)) = (grants_supervisor, owner_of(&record.subject)) else {
+            return Err(unavailable(format!(
+                "grant {id} cannot be served by this gateway"
+            )));
         };
         let _one_at_a_time = self.adopting.lock().await;
         if let Some(grant) = self.get(&id) {
             return Ok(grant);
         }
-        let parse = |m: &BTreeMap<String, String>| {
-            m.iter()
-                .filter_map(|(s, r)| Some((s.clone(), Risk::parse(r)?)))
-                .collect::<BTreeMap<_, _>>()
-        };
-        let secret_sha256: [u8; 32] = stored
-            .secret_sha256
-            .as_slice()
-            .try_into()
-            .map_err(|_| invalid())?;
         let adopted = self
             .start(
                 supervisor,
                 pool,
-                NewGrant {
-                    scope: GrantScope {
-                        grant_id: id.clone(),
-                        subject: record.subject.clone(),
-                        actor: record.actor.clone(),
-                        job_id: Some(record.job_id.clone()),
-                        declared: parse(&stored.declared),
-                        services: parse(&record.services),
-                    },
-                    instance: record.instance.clone(),
-                    workspace: record.workspace.clone(),
-                    flow_path: record.flow_path.clone(),
-                    owner,
-                    ttl: Duration::from_secs(left as u64),
-                    // The job token stays with the gateway that verified the
-                    // job; its probe ends the grant for every replica.
-                    probe: None,
-                    secret_sha256,
-                },
+                adoption(&stored, owner, Duration::from_secs(left as u64)),
             )
             .await
             .map_err(|e| {
                 tracing::error!(grant = %id, error = %e, "could not adopt a grant");
-                GrantTokenRejection {
-                    code: "temporarily_unavailable",
-                    message: format!("grant {id} could not be started here"),
-                    subject: Some(record.subject.clone()),
-                }
+                unavailable(format!("grant {id} could not be started here"))
             })?;
         tracing::info!(grant = %id, "adopted a grant minted by another gateway");
         Ok(adopted)
@@ -339,6 +317,38 @@ impl GrantTable {
         }
         self.live.remove(id);
         true
+    }
+}
+
+/// What starts a grant minted elsewhere here: its stored scope, no liveness
+/// probe (the job token stays with the gateway that verified the job; its
+/// probe ends the grant for every replica), the rest of its lifetime.
+fn adoption(stored: &super::store::Adoptable, owner: Arc<UserConfig>, ttl: Duration) -> NewGrant {
+    let risks = |m: &BTreeMap<String, String>| {
+        m.iter()
+            .filter_map(|(s, r)| Some((s.clone(), Risk::parse(r)?)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let record = &stored.record;
+    // It matched the presented digest, so it is 32 bytes.
+    let mut secret_sha256 = [0u8; 32];
+    secret_sha256.copy_from_slice(&stored.secret_sha256);
+    NewGrant {
+        scope: GrantScope {
+            grant_id: record.id.clone(),
+            subject: record.subject.clone(),
+            actor: record.actor.clone(),
+            job_id: Some(record.job_id.clone()),
+            declared: risks(&stored.declared),
+            services: risks(&record.services),
+        },
+        instance: record.instance.clone(),
+        workspace: record.workspace.clone(),
+        flow_path: record.flow_path.clone(),
+        owner,
+        ttl,
+        probe: None,
+        secret_sha256,
     }
 }
 

@@ -116,7 +116,7 @@ impl SharedStore {
 }
 
 /// `MCPGATE_TEST_BACKEND=postgres` runs a suite's gateways on PostgreSQL.
-async fn default_store() -> Option<SharedStore> {
+pub async fn default_store() -> Option<SharedStore> {
     match std::env::var("MCPGATE_TEST_BACKEND").as_deref() {
         Ok("postgres") => Some(SharedStore::create().await),
         _ => None,

@@ -23,7 +23,8 @@ pub struct World {
 pub const DECLARATION: &str = r#"[{"bigquery": ["read"]}, {"slack": ["write"]}]"#;
 
 pub async fn world() -> World {
-    world_on(None).await
+    let store = super::default_store().await;
+    world_on(store.as_ref()).await
 }
 
 /// The same world with its gateway on a shared store (see [`SharedStore`]).
