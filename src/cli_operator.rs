@@ -334,8 +334,9 @@ pub enum CredentialsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Re-seal stored credentials under the current key (MCPGATE_KEY or the
-    /// key file) from the previous one, given as MCPGATE_KEY_PREVIOUS.
+    /// Re-seal stored credentials and live pseudonym mappings under the
+    /// current key (MCPGATE_SECRET_KEY or the key file) from the previous one,
+    /// given as MCPGATE_KEY_PREVIOUS.
     Rotate,
 }
 
@@ -398,6 +399,11 @@ pub async fn secrets(config: Config, command: SecretsCommand) -> anyhow::Result<
             let pool = storage::connect(&config).await?;
             let done = crate::vault::rotate(&pool, &previous, &current).await?;
             println!("re-sealed {done} credentials under key {}", current.id());
+            let mappings = crate::pii::store::rotate(&pool, &previous, &current).await?;
+            println!(
+                "re-sealed {} pseudonym mappings ({} already current, {} under neither key, left to expire)",
+                mappings.resealed, mappings.current, mappings.unreadable
+            );
         }
     }
     Ok(())

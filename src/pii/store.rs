@@ -32,11 +32,62 @@ pub enum Lookup {
     Unknown,
 }
 
+/// The HKDF purpose of the key that seals mappings.
+const PURPOSE: &str = "pii mappings v1";
+
+/// What a key rotation did to the live mappings.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rotated {
+    pub resealed: u64,
+    /// Already under the current key.
+    pub current: u64,
+    /// Sealed under neither key: left to expire (their pseudonyms stay unknown).
+    pub unreadable: u64,
+}
+
+/// Re-seal the live mappings sealed under `previous` with `current`, so
+/// pseudonyms handed out before a rotation still rehydrate after it.
+pub async fn rotate(
+    pool: &Db,
+    previous: &MasterKey,
+    current: &MasterKey,
+) -> Result<Rotated, sqlx::Error> {
+    let (old_key, new_key) = (previous.derive(PURPOSE), current.derive(PURPOSE));
+    let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT scope_id, pseudonym, sealed FROM pii_mappings WHERE expires_at > $1",
+    )
+    .bind(now())
+    .fetch_all(pool)
+    .await?;
+    let mut done = Rotated::default();
+    let mut tx = pool.begin().await?;
+    for (scope_id, pseudonym, sealed) in rows {
+        let aad = MappingStore::aad(&scope_id, &pseudonym);
+        if keys::open(&new_key, &sealed, &aad).is_some() {
+            done.current += 1;
+            continue;
+        }
+        let Some(value) = keys::open(&old_key, &sealed, &aad) else {
+            done.unreadable += 1;
+            continue;
+        };
+        sqlx::query("UPDATE pii_mappings SET sealed = $1 WHERE scope_id = $2 AND pseudonym = $3")
+            .bind(keys::seal(&new_key, &value, &aad))
+            .bind(&scope_id)
+            .bind(&pseudonym)
+            .execute(&mut *tx)
+            .await?;
+        done.resealed += 1;
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
 impl MappingStore {
     pub fn new(pool: Db, master: &MasterKey, ttl_secs: i64) -> Self {
         Self {
             pool,
-            seal_key: master.derive("pii mappings v1"),
+            seal_key: master.derive(PURPOSE),
             ttl_secs,
             cache: DashMap::new(),
         }
@@ -134,5 +185,58 @@ impl MappingStore {
                 .await?
                 .rows_affected(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pseudonyms_from_before_a_key_rotation_still_rehydrate_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::storage::open(dir.path()).await.unwrap();
+        let old = MasterKey::from_bytes([1; 32]);
+        let new = MasterKey::from_bytes([2; 32]);
+        let before = MappingStore::new(pool.clone(), &old, 3600);
+        before
+            .remember("scope-a", "<PERSON_1>", "PERSON", "Ada Lovelace")
+            .await
+            .unwrap();
+        // A fresh store under the new key (no cache) cannot read it yet.
+        let after = MappingStore::new(pool.clone(), &new, 3600);
+        assert_eq!(
+            after.lookup("scope-a", "<PERSON_1>").await.unwrap(),
+            Lookup::Unknown
+        );
+
+        let done = rotate(&pool, &old, &new).await.unwrap();
+        assert_eq!(
+            done,
+            Rotated {
+                resealed: 1,
+                current: 0,
+                unreadable: 0
+            }
+        );
+        let after = MappingStore::new(pool.clone(), &new, 3600);
+        assert_eq!(
+            after.lookup("scope-a", "<PERSON_1>").await.unwrap(),
+            Lookup::Found("Ada Lovelace".into())
+        );
+        // Running it again changes nothing; a third key reads nothing.
+        let again = rotate(&pool, &old, &new).await.unwrap();
+        assert_eq!(
+            again,
+            Rotated {
+                resealed: 0,
+                current: 1,
+                unreadable: 0
+            }
+        );
+        let stray = rotate(&pool, &old, &MasterKey::from_bytes([3; 32]))
+            .await
+            .unwrap();
+        assert_eq!(stray.unreadable, 1);
     }
 }
