@@ -396,7 +396,7 @@ impl Gateway {
         });
         gw.spawn_revocation_watcher();
         gw.spawn_hook_watcher();
-        gw.spawn_pii_expiry();
+        gw.spawn_expiry();
         Ok(gw)
     }
 
@@ -467,8 +467,10 @@ impl Gateway {
         })
     }
 
-    /// Drop expired pseudonym mappings every ten minutes.
-    pub fn spawn_pii_expiry(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Every ten minutes: drop expired pseudonym mappings, and record the end
+    /// of expired grants no gateway holds any more (their minting replica
+    /// went away; a holder ends its own when its actor's lifetime runs out).
+    pub fn spawn_expiry(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let gw = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -480,6 +482,9 @@ impl Gateway {
                 }
                 if let Err(e) = gw.pii.expire().await {
                     tracing::warn!(error = %e, "could not expire pseudonym mappings");
+                }
+                if let Err(e) = crate::delegation::store::end_expired(&gw.pool).await {
+                    tracing::warn!(error = %e, "could not end expired grants");
                 }
             }
         })

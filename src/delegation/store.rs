@@ -504,17 +504,20 @@ pub async fn end_orphans(pool: &Db) -> Result<u64, sqlx::Error> {
             .execute(pool)
             .await?
         }
-        crate::storage::Backend::Postgres => {
-            let now = actors::now_rfc3339();
-            sqlx::query(
-                "UPDATE delegation_grants SET ended_at = $1, end_reason = 'expired' \
-                 WHERE ended_at IS NULL AND expires_at < $1",
-            )
-            .bind(now)
-            .execute(pool)
-            .await?
-        }
+        crate::storage::Backend::Postgres => return end_expired(pool).await,
     };
+    Ok(done.rows_affected())
+}
+
+/// Record the end of live grants whose lifetime is over.
+pub async fn end_expired(pool: &Db) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE delegation_grants SET ended_at = $1, end_reason = 'expired' \
+         WHERE ended_at IS NULL AND expires_at < $1",
+    )
+    .bind(actors::now_rfc3339())
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected())
 }
 
@@ -524,4 +527,54 @@ pub fn scope_text(services: &BTreeMap<String, Risk>) -> BTreeMap<String, String>
         .iter()
         .map(|(s, r)| (s.clone(), r.as_str().to_owned()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, expires_at: time::OffsetDateTime) -> GrantRecord {
+        GrantRecord {
+            id: id.into(),
+            subject: "alice@example.com".into(),
+            actor: "windmill:prod/finance/f/x".into(),
+            instance: "prod".into(),
+            workspace: "finance".into(),
+            flow_path: "f/x".into(),
+            job_id: "job".into(),
+            flow_job_id: None,
+            services: BTreeMap::new(),
+            created_at: actors::now_rfc3339(),
+            expires_at: actors::format_rfc3339(expires_at),
+            ended_at: None,
+            end_reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_grants_are_ended_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::storage::open(dir.path()).await.unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let hash = [7u8; 32];
+        for (id, at) in [
+            ("grt_old", now - time::Duration::minutes(1)),
+            ("grt_live", now + time::Duration::minutes(10)),
+        ] {
+            insert_grant(&pool, &record(id, at), &hash, &BTreeMap::new())
+                .await
+                .unwrap();
+        }
+        assert_eq!(end_expired(&pool).await.unwrap(), 1);
+        let old = adoptable(&pool, "grt_old").await.unwrap().unwrap();
+        assert_eq!(old.record.end_reason.as_deref(), Some("expired"));
+        assert_eq!(old.secret_sha256, hash.to_vec());
+        let live = grant(&pool, "grt_live").await.unwrap().unwrap();
+        assert!(live.ended_at.is_none());
+        // What a replica holding both would be told to stop.
+        let ended = ended_elsewhere(&pool, &["grt_old".into(), "grt_live".into()])
+            .await
+            .unwrap();
+        assert_eq!(ended, vec![("grt_old".to_owned(), "expired".to_owned())]);
+    }
 }
