@@ -490,15 +490,22 @@ async fn revoke_grants(
     revoke(&gw, &admin, &filter).await
 }
 
-/// Answers only once every named grant's actor has stopped.
+/// Answers only once every named grant's actor has stopped, on every
+/// gateway sharing the store; `unconfirmed_replicas` names any that did not
+/// say so in time (their grants are refused everywhere else already).
 async fn revoke(gw: &Gateway, admin: &Admin, filter: &RevokeFilter) -> Response {
     match gw.revoke_grants(filter, &admin.0).await {
-        Ok(ids) if ids.is_empty() => {
+        Ok((ids, _)) if ids.is_empty() => {
             problem(StatusCode::NOT_FOUND, "not_found", "no live grant matches")
         }
-        Ok(ids) => {
-            tracing::info!(admin = %admin.0, grants = ?ids, "grants revoked");
-            Json(json!({ "revoked": ids })).into_response()
+        Ok((ids, unconfirmed)) => {
+            tracing::info!(admin = %admin.0, grants = ?ids, unconfirmed = ?unconfirmed, "grants revoked");
+            Json(json!({
+                "revoked": ids,
+                "confirmed": unconfirmed.is_empty(),
+                "unconfirmed_replicas": unconfirmed,
+            }))
+            .into_response()
         }
         Err(e) => storage(e),
     }

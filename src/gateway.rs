@@ -409,13 +409,18 @@ impl Gateway {
     }
 
     /// Revoke the grants `filter` names: recorded first (so every gateway
-    /// sharing the store sees it), then carried out here. Returns the ids.
+    /// sharing the store sees it), carried out here, then confirmed by every
+    /// other gateway holding one (each stops its actor and releases its
+    /// holder row). Returns the ids, and the replicas that did not confirm
+    /// within [`REVOCATION_ACK_WAIT`] (a dead one cannot: the store already
+    /// refuses its grants to everyone else).
     pub async fn revoke_grants(
         &self,
         filter: &crate::delegation::store::RevokeFilter,
         by: &str,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        let ids = crate::delegation::store::request_revocation(&self.pool, filter, by).await?;
+    ) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
+        use crate::delegation::store;
+        let ids = store::request_revocation(&self.pool, filter, by).await?;
         let reason = format!("revoked by {by}");
         for id in &ids {
             self.delegation
@@ -423,7 +428,14 @@ impl Gateway {
                 .revoke(self.grants_supervisor().as_ref(), &self.pool, id, &reason)
                 .await;
         }
-        Ok(ids)
+        let deadline = tokio::time::Instant::now() + REVOCATION_ACK_WAIT;
+        loop {
+            let holding = store::holders(&self.pool, &ids).await?;
+            if holding.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok((ids, holding));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Stop the grants held here that another process (the CLI, another
@@ -780,6 +792,9 @@ fn spawn_lifecycle_logger(events: &LifecycleEvents, stats: Arc<Stats>) {
         }
     });
 }
+
+/// How long a revocation waits for the other replicas holding the grant.
+pub const REVOCATION_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Where a replica tells the others that the admin risk overrides changed.
 const POLICY_CHANNEL: &str = "mcpgate_policy";

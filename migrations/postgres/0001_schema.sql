@@ -100,6 +100,13 @@ CREATE TABLE delegation_grants (
 );
 CREATE INDEX delegation_grants_live ON delegation_grants (ended_at);
 
+CREATE TABLE grant_holders (
+    grant_id TEXT NOT NULL,
+    replica  TEXT NOT NULL,
+    since    TEXT NOT NULL,
+    PRIMARY KEY (grant_id, replica)
+);
+
 CREATE TABLE risk_overrides (
     pattern    TEXT PRIMARY KEY,
     risk       TEXT NOT NULL CHECK (risk IN ('read', 'write', 'high_risk')),

@@ -58,11 +58,23 @@ pub struct GrantTokenRejection {
     pub subject: Option<String>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct GrantTable {
     live: Arc<DashMap<String, Arc<LiveGrant>>>,
     /// Adoption is rare and cold: one at a time, so a grant is started once.
     adopting: Arc<tokio::sync::Mutex<()>>,
+    /// This process among the gateways on the store (`grant_holders.replica`).
+    replica: Arc<str>,
+}
+
+impl Default for GrantTable {
+    fn default() -> Self {
+        Self {
+            live: Default::default(),
+            adopting: Default::default(),
+            replica: format!("gw_{}", hex::encode(rand::random::<[u8; 6]>())).into(),
+        }
+    }
 }
 
 /// Everything needed to start a grant's actor.
@@ -121,9 +133,11 @@ impl GrantTable {
         let gate = GrantGate::default();
         let table = self.live.clone();
         let end_pool = pool.clone();
+        let replica = self.replica.clone();
         let on_end: OnGrantEnd = Arc::new(move |scope: &GrantScope, reason: &str| {
             let table = table.clone();
             let pool = end_pool.clone();
+            let replica = replica.clone();
             let id = scope.grant_id.clone();
             let reason = reason.to_owned();
             // The gate is already closed; the grant leaves the table only once
@@ -132,6 +146,7 @@ impl GrantTable {
                 if let Err(e) = super::store::mark_ended(&pool, &id, &reason).await {
                     tracing::error!(grant = %id, error = %e, "could not record the end of a grant");
                 }
+                release(&pool, &id, &replica).await;
                 table.remove(&id);
             });
         });
@@ -168,8 +183,33 @@ impl GrantTable {
             expires_at_unix,
             secret_sha256: new.secret_sha256,
         });
-        self.live.insert(id, live.clone());
-        Ok(live)
+        self.live.insert(id.clone(), live.clone());
+        // Registered as a holder, then checked: a revocation that raced the
+        // start is carried out here before the grant serves anything.
+        match super::store::add_holder(pool, &id, &self.replica).await {
+            Ok(true) => Ok(live),
+            Ok(false) => {
+                let reason = super::store::ended_elsewhere(pool, std::slice::from_ref(&id))
+                    .await
+                    .ok()
+                    .and_then(|ended| ended.into_iter().next())
+                    .map(|(_, reason)| reason)
+                    .unwrap_or_else(|| "the grant is no longer active".into());
+                self.revoke(Some(grants_supervisor), pool, &id, &reason)
+                    .await;
+                Err(format!("grant {id} was revoked or ended as it started"))
+            }
+            Err(e) => {
+                self.revoke(Some(grants_supervisor), pool, &id, "store unavailable")
+                    .await;
+                Err(format!("grant {id} could not be registered: {e}"))
+            }
+        }
+    }
+
+    /// The id under which this process holds grants in the store.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// The live grant a delegated access token names, or why there is none.
@@ -315,8 +355,17 @@ impl GrantTable {
         if let Err(e) = super::store::mark_ended(pool, id, &reason).await {
             tracing::error!(grant = %id, error = %e, "could not record a revocation");
         }
+        release(pool, id, &self.replica).await;
         self.live.remove(id);
         true
+    }
+}
+
+/// Tell the store this process no longer holds grant `id`: a revocation
+/// waiting for every holder may now be acknowledged.
+async fn release(pool: &Db, id: &str, replica: &str) {
+    if let Err(e) = super::store::remove_holder(pool, id, replica).await {
+        tracing::error!(grant = %id, error = %e, "could not release a grant holder");
     }
 }
 

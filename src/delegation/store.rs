@@ -393,6 +393,55 @@ async fn notify_grant_change(pool: &Db, id: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// `replica` now holds a live actor for grant `id`. Returns whether the
+/// grant is still live in the store: checked *after* the row is written, so a
+/// revocation either sees this holder and waits for it, or is seen here.
+pub async fn add_holder(pool: &Db, id: &str, replica: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO grant_holders (grant_id, replica, since) VALUES ($1, $2, $3) \
+         ON CONFLICT (grant_id, replica) DO NOTHING",
+    )
+    .bind(id)
+    .bind(replica)
+    .bind(actors::now_rfc3339())
+    .execute(pool)
+    .await?;
+    let live: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM delegation_grants \
+         WHERE id = $1 AND ended_at IS NULL AND revoke_requested_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(live.is_some())
+}
+
+/// `replica` no longer holds grant `id` (its actor stopped, its gate closed).
+pub async fn remove_holder(pool: &Db, id: &str, replica: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM grant_holders WHERE grant_id = $1 AND replica = $2")
+        .bind(id)
+        .bind(replica)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The replicas still holding any of the grants `ids`.
+pub async fn holders(pool: &Db, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    let mut out = Vec::new();
+    for id in ids {
+        let replicas: Vec<String> =
+            sqlx::query_scalar("SELECT replica FROM grant_holders WHERE grant_id = $1")
+                .bind(id)
+                .fetch_all(pool)
+                .await?;
+        out.extend(replicas);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Which live grants a revocation names.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RevokeFilter {
@@ -496,6 +545,9 @@ pub async fn ended_elsewhere(
 pub async fn end_orphans(pool: &Db) -> Result<u64, sqlx::Error> {
     let done = match crate::storage::backend(pool) {
         crate::storage::Backend::Sqlite => {
+            sqlx::query("DELETE FROM grant_holders")
+                .execute(pool)
+                .await?;
             sqlx::query(
                 "UPDATE delegation_grants SET ended_at = $1, end_reason = 'gateway restarted' \
                  WHERE ended_at IS NULL",
@@ -509,11 +561,19 @@ pub async fn end_orphans(pool: &Db) -> Result<u64, sqlx::Error> {
     Ok(done.rows_affected())
 }
 
-/// Record the end of live grants whose lifetime is over.
+/// Record the end of live grants whose lifetime is over, and forget the
+/// holders of ended grants (a replica that died cannot remove its own rows).
 pub async fn end_expired(pool: &Db) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE delegation_grants SET ended_at = $1, end_reason = 'expired' \
          WHERE ended_at IS NULL AND expires_at < $1",
+    )
+    .bind(actors::now_rfc3339())
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "DELETE FROM grant_holders WHERE grant_id IN \
+         (SELECT id FROM delegation_grants WHERE ended_at IS NOT NULL AND expires_at < $1)",
     )
     .bind(actors::now_rfc3339())
     .execute(pool)
