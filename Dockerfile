@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t mcpgate .
 # Run:   docker run -p 8642:8642 -v mcpgate-data:/data -v $PWD/mcpgate.yaml:/etc/mcpgate.yaml:ro mcpgate
+# Replicas on one PostgreSQL: the same config file and key on each, e.g.
+#        docker run -e MCPGATE_DATABASE_URL=postgres://… -e MCPGATE_SECRET_KEY=<64 hex> … mcpgate
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
