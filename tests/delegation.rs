@@ -559,13 +559,7 @@ async fn after_a_revoke_is_acknowledged_no_call_reaches_the_connector() {
     while w.bigquery.count() < 20 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let (status, body) = w
-        .admin(
-            "DELETE",
-            &format!("/admin/api/grants/{grant_id}"),
-            Value::Null,
-        )
-        .await;
+    let (status, body) = w.revoke_at(&w.gw, &grant_id).await;
     assert_eq!(status, 200, "{body}");
     let at_ack = w.bigquery.count();
     assert!(w.gw.gw.delegation.grants.get(&grant_id).is_none());

@@ -20,12 +20,7 @@ async fn a_grant_minted_on_one_replica_is_served_by_any_and_revoked_on_all() {
     let w = world_on(Some(&store)).await;
     let b = w.replica(&store).await;
     // C polls once an hour: only PostgreSQL's notification can stop it in time.
-    let c = TestGateway::start_on(
-        &w.body
-            .replace("revocation_poll: 100ms", "revocation_poll: 1h"),
-        Some(&store),
-    )
-    .await;
+    let c = w.replica_that_never_polls(&store).await;
 
     let step = w.wm.start_flow("alice", "f/finance/nightly_pnl");
     let (token, grant_id) = w.grant_token(&step, DECLARATION).await;
@@ -57,14 +52,7 @@ async fn a_grant_minted_on_one_replica_is_served_by_any_and_revoked_on_all() {
 
     // Revoked through B's admin API.
     let revoked_at = Instant::now();
-    let (status, body) = w
-        .admin_at(
-            &b,
-            "DELETE",
-            &format!("/admin/api/grants/{grant_id}"),
-            Value::Null,
-        )
-        .await;
+    let (status, body) = w.revoke_at(&b, &grant_id).await;
     assert_eq!(status, 200, "{body}");
     // Acknowledged only once every holder stopped it: A (the minter) and C (an
     // adopter, which never polls) hold it no more the moment B answers.
@@ -256,12 +244,7 @@ async fn a_finished_job_ends_its_grant_on_the_replicas_that_adopted_it() {
     let w = world_on(Some(&store)).await;
     // B never polls: only the minting replica's probe and the notification
     // can end the grant there.
-    let b = TestGateway::start_on(
-        &w.body
-            .replace("revocation_poll: 100ms", "revocation_poll: 1h"),
-        Some(&store),
-    )
-    .await;
+    let b = w.replica_that_never_polls(&store).await;
     let step = w.wm.start_flow("alice", "f/finance/nightly_pnl");
     let (token, grant_id) = w.grant_token(&step, DECLARATION).await;
     let on_b = rmcp_connect(&b.url, &token).await;
@@ -304,13 +287,7 @@ async fn a_revoke_names_the_replicas_that_did_not_confirm_it() {
         .execute(&w.gw.gw.pool)
         .await
         .unwrap();
-    let (status, body) = w
-        .admin(
-            "DELETE",
-            &format!("/admin/api/grants/{grant_id}"),
-            Value::Null,
-        )
-        .await;
+    let (status, body) = w.revoke_at(&w.gw, &grant_id).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["confirmed"], false, "{body}");
     assert_eq!(body["unconfirmed_replicas"], json!(["gw_gone"]));

@@ -90,6 +90,26 @@ impl World {
         TestGateway::start_on(&self.body, Some(store)).await
     }
 
+    /// A replica that polls the store only hourly: only PostgreSQL's
+    /// notifications can reach it in time.
+    pub async fn replica_that_never_polls(&self, store: &SharedStore) -> TestGateway {
+        let body = self
+            .body
+            .replace("revocation_poll: 100ms", "revocation_poll: 1h");
+        TestGateway::start_on(&body, Some(store)).await
+    }
+
+    /// `DELETE /admin/api/grants/{id}` on `gw`, as the admin.
+    pub async fn revoke_at(&self, gw: &TestGateway, grant_id: &str) -> (u16, Value) {
+        self.admin_at(
+            gw,
+            "DELETE",
+            &format!("/admin/api/grants/{grant_id}"),
+            Value::Null,
+        )
+        .await
+    }
+
     pub async fn admin(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
         self.admin_at(&self.gw, method, path, body).await
     }
