@@ -428,17 +428,37 @@ pub async fn remove_holder(pool: &Db, id: &str, replica: &str) -> Result<(), sql
 
 /// The replicas still holding any of the grants `ids`.
 pub async fn holders(pool: &Db, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
-    let mut out = Vec::new();
-    for id in ids {
-        let replicas: Vec<String> =
-            sqlx::query_scalar("SELECT replica FROM grant_holders WHERE grant_id = $1")
-                .bind(id)
-                .fetch_all(pool)
-                .await?;
-        out.extend(replicas);
-    }
+    let rows = rows_for_ids(pool, ids, |list| {
+        format!("SELECT DISTINCT replica FROM grant_holders WHERE grant_id IN ({list})")
+    })
+    .await?;
+    let mut out: Vec<String> = rows.iter().map(|r| r.get("replica")).collect();
     out.sort();
     out.dedup();
+    Ok(out)
+}
+
+/// The rows `select` gives for the grants `ids`: `select` receives the
+/// placeholder list (`$1, $2, …`) to put in its `IN (…)`; the ids are bound,
+/// 500 at a time.
+async fn rows_for_ids(
+    pool: &Db,
+    ids: &[String],
+    select: impl Fn(&str) -> String,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let list = (1..=chunk.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Only placeholders are spliced in: the ids are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(select(&list)));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        out.extend(query.fetch_all(pool).await?);
+    }
     Ok(out)
 }
 
@@ -509,22 +529,16 @@ pub async fn ended_elsewhere(
     pool: &Db,
     ids: &[String],
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let mut out = Vec::new();
-    for chunk in ids.chunks(500) {
-        let list = (1..=chunk.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        // Only placeholders are spliced in: the ids are bound.
-        let sql = format!(
+    let rows = rows_for_ids(pool, ids, |list| {
+        format!(
             "SELECT id, revoked_by, revoke_requested_at, end_reason FROM delegation_grants \
              WHERE id IN ({list}) AND (revoke_requested_at IS NOT NULL OR ended_at IS NOT NULL)"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(id);
-        }
-        for row in query.fetch_all(pool).await? {
+        )
+    })
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
             let requested: Option<String> = row.get("revoke_requested_at");
             let by: Option<String> = row.get("revoked_by");
             let ended: Option<String> = row.get("end_reason");
@@ -533,10 +547,9 @@ pub async fn ended_elsewhere(
                 (None, Some(reason)) => reason,
                 (None, None) => "the grant is no longer active".into(),
             };
-            out.push((row.get("id"), reason));
-        }
-    }
-    Ok(out)
+            (row.get("id"), reason)
+        })
+        .collect())
 }
 
 /// Grants whose actors died with a previous run. On SQLite one gateway owns
