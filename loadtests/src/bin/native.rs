@@ -74,31 +74,27 @@ fn report(name: &str, mut samples: Vec<f64>, wall: Duration) {
 
 type Client = RunningService<RoleClient, ()>;
 
-async fn through_gateway(
-    clients: Arc<Vec<Client>>,
+/// `concurrency` workers each make `calls / concurrency` calls in turn:
+/// every call's latency (ms) and the wall time of the whole run.
+async fn measure<F, Fut>(
     calls: usize,
     concurrency: usize,
-    arguments: serde_json::Value,
-) -> anyhow::Result<(Vec<f64>, Duration)> {
+    call: F,
+) -> anyhow::Result<(Vec<f64>, Duration)>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let started = Instant::now();
     let per_worker = calls / concurrency;
     let mut workers = Vec::new();
-    for w in 0..concurrency {
-        let clients = clients.clone();
-        let arguments = arguments.clone();
+    for worker in 0..concurrency {
+        let call = call.clone();
         workers.push(tokio::spawn(async move {
-            let client = &clients[w % clients.len()];
             let mut samples = Vec::with_capacity(per_worker);
             for _ in 0..per_worker {
                 let t = Instant::now();
-                let result = client
-                    .peer()
-                    .call_tool(
-                        CallToolRequestParams::new("acme_read_actions")
-                            .with_arguments(arguments.as_object().unwrap().clone()),
-                    )
-                    .await?;
-                anyhow::ensure!(result.is_error != Some(true), "a call failed: {result:?}");
+                call(worker).await?;
                 samples.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             Ok::<_, anyhow::Error>(samples)
@@ -111,6 +107,31 @@ async fn through_gateway(
     Ok((samples, started.elapsed()))
 }
 
+async fn through_gateway(
+    clients: Arc<Vec<Client>>,
+    calls: usize,
+    concurrency: usize,
+    arguments: serde_json::Value,
+) -> anyhow::Result<(Vec<f64>, Duration)> {
+    let arguments = Arc::new(arguments.as_object().cloned().unwrap_or_default());
+    measure(calls, concurrency, move |worker| {
+        let clients = clients.clone();
+        let arguments = arguments.clone();
+        async move {
+            let result = clients[worker % clients.len()]
+                .peer()
+                .call_tool(
+                    CallToolRequestParams::new("acme_read_actions")
+                        .with_arguments((*arguments).clone()),
+                )
+                .await?;
+            anyhow::ensure!(result.is_error != Some(true), "a call failed: {result:?}");
+            Ok(())
+        }
+    })
+    .await
+}
+
 async fn direct(
     url: &str,
     token: &str,
@@ -118,35 +139,23 @@ async fn direct(
     concurrency: usize,
 ) -> anyhow::Result<(Vec<f64>, Duration)> {
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    let per_worker = calls / concurrency;
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let http = http.clone();
-        let url = url.to_owned();
-        let token = token.to_owned();
-        workers.push(tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(per_worker);
-            for _ in 0..per_worker {
-                let t = Instant::now();
-                let body: serde_json::Value = http
-                    .get(&url)
-                    .bearer_auth(&token)
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                anyhow::ensure!(body["ok"] == true, "unexpected answer {body}");
-                samples.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            Ok::<_, anyhow::Error>(samples)
-        }));
-    }
-    let mut samples = Vec::new();
-    for worker in workers {
-        samples.extend(worker.await??);
-    }
-    Ok((samples, started.elapsed()))
+    let url: Arc<str> = url.into();
+    let token: Arc<str> = token.into();
+    measure(calls, concurrency, move |_| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let body: serde_json::Value = http
+                .get(&*url)
+                .bearer_auth(&*token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::ensure!(body["ok"] == true, "unexpected answer {body}");
+            Ok(())
+        }
+    })
+    .await
 }
 
 #[tokio::main]
