@@ -29,8 +29,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::delegation::store::{self, Approval, Instance, RevokeFilter};
+use crate::domain::{Reason, Refusal};
 use crate::gateway::Gateway;
-use crate::pipeline::{self, CallError, RowStart};
 use crate::tokens;
 
 /// The admin behind a request (their email).
@@ -71,35 +71,19 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-fn problem(status: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+/// An admin API refusal: the status follows from the reason.
+fn problem(reason: Reason, message: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     (
         status,
-        Json(json!({ "error": reason, "message": message.into() })),
+        Json(json!({ "error": reason.code(), "message": message.into() })),
     )
         .into_response()
 }
 
-pub(crate) async fn audit_refusal(
-    gw: &Gateway,
-    subject: &str,
-    tool: &str,
-    code: &'static str,
-    reason: &str,
-) {
-    let row = pipeline::audit_row(RowStart {
-        subject,
-        actor: subject,
-        session: None,
-        client: &Default::default(),
-        tool,
-        arguments: &Default::default(),
-    });
-    let error = CallError {
-        code,
-        message: reason.to_owned(),
-        jsonrpc_code: pipeline::CODE_REFUSED,
-    };
-    let _ = pipeline::refuse(gw, row, error).await;
+async fn audit_refusal(gw: &Gateway, subject: &str, tool: &str, reason: Reason, message: &str) {
+    let refusal = Refusal::new(reason, message);
+    gw.audit().refuse(subject, None, tool, refusal).await;
 }
 
 async fn require_admin(
@@ -123,43 +107,38 @@ async fn require_admin(
             &gw,
             "anonymous",
             &tool,
-            "unauthenticated",
+            Reason::Unauthenticated,
             "no bearer token",
         )
         .await;
         return problem(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+            Reason::Unauthenticated,
             "an admin's gateway token is required",
         );
     };
-    let record = match tokens::verify(&gw.pool, &presented).await {
+    let record = match tokens::verify(&gw.pool(), &presented).await {
         Ok(record) => record,
         Err(rejection) => {
             audit_refusal(
                 &gw,
                 "anonymous",
                 &tool,
-                "invalid_token",
+                Reason::InvalidToken,
                 &rejection.to_string(),
             )
             .await;
-            return problem(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                rejection.to_string(),
-            );
+            return problem(Reason::InvalidToken, rejection.to_string());
         }
     };
-    match gw.config.user(&record.user_email) {
+    match gw.config().user(&record.user_email) {
         Some(user) if user.admin => {
             request.extensions_mut().insert(Admin(user.email.clone()));
             next.run(request).await
         }
         _ => {
             let reason = format!("{} is not an admin", record.user_email);
-            audit_refusal(&gw, &record.user_email, &tool, "not_admin", &reason).await;
-            problem(StatusCode::FORBIDDEN, "not_admin", reason)
+            audit_refusal(&gw, &record.user_email, &tool, Reason::NotAdmin, &reason).await;
+            problem(Reason::NotAdmin, reason)
         }
     }
 }
@@ -167,8 +146,7 @@ async fn require_admin(
 fn storage(e: sqlx::Error) -> Response {
     tracing::error!(error = %e, "admin API: store");
     problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
+        Reason::StorageUnavailable,
         "the gateway's store is unavailable",
     )
 }
@@ -179,9 +157,9 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 }
 
 async fn pii_status(State(gw): State<Arc<Gateway>>) -> Response {
-    let pii = &gw.pii;
+    let pii = &gw.pii();
     let services: serde_json::Map<String, serde_json::Value> = gw
-        .config
+        .config()
         .services
         .keys()
         .map(|name| {
@@ -217,14 +195,13 @@ async fn pii_status(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn reload(State(gw): State<Arc<Gateway>>, Extension(admin): Extension<Admin>) -> Response {
-    match gw.hooks.reload() {
+    match gw.hooks().reload() {
         Ok(count) => {
             tracing::info!(admin = %admin.0, hooks = count, "reload requested");
             Json(json!({ "hooks": count })).into_response()
         }
         Err(e) => problem(
-            StatusCode::BAD_REQUEST,
-            "invalid_hooks",
+            Reason::InvalidHooks,
             format!("{e} (the previous hooks stay active)"),
         ),
     }
@@ -232,9 +209,10 @@ async fn reload(State(gw): State<Arc<Gateway>>, Extension(admin): Extension<Admi
 
 async fn list_overrides(State(gw): State<Arc<Gateway>>) -> Response {
     let overrides: serde_json::Map<String, serde_json::Value> = gw
-        .risk_overrides()
+        .catalogs()
+        .overrides()
         .iter()
-        .map(|(pattern, risk)| (pattern.clone(), json!(risk.0.as_str())))
+        .map(|(pattern, risk)| (pattern.clone(), json!(risk.as_str())))
         .collect();
     Json(json!({ "overrides": overrides })).into_response()
 }
@@ -243,7 +221,7 @@ async fn list_overrides(State(gw): State<Arc<Gateway>>) -> Response {
 #[serde(deny_unknown_fields)]
 struct Override {
     pattern: String,
-    risk: crate::config::RiskClass,
+    risk: actors::grant::Risk,
 }
 
 async fn put_override(
@@ -253,12 +231,11 @@ async fn put_override(
 ) -> Response {
     let wanted: Override = match parse(&body) {
         Ok(o) => o,
-        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+        Err(m) => return problem(Reason::InvalidBody, m),
     };
     if !wanted.pattern.contains('.') {
         return problem(
-            StatusCode::BAD_REQUEST,
-            "invalid_pattern",
+            Reason::InvalidPattern,
             format!(
                 "pattern '{}' must have the form service.action (globs allowed)",
                 wanted.pattern
@@ -266,13 +243,13 @@ async fn put_override(
         );
     }
     match gw
-        .set_risk_override(&wanted.pattern, Some(wanted.risk.0), &admin.0)
+        .catalogs()
+        .set_override(&wanted.pattern, Some(wanted.risk), &admin.0)
         .await
     {
         Ok(_) => {
-            tracing::info!(admin = %admin.0, pattern = %wanted.pattern, risk = %wanted.risk.0, "risk override set");
-            Json(json!({ "pattern": wanted.pattern, "risk": wanted.risk.0.as_str() }))
-                .into_response()
+            tracing::info!(admin = %admin.0, pattern = %wanted.pattern, risk = %wanted.risk, "risk override set");
+            Json(json!({ "pattern": wanted.pattern, "risk": wanted.risk.as_str() })).into_response()
         }
         Err(e) => storage(e),
     }
@@ -288,11 +265,14 @@ async fn remove_override(
     Extension(admin): Extension<Admin>,
     Query(query): Query<PatternQuery>,
 ) -> Response {
-    match gw.set_risk_override(&query.pattern, None, &admin.0).await {
+    match gw
+        .catalogs()
+        .set_override(&query.pattern, None, &admin.0)
+        .await
+    {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => problem(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            Reason::NotFound,
             format!("no override for '{}'", query.pattern),
         ),
         Err(e) => storage(e),
@@ -300,7 +280,7 @@ async fn remove_override(
 }
 
 async fn get_delegation(State(gw): State<Arc<Gateway>>) -> Response {
-    match store::delegation_enabled(&gw.pool).await {
+    match store::delegation_enabled(&gw.pool()).await {
         Ok(enabled) => Json(json!({ "enabled": enabled })).into_response(),
         Err(e) => storage(e),
     }
@@ -319,9 +299,9 @@ async fn put_delegation(
 ) -> Response {
     let toggle: Toggle = match parse(&body) {
         Ok(t) => t,
-        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+        Err(m) => return problem(Reason::InvalidBody, m),
     };
-    match store::set_delegation(&gw.pool, toggle.enabled, &admin.0).await {
+    match store::set_delegation(&gw.pool(), toggle.enabled, &admin.0).await {
         Ok(()) => {
             tracing::info!(admin = %admin.0, enabled = toggle.enabled, "Delegated Access flag changed");
             Json(json!({ "enabled": toggle.enabled })).into_response()
@@ -331,7 +311,7 @@ async fn put_delegation(
 }
 
 async fn list_instances(State(gw): State<Arc<Gateway>>) -> Response {
-    match store::list_instances(&gw.pool).await {
+    match store::list_instances(&gw.pool()).await {
         Ok(list) => Json(json!({ "instances": list })).into_response(),
         Err(e) => storage(e),
     }
@@ -344,31 +324,27 @@ async fn put_instance(
 ) -> Response {
     let instance: Instance = match parse(&body) {
         Ok(i) => i,
-        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+        Err(m) => return problem(Reason::InvalidBody, m),
     };
     if let Err(message) = instance.validate() {
-        return problem(StatusCode::BAD_REQUEST, "invalid_instance", message);
+        return problem(Reason::InvalidInstance, message);
     }
-    match store::put_instance(&gw.pool, &instance, &admin.0).await {
+    match store::put_instance(&gw.pool(), &instance, &admin.0).await {
         Ok(()) => (StatusCode::CREATED, Json(json!(instance))).into_response(),
         Err(e) => storage(e),
     }
 }
 
 async fn remove_instance(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
-    match store::remove_instance(&gw.pool, &name).await {
+    match store::remove_instance(&gw.pool(), &name).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => problem(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no instance '{name}'"),
-        ),
+        Ok(false) => problem(Reason::NotFound, format!("no instance '{name}'")),
         Err(e) => storage(e),
     }
 }
 
 async fn list_approvals(State(gw): State<Arc<Gateway>>) -> Response {
-    match store::list_approvals(&gw.pool).await {
+    match store::list_approvals(&gw.pool()).await {
         Ok(list) => Json(json!({ "approvals": list })).into_response(),
         Err(e) => storage(e),
     }
@@ -381,13 +357,13 @@ async fn add_approval(
 ) -> Response {
     let mut approval: Approval = match parse(&body) {
         Ok(a) => a,
-        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+        Err(m) => return problem(Reason::InvalidBody, m),
     };
-    if let Err(message) = validate_approval(&gw.pool, &gw.config, &approval).await {
-        return problem(StatusCode::BAD_REQUEST, "invalid_approval", message);
+    if let Err(message) = validate_approval(&gw.pool(), &gw.config(), &approval).await {
+        return problem(Reason::InvalidApproval, message);
     }
     approval.approved_by = admin.0.clone();
-    match store::add_approval(&gw.pool, &approval).await {
+    match store::add_approval(&gw.pool(), &approval).await {
         Ok(id) => {
             approval.id = id;
             tracing::info!(admin = %admin.0, approval = %approval.id, flow = %approval.flow_path, "high_risk delegation approved");
@@ -435,13 +411,9 @@ async fn withdraw_approval(
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Response {
-    match store::withdraw_approval(&gw.pool, &id, &admin.0).await {
+    match store::withdraw_approval(&gw.pool(), &id, &admin.0).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => problem(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no active approval '{id}'"),
-        ),
+        Ok(false) => problem(Reason::NotFound, format!("no active approval '{id}'")),
         Err(e) => storage(e),
     }
 }
@@ -453,7 +425,7 @@ struct GrantQuery {
 }
 
 async fn list_grants(State(gw): State<Arc<Gateway>>, Query(query): Query<GrantQuery>) -> Response {
-    match store::list_grants(&gw.pool, query.all).await {
+    match store::list_grants(&gw.pool(), query.all).await {
         Ok(list) => Json(json!({ "grants": list })).into_response(),
         Err(e) => storage(e),
     }
@@ -478,12 +450,11 @@ async fn revoke_grants(
 ) -> Response {
     let filter: RevokeFilter = match parse(&body) {
         Ok(f) => f,
-        Err(m) => return problem(StatusCode::BAD_REQUEST, "invalid_body", m),
+        Err(m) => return problem(Reason::InvalidBody, m),
     };
     if filter.is_empty() {
         return problem(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
+            Reason::InvalidBody,
             "name a grant_id, a subject or a flow_path",
         );
     }
@@ -494,10 +465,8 @@ async fn revoke_grants(
 /// gateway sharing the store; `unconfirmed_replicas` names any that did not
 /// say so in time (their grants are refused everywhere else already).
 async fn revoke(gw: &Gateway, admin: &Admin, filter: &RevokeFilter) -> Response {
-    match gw.revoke_grants(filter, &admin.0).await {
-        Ok((ids, _)) if ids.is_empty() => {
-            problem(StatusCode::NOT_FOUND, "not_found", "no live grant matches")
-        }
+    match gw.delegation().revoke(filter, &admin.0).await {
+        Ok((ids, _)) if ids.is_empty() => problem(Reason::NotFound, "no live grant matches"),
         Ok((ids, unconfirmed)) => {
             tracing::info!(admin = %admin.0, grants = ?ids, unconfirmed = ?unconfirmed, "grants revoked");
             Json(json!({

@@ -9,7 +9,8 @@ use actors::grant::Risk;
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
-use crate::config::{Expose, Policy, ServiceConfig, glob_match};
+use crate::config::{Expose, Policy, ServiceConfig};
+use crate::domain::glob_match;
 
 pub const READ_SUFFIX: &str = "_read_actions";
 pub const WRITE_SUFFIX: &str = "_write_actions";
@@ -74,7 +75,7 @@ pub struct ServiceCatalog {
 /// policy's `service.action` globs (longest match).
 fn classify(service: &str, action: &str, config: &ServiceConfig, policy: &Policy) -> Option<Risk> {
     if let Some(risk) = config.risk.get(action) {
-        return Some(risk.0);
+        return Some(*risk);
     }
     let longest = |candidates: Vec<(&String, Risk)>| {
         candidates
@@ -86,7 +87,7 @@ fn classify(service: &str, action: &str, config: &ServiceConfig, policy: &Policy
         .risk
         .iter()
         .filter(|(pattern, _)| glob_match(pattern, action))
-        .map(|(p, r)| (p, r.0))
+        .map(|(p, r)| (p, *r))
         .collect();
     if let Some(risk) = longest(own) {
         return Some(risk);
@@ -97,7 +98,7 @@ fn classify(service: &str, action: &str, config: &ServiceConfig, policy: &Policy
             .risk
             .iter()
             .filter(|(pattern, _)| glob_match(pattern, &qualified))
-            .map(|(p, r)| (p, r.0))
+            .map(|(p, r)| (p, *r))
             .collect(),
     )
 }

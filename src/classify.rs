@@ -15,49 +15,13 @@
 //!       otherwise: high_risk
 //! ```
 
-use actors::grant::Risk;
 use rmcp::model::JsonObject;
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{RiskClass, glob_match};
+use crate::domain::Risk;
+use crate::domain::glob_match;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassifyRule {
-    /// `service.action` glob.
-    #[serde(rename = "match")]
-    pub pattern: String,
-    /// Argument holding SQL: SELECT → read, DML/DDL → write, destructive → high_risk.
-    #[serde(default)]
-    pub sql: Option<String>,
-    /// Argument holding an HTTP method: GET/HEAD → read, POST/PUT/PATCH → write,
-    /// DELETE → high_risk.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Argument checked against `allow` globs.
-    #[serde(default)]
-    pub field: Option<String>,
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// The class when `field` is outside `allow`.
-    #[serde(default)]
-    pub otherwise: Option<RiskClass>,
-}
-
-impl ClassifyRule {
-    /// Classify `service.action` by the SQL in argument `field`.
-    pub fn sql(pattern: String, field: String) -> ClassifyRule {
-        ClassifyRule {
-            pattern,
-            sql: Some(field),
-            method: None,
-            field: None,
-            allow: Vec::new(),
-            otherwise: None,
-        }
-    }
-}
+pub use crate::config::classify::ClassifyRule;
 
 /// The class `arguments` call for under `rules` (at least `base`), with the
 /// rule that raised it.
@@ -97,7 +61,7 @@ pub fn classify(
         if let (Some(field), Some(to)) = (&rule.field, rule.otherwise) {
             match arguments.get(field).and_then(Value::as_str) {
                 Some(value) if rule.allow.iter().any(|g| glob_match(g, value)) => {}
-                Some(value) => raise(to.0, format!("{field} '{value}' is outside the allow-list")),
+                Some(value) => raise(to, format!("{field} '{value}' is outside the allow-list")),
                 None => {}
             }
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit_log::{self, AuditFilter};
+use crate::audit::{self, AuditFilter};
 use crate::cli_operator::{
     self, ApprovalCommand, CredentialsCommand, DelegationCommand, GrantsCommand, JobCommand,
     SecretsCommand, WindmillCommand,
@@ -202,7 +202,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let pool = storage::connect(&config).await?;
             let since = since.map(|s| parse_since(&s)).transpose()?;
-            let rows = audit_log::query(
+            let rows = audit::query(
                 &pool,
                 &AuditFilter {
                     subject,
@@ -250,7 +250,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(%listen, services = gw.config.services.len(), "mcpgate listening");
+    tracing::info!(%listen, services = gw.config().services.len(), "mcpgate listening");
     crate::http::serve(gw, listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -6,14 +6,13 @@
 
 use std::sync::Arc;
 
-use actors::grant::Risk;
-use actors::session::SessionTicket;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
 use crate::catalog::{Action, READ_SUFFIX, WRITE_SUFFIX};
-use crate::gateway::Gateway;
-use crate::pipeline::{self, CallError};
+use crate::config::Config;
+use crate::domain::{Reason, Refusal, Risk};
+use crate::policy::Catalogs;
 use crate::principal::Principal;
 
 pub const SEARCH: &str = "gateway_search_actions";
@@ -79,16 +78,21 @@ fn tool_for(service: &str, action: &Found) -> String {
 }
 
 /// Every action the caller may run, with its service.
-fn visible(gw: &Gateway, principal: &Principal, only: Option<&str>) -> Vec<Found> {
+fn visible(
+    config: &Config,
+    catalogs: &Catalogs,
+    principal: &Principal,
+    only: Option<&str>,
+) -> Vec<Found> {
     let mut out = Vec::new();
-    for service in gw.config.services.keys() {
+    for service in config.services.keys() {
         if only.is_some_and(|o| o != service) {
             continue;
         }
         let Some(max) = principal.access_to(service) else {
             continue;
         };
-        let Some(catalog) = gw.catalog(service) else {
+        let Some(catalog) = catalogs.catalog(service) else {
             continue;
         };
         out.extend(
@@ -121,19 +125,20 @@ fn score(words: &[String], action: &Found) -> usize {
         .sum()
 }
 
-fn run(
-    gw: &Gateway,
+pub fn run(
+    config: &Config,
+    catalogs: &Catalogs,
     principal: &Principal,
     tool: &str,
     arguments: &JsonObject,
-) -> Result<CallToolResult, CallError> {
+) -> Result<CallToolResult, Refusal> {
     let text = |key: &str| arguments.get(key).and_then(Value::as_str).map(str::trim);
     match tool {
         SEARCH => {
             let query = text("query").filter(|q| !q.is_empty()).ok_or_else(|| {
-                CallError::invalid(
-                    "invalid_arguments",
-                    "query: words to search for are required".into(),
+                Refusal::new(
+                    Reason::InvalidArguments,
+                    "query: words to search for are required",
                 )
             })?;
             let limit = arguments
@@ -147,11 +152,12 @@ fn run(
                 .filter(|w| w.len() > 1)
                 .map(str::to_owned)
                 .collect();
-            let mut hits: Vec<(usize, Found)> = visible(gw, principal, text("service"))
-                .into_iter()
-                .map(|action| (score(&words, &action), action))
-                .filter(|(s, _)| *s > 0)
-                .collect();
+            let mut hits: Vec<(usize, Found)> =
+                visible(config, catalogs, principal, text("service"))
+                    .into_iter()
+                    .map(|action| (score(&words, &action), action))
+                    .filter(|(s, _)| *s > 0)
+                    .collect();
             hits.sort_by(|a, b| {
                 b.0.cmp(&a.0)
                     .then_with(|| (&a.1.service, &a.1.name).cmp(&(&b.1.service, &b.1.name)))
@@ -176,17 +182,17 @@ fn run(
         }
         _ => {
             let (Some(service), Some(name)) = (text("service"), text("action")) else {
-                return Err(CallError::invalid(
-                    "invalid_arguments",
-                    "service and action are required".into(),
+                return Err(Refusal::new(
+                    Reason::InvalidArguments,
+                    "service and action are required",
                 ));
             };
-            let Some(action) = visible(gw, principal, Some(service))
+            let Some(action) = visible(config, catalogs, principal, Some(service))
                 .into_iter()
                 .find(|a| a.name == name)
             else {
-                return Err(CallError::invalid(
-                    "unknown_action",
+                return Err(Refusal::new(
+                    Reason::UnknownAction,
                     format!("{service} has no action '{name}' you may use"),
                 ));
             };
@@ -203,18 +209,4 @@ fn run(
             Ok(result)
         }
     }
-}
-
-/// Run one discovery call and audit it.
-pub async fn call(
-    gw: &Gateway,
-    principal: &Principal,
-    session: &SessionTicket,
-    tool: &str,
-    arguments: JsonObject,
-) -> Result<CallToolResult, CallError> {
-    let mut row = pipeline::local_row(principal, session, tool, &arguments);
-    row.risk = Some(Risk::Read.as_str().into());
-    let outcome = run(gw, principal, tool, &arguments);
-    pipeline::finish_local(gw, row, outcome).await
 }

@@ -25,9 +25,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::delegation::grants::ACCESS_TOKEN_PREFIX;
+use crate::domain::{Reason, Refusal};
 use crate::gateway::Gateway;
 use crate::mcp::McpHandler;
-use crate::pipeline::{self, CallError};
 use crate::principal::Principal;
 use crate::tokens::{self, TokenRejection};
 
@@ -40,19 +40,19 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(mcp_shutdown)
         .with_json_response(true);
-    if !gw.config.allowed_hosts.is_empty() {
+    if !gw.config().allowed_hosts.is_empty() {
         let mut hosts = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
             "::1".to_owned(),
         ];
-        hosts.extend(gw.config.allowed_hosts.iter().cloned());
+        hosts.extend(gw.config().allowed_hosts.iter().cloned());
         config = config.with_allowed_hosts(hosts);
     }
-    let handler_gw = gw.clone();
+    let (pipeline, sessions) = (gw.pipeline().clone(), gw.sessions().clone());
     let mcp = StreamableHttpService::new(
-        move || Ok(McpHandler::new(handler_gw.clone())),
-        gw.session_manager.clone(),
+        move || Ok(McpHandler::new(pipeline.clone(), sessions.clone())),
+        gw.sessions().manager(),
         config,
     );
     let mcp = tower::ServiceBuilder::new()
@@ -62,9 +62,13 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route_service("/mcp", mcp)
-        .route("/oauth/token", axum::routing::post(crate::oauth::token))
         .with_state(gw.clone())
-        .merge(crate::native::connect::routes(gw.clone()))
+        .merge(
+            Router::new()
+                .route("/oauth/token", axum::routing::post(crate::oauth::token))
+                .with_state(gw.delegation().clone()),
+        )
+        .merge(crate::native::connect::routes(gw.connect().clone()))
         .merge(crate::admin::routes(gw))
 }
 
@@ -84,8 +88,8 @@ pub async fn serve(
             tracing::info!("shutting down: draining in-flight calls");
             drain_gw.begin_drain();
             drain_gw
-                .inflight
-                .drained(drain_gw.config.limits.drain_timeout)
+                .drain()
+                .drained(drain_gw.config().limits.drain_timeout)
                 .await;
             mcp_shutdown.cancel();
         })
@@ -121,21 +125,14 @@ async fn authenticate(
             &gw,
             "anonymous",
             &session_id,
-            "unauthenticated",
+            Reason::Unauthenticated,
             "no bearer token",
         )
         .await;
         return unauthorized(None);
     };
     let principal = if presented.starts_with(ACCESS_TOKEN_PREFIX) {
-        let owner_of = |email: &str| gw.config.user(email).cloned().map(Arc::new);
-        let supervisor = gw.grants_supervisor();
-        match gw
-            .delegation
-            .grants
-            .authenticate(supervisor.as_ref(), &gw.pool, &owner_of, presented)
-            .await
-        {
+        match gw.delegation().authenticate(presented).await {
             Ok(grant) => Principal {
                 credential_id: grant.scope.grant_id.clone(),
                 subject: grant.scope.subject.clone(),
@@ -149,7 +146,7 @@ async fn authenticate(
                     &gw,
                     subject,
                     &session_id,
-                    rejection.code,
+                    rejection.reason,
                     &rejection.message,
                 )
                 .await;
@@ -157,7 +154,7 @@ async fn authenticate(
             }
         }
     } else {
-        let record = match tokens::verify(&gw.pool, presented).await {
+        let record = match tokens::verify(gw.pool(), presented).await {
             Ok(record) => record,
             Err(rejection) => {
                 let subject = match &rejection {
@@ -170,16 +167,23 @@ async fn authenticate(
                     &gw,
                     &subject,
                     &session_id,
-                    "invalid_token",
+                    Reason::InvalidToken,
                     &rejection.to_string(),
                 )
                 .await;
                 return unauthorized(Some(&rejection.to_string()));
             }
         };
-        let Some(user) = gw.config.user(&record.user_email) else {
+        let Some(user) = gw.config().user(&record.user_email) else {
             let reason = "the token's user is no longer configured";
-            audit_http_refusal(&gw, &record.user_email, &session_id, "unknown_user", reason).await;
+            audit_http_refusal(
+                &gw,
+                &record.user_email,
+                &session_id,
+                Reason::UnknownUser,
+                reason,
+            )
+            .await;
             return unauthorized(Some(reason));
         };
         Principal {
@@ -191,7 +195,7 @@ async fn authenticate(
         }
     };
     if let Some(id) = &session_id
-        && let Some(owner) = gw.session_bindings.get(id).map(|o| o.value().clone())
+        && let Some(owner) = gw.sessions().owner(id)
         && owner != principal.credential_id
     {
         let reason = "this MCP session was opened with another credential";
@@ -199,7 +203,7 @@ async fn authenticate(
             &gw,
             &principal.subject,
             &session_id,
-            "session_credential_mismatch",
+            Reason::SessionCredentialMismatch,
             reason,
         )
         .await;
@@ -214,7 +218,7 @@ async fn authenticate(
     let is_delete = request.method() == Method::DELETE;
     // A POST is in flight until its response body (often an SSE stream that
     // ends with the JSON-RPC answer) has been sent: shutdown waits for that.
-    let in_flight = (request.method() == Method::POST).then(|| gw.inflight.enter());
+    let in_flight = (request.method() == Method::POST).then(|| gw.drain().enter());
     let response = next.run(request).await;
     let response = match in_flight {
         Some(guard) => {
@@ -235,10 +239,10 @@ async fn authenticate(
                 .get(SESSION_HEADER)
                 .and_then(|v| v.to_str().ok())
             {
-                gw.session_bindings.insert(new_id.to_owned(), credential_id);
+                gw.sessions().bind(new_id, credential_id);
             }
         }
-        Some(id) if is_delete && response.status().is_success() => gw.end_session(id).await,
+        Some(id) if is_delete && response.status().is_success() => gw.sessions().end(id).await,
         Some(_) => {}
     }
     response
@@ -272,34 +276,25 @@ async fn audit_http_refusal(
     gw: &Gateway,
     subject: &str,
     session: &Option<String>,
-    code: &'static str,
-    reason: &str,
+    reason: Reason,
+    message: &str,
 ) {
-    let row = pipeline::audit_row(pipeline::RowStart {
-        subject,
-        actor: subject,
-        session: session.as_ref().map(|id| format!("mcp:{id}")),
-        client: &Default::default(),
-        tool: "http:/mcp",
-        arguments: &Default::default(),
-    });
-    let error = CallError {
-        code,
-        message: reason.to_owned(),
-        jsonrpc_code: pipeline::CODE_REFUSED,
-    };
-    let _ = pipeline::refuse(gw, row, error).await;
+    let session = session.as_ref().map(|id| format!("mcp:{id}"));
+    let refusal = Refusal::new(reason, message);
+    gw.audit()
+        .refuse(subject, session, "http:/mcp", refusal)
+        .await;
 }
 
 async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     let mut connectors = serde_json::Map::new();
     let mut all_running = true;
-    for name in gw.config.services.keys() {
-        let entry = match gw.directory.get(name) {
+    for name in gw.config().services.keys() {
+        let entry = match gw.directory().get(name) {
             Some(status) => {
                 all_running &= status.state == actors::connector::ConnectorState::Running
                     && status.breaker.is_none();
-                let catalog = gw.catalog(name);
+                let catalog = gw.catalogs().catalog(name);
                 json!({
                     "state": status.state.as_str(),
                     "generation": status.generation,
@@ -317,14 +312,14 @@ async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
         };
         connectors.insert(name.clone(), entry);
     }
-    let stats = &gw.stats;
+    let stats = gw.stats();
     Json(json!({
         "status": if gw.is_draining() { "draining" } else if all_running { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
-        "audit_writer": if gw.audit_writer().is_some() { "running" } else { "restarting" },
+        "audit_writer": if gw.audit().writer().is_some() { "running" } else { "restarting" },
         "connectors": connectors,
-        "sessions": gw.session_count(),
-        "in_flight": gw.inflight.current(),
+        "sessions": gw.sessions().count(),
+        "in_flight": gw.drain().current(),
         "calls": {
             "allowed": stats.allowed.load(Ordering::Relaxed),
             "refused": stats.refused.load(Ordering::Relaxed),
@@ -340,7 +335,7 @@ async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
 /// Prometheus text exposition of the same counters as `/health`.
 async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     use std::fmt::Write;
-    let stats = &gw.stats;
+    let stats = gw.stats();
     let mut out = String::new();
     let _ = writeln!(out, "# HELP mcpgate_calls_total Tool calls by decision.");
     let _ = writeln!(out, "# TYPE mcpgate_calls_total counter");
@@ -377,13 +372,13 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     );
     let _ = writeln!(out, "# HELP mcpgate_sessions Live session actors.");
     let _ = writeln!(out, "# TYPE mcpgate_sessions gauge");
-    let _ = writeln!(out, "mcpgate_sessions {}", gw.session_count());
+    let _ = writeln!(out, "mcpgate_sessions {}", gw.sessions().count());
     let _ = writeln!(
         out,
         "# HELP mcpgate_in_flight MCP requests whose answer is not sent yet."
     );
     let _ = writeln!(out, "# TYPE mcpgate_in_flight gauge");
-    let _ = writeln!(out, "mcpgate_in_flight {}", gw.inflight.current());
+    let _ = writeln!(out, "mcpgate_in_flight {}", gw.drain().current());
     let _ = writeln!(
         out,
         "# HELP mcpgate_connector_up 1 when the service's upstream is connected."
@@ -394,8 +389,8 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
         "# HELP mcpgate_connector_starts_total Connections started to the upstream."
     );
     let _ = writeln!(out, "# TYPE mcpgate_connector_starts_total counter");
-    for name in gw.config.services.keys() {
-        let status = gw.directory.get(name);
+    for name in gw.config().services.keys() {
+        let status = gw.directory().get(name);
         let up = status
             .as_ref()
             .is_some_and(|s| s.state == actors::connector::ConnectorState::Running);

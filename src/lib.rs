@@ -1,8 +1,9 @@
 //! mcpgate: the binary's edges (config, CLI, HTTP, the rmcp handler, storage)
 //! and the governance pipeline that every tool call passes.
 
+pub mod adf;
 pub mod admin;
-pub mod audit_log;
+pub mod audit;
 pub mod catalog;
 pub mod classify;
 pub mod cli;
@@ -10,6 +11,8 @@ pub mod cli_operator;
 pub mod config;
 pub mod delegation;
 pub mod discovery;
+pub mod domain;
+pub mod drain;
 pub mod gateway;
 pub mod hooks;
 pub mod http;
@@ -19,7 +22,10 @@ pub mod native;
 pub mod oauth;
 pub mod pii;
 pub mod pipeline;
+pub mod policy;
 pub mod principal;
+pub mod sessions;
+pub mod stats;
 pub mod storage;
 pub mod tokens;
 pub mod vault;

@@ -12,21 +12,25 @@ use rmcp::model::{
 use rmcp::service::{ElicitationMode, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
-use crate::gateway::{Gateway, SessionError};
-use crate::pipeline::{self, CallError, CallRequest};
+use crate::audit::RowStart;
+use crate::domain::{Reason, Refusal};
+use crate::pipeline::{CallRequest, Pipeline};
 use crate::principal::Principal;
+use crate::sessions::{SessionError, Sessions};
+use crate::write_safety::RoundTrip;
 
 /// How long 2026-07-28 clients may cache `tools/list`.
 const TOOL_LIST_TTL_MS: u64 = 5_000;
 
 #[derive(Clone)]
 pub struct McpHandler {
-    gw: Arc<Gateway>,
+    pipeline: Arc<Pipeline>,
+    sessions: Arc<Sessions>,
 }
 
 impl McpHandler {
-    pub fn new(gw: Arc<Gateway>) -> Self {
-        Self { gw }
+    pub fn new(pipeline: Arc<Pipeline>, sessions: Arc<Sessions>) -> Self {
+        Self { pipeline, sessions }
     }
 
     /// The principal and session of this request; refusals are audited.
@@ -56,31 +60,27 @@ impl McpHandler {
             })
             .unwrap_or_default();
         match self
-            .gw
+            .sessions
             .begin_call(&principal, session_id.as_deref(), client.clone())
             .await
         {
             Ok(ticket) => Ok((principal, ticket)),
             Err(error) => {
-                let call_error = match error {
-                    SessionError::WrongCredential => CallError {
-                        code: "session_credential_mismatch",
-                        message: error.to_string(),
-                        jsonrpc_code: pipeline::CODE_REFUSED,
-                    },
-                    SessionError::Unavailable => {
-                        CallError::unavailable("session_unavailable", error.to_string())
-                    }
+                let reason = match error {
+                    SessionError::WrongCredential => Reason::SessionCredentialMismatch,
+                    SessionError::Unavailable => Reason::SessionUnavailable,
                 };
-                let row = pipeline::audit_row(pipeline::RowStart {
+                let row = RowStart {
                     subject: &principal.subject,
                     actor: &principal.actor,
                     session: session_id.map(|id| format!("mcp:{id}")),
                     client: &client,
                     tool,
                     arguments: &Default::default(),
-                });
-                Err(pipeline::refuse(&self.gw, row, call_error).await.into_mcp())
+                }
+                .row();
+                let refusal = Refusal::new(reason, error.to_string());
+                Err(self.pipeline.audit.refusal(row, refusal).await.into_mcp())
             }
         }
     }
@@ -103,16 +103,16 @@ impl ServerHandler for McpHandler {
     ) -> Result<ListToolsResult, McpError> {
         let (principal, _session) = self.admit(&context, "tools/list").await?;
         let mut tools = Vec::new();
-        for service in self.gw.config.services.keys() {
+        for service in self.pipeline.config.services.keys() {
             let Some(max) = principal.access_to(service) else {
                 continue;
             };
-            if let Some(catalog) = self.gw.catalog(service) {
+            if let Some(catalog) = self.pipeline.catalogs.catalog(service) {
                 tools.extend(catalog.tools_for(max));
             }
         }
         tools.extend(crate::discovery::tools());
-        if principal.grant.is_none() && !principal.user.service_account {
+        if principal.kind().is_interactive() {
             tools.push(crate::hooks::self_service::tool());
         }
         Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(TOOL_LIST_TTL_MS))
@@ -124,26 +124,6 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let (principal, session) = self.admit(&context, &request.name).await?;
-        if request.name == crate::discovery::SEARCH || request.name == crate::discovery::DESCRIBE {
-            let arguments = request.arguments.unwrap_or_default();
-            return crate::discovery::call(
-                &self.gw,
-                &principal,
-                &session,
-                &request.name,
-                arguments,
-            )
-            .await
-            .map(Into::into)
-            .map_err(CallError::into_mcp);
-        }
-        if request.name == crate::hooks::self_service::TOOL {
-            let arguments = request.arguments.unwrap_or_default();
-            return crate::hooks::self_service::call(&self.gw, &principal, &session, arguments)
-                .await
-                .map(Into::into)
-                .map_err(CallError::into_mcp);
-        }
         // Elicitation is a server-to-client request: only initialize-era
         // clients that declared form elicitation can receive one.
         let modern = context
@@ -162,7 +142,7 @@ impl ServerHandler for McpHandler {
                     .as_ref()
                     .is_some_and(|e| e.url.is_none() || e.form.is_some())
             });
-        let mrtr = modern.then(|| pipeline::RoundTrip {
+        let mrtr = modern.then(|| RoundTrip {
             can_ask: modern_can_elicit,
             responses: request.input_responses.clone(),
             request_state: request.request_state.clone(),
@@ -175,9 +155,6 @@ impl ServerHandler for McpHandler {
             elicitor: can_elicit.then(|| context.peer.clone()),
             round_trip: mrtr,
         };
-        match pipeline::run(&self.gw, call).await {
-            Ok(response) => Ok(response),
-            Err(error) => Err(error.into_mcp()),
-        }
+        self.pipeline.run(call).await.map_err(Refusal::into_mcp)
     }
 }

@@ -10,23 +10,19 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::delegation::Delegation;
 use crate::delegation::exchange::{self, ExchangeError, ExchangeRequest, TOKEN_TYPE_ACCESS_TOKEN};
-use crate::gateway::Gateway;
+use crate::domain::Reason;
 
-pub async fn token(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
+pub async fn token(State(delegation): State<Arc<Delegation>>, body: axum::body::Bytes) -> Response {
     // Parsed by hand so that a malformed body is an OAuth error, not axum's text.
-    let request: ExchangeRequest = match serde_urlencoded_form(&body) {
+    let request: ExchangeRequest = match parse_form(&body) {
         Ok(request) => request,
         Err(description) => {
-            return error_response(&ExchangeError {
-                error: "invalid_request",
-                reason: "invalid_request",
-                description,
-                status: 400,
-            });
+            return error_response(&ExchangeError::new(Reason::InvalidRequest, description));
         }
     };
-    match exchange::exchange(&gw, request).await {
+    match exchange::exchange(&delegation, request).await {
         Ok(issued) => no_store(
             (
                 StatusCode::OK,
@@ -45,53 +41,31 @@ pub async fn token(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> R
     }
 }
 
-fn serde_urlencoded_form(body: &[u8]) -> Result<ExchangeRequest, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+/// The form body as the exchange's typed request. Parameters must not be
+/// repeated (RFC 6749 §3.2), which a plain deserializer would not notice.
+fn parse_form(body: &[u8]) -> Result<ExchangeRequest, String> {
+    std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
     let mut fields = serde_json::Map::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = form_decode(key)?;
-        let value = form_decode(value)?;
-        if fields.contains_key(&key) {
-            // RFC 6749 §3.2: parameters must not be included more than once.
+    for (key, value) in form_urlencoded::parse(body) {
+        if fields.contains_key(key.as_ref()) {
             return Err(format!("parameter '{key}' is repeated"));
         }
-        fields.insert(key, serde_json::Value::String(value));
+        fields.insert(
+            key.into_owned(),
+            serde_json::Value::String(value.into_owned()),
+        );
     }
     serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| e.to_string())
 }
 
-/// `application/x-www-form-urlencoded` value decoding (`+` is a space).
-fn form_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = text
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| "malformed percent-encoding in the form body".to_string())?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| "the form body is not UTF-8".to_string())
-}
-
 fn error_response(error: &ExchangeError) -> Response {
-    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = (
         status,
         Json(json!({
-            "error": error.error,
+            "error": error.error(),
             "error_description": error.description,
-            "reason": error.reason,
+            "reason": error.reason.code(),
         })),
     )
         .into_response();
@@ -118,13 +92,11 @@ mod tests {
 
     #[test]
     fn form_bodies_decode_and_repeats_are_refused() {
-        let r =
-            serde_urlencoded_form(b"grant_type=a%3Ab&workspace=fin+ance&gateway_services=%5B%5D")
-                .unwrap();
+        let r = parse_form(b"grant_type=a%3Ab&workspace=fin+ance&gateway_services=%5B%5D").unwrap();
         assert_eq!(r.grant_type.as_deref(), Some("a:b"));
         assert_eq!(r.workspace.as_deref(), Some("fin ance"));
         assert_eq!(r.gateway_services.as_deref(), Some("[]"));
-        assert!(serde_urlencoded_form(b"job_id=1&job_id=2").is_err());
-        assert!(serde_urlencoded_form(b"job_id=%zz").is_err());
+        assert!(parse_form(b"job_id=1&job_id=2").is_err());
+        assert!(parse_form(b"job_id=\xff").is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actors::grant::Risk;
+use crate::domain::{PrincipalKind, Risk};
 
 use crate::config::UserConfig;
 use crate::delegation::grants::LiveGrant;
@@ -28,6 +28,17 @@ impl Principal {
         match &self.grant {
             Some(grant) => grant.scope.services.get(service).copied(),
             None => self.user.access_to(service),
+        }
+    }
+}
+
+impl Principal {
+    /// A person at a client, a service account, or a workflow under a grant.
+    pub fn kind(&self) -> PrincipalKind {
+        match (&self.grant, self.user.service_account) {
+            (Some(_), _) => PrincipalKind::Delegated,
+            (None, true) => PrincipalKind::ServiceAccount,
+            (None, false) => PrincipalKind::Person,
         }
     }
 }

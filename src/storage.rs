@@ -36,9 +36,7 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
+pub use crate::config::is_postgres_url;
 
 /// Which backend a pool is on (a few statements differ).
 pub fn backend(pool: &Db) -> Backend {

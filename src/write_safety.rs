@@ -8,8 +8,12 @@
 //! about the session, since 2026-07-28 clients have none. It is single use: the
 //! nonce is consumed durably before the call proceeds.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rmcp::model::{CallToolResult, ContentBlock, InputRequiredResult, JsonObject};
+use serde_json::{Value, json};
+
+use crate::domain::{Reason, Refusal, Risk};
 use crate::storage::Db;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -69,14 +73,24 @@ pub enum ConfirmationRefusal {
 }
 
 impl ConfirmationRefusal {
-    pub fn code(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ConfirmationRefusal::Malformed => "confirmation_malformed",
-            ConfirmationRefusal::Mismatch => "confirmation_mismatch",
-            ConfirmationRefusal::Expired => "confirmation_expired",
-            ConfirmationRefusal::Reused => "confirmation_reused",
-            ConfirmationRefusal::Store => "confirmation_store_unavailable",
+            ConfirmationRefusal::Malformed => Reason::ConfirmationMalformed,
+            ConfirmationRefusal::Mismatch => Reason::ConfirmationMismatch,
+            ConfirmationRefusal::Expired => Reason::ConfirmationExpired,
+            ConfirmationRefusal::Reused => Reason::ConfirmationReused,
+            ConfirmationRefusal::Store => Reason::ConfirmationStoreUnavailable,
         }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.reason().code()
+    }
+}
+
+impl From<ConfirmationRefusal> for Refusal {
+    fn from(refusal: ConfirmationRefusal) -> Refusal {
+        Refusal::new(refusal.reason(), refusal.to_string())
     }
 }
 
@@ -172,6 +186,220 @@ pub async fn redeem(
     match inserted {
         Some(_) => Ok(()),
         None => Err(ConfirmationRefusal::Reused),
+    }
+}
+
+/// The prefix of a gateway confirmation token in a `confirm` argument. Only
+/// such a value is taken as ours; an upstream's own `confirm` argument passes.
+pub const CONFIRM_ARG: &str = "confirm";
+const CONFIRM_TOKEN_PREFIX: &str = "mgc1.";
+
+/// The key of the confirmation question in `inputRequests`.
+const CONFIRM_INPUT: &str = "confirm";
+
+/// How long the gateway waits for the human to answer an elicitation.
+const ELICITATION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Take the gateway's confirmation token out of a call's arguments, if any.
+pub fn take_token(arguments: &mut JsonObject) -> Option<String> {
+    match arguments.get(CONFIRM_ARG) {
+        Some(Value::String(token)) if token.starts_with(CONFIRM_TOKEN_PREFIX) => {
+            let token = token.clone();
+            arguments.remove(CONFIRM_ARG);
+            Some(token)
+        }
+        _ => None,
+    }
+}
+
+/// A 2026-07-28 call's round trip: whether the client can answer an
+/// elicitation, and what it sent back from the previous round.
+#[derive(Debug, Clone, Default)]
+pub struct RoundTrip {
+    pub can_ask: bool,
+    pub responses: Option<rmcp::model::InputResponses>,
+    pub request_state: Option<String>,
+}
+
+/// How this call can reach the human.
+pub struct Channel<'a> {
+    /// A token the client sent back (the two-step form).
+    pub token: Option<&'a str>,
+    /// The client, when it can be asked through MCP elicitation (form mode,
+    /// initialize-era protocol).
+    pub elicitor: Option<&'a rmcp::Peer<rmcp::RoleServer>>,
+    /// For 2026-07-28 clients: the multi-round-trip state of this call.
+    pub round_trip: Option<&'a RoundTrip>,
+}
+
+/// What the human is asked to confirm.
+pub struct Question<'a> {
+    pub binding: Binding<'a>,
+    pub service: &'a str,
+    pub risk: Risk,
+    pub arguments: &'a JsonObject,
+    /// The hook that asks, if one does.
+    pub hook: Option<&'a str>,
+}
+
+pub enum Confirmed {
+    Proceed,
+    /// Not run: this answer tells the human what would happen, with a token.
+    AskFirst(CallToolResult),
+    /// Not run: a 2026-07-28 client is asked in the answer; its retry carries
+    /// the human's answer and the sealed state.
+    InputRequired(Box<InputRequiredResult>),
+}
+
+/// Confirmation of one call that needs it, in whichever form the client
+/// supports: a token it brought back, the 2026-07-28 round trip, an
+/// elicitation, or the two-step preview.
+#[derive(Clone)]
+pub struct Confirmations {
+    key: ConfirmationKey,
+    pool: Db,
+    ttl: Duration,
+}
+
+impl Confirmations {
+    pub fn new(key: ConfirmationKey, pool: Db, ttl: Duration) -> Self {
+        Self { key, pool, ttl }
+    }
+
+    pub async fn confirm(
+        &self,
+        question: &Question<'_>,
+        channel: &Channel<'_>,
+    ) -> Result<Confirmed, Refusal> {
+        let binding = &question.binding;
+        if let Some(token) = channel.token {
+            redeem(&self.pool, &self.key, token, binding).await?;
+            return Ok(Confirmed::Proceed);
+        }
+        let qualified = format!("{}.{}", question.service, binding.action);
+        let arguments = serde_json::to_string(question.arguments).unwrap_or_default();
+        let summary = format!(
+            "mcpgate will run {qualified} ({risk}) as {subject} with arguments {arguments}.",
+            risk = question.risk,
+            subject = binding.subject,
+        );
+        let ttl = self.ttl.as_secs();
+        if let Some(round_trip) = channel.round_trip {
+            // The retry: the state is our confirmation token, bound to this
+            // exact call and single use; the answer must be the human's approval.
+            if let Some(state) = &round_trip.request_state {
+                redeem(&self.pool, &self.key, state, binding).await?;
+                let answer = round_trip
+                    .responses
+                    .as_ref()
+                    .and_then(|r| r.get(CONFIRM_INPUT))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let approved = answer.get("action").and_then(Value::as_str) == Some("accept")
+                    && answer.pointer("/content/approve").and_then(Value::as_bool) == Some(true);
+                return if approved {
+                    Ok(Confirmed::Proceed)
+                } else {
+                    Err(declined())
+                };
+            }
+            if round_trip.can_ask {
+                let (state, _) = issue(&self.key, binding, ttl);
+                return input_required(&summary, question.hook, state);
+            }
+        }
+        if let Some(peer) = channel.elicitor {
+            return ask_through_elicitation(peer, &summary).await;
+        }
+        let (token, expires) = issue(&self.key, binding, ttl);
+        let text = format!(
+            "Confirmation required — nothing was done.\n\
+             If you run it, {summary}\n\
+             Ask the user. If they agree, repeat exactly the same call with \"confirm\": \"{token}\" \
+             (valid for {ttl} s, once).",
+        );
+        let mut preview = CallToolResult::success(vec![ContentBlock::text(text)]);
+        preview.structured_content = Some(json!({
+            "confirmation_required": true,
+            "service": question.service,
+            "action": binding.action,
+            "risk": question.risk.as_str(),
+            "confirm": token,
+            "expires_at_unix": expires,
+        }));
+        Ok(Confirmed::AskFirst(preview))
+    }
+}
+
+fn declined() -> Refusal {
+    Refusal::new(
+        Reason::ConfirmationDeclined,
+        "the user did not approve this call",
+    )
+}
+
+fn approval_schema() -> Result<rmcp::model::ElicitationSchema, Refusal> {
+    rmcp::model::ElicitationSchema::builder()
+        .required_bool("approve")
+        .build()
+        .map_err(|e| Refusal::new(Reason::ConfirmationUnavailable, e.to_string()))
+}
+
+/// The 2026-07-28 form of the question: `input_required` with one form
+/// elicitation and the confirmation token as the (sealed) `requestState`.
+fn input_required(summary: &str, hook: Option<&str>, state: String) -> Result<Confirmed, Refusal> {
+    use rmcp::model::{ElicitRequest, ElicitRequestParams, InputRequest};
+    let reason = hook.map(|h| format!(" ({h})")).unwrap_or_default();
+    let question = ElicitRequest::new(ElicitRequestParams::FormElicitationParams {
+        meta: None,
+        message: format!("Confirm{reason}: {summary} Approve?"),
+        requested_schema: approval_schema()?,
+    });
+    let requests = std::collections::BTreeMap::from([(
+        CONFIRM_INPUT.to_owned(),
+        InputRequest::Elicitation(question),
+    )]);
+    Ok(Confirmed::InputRequired(Box::new(
+        InputRequiredResult::new(Some(requests), Some(state)),
+    )))
+}
+
+/// Ask the human through the client (MCP elicitation): accept → run; decline,
+/// cancel, no answer or an unchecked box → refused.
+async fn ask_through_elicitation(
+    peer: &rmcp::Peer<rmcp::RoleServer>,
+    summary: &str,
+) -> Result<Confirmed, Refusal> {
+    use rmcp::model::{ElicitRequestParams, ElicitationAction};
+    let asked = peer
+        .create_elicitation_with_timeout(
+            ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message: format!("Confirm: {summary} Approve?"),
+                requested_schema: approval_schema()?,
+            },
+            Some(ELICITATION_TIMEOUT),
+        )
+        .await;
+    match asked {
+        Ok(answer) => {
+            let approved = answer.action == ElicitationAction::Accept
+                && answer
+                    .content
+                    .as_ref()
+                    .and_then(|c| c.get("approve"))
+                    .and_then(Value::as_bool)
+                    == Some(true);
+            if approved {
+                Ok(Confirmed::Proceed)
+            } else {
+                Err(declined())
+            }
+        }
+        Err(e) => Err(Refusal::new(
+            Reason::ConfirmationUnanswered,
+            format!("the user could not be asked or did not answer: {e}"),
+        )),
     }
 }
 

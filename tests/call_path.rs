@@ -133,7 +133,7 @@ async fn read_and_write_actions_reach_the_upstream_and_are_audited() {
     assert_eq!(calls[3].risk.as_deref(), Some("read"));
     // The digest is of the canonical arguments.
     let digest =
-        mcpgate::pipeline::canonical_digest(&args(json!({"action": "get-sum", "b": 40, "a": 2})));
+        mcpgate::audit::canonical_digest(&args(json!({"action": "get-sum", "b": 40, "a": 2})));
     assert_eq!(calls[1].args_sha256, digest);
     gw.stop().await;
 }
@@ -265,7 +265,7 @@ async fn missing_bad_and_revoked_tokens_get_401_with_a_bearer_challenge() {
     assert_eq!(post(Some(alice.clone())).await.unwrap().status(), 200);
 
     let id = alice.split('_').nth(1).unwrap();
-    assert!(mcpgate::tokens::revoke(&gw.gw.pool, id).await.unwrap());
+    assert!(mcpgate::tokens::revoke(&gw.gw.pool(), id).await.unwrap());
     let revoked = post(Some(alice.clone())).await.unwrap();
     assert_eq!(revoked.status(), 401);
     assert!(
@@ -325,7 +325,7 @@ async fn a_session_presented_with_another_token_is_refused() {
         .await
         .unwrap();
     assert!(del.status().is_success(), "{}", del.status());
-    assert!(!gw.gw.session_bindings.contains_key(&session));
+    assert!(!gw.gw.sessions().is_bound(&session));
     gw.stop().await;
 }
 
@@ -356,9 +356,7 @@ async fn two_hundred_concurrent_sessions_each_get_their_own_answer_and_one_audit
         let (message, answer) = task.await.unwrap();
         assert_eq!(answer, format!("Echo: {message}"));
         digests.insert(
-            mcpgate::pipeline::canonical_digest(&args(
-                json!({"action": "echo", "message": message}),
-            )),
+            mcpgate::audit::canonical_digest(&args(json!({"action": "echo", "message": message}))),
             0usize,
         );
     }
@@ -494,9 +492,9 @@ async fn idle_sessions_end_and_their_session_id_stops_working() {
     let first = list(2).await;
     assert_eq!(first.status(), 200);
     let _ = first.text().await;
-    assert_eq!(gw.gw.session_count(), 1);
+    assert_eq!(gw.gw.sessions().count(), 1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while gw.gw.session_count() > 0 {
+    while gw.gw.sessions().count() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "idle session never ended"

@@ -487,7 +487,7 @@ async fn a_grant_ends_when_its_job_finishes() {
     .unwrap();
     w.wm.finish(&step.job_id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while w.gw.gw.delegation.grants.get(&grant_id).is_some() {
+    while w.gw.gw.delegation().grants.get(&grant_id).is_some() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "grant outlived its job"
@@ -562,7 +562,7 @@ async fn after_a_revoke_is_acknowledged_no_call_reaches_the_connector() {
     let (status, body) = w.revoke_at(&w.gw, &grant_id).await;
     assert_eq!(status, 200, "{body}");
     let at_ack = w.bigquery.count();
-    assert!(w.gw.gw.delegation.grants.get(&grant_id).is_none());
+    assert!(w.gw.gw.delegation().grants.get(&grant_id).is_none());
 
     let mut succeeded = 0;
     for worker in workers {
@@ -695,26 +695,26 @@ async fn revocations_by_subject_or_flow_and_from_another_process() {
     let mut expected = vec![g2.clone(), g3.clone()];
     expected.sort();
     assert_eq!(revoked, expected);
-    assert!(w.gw.gw.delegation.grants.get(&g1).is_some());
+    assert!(w.gw.gw.delegation().grants.get(&g1).is_some());
 
     // Written to the store by another process (the CLI): the watcher acts.
     let filter = mcpgate::delegation::store::RevokeFilter {
         subject: Some("alice@example.com".into()),
         ..Default::default()
     };
-    let ids = mcpgate::delegation::store::request_revocation(&w.gw.gw.pool, &filter, "cli:ops")
+    let ids = mcpgate::delegation::store::request_revocation(&w.gw.gw.pool(), &filter, "cli:ops")
         .await
         .unwrap();
     assert_eq!(ids, vec![g1.clone()]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while w.gw.gw.delegation.grants.get(&g1).is_some() {
+    while w.gw.gw.delegation().grants.get(&g1).is_some() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the watcher did not revoke"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let record = mcpgate::delegation::store::grant(&w.gw.gw.pool, &g1)
+    let record = mcpgate::delegation::store::grant(&w.gw.gw.pool(), &g1)
         .await
         .unwrap()
         .unwrap();

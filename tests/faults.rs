@@ -115,8 +115,8 @@ async fn crashing_hanging_and_garbage_upstreams_fail_cleanly_and_recover() {
         metrics.contains("mcpgate_actor_restarts_total 3"),
         "{metrics}"
     );
-    assert_eq!(gw.gw.directory.get("everything").unwrap().starts, 1);
-    assert_eq!(gw.gw.directory.get("time").unwrap().starts, 1);
+    assert_eq!(gw.gw.directory().get("everything").unwrap().starts, 1);
+    assert_eq!(gw.gw.directory().get("time").unwrap().starts, 1);
 
     let rows = gw.audit_rows().await;
     let failed: Vec<_> = rows.iter().filter(|r| r.decision == "failed").collect();
@@ -162,7 +162,7 @@ async fn panics_in_actors_are_caught_and_nothing_acknowledged_is_lost() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let audit: ractor::ActorRef<AuditMsg> = gw.gw.audit_writer().unwrap();
+    let audit: ractor::ActorRef<AuditMsg> = gw.gw.audit().writer().unwrap();
     audit.cast(AuditMsg::InjectPanic).unwrap();
     let connector: ractor::ActorRef<ConnectorMsg> = gw.gw.connector("faulty").unwrap();
     connector.cast(ConnectorMsg::InjectPanic).unwrap();
@@ -174,7 +174,7 @@ async fn panics_in_actors_are_caught_and_nothing_acknowledged_is_lost() {
     gw.wait_generation("faulty", 2).await;
     assert!(
         gw.gw
-            .stats
+            .stats()
             .actor_restarts
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 2
@@ -184,9 +184,8 @@ async fn panics_in_actors_are_caught_and_nothing_acknowledged_is_lost() {
     // Every answer a client received has a complete audit row.
     let rows = gw.audit_rows().await;
     for message in &acknowledged {
-        let digest = mcpgate::pipeline::canonical_digest(&args(
-            json!({"action": "echo", "message": message}),
-        ));
+        let digest =
+            mcpgate::audit::canonical_digest(&args(json!({"action": "echo", "message": message})));
         let matching: Vec<_> = rows.iter().filter(|r| r.args_sha256 == digest).collect();
         assert_eq!(matching.len(), 1, "{message}");
         assert_eq!(matching[0].decision, "allowed");
@@ -225,7 +224,7 @@ async fn when_the_audit_store_cannot_write_calls_are_refused_not_run() {
 
     // The store starts failing every write.
     sqlx::query("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END;")
-        .execute(&gw.gw.pool)
+        .execute(gw.gw.pool())
         .await
         .unwrap();
     let err = call(
@@ -244,7 +243,7 @@ async fn when_the_audit_store_cannot_write_calls_are_refused_not_run() {
     );
 
     sqlx::query("DROP TRIGGER audit_down")
-        .execute(&gw.gw.pool)
+        .execute(gw.gw.pool())
         .await
         .unwrap();
     call(
@@ -277,11 +276,11 @@ async fn shutdown_drains_in_flight_calls_and_flushes_the_audit_log() {
     });
     // Let the call reach the upstream, then shut down.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.gw.inflight.current() == 0 {
+    while gw.gw.drain().current() == 0 {
         assert!(Instant::now() < deadline, "call never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pool = gw.gw.pool.clone();
+    let pool = gw.gw.pool().clone();
     let stopped = Instant::now();
     gw.stop().await;
     assert!(
@@ -295,9 +294,9 @@ async fn shutdown_drains_in_flight_calls_and_flushes_the_audit_log() {
         "{}",
         text_of(&result)
     );
-    let rows = mcpgate::audit_log::query(
+    let rows = mcpgate::audit::query(
         &pool,
-        &mcpgate::audit_log::AuditFilter {
+        &mcpgate::audit::AuditFilter {
             limit: 10,
             ..Default::default()
         },

@@ -143,7 +143,7 @@ async fn the_model_sees_pseudonyms_and_the_service_gets_real_values_back() {
 
     // The store holds sealed values only.
     let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT sealed FROM pii_mappings")
-        .fetch_all(&gw.gw.pool)
+        .fetch_all(gw.gw.pool())
         .await
         .unwrap();
     assert!(!rows.is_empty());

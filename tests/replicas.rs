@@ -32,7 +32,11 @@ async fn a_grant_minted_on_one_replica_is_served_by_any_and_revoked_on_all() {
     // The grant's scope holds on the replicas that adopted it.
     let outside = call(&on_c, "warehouse_read_actions", json!({"action": "query"})).await;
     assert!(outside.is_err(), "warehouse was never granted");
-    let held = c.gw.delegation.grants.get(&grant_id).expect("C adopted it");
+    let held =
+        c.gw.delegation()
+            .grants
+            .get(&grant_id)
+            .expect("C adopted it");
     assert_eq!(held.scope.subject, "alice@example.com");
     assert!(
         held.scope.actor.contains("f/finance/nightly_pnl"),
@@ -59,7 +63,7 @@ async fn a_grant_minted_on_one_replica_is_served_by_any_and_revoked_on_all() {
     assert_eq!(body["confirmed"], true, "{body}");
     for (name, replica) in [("A", &w.gw), ("B", &b), ("C", &c)] {
         assert!(
-            replica.gw.delegation.grants.get(&grant_id).is_none(),
+            replica.gw.delegation().grants.get(&grant_id).is_none(),
             "replica {name} still holds the revoked grant after the acknowledgement"
         );
     }
@@ -150,13 +154,13 @@ async fn tokens_confirmations_and_audit_are_shared_by_every_replica() {
     assert_eq!(support::reason_of(&again), "confirmation_reused");
     assert_eq!(w.warehouse.count(), 1);
 
-    let listed = mcpgate::tokens::list(&w.gw.gw.pool).await.unwrap();
+    let listed = mcpgate::tokens::list(&w.gw.gw.pool()).await.unwrap();
     let alices = listed
         .iter()
         .find(|t| t.user_email == "alice@example.com")
         .expect("alice's token is listed");
     assert!(
-        mcpgate::tokens::revoke(&w.gw.gw.pool, &alices.id)
+        mcpgate::tokens::revoke(&w.gw.gw.pool(), &alices.id)
             .await
             .unwrap()
     );
@@ -252,11 +256,11 @@ async fn a_finished_job_ends_its_grant_on_the_replicas_that_adopted_it() {
     call(&on_b, "bigquery_read_actions", query.clone())
         .await
         .unwrap();
-    assert!(b.gw.delegation.grants.get(&grant_id).is_some());
+    assert!(b.gw.delegation().grants.get(&grant_id).is_some());
 
     w.wm.finish(&step.job_id);
     let finished = Instant::now();
-    while b.gw.delegation.grants.get(&grant_id).is_some() {
+    while b.gw.delegation().grants.get(&grant_id).is_some() {
         assert!(
             finished.elapsed() < Duration::from_secs(10),
             "B kept serving a grant whose job finished"
@@ -284,7 +288,7 @@ async fn a_revoke_names_the_replicas_that_did_not_confirm_it() {
     // A replica that held the grant and died without a word.
     sqlx::query("INSERT INTO grant_holders (grant_id, replica, since) VALUES ($1, 'gw_gone', 'x')")
         .bind(&grant_id)
-        .execute(&w.gw.gw.pool)
+        .execute(w.gw.gw.pool())
         .await
         .unwrap();
     let (status, body) = w.revoke_at(&w.gw, &grant_id).await;
@@ -292,7 +296,7 @@ async fn a_revoke_names_the_replicas_that_did_not_confirm_it() {
     assert_eq!(body["confirmed"], false, "{body}");
     assert_eq!(body["unconfirmed_replicas"], json!(["gw_gone"]));
     // Everyone else refuses it all the same, a fresh replica included.
-    assert!(w.gw.gw.delegation.grants.get(&grant_id).is_none());
+    assert!(w.gw.gw.delegation().grants.get(&grant_id).is_none());
     let late = w.replica(&store).await;
     assert_eq!(ping_status(&late, &token).await, 401);
     w.gw.stop().await;

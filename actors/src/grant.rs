@@ -14,41 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::risk::Risk;
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
-/// Risk classes, ordered: a grant of `Write` covers `Read`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Risk {
-    Read,
-    Write,
-    HighRisk,
-}
-
-impl Risk {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Risk::Read => "read",
-            Risk::Write => "write",
-            Risk::HighRisk => "high_risk",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Risk> {
-        match text {
-            "read" => Some(Risk::Read),
-            "write" => Some(Risk::Write),
-            "high_risk" => Some(Risk::HighRisk),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Risk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct GrantScope {

@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod connector;
 pub mod grant;
+pub mod risk;
 pub mod session;
 
 /// RFC 3339 UTC timestamp with microseconds; sorts lexically in time order.

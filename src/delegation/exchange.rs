@@ -1,26 +1,28 @@
 //! RFC 8693 token exchange: a Windmill job's token (subject) and its flow's
 //! gateway credential (actor) become a short-lived delegated access token
-//! bound to a grant actor. Every refusal is an RFC 6749 §5.2 error with
-//! mcpgate's reason code, and an audit row.
+//! bound to a grant actor, in three steps: [`verify`] (who is asking, and for
+//! which job), [`scope`] (declaration ∩ the owner's access, high_risk only if
+//! approved), [`mint`] (record, actor, token). Every refusal is an RFC 6749
+//! §5.2 error with mcpgate's reason code, and an audit row.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::audit::{AuditWrite, Decision};
-use actors::grant::{GrantScope, LivenessProbe, Risk};
+use actors::grant::{GrantScope, LivenessProbe};
 use actors::session::ClientInfo;
-use dashmap::DashMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use supervision::SupervisorMsg;
 
-use super::declaration::parse_declaration;
-use super::grants::{GrantTable, NewGrant, mint_token};
+use super::Delegation;
+use super::declaration::{Declaration, parse_declaration};
+use super::grants::{NewGrant, mint_token};
 use super::store::{self, GrantRecord, Instance};
 use super::windmill::{JobClaim, Refusal, VerifiedJob, WindmillClient};
-use crate::gateway::Gateway;
-use crate::pipeline::{self, RowStart};
+use crate::audit::RowStart;
+use crate::config::UserConfig;
+use crate::domain::{Reason, Risk};
 use crate::tokens;
 
 pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -46,42 +48,37 @@ pub struct ExchangeRequest {
     pub instance: Option<String>,
 }
 
-/// An RFC 6749 §5.2 error with mcpgate's reason code.
+/// An RFC 6749 §5.2 error: its `error` and HTTP status follow from the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeError {
-    /// `invalid_request`, `invalid_grant`, `unauthorized_client`, …
-    pub error: &'static str,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub description: String,
-    pub status: u16,
 }
 
-fn oauth(
-    error: &'static str,
-    reason: &'static str,
-    description: impl Into<String>,
-) -> ExchangeError {
-    let status = match error {
-        "unauthorized_client" | "invalid_client" => 401,
-        "temporarily_unavailable" => 503,
-        "server_error" => 500,
-        _ => 400,
-    };
-    ExchangeError {
-        error,
-        reason,
-        description: description.into(),
-        status,
+impl ExchangeError {
+    pub fn new(reason: Reason, description: impl Into<String>) -> Self {
+        Self {
+            reason,
+            description: description.into(),
+        }
     }
+
+    /// `invalid_request`, `invalid_grant`, `unauthorized_client`, …
+    pub fn error(&self) -> &'static str {
+        self.reason.oauth_error()
+    }
+
+    pub fn status(&self) -> u16 {
+        self.reason.oauth_status()
+    }
+}
+
+fn oauth(reason: Reason, description: impl Into<String>) -> ExchangeError {
+    ExchangeError::new(reason, description)
 }
 
 fn from_refusal(refusal: Refusal) -> ExchangeError {
-    match refusal.code {
-        "windmill_unavailable" => oauth("temporarily_unavailable", refusal.code, refusal.message),
-        "invalid_request" => oauth("invalid_request", "invalid_request", refusal.message),
-        "workspace_not_registered" => oauth("unauthorized_client", refusal.code, refusal.message),
-        code => oauth("invalid_grant", code, refusal.message),
-    }
+    ExchangeError::new(refusal.reason, refusal.message)
 }
 
 #[derive(Debug, Clone)]
@@ -93,173 +90,160 @@ pub struct Issued {
     pub scope: String,
 }
 
-/// Delegation state of one gateway: the Windmill client, the verification
-/// cache and the live grants.
-pub struct Delegation {
-    pub client: WindmillClient,
-    pub grants: GrantTable,
-    cache: DashMap<[u8; 32], (VerifiedJob, Instant)>,
-}
-
-impl Delegation {
-    pub fn new(windmill_timeout: Duration) -> Self {
-        Self {
-            client: WindmillClient::new(windmill_timeout),
-            grants: GrantTable::default(),
-            cache: DashMap::new(),
-        }
-    }
-}
-
-/// Who the row names before verification says otherwise.
+/// Who the audit row names: as far as verification got.
 struct Parties {
     subject: String,
     actor: String,
 }
 
+/// What verification established.
+pub struct Verified {
+    instance: Instance,
+    job: VerifiedJob,
+    claim: JobClaim,
+    declaration: Declaration,
+    owner: UserConfig,
+    actor: String,
+}
+
 /// Run one exchange and audit its outcome.
-pub async fn exchange(gw: &Gateway, request: ExchangeRequest) -> Result<Issued, ExchangeError> {
-    let mut parties = Parties {
-        subject: "anonymous".into(),
-        actor: "anonymous".into(),
-    };
+pub async fn exchange(d: &Delegation, request: ExchangeRequest) -> Result<Issued, ExchangeError> {
     let job_id = request.job_id.clone();
-    let outcome = run(gw, &request, &mut parties).await;
-    let mut row = pipeline::audit_row(RowStart {
+    let (parties, outcome) = match verify(d, &request).await {
+        Err((parties, error)) => (parties, Err(error)),
+        Ok(verified) => {
+            let parties = Parties {
+                subject: verified.job.owner_email.clone(),
+                actor: verified.actor.clone(),
+            };
+            let outcome = match scope(d, &verified).await {
+                Ok(granted) => mint(d, verified, granted).await,
+                Err(error) => Err(error),
+            };
+            (parties, outcome)
+        }
+    };
+    let mut row = RowStart {
         subject: &parties.subject,
         actor: &parties.actor,
         session: None,
         client: &ClientInfo::default(),
         tool: "oauth/token-exchange",
         arguments: &serde_json::Map::new(),
-    });
+    }
+    .row();
     row.completed = true;
     row.job_id = job_id;
-    match &outcome {
+    let recorded = match &outcome {
         Ok(issued) => {
             row.grant_id = Some(issued.grant_id.clone());
             row.reason = Some(format!("grant minted: {}", issued.scope));
+            d.audit.decision(row).await
         }
         Err(error) => {
-            row.decision = Decision::Refused;
-            row.reason_code = Some(error.reason.into());
-            row.reason = Some(error.description.clone());
+            let refusal = crate::domain::Refusal::new(error.reason, error.description.clone());
+            d.audit.record_refusal(row, &refusal).await
         }
-    }
-    if let Err(e) = pipeline::record(gw, AuditWrite::Decision(Box::new(row))).await {
+    };
+    if let Err(e) = recorded {
         // Fail closed: a grant that cannot be audited is not handed out.
         if let Ok(issued) = &outcome {
-            gw.delegation
-                .grants
+            d.grants
                 .revoke(
-                    gw.grants_supervisor().as_ref(),
-                    &gw.pool,
+                    d.supervisor().as_ref(),
+                    &d.pool,
                     &issued.grant_id,
                     "revoked: audit unavailable",
                 )
                 .await;
         }
         return Err(oauth(
-            "temporarily_unavailable",
-            "audit_unavailable",
-            format!("the audit log cannot be written: {e}"),
+            Reason::AuditUnavailable,
+            format!("the audit log cannot be written: {}", e.message),
         ));
     }
     outcome
 }
 
-async fn run(
-    gw: &Gateway,
-    request: &ExchangeRequest,
-    parties: &mut Parties,
-) -> Result<Issued, ExchangeError> {
-    match request.grant_type.as_deref() {
-        Some(GRANT_TYPE_TOKEN_EXCHANGE) => {}
-        Some(other) => {
-            return Err(oauth(
-                "unsupported_grant_type",
-                "unsupported_grant_type",
-                format!("grant_type '{other}' is not supported; use {GRANT_TYPE_TOKEN_EXCHANGE}"),
-            ));
-        }
-        None => {
-            return Err(oauth(
-                "invalid_request",
-                "invalid_request",
-                "grant_type is required",
-            ));
-        }
-    }
-    let required = |value: &Option<String>, name: &str| {
-        value
-            .as_deref()
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                oauth(
-                    "invalid_request",
-                    "invalid_request",
-                    format!("{name} is required"),
-                )
-            })
+type Rejected = (Parties, ExchangeError);
+
+/// Who is asking and for which job: the actor token names a service
+/// account, the declaration parses, Windmill confirms the job and its owner.
+async fn verify(d: &Delegation, request: &ExchangeRequest) -> Result<Verified, Rejected> {
+    let mut parties = Parties {
+        subject: "anonymous".into(),
+        actor: "anonymous".into(),
     };
-    let actor_token = required(&request.actor_token, "actor_token")?;
+    macro_rules! check {
+        ($result:expr) => {
+            match $result {
+                Ok(value) => value,
+                Err(error) => return Err((parties, error)),
+            }
+        };
+    }
+    check!(check_grant_type(request));
+    let actor_token = check!(required(&request.actor_token, "actor_token"));
     if let Some(kind) = request.actor_token_type.as_deref()
         && kind != TOKEN_TYPE_ACCESS_TOKEN
     {
-        return Err(oauth(
-            "invalid_request",
-            "invalid_request",
-            format!("actor_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"),
+        return Err((
+            parties,
+            oauth(
+                Reason::InvalidRequest,
+                format!("actor_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"),
+            ),
         ));
     }
     // The actor: the flow's own gateway credential, a service account.
-    let record = tokens::verify(&gw.pool, &actor_token).await.map_err(|e| {
-        oauth(
-            "unauthorized_client",
-            "invalid_actor_token",
-            format!("actor_token: {e}"),
-        )
-    })?;
-    let service_account = gw
-        .config
-        .user(&record.user_email)
-        .filter(|u| u.service_account)
-        .ok_or_else(|| {
-            oauth(
-                "unauthorized_client",
-                "actor_not_service_account",
-                format!(
-                    "actor_token belongs to {}, which is not a configured service account",
-                    record.user_email
-                ),
-            )
-        })?;
+    let record = check!(
+        tokens::verify(&d.pool, &actor_token)
+            .await
+            .map_err(|e| { oauth(Reason::InvalidActorToken, format!("actor_token: {e}")) })
+    );
+    let service_account = check!(
+        d.config
+            .user(&record.user_email)
+            .filter(|u| u.service_account)
+            .ok_or_else(|| {
+                oauth(
+                    Reason::ActorNotServiceAccount,
+                    format!(
+                        "actor_token belongs to {}, which is not a configured service account",
+                        record.user_email
+                    ),
+                )
+            })
+    );
     parties.subject = service_account.email.clone();
     parties.actor = service_account.email.clone();
 
-    let subject_token = required(&request.subject_token, "subject_token")?;
+    let subject_token = check!(required(&request.subject_token, "subject_token"));
     if request.subject_token_type.as_deref() != Some(SUBJECT_TOKEN_TYPE_WINDMILL_JOB) {
-        return Err(oauth(
-            "invalid_request",
-            "invalid_request",
-            format!("subject_token_type must be {SUBJECT_TOKEN_TYPE_WINDMILL_JOB}"),
+        return Err((
+            parties,
+            oauth(
+                Reason::InvalidRequest,
+                format!("subject_token_type must be {SUBJECT_TOKEN_TYPE_WINDMILL_JOB}"),
+            ),
         ));
     }
-    let workspace = required(&request.workspace, "workspace")?;
-    let job_id = required(&request.job_id, "job_id")?;
-
-    if !store::delegation_enabled(&gw.pool)
-        .await
-        .map_err(storage_error)?
-    {
-        return Err(oauth(
-            "unauthorized_client",
-            "delegation_disabled",
-            "Delegated Access is turned off on this gateway",
+    let workspace = check!(required(&request.workspace, "workspace"));
+    let job_id = check!(required(&request.job_id, "job_id"));
+    if !check!(
+        store::delegation_enabled(&d.pool)
+            .await
+            .map_err(storage_error)
+    ) {
+        return Err((
+            parties,
+            oauth(
+                Reason::DelegationDisabled,
+                "Delegated Access is turned off on this gateway",
+            ),
         ));
     }
-    let instance = pick_instance(gw, &workspace, request.instance.as_deref()).await?;
+    let instance = check!(pick_instance(d, &workspace, request.instance.as_deref()).await);
     parties.actor = format!("windmill:{}/{}", instance.name, instance.workspace);
 
     let Some(declared_text) = request
@@ -267,20 +251,19 @@ async fn run(
         .as_deref()
         .filter(|t| !t.trim().is_empty())
     else {
-        return Err(oauth(
-            "invalid_request",
-            "no_declaration",
-            "gateway_services is required: a flow without a gateway-services declaration acts as its service account with its own credential",
+        return Err((
+            parties,
+            oauth(
+                Reason::NoDeclaration,
+                "gateway_services is required: a flow without a gateway-services declaration acts as its service account with its own credential",
+            ),
         ));
     };
-    let known: HashSet<String> = gw.config.services.keys().cloned().collect();
-    let declaration = parse_declaration(declared_text, &known).map_err(|e| {
-        oauth(
-            "invalid_request",
-            "invalid_declaration",
-            format!("gateway_services: {e}"),
-        )
-    })?;
+    let known: HashSet<String> = d.config.services.keys().cloned().collect();
+    let declaration = check!(
+        parse_declaration(declared_text, &known)
+            .map_err(|e| { oauth(Reason::InvalidDeclaration, format!("gateway_services: {e}"),) })
+    );
 
     let claim = JobClaim {
         workspace: workspace.clone(),
@@ -288,43 +271,75 @@ async fn run(
         flow_job_id: request.flow_job_id.clone().filter(|f| !f.is_empty()),
         job_token: subject_token,
     };
-    let verified = verify_cached(gw, &instance, &claim)
-        .await
-        .map_err(from_refusal)?;
-    parties.subject = verified.owner_email.clone();
+    let job = check!(
+        verify_cached(d, &instance, &claim)
+            .await
+            .map_err(from_refusal)
+    );
+    parties.subject = job.owner_email.clone();
     parties.actor = format!(
         "windmill:{}/{}/{}",
-        instance.name, instance.workspace, verified.flow_path
+        instance.name, instance.workspace, job.flow_path
     );
-    if !instance.allows_flow(&verified.flow_path) {
-        return Err(oauth(
-            "unauthorized_client",
-            "flow_not_allowed",
+    if !instance.allows_flow(&job.flow_path) {
+        let error = oauth(
+            Reason::FlowNotAllowed,
             format!(
                 "flow '{}' is not allowed to delegate on instance '{}'",
-                verified.flow_path, instance.name
+                job.flow_path, instance.name
             ),
-        ));
+        );
+        return Err((parties, error));
     }
-    let owner = gw.config.user(&verified.owner_email).ok_or_else(|| {
+    let owner = check!(d.config.user(&job.owner_email).cloned().ok_or_else(|| {
         oauth(
-            "invalid_grant",
-            "owner_unknown",
-            format!(
-                "the job's owner {} is not a gateway user",
-                verified.owner_email
-            ),
+            Reason::OwnerUnknown,
+            format!("the job's owner {} is not a gateway user", job.owner_email),
         )
-    })?;
+    }));
+    Ok(Verified {
+        instance,
+        actor: parties.actor,
+        job,
+        claim,
+        declaration,
+        owner,
+    })
+}
 
-    // The grant: declaration ∩ the owner's own access; high_risk only if approved.
-    let declared = declaration.highest();
+fn check_grant_type(request: &ExchangeRequest) -> Result<(), ExchangeError> {
+    match request.grant_type.as_deref() {
+        Some(GRANT_TYPE_TOKEN_EXCHANGE) => Ok(()),
+        Some(other) => Err(oauth(
+            Reason::UnsupportedGrantType,
+            format!("grant_type '{other}' is not supported; use {GRANT_TYPE_TOKEN_EXCHANGE}"),
+        )),
+        None => Err(oauth(Reason::InvalidRequest, "grant_type is required")),
+    }
+}
+
+fn required(value: &Option<String>, name: &str) -> Result<String, ExchangeError> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| oauth(Reason::InvalidRequest, format!("{name} is required")))
+}
+
+/// The grant: declaration ∩ the owner's own access; high_risk only if an
+/// admin approved it for this flow and owner.
+async fn scope(
+    d: &Delegation,
+    verified: &Verified,
+) -> Result<BTreeMap<String, Risk>, ExchangeError> {
+    let (instance, job) = (&verified.instance, &verified.job);
+    let declared = verified.declaration.highest();
     let approved = store::approved_high_risk(
-        &gw.pool,
+        &d.pool,
         &instance.name,
         &instance.workspace,
-        &verified.flow_path,
-        &verified.owner_email,
+        &job.flow_path,
+        &job.owner_email,
     )
     .await
     .map_err(storage_error)?;
@@ -332,62 +347,71 @@ async fn run(
     for (service, asked) in &declared {
         if *asked == Risk::HighRisk && !approved.contains(service) {
             return Err(oauth(
-                "invalid_scope",
-                "high_risk_not_approved",
+                Reason::HighRiskNotApproved,
                 format!(
                     "'{service}: [high_risk]' needs an admin's approval for flow '{}' of {} on instance '{}'",
-                    verified.flow_path, verified.owner_email, instance.name
+                    job.flow_path, job.owner_email, instance.name
                 ),
             ));
         }
-        if let Some(own) = owner.access_to(service) {
+        if let Some(own) = verified.owner.access_to(service) {
             granted.insert(service.clone(), (*asked).min(own));
         }
     }
     if granted.is_empty() {
         return Err(oauth(
-            "invalid_scope",
-            "outside_owner_scope",
+            Reason::OutsideOwnerScope,
             format!(
                 "{} has no access to any declared service ({})",
-                verified.owner_email,
+                job.owner_email,
                 declared.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         ));
     }
+    Ok(granted)
+}
 
+/// Record the grant, start its actor, hand out the token.
+async fn mint(
+    d: &Delegation,
+    verified: Verified,
+    granted: BTreeMap<String, Risk>,
+) -> Result<Issued, ExchangeError> {
+    let Verified {
+        instance,
+        job,
+        claim,
+        declaration,
+        owner,
+        actor,
+    } = verified;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let token_left = Duration::from_secs((verified.token_expires_at - now).max(1) as u64);
-    let ttl = gw.config.delegation.max_grant_ttl.min(token_left);
+    let token_left = Duration::from_secs((job.token_expires_at - now).max(1) as u64);
+    let ttl = d.config.delegation.max_grant_ttl.min(token_left);
     let grant_id = format!("grt_{}", hex::encode(rand::random::<[u8; 8]>()));
     let scope = GrantScope {
         grant_id: grant_id.clone(),
-        subject: verified.owner_email.clone(),
-        actor: parties.actor.clone(),
-        job_id: Some(verified.job_id.clone()),
-        declared,
+        subject: job.owner_email.clone(),
+        actor,
+        job_id: Some(job.job_id.clone()),
+        declared: declaration.highest(),
         services: granted.clone(),
     };
-    let probe = liveness_probe(
-        &gw.delegation.client,
-        &instance,
-        &verified.job_id,
-        &claim.job_token,
-    );
+    let probe = liveness_probe(&d.client, &instance, &job.job_id, &claim.job_token);
     let created_at = actors::now_rfc3339();
     let expires_at = time::OffsetDateTime::now_utc() + ttl;
     let (access_token, secret_sha256) = mint_token(&grant_id);
     store::insert_grant(
-        &gw.pool,
+        &d.pool,
         &GrantRecord {
             id: grant_id.clone(),
             subject: scope.subject.clone(),
             actor: scope.actor.clone(),
             instance: instance.name.clone(),
             workspace: instance.workspace.clone(),
-            flow_path: verified.flow_path.clone(),
-            job_id: verified.job_id.clone(),
-            flow_job_id: verified.flow_job_id.clone(),
+            flow_path: job.flow_path.clone(),
+            job_id: job.job_id.clone(),
+            flow_job_id: job.flow_job_id.clone(),
             services: store::scope_text(&granted),
             created_at,
             expires_at: actors::format_rfc3339(expires_at),
@@ -399,34 +423,31 @@ async fn run(
     )
     .await
     .map_err(storage_error)?;
-    let supervisor: ractor::ActorRef<SupervisorMsg> = gw.grants_supervisor().ok_or_else(|| {
+    let supervisor: ractor::ActorRef<SupervisorMsg> = d.supervisor().ok_or_else(|| {
         oauth(
-            "temporarily_unavailable",
-            "grants_unavailable",
+            Reason::GrantsUnavailable,
             "the grant supervisor is restarting",
         )
     })?;
-    gw.delegation
-        .grants
+    d.grants
         .start(
             &supervisor,
-            &gw.pool,
+            &d.pool,
             NewGrant {
                 scope,
                 instance: instance.name.clone(),
                 workspace: instance.workspace.clone(),
-                flow_path: verified.flow_path.clone(),
-                owner: Arc::new(owner.clone()),
+                flow_path: job.flow_path.clone(),
+                owner: Arc::new(owner),
                 ttl,
-                probe: Some((probe, gw.config.delegation.liveness_interval)),
+                probe: Some((probe, d.config.delegation.liveness_interval)),
                 secret_sha256,
             },
         )
         .await
         .map_err(|e| {
             oauth(
-                "temporarily_unavailable",
-                "grants_unavailable",
+                Reason::GrantsUnavailable,
                 format!("the grant could not start: {e}"),
             )
         })?;
@@ -443,23 +464,21 @@ async fn run(
 }
 
 async fn pick_instance(
-    gw: &Gateway,
+    d: &Delegation,
     workspace: &str,
     name: Option<&str>,
 ) -> Result<Instance, ExchangeError> {
-    let mut found = store::instances_for(&gw.pool, workspace, name)
+    let mut found = store::instances_for(&d.pool, workspace, name)
         .await
         .map_err(storage_error)?;
     match found.len() {
         0 => Err(oauth(
-            "unauthorized_client",
-            "workspace_not_registered",
+            Reason::WorkspaceNotRegistered,
             format!("Windmill workspace '{workspace}' is not registered on this gateway"),
         )),
         1 => Ok(found.remove(0)),
         _ => Err(oauth(
-            "invalid_request",
-            "invalid_request",
+            Reason::InvalidRequest,
             format!(
                 "several instances register workspace '{workspace}': name one with `instance` ({})",
                 found
@@ -475,7 +494,7 @@ async fn pick_instance(
 /// A successful verification is reused for at most the configured time
 /// (≤ 60 s); the grant's liveness probe keeps checking afterwards.
 async fn verify_cached(
-    gw: &Gateway,
+    d: &Delegation,
     instance: &Instance,
     claim: &JobClaim,
 ) -> Result<VerifiedJob, Refusal> {
@@ -491,14 +510,14 @@ async fn verify_cached(
         hasher.update([0]);
     }
     let key: [u8; 32] = hasher.finalize().into();
-    let max_age = gw.config.delegation.verification_cache;
-    if let Some(entry) = gw.delegation.cache.get(&key)
+    let max_age = d.config.delegation.verification_cache;
+    if let Some(entry) = d.cache.get(&key)
         && entry.1.elapsed() < max_age
     {
         return Ok(entry.0.clone());
     }
-    let verified = gw.delegation.client.verify(instance, claim).await?;
-    let cache = &gw.delegation.cache;
+    let verified = d.client.verify(instance, claim).await?;
+    let cache = &d.cache;
     cache.retain(|_, (_, at)| at.elapsed() < max_age);
     cache.insert(key, (verified.clone(), Instant::now()));
     Ok(verified)
@@ -527,8 +546,7 @@ fn liveness_probe(
 fn storage_error(e: sqlx::Error) -> ExchangeError {
     tracing::error!(error = %e, "delegation store");
     oauth(
-        "temporarily_unavailable",
-        "storage_unavailable",
+        Reason::StorageUnavailable,
         "the gateway's store is unavailable",
     )
 }

@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use supervision::{ChildSpec, Restart, SupervisorMsg};
 
 use crate::config::UserConfig;
+use crate::domain::Reason;
 
 pub const ACCESS_TOKEN_PREFIX: &str = "mgd_";
 
@@ -52,7 +53,7 @@ impl std::fmt::Debug for LiveGrant {
 /// Why a delegated access token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantTokenRejection {
-    pub code: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// The person the grant acted for, when the gateway knows it.
     pub subject: Option<String>,
@@ -168,7 +169,8 @@ impl GrantTable {
             )
         });
         let actor: ActorRef<GrantMsg> = supervision::start_child(grants_supervisor, spec)
-            .await?
+            .await
+            .map_err(|e| e.to_string())?
             .into();
         let expires_at_unix =
             time::OffsetDateTime::now_utc().unix_timestamp() + ttl.as_secs() as i64;
@@ -223,12 +225,12 @@ impl GrantTable {
         presented: &str,
     ) -> Result<Arc<LiveGrant>, GrantTokenRejection> {
         let malformed = || GrantTokenRejection {
-            code: "invalid_token",
+            reason: Reason::InvalidToken,
             message: "malformed delegated access token".into(),
             subject: None,
         };
         let invalid = || GrantTokenRejection {
-            code: "invalid_token",
+            reason: Reason::InvalidToken,
             message: "the delegated access token is not valid".into(),
             subject: None,
         };
@@ -254,7 +256,7 @@ impl GrantTable {
             Err(e) => {
                 tracing::error!(grant = %id, error = %e, "grant store unavailable");
                 return Err(GrantTokenRejection {
-                    code: "temporarily_unavailable",
+                    reason: Reason::TemporarilyUnavailable,
                     message: "the gateway's store is unavailable".into(),
                     subject: None,
                 });
@@ -284,7 +286,7 @@ impl GrantTable {
         };
         if let Some(reason) = ended {
             return Err(GrantTokenRejection {
-                code: end_reason_code(&reason),
+                reason: EndReason::parse(&reason).reason(),
                 message: format!("grant {id} has ended: {reason}"),
                 subject: Some(record.subject.clone()),
             });
@@ -293,7 +295,7 @@ impl GrantTable {
             return Err(invalid());
         }
         let unavailable = |message: String| GrantTokenRejection {
-            code: "grant_unavailable",
+            reason: Reason::GrantUnavailable,
             message,
             subject: Some(record.subject.clone()),
         };
@@ -401,15 +403,47 @@ fn adoption(stored: &super::store::Adoptable, owner: Arc<UserConfig>, ttl: Durat
     }
 }
 
-/// A machine-readable code for a grant's end reason.
-pub fn end_reason_code(reason: &str) -> &'static str {
-    if reason.starts_with("revoked") {
-        "grant_revoked"
-    } else if reason == "expired" {
-        "grant_expired"
-    } else if reason.contains("job") {
-        "job_finished"
-    } else {
-        "grant_ended"
+/// Why a grant ended, read once from the text its actor or the store
+/// recorded ("revoked by …", "expired", "job … finished", …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    Revoked,
+    Expired,
+    JobFinished,
+    Other,
+}
+
+impl EndReason {
+    pub fn parse(text: &str) -> EndReason {
+        if text.starts_with("revoked") {
+            EndReason::Revoked
+        } else if text == "expired" {
+            EndReason::Expired
+        } else if text.contains("job") {
+            EndReason::JobFinished
+        } else {
+            EndReason::Other
+        }
+    }
+
+    /// The refusal reason of a call that arrives after the end.
+    pub fn reason(&self) -> Reason {
+        match self {
+            EndReason::Revoked => Reason::GrantRevoked,
+            EndReason::Expired => Reason::GrantExpired,
+            EndReason::JobFinished => Reason::JobFinished,
+            EndReason::Other => Reason::GrantEnded,
+        }
+    }
+}
+
+/// The reason a grant's actor refused a call with.
+pub fn grant_refusal_reason(refusal: &actors::grant::GrantRefusal) -> Reason {
+    use actors::grant::GrantRefusal;
+    match refusal {
+        GrantRefusal::ServiceNotDeclared(_) => Reason::ServiceNotDeclared,
+        GrantRefusal::RiskNotDeclared { .. } => Reason::RiskNotGranted,
+        GrantRefusal::OutsideSubjectScope { .. } => Reason::OutsideOwnerScope,
+        GrantRefusal::Expired => Reason::GrantExpired,
     }
 }

@@ -1,8 +1,212 @@
 //! Delegation: a Windmill job acts as its owner through a verified,
-//! revocable grant (see docs/delegation.md).
+//! revocable grant (see docs/delegation.md). [`Delegation`] is one gateway's
+//! part of it: the Windmill client and verification cache, the live grants,
+//! their revocation (here and on every replica) and the watcher that stops
+//! grants another process ended.
 
 pub mod declaration;
 pub mod exchange;
 pub mod grants;
 pub mod store;
 pub mod windmill;
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use ractor::ActorRef;
+use supervision::{Registry, SupervisorMsg};
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::storage::{self, Backend, Db};
+use grants::GrantTable;
+use windmill::{VerifiedJob, WindmillClient};
+
+/// The grants supervisor's key in the registry.
+pub const SUPERVISOR_KEY: &str = "grants";
+
+/// How long a revocation waits for the other replicas holding the grant.
+pub const REVOCATION_ACK_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Delegation {
+    pub client: WindmillClient,
+    pub grants: GrantTable,
+    cache: DashMap<[u8; 32], (VerifiedJob, Instant)>,
+    config: Arc<Config>,
+    pool: Db,
+    registry: Registry,
+    audit: AuditLog,
+    drain: Arc<Drain>,
+}
+
+impl Delegation {
+    /// Start delegation for one gateway: its revocation watcher runs as long
+    /// as the returned value lives (and the gateway is not draining).
+    pub fn start(
+        config: Arc<Config>,
+        pool: Db,
+        registry: Registry,
+        audit: AuditLog,
+        drain: Arc<Drain>,
+    ) -> Arc<Delegation> {
+        let delegation = Arc::new(Delegation {
+            client: WindmillClient::new(config.delegation.windmill_timeout),
+            grants: GrantTable::default(),
+            cache: DashMap::new(),
+            config,
+            pool,
+            registry,
+            audit,
+            drain,
+        });
+        spawn_revocation_watcher(&delegation);
+        delegation
+    }
+
+    pub fn supervisor(&self) -> Option<ActorRef<SupervisorMsg>> {
+        self.registry.get(SUPERVISOR_KEY)
+    }
+
+    pub fn pool(&self) -> &Db {
+        &self.pool
+    }
+
+    /// The live grant a delegated access token names (adopting one another
+    /// replica minted), or why there is none.
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+    ) -> Result<Arc<grants::LiveGrant>, grants::GrantTokenRejection> {
+        let owner_of = |email: &str| self.config.user(email).cloned().map(Arc::new);
+        self.grants
+            .authenticate(self.supervisor().as_ref(), &self.pool, &owner_of, presented)
+            .await
+    }
+
+    /// Revoke the grants `filter` names: recorded first (so every gateway
+    /// sharing the store sees it), carried out here, then confirmed by every
+    /// other gateway holding one (each stops its actor and releases its
+    /// holder row). Returns the ids, and the replicas that did not confirm
+    /// within [`REVOCATION_ACK_WAIT`] (a dead one cannot: the store already
+    /// refuses its grants to everyone else).
+    pub async fn revoke(
+        &self,
+        filter: &store::RevokeFilter,
+        by: &str,
+    ) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
+        let ids = store::request_revocation(&self.pool, filter, by).await?;
+        let reason = format!("revoked by {by}");
+        for id in &ids {
+            self.grants
+                .revoke(self.supervisor().as_ref(), &self.pool, id, &reason)
+                .await;
+        }
+        let deadline = tokio::time::Instant::now() + REVOCATION_ACK_WAIT;
+        loop {
+            let holding = store::holders(&self.pool, &ids).await?;
+            if holding.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok((ids, holding));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stop the grants held here that another process revoked or ended.
+    async fn stop_ended_elsewhere(&self) {
+        let held = self.grants.ids();
+        if held.is_empty() {
+            return;
+        }
+        match store::ended_elsewhere(&self.pool, &held).await {
+            Ok(ended) => {
+                for (id, reason) in ended {
+                    self.grants
+                        .revoke(self.supervisor().as_ref(), &self.pool, &id, &reason)
+                        .await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "revocation watcher: store unavailable"),
+        }
+    }
+
+    /// Record the end of expired grants no gateway holds any more (their
+    /// minting replica went away; a holder ends its own when its actor's
+    /// lifetime runs out).
+    pub async fn end_expired(&self) {
+        if let Err(e) = store::end_expired(&self.pool).await {
+            tracing::warn!(error = %e, "could not end expired grants");
+        }
+    }
+}
+
+/// Stop the grants held here that another process (the CLI, another
+/// replica) revoked or ended: at once on PostgreSQL's notification, and
+/// every `revocation_poll` in any case (SQLite, or a lost notification).
+fn spawn_revocation_watcher(delegation: &Arc<Delegation>) {
+    let weak = Arc::downgrade(delegation);
+    let every = delegation.config.delegation.revocation_poll;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    if storage::backend(&delegation.pool) == Backend::Postgres {
+        let url = delegation.pool.connect_options().database_url.to_string();
+        spawn_grant_listener(url, Arc::downgrade(&wake), weak.clone());
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = wake.notified() => {}
+            }
+            let Some(delegation) = weak.upgrade() else {
+                return;
+            };
+            if delegation.drain.is_draining() {
+                return;
+            }
+            delegation.stop_ended_elsewhere().await;
+        }
+    });
+}
+
+/// LISTEN for grants other replicas revoked or ended and wake the watcher.
+/// Reconnects on its own (waking the watcher after a reconnect, in case it
+/// missed one); ends with the delegation.
+fn spawn_grant_listener(
+    url: String,
+    wake: Weak<tokio::sync::Notify>,
+    delegation: Weak<Delegation>,
+) {
+    tokio::spawn(async move {
+        let mut reconnected = false;
+        loop {
+            let session = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                listener.listen(store::GRANTS_CHANNEL).await?;
+                if reconnected && let Some(wake) = wake.upgrade() {
+                    wake.notify_one();
+                }
+                loop {
+                    listener.recv().await?;
+                    let Some(wake) = wake.upgrade() else {
+                        return Ok::<(), sqlx::Error>(());
+                    };
+                    wake.notify_one();
+                }
+            };
+            match session.await {
+                Ok(()) => return,
+                Err(e) => {
+                    if delegation.strong_count() == 0 {
+                        return;
+                    }
+                    tracing::warn!(error = %e, "grant notifications: reconnecting");
+                    reconnected = true;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}

@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use crate::storage::Db;
 
-use crate::config::glob_match;
+use crate::domain::glob_match;
 
 const DELEGATION_FLAG: &str = "delegated_access";
 

@@ -16,17 +16,11 @@ use super::store::Instance;
 /// How deep a chain of subflows may be before the gateway stops walking it.
 const MAX_FLOW_DEPTH: usize = 8;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: &'static str,
-    pub message: String,
-}
+use crate::domain::Reason;
+pub use crate::domain::Refusal;
 
-fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal {
-        code,
-        message: message.into(),
-    }
+fn refuse(reason: Reason, message: impl Into<String>) -> Refusal {
+    Refusal::new(reason, message)
 }
 
 /// What the caller claims about its job.
@@ -170,13 +164,13 @@ impl WindmillClient {
         // 1. Shape of the token and the registered workspace.
         let Some(jwt) = claim.job_token.strip_prefix("jwt_") else {
             return Err(refuse(
-                "invalid_job_token",
+                Reason::InvalidJobToken,
                 "the subject token is not a Windmill job token (no jwt_ prefix)",
             ));
         };
         if claim.workspace != instance.workspace {
             return Err(refuse(
-                "workspace_not_registered",
+                Reason::WorkspaceNotRegistered,
                 format!("workspace '{}' is not registered", claim.workspace),
             ));
         }
@@ -188,7 +182,7 @@ impl WindmillClient {
                     || status == reqwest::StatusCode::FORBIDDEN =>
             {
                 return Err(refuse(
-                    "job_token_rejected",
+                    Reason::JobTokenRejected,
                     format!(
                         "Windmill rejected the job token for workspace '{}' (HTTP {}): bad, expired or of another workspace",
                         claim.workspace,
@@ -198,22 +192,22 @@ impl WindmillClient {
             }
             Ok(Err(status)) => {
                 return Err(refuse(
-                    "windmill_unavailable",
+                    Reason::WindmillUnavailable,
                     format!("Windmill whoami answered HTTP {}", status.as_u16()),
                 ));
             }
-            Err(message) => return Err(refuse("windmill_unavailable", message)),
+            Err(message) => return Err(refuse(Reason::WindmillUnavailable, message)),
         };
         if whoami.disabled {
             return Err(refuse(
-                "owner_disabled",
+                Reason::OwnerDisabled,
                 format!("the job's user {} is disabled in Windmill", whoami.email),
             ));
         }
         if whoami.is_super_admin {
             // Windmill's answer for a name that is not a workspace member.
             return Err(refuse(
-                "owner_not_workspace_user",
+                Reason::OwnerNotWorkspaceUser,
                 format!(
                     "the job's user '{}' is not a member of workspace '{}'",
                     whoami.username, claim.workspace
@@ -224,7 +218,7 @@ impl WindmillClient {
         let claims = decode_claims(jwt)?;
         if claims.job_id.as_deref() != Some(claim.job_id.as_str()) {
             return Err(refuse(
-                "job_token_mismatch",
+                Reason::JobTokenMismatch,
                 format!(
                     "the job token was minted for another job than '{}'",
                     claim.job_id
@@ -233,14 +227,14 @@ impl WindmillClient {
         }
         if claims.workspace_id.as_deref() != Some(claim.workspace.as_str()) {
             return Err(refuse(
-                "job_token_mismatch",
+                Reason::JobTokenMismatch,
                 "the job token belongs to another workspace",
             ));
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let exp = claims.exp.unwrap_or(0);
         if exp <= now {
-            return Err(refuse("job_token_expired", "the job token has expired"));
+            return Err(refuse(Reason::JobTokenExpired, "the job token has expired"));
         }
         if claims
             .scopes
@@ -248,7 +242,7 @@ impl WindmillClient {
             .is_some_and(|s| !s.is_null() && s.as_array().is_none_or(|a| !a.is_empty()))
         {
             return Err(refuse(
-                "not_a_job_token",
+                Reason::NotAJobToken,
                 "the token carries scopes: it is a scoped API token, not a job token",
             ));
         }
@@ -257,7 +251,7 @@ impl WindmillClient {
             Some(label) if label.starts_with("ephemeral-script-end-user-") => {}
             _ => {
                 return Err(refuse(
-                    "not_a_job_token",
+                    Reason::NotAJobToken,
                     "the token is not an ephemeral job token",
                 ));
             }
@@ -268,7 +262,7 @@ impl WindmillClient {
             .is_some_and(|e| !e.eq_ignore_ascii_case(&whoami.email))
         {
             return Err(refuse(
-                "job_identity_mismatch",
+                Reason::JobIdentityMismatch,
                 "the token's email differs from Windmill's whoami",
             ));
         }
@@ -278,7 +272,7 @@ impl WindmillClient {
         check_running(&job, &whoami.email, &permissioned_as, "job")?;
         if matches!(job.job_kind.as_str(), "preview" | "flowpreview") {
             return Err(refuse(
-                "preview_job",
+                Reason::PreviewJob,
                 "preview jobs (run from the editor) cannot act for their owner",
             ));
         }
@@ -286,13 +280,13 @@ impl WindmillClient {
         let (flow_path, flow_job_id) = if job.is_flow_step {
             let Some(flow_job_id) = claim.flow_job_id.clone() else {
                 return Err(refuse(
-                    "invalid_request",
+                    Reason::InvalidRequest,
                     "this job is a flow step: flow_job_id is required",
                 ));
             };
             if job.parent_job.as_deref() != Some(flow_job_id.as_str()) {
                 return Err(refuse(
-                    "job_mismatch",
+                    Reason::JobMismatch,
                     format!(
                         "job '{}' is not a step of flow job '{flow_job_id}'",
                         claim.job_id
@@ -304,9 +298,9 @@ impl WindmillClient {
             if flow.job_kind != "flow" {
                 return Err(refuse(
                     if flow.job_kind == "flowpreview" {
-                        "preview_job"
+                        Reason::PreviewJob
                     } else {
-                        "job_mismatch"
+                        Reason::JobMismatch
                     },
                     format!(
                         "the parent job '{flow_job_id}' is a '{}' job, not a deployed flow",
@@ -320,7 +314,7 @@ impl WindmillClient {
                 .filter(|p| !p.is_empty())
                 .ok_or_else(|| {
                     refuse(
-                        "job_mismatch",
+                        Reason::JobMismatch,
                         "the flow job has no path (only deployed flows can delegate)",
                     )
                 })?;
@@ -330,19 +324,22 @@ impl WindmillClient {
                     break;
                 }
                 let Some(up) = parent.parent_job.clone() else {
-                    return Err(refuse("job_mismatch", "a subflow job has no parent"));
+                    return Err(refuse(Reason::JobMismatch, "a subflow job has no parent"));
                 };
                 parent = self.job(instance, &up, &claim.job_token).await?;
                 check_running(&parent, &whoami.email, &permissioned_as, "parent flow job")?;
                 if parent.job_kind != "flow" {
                     return Err(refuse(
-                        "job_mismatch",
+                        Reason::JobMismatch,
                         "a parent of the flow is not a deployed flow",
                     ));
                 }
             }
             if parent.is_flow_step {
-                return Err(refuse("job_mismatch", "the chain of subflows is too deep"));
+                return Err(refuse(
+                    Reason::JobMismatch,
+                    "the chain of subflows is too deep",
+                ));
             }
             (path, Some(flow_job_id))
         } else {
@@ -352,7 +349,7 @@ impl WindmillClient {
                 .is_some_and(|f| f != claim.job_id)
             {
                 return Err(refuse(
-                    "job_mismatch",
+                    Reason::JobMismatch,
                     format!(
                         "job '{}' is not a flow step, so it has no flow job",
                         claim.job_id
@@ -365,7 +362,7 @@ impl WindmillClient {
                 .filter(|p| !p.is_empty())
                 .ok_or_else(|| {
                     refuse(
-                        "job_mismatch",
+                        Reason::JobMismatch,
                         "the job has no script path (only deployed scripts and flows can delegate)",
                     )
                 })?;
@@ -377,7 +374,7 @@ impl WindmillClient {
             .is_some_and(|w| w != claim.workspace)
         {
             return Err(refuse(
-                "job_mismatch",
+                Reason::JobMismatch,
                 "the job belongs to another workspace",
             ));
         }
@@ -393,7 +390,10 @@ impl WindmillClient {
 
     async fn job(&self, instance: &Instance, id: &str, token: &str) -> Result<Job, Refusal> {
         if !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') || id.is_empty() {
-            return Err(refuse("invalid_request", format!("'{id}' is not a job id")));
+            return Err(refuse(
+                Reason::InvalidRequest,
+                format!("'{id}' is not a job id"),
+            ));
         }
         match self
             .get::<Job>(
@@ -405,18 +405,18 @@ impl WindmillClient {
         {
             Ok(Ok(job)) if job.id == id => Ok(job),
             Ok(Ok(_)) => Err(refuse(
-                "job_mismatch",
+                Reason::JobMismatch,
                 format!("Windmill answered for another job than '{id}'"),
             )),
             Ok(Err(status)) if status == reqwest::StatusCode::NOT_FOUND => Err(refuse(
-                "job_not_found",
+                Reason::JobNotFound,
                 format!("job '{id}' does not exist in the workspace"),
             )),
             Ok(Err(status)) => Err(refuse(
-                "windmill_unavailable",
+                Reason::WindmillUnavailable,
                 format!("Windmill answered HTTP {} for job '{id}'", status.as_u16()),
             )),
-            Err(message) => Err(refuse("windmill_unavailable", message)),
+            Err(message) => Err(refuse(Reason::WindmillUnavailable, message)),
         }
     }
 
@@ -451,31 +451,31 @@ impl WindmillClient {
 fn check_running(job: &Job, email: &str, permissioned_as: &str, what: &str) -> Result<(), Refusal> {
     if job.kind == "CompletedJob" {
         return Err(refuse(
-            "job_finished",
+            Reason::JobFinished,
             format!("the {what} '{}' has already finished", job.id),
         ));
     }
     if job.kind != "QueuedJob" {
         return Err(refuse(
-            "job_mismatch",
+            Reason::JobMismatch,
             format!("the {what} '{}' has an unknown type '{}'", job.id, job.kind),
         ));
     }
     if job.canceled {
         return Err(refuse(
-            "job_not_running",
+            Reason::JobNotRunning,
             format!("the {what} '{}' was canceled", job.id),
         ));
     }
     if !job.running {
         return Err(refuse(
-            "job_not_running",
+            Reason::JobNotRunning,
             format!("the {what} '{}' is not running", job.id),
         ));
     }
     if !job.email.eq_ignore_ascii_case(email) || job.permissioned_as != permissioned_as {
         return Err(refuse(
-            "job_identity_mismatch",
+            Reason::JobIdentityMismatch,
             format!(
                 "the {what} '{}' runs as {} ({}), not as the token's user",
                 job.id, job.permissioned_as, job.email
@@ -488,7 +488,7 @@ fn check_running(job: &Job, email: &str, permissioned_as: &str, what: &str) -> R
 fn decode_claims(jwt: &str) -> Result<JobTokenClaims, Refusal> {
     let bad = || {
         refuse(
-            "invalid_job_token",
+            Reason::InvalidJobToken,
             "the job token is not a well-formed JWT",
         )
     };

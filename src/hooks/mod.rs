@@ -6,7 +6,6 @@
 //! A company hook that fails (its condition errors or overruns its time
 //! budget) fails the call closed; a user hook that fails is skipped, logged.
 
-pub mod adf;
 pub mod load;
 pub mod self_service;
 pub mod spec;
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use serde_json::Value;
 
-use crate::config::glob_match;
+use crate::domain::{Reason, Refusal, glob_match};
 use load::HookError;
 use spec::{HookSpec, KindSpec, Phase};
 
@@ -58,11 +57,7 @@ pub struct CallFacts<'a> {
 }
 
 /// A hook stopped the call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookRefusal {
-    pub code: &'static str,
-    pub message: String,
-}
+pub type HookRefusal = Refusal;
 
 #[derive(Debug, Default)]
 pub struct PreOutcome {
@@ -268,7 +263,7 @@ impl CompiledHook {
             Layer::Company => {
                 tracing::error!(hook = %self.spec.name, file = %self.source, problem, "company hook failed: call refused");
                 Err(HookRefusal {
-                    code: "hook_failed",
+                    reason: Reason::HookFailed,
                     message: format!("{} failed, so the call is refused: {problem}", self.label()),
                 })
             }
@@ -285,12 +280,12 @@ impl CompiledHook {
         arguments: &mut JsonObject,
         outcome: &mut PreOutcome,
     ) -> Result<bool, HookRefusal> {
-        let refuse = |code: &'static str, message: String| HookRefusal {
-            code,
+        let refuse = |reason: Reason, message: String| HookRefusal {
+            reason,
             message: format!("{}: {message}", self.label()),
         };
         match &self.spec.kind {
-            KindSpec::Deny { message } => return Err(refuse("hook_denied", message.clone())),
+            KindSpec::Deny { message } => return Err(refuse(Reason::HookDenied, message.clone())),
             KindSpec::RequireConfirmation { message } => {
                 outcome
                     .confirm
@@ -302,14 +297,14 @@ impl CompiledHook {
                     if !allow.iter().any(|glob| glob_match(glob, endpoint)) =>
                 {
                     return Err(refuse(
-                        "endpoint_not_allowed",
+                        Reason::EndpointNotAllowed,
                         format!("{field} '{endpoint}' is not in the allow-list"),
                     ));
                 }
                 Some(Value::String(_)) => {}
                 Some(_) => {
                     return Err(refuse(
-                        "endpoint_not_allowed",
+                        Reason::EndpointNotAllowed,
                         format!("{field} must be a string"),
                     ));
                 }
@@ -320,7 +315,7 @@ impl CompiledHook {
                 for field in required {
                     if lookup(arguments, field).is_none_or(Value::is_null) {
                         return Err(refuse(
-                            "hook_validation_failed",
+                            Reason::HookValidationFailed,
                             format!("{field} is required"),
                         ));
                     }
@@ -333,7 +328,7 @@ impl CompiledHook {
                             .unwrap_or_else(|| value.to_string());
                         if !pattern.is_match(&text) {
                             return Err(refuse(
-                                "hook_validation_failed",
+                                Reason::HookValidationFailed,
                                 format!("{field} must match /{}/", pattern.as_str()),
                             ));
                         }
@@ -344,7 +339,7 @@ impl CompiledHook {
                         && !allowed.contains(value)
                     {
                         return Err(refuse(
-                            "hook_validation_failed",
+                            Reason::HookValidationFailed,
                             format!("{field} must be one of {}", Value::Array(allowed.clone())),
                         ));
                     }
@@ -368,7 +363,7 @@ impl CompiledHook {
             KindSpec::MarkdownToAdf { fields } => {
                 for field in fields {
                     if let Some(Value::String(markdown)) = lookup(arguments, field) {
-                        let adf = adf::markdown_to_adf(markdown);
+                        let adf = crate::adf::markdown_to_adf(markdown);
                         set(arguments, field, adf);
                     }
                 }
@@ -403,7 +398,7 @@ impl CompiledHook {
     fn apply_post(&self, result: &mut CallToolResult) -> Result<(), HookRefusal> {
         match &self.spec.kind {
             KindSpec::Deny { message } => Err(HookRefusal {
-                code: "hook_denied",
+                reason: Reason::HookDenied,
                 message: format!("{}: the answer is withheld: {message}", self.label()),
             }),
             KindSpec::Warn { message } => {

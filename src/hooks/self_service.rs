@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use actors::session::SessionTicket;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
+use super::Hooks;
 use super::Layer;
 use super::load::parse;
-use crate::gateway::Gateway;
-use crate::pipeline::{self, CallError};
+use crate::domain::{Reason, Refusal};
 use crate::principal::Principal;
 
 pub const TOOL: &str = "gateway_my_hooks";
@@ -46,48 +45,30 @@ fn file_name(hook: &str) -> Option<String> {
     ok.then(|| format!("{hook}.yaml"))
 }
 
-/// Run one `gateway_my_hooks` call and audit it.
-pub async fn call(
-    gw: &Gateway,
-    principal: &Principal,
-    session: &SessionTicket,
-    arguments: JsonObject,
-) -> Result<CallToolResult, CallError> {
-    let mut row = pipeline::local_row(principal, session, TOOL, &arguments);
-    let op = arguments.get("op").and_then(Value::as_str).unwrap_or("");
-    row.action = Some(op.to_owned());
-    let outcome = run(gw, principal, op, &arguments);
-    pipeline::finish_local(gw, row, outcome).await
+fn refused(reason: Reason, message: String) -> Refusal {
+    Refusal::new(reason, message)
 }
 
-fn refused(code: &'static str, message: String) -> CallError {
-    CallError {
-        code,
-        message,
-        jsonrpc_code: pipeline::CODE_REFUSED,
-    }
-}
-
-fn run(
-    gw: &Gateway,
+/// One `gateway_my_hooks` call (the pipeline audits it).
+pub fn run(
+    hooks: &Hooks,
     principal: &Principal,
     op: &str,
     arguments: &JsonObject,
-) -> Result<CallToolResult, CallError> {
-    if principal.grant.is_some() || principal.user.service_account {
+) -> Result<CallToolResult, Refusal> {
+    if !principal.kind().is_interactive() {
         return Err(refused(
-            "hooks_not_for_workflows",
+            Reason::HooksNotForWorkflows,
             "only a person manages their own hooks".into(),
         ));
     }
-    let dir = gw
-        .hooks
+    let dir = hooks
         .dir()
         .join("users")
         .join(principal.subject.to_ascii_lowercase());
     match op {
         "list" => {
-            let set = gw.hooks.current();
+            let set = hooks.current();
             let mine: Vec<Value> = set
                 .hooks()
                 .iter()
@@ -101,10 +82,9 @@ fn run(
             Ok(result)
         }
         "add" => {
-            let hook = arguments
-                .get("hook")
-                .cloned()
-                .ok_or_else(|| refused("invalid_arguments", "hook: required for add".into()))?;
+            let hook = arguments.get("hook").cloned().ok_or_else(|| {
+                refused(Reason::InvalidArguments, "hook: required for add".into())
+            })?;
             let name = hook
                 .get("name")
                 .and_then(Value::as_str)
@@ -112,30 +92,30 @@ fn run(
                 .to_owned();
             let file = file_name(&name).ok_or_else(|| {
                 refused(
-                    "invalid_hook",
+                    Reason::InvalidHook,
                     "hook.name: use 1-64 letters, digits, '-' or '_'".into(),
                 )
             })?;
             let text = serde_yaml::to_string(&json!({ "hooks": [hook] }))
-                .map_err(|e| refused("invalid_hook", e.to_string()))?;
+                .map_err(|e| refused(Reason::InvalidHook, e.to_string()))?;
             // The same checks as a file, before anything is written.
             parse(
                 &text,
                 &file,
                 Layer::User(principal.subject.to_ascii_lowercase()),
             )
-            .map_err(|e| refused("invalid_hook", e.message))?;
+            .map_err(|e| refused(Reason::InvalidHook, e.message))?;
             std::fs::create_dir_all(&dir)
                 .and_then(|()| std::fs::write(dir.join(&file), &text))
                 .map_err(|e| {
-                    CallError::unavailable(
-                        "hooks_unavailable",
+                    Refusal::new(
+                        Reason::HooksUnavailable,
                         format!("cannot save the hook: {e}"),
                     )
                 })?;
-            gw.hooks.reload().map_err(|e| {
+            hooks.reload().map_err(|e| {
                 let _ = std::fs::remove_file(dir.join(&file));
-                refused("invalid_hook", e.to_string())
+                refused(Reason::InvalidHook, e.to_string())
             })?;
             Ok(CallToolResult::success(vec![ContentBlock::text(format!(
                 "hook '{name}' added"
@@ -148,19 +128,24 @@ fn run(
                 .unwrap_or_default();
             let file = file_name(name)
                 .filter(|f| dir.join(f).is_file())
-                .ok_or_else(|| refused("unknown_hook", format!("you have no hook '{name}'")))?;
+                .ok_or_else(|| {
+                    refused(Reason::UnknownHook, format!("you have no hook '{name}'"))
+                })?;
             std::fs::remove_file(dir.join(file)).map_err(|e| {
-                CallError::unavailable("hooks_unavailable", format!("cannot remove the hook: {e}"))
+                Refusal::new(
+                    Reason::HooksUnavailable,
+                    format!("cannot remove the hook: {e}"),
+                )
             })?;
-            gw.hooks
+            hooks
                 .reload()
-                .map_err(|e| CallError::unavailable("hooks_unavailable", e.to_string()))?;
+                .map_err(|e| Refusal::new(Reason::HooksUnavailable, e.to_string()))?;
             Ok(CallToolResult::success(vec![ContentBlock::text(format!(
                 "hook '{name}' removed"
             ))]))
         }
         other => Err(refused(
-            "invalid_arguments",
+            Reason::InvalidArguments,
             format!("op: '{other}' is not list, add or remove"),
         )),
     }

@@ -25,8 +25,8 @@ use rmcp::model::{Tool, ToolAnnotations};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{RiskClass, locate_after};
-use actors::grant::Risk;
+use crate::config::locate_after;
+use crate::domain::Risk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -167,7 +167,7 @@ fn default_max_pages() -> u32 {
 pub struct ActionSpec {
     pub name: String,
     pub description: String,
-    pub risk: RiskClass,
+    pub risk: Risk,
     pub method: String,
     pub path: String,
     #[serde(default)]
@@ -444,7 +444,7 @@ impl Catalog {
                 }) else {
                     unreachable!("a JSON object literal")
                 };
-                let annotations = match action.risk.0 {
+                let annotations = match action.risk {
                     Risk::Read => ToolAnnotations::new().read_only(true),
                     Risk::Write => ToolAnnotations::new().read_only(false).destructive(false),
                     Risk::HighRisk => ToolAnnotations::new().read_only(false).destructive(true),
@@ -486,10 +486,7 @@ mod tests {
         let (file, text) = shipped("jira").unwrap();
         let catalog = Catalog::parse(text, file).unwrap();
         assert!(catalog.action("get_issue").is_some());
-        assert_eq!(
-            catalog.action("delete_issue").unwrap().risk.0,
-            Risk::HighRisk
-        );
+        assert_eq!(catalog.action("delete_issue").unwrap().risk, Risk::HighRisk);
     }
 
     #[test]

@@ -24,9 +24,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::token_set::{self, now_unix};
+use crate::audit::AuditLog;
+use crate::config::Config;
 use crate::config::ServiceKind;
-use crate::gateway::Gateway;
+use crate::domain::{Reason, Refusal};
 use crate::keys::MasterKey;
+use crate::storage::Db;
 use crate::tokens;
 use crate::vault::{self, CredentialKind};
 
@@ -128,7 +131,17 @@ pub fn verify_ticket(master: &MasterKey, ticket: &str, service: &str) -> Result<
     Ok(user.to_owned())
 }
 
-pub fn routes(gw: Arc<Gateway>) -> Router {
+/// What the connect pages need: nothing of the rest of the gateway.
+pub struct ConnectState {
+    pub config: Arc<Config>,
+    pub pool: Db,
+    pub master_key: MasterKey,
+    /// OAuth connect flows started at `/connect/<svc>` and not yet finished.
+    pub flows: PendingFlows,
+    pub audit: AuditLog,
+}
+
+pub fn routes(gw: Arc<ConnectState>) -> Router {
     Router::new()
         .route("/connect/{service}", get(start))
         .route("/connect/{service}/callback", get(callback))
@@ -136,7 +149,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
 }
 
 /// Where the provider sends the browser back.
-pub fn redirect_uri(gw: &Gateway, service: &str) -> String {
+pub fn redirect_uri(gw: &ConnectState, service: &str) -> String {
     format!("{}/connect/{service}/callback", gw.config.public_url())
 }
 
@@ -159,18 +172,17 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response {
 }
 
 async fn refused(
-    gw: &Gateway,
+    gw: &ConnectState,
     user: &str,
     service: &str,
-    code: &'static str,
+    reason: Reason,
     why: &str,
 ) -> Response {
-    crate::admin::audit_refusal(gw, user, &format!("connect:{service}"), code, why).await;
-    let status = match code {
-        "unauthenticated" | "invalid_token" => StatusCode::UNAUTHORIZED,
-        "connect_failed" => StatusCode::BAD_GATEWAY,
-        _ => StatusCode::BAD_REQUEST,
-    };
+    let refusal = Refusal::new(reason, why);
+    gw.audit
+        .refuse(user, None, &format!("connect:{service}"), refusal)
+        .await;
+    let status = StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     page(status, "Not connected", why)
 }
 
@@ -180,7 +192,7 @@ struct StartQuery {
 }
 
 async fn start(
-    State(gw): State<Arc<Gateway>>,
+    State(gw): State<Arc<ConnectState>>,
     Path(service): Path<String>,
     Query(query): Query<StartQuery>,
     headers: HeaderMap,
@@ -194,7 +206,7 @@ async fn start(
             &gw,
             "anonymous",
             &service,
-            "unknown_service",
+            Reason::UnknownService,
             &format!("'{service}' is not a service users connect with OAuth"),
         )
         .await;
@@ -207,12 +219,21 @@ async fn start(
     let user = match (&query.ticket, bearer) {
         (Some(ticket), _) => match verify_ticket(&gw.master_key, ticket, &service) {
             Ok(user) => user,
-            Err(why) => return refused(&gw, "anonymous", &service, "invalid_token", &why).await,
+            Err(why) => {
+                return refused(&gw, "anonymous", &service, Reason::InvalidToken, &why).await;
+            }
         },
         (None, Some(token)) => match tokens::verify(&gw.pool, token).await {
             Ok(record) => record.user_email,
             Err(e) => {
-                return refused(&gw, "anonymous", &service, "invalid_token", &e.to_string()).await;
+                return refused(
+                    &gw,
+                    "anonymous",
+                    &service,
+                    Reason::InvalidToken,
+                    &e.to_string(),
+                )
+                .await;
             }
         },
         (None, None) => {
@@ -220,7 +241,7 @@ async fn start(
                 &gw,
                 "anonymous",
                 &service,
-                "unauthenticated",
+                Reason::Unauthenticated,
                 "open the link from the auth_required answer (it carries a ticket), or send a gateway token",
             )
             .await;
@@ -231,7 +252,7 @@ async fn start(
             &gw,
             &user,
             &service,
-            "unknown_user",
+            Reason::UnknownUser,
             "you are not a gateway user",
         )
         .await;
@@ -244,7 +265,7 @@ async fn start(
             &gw,
             &user,
             &service,
-            "bad_config",
+            Reason::BadConfig,
             "the service's authorize_url is not a URL",
         )
         .await;
@@ -265,7 +286,7 @@ async fn start(
             pairs.append_pair(k, v);
         }
     }
-    gw.connect_flows.insert(
+    gw.flows.insert(
         state,
         Pending {
             user,
@@ -286,20 +307,16 @@ struct CallbackQuery {
 }
 
 async fn callback(
-    State(gw): State<Arc<Gateway>>,
+    State(gw): State<Arc<ConnectState>>,
     Path(service): Path<String>,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let Some(pending) = query
-        .state
-        .as_deref()
-        .and_then(|s| gw.connect_flows.take(s))
-    else {
+    let Some(pending) = query.state.as_deref().and_then(|s| gw.flows.take(s)) else {
         return refused(
             &gw,
             "anonymous",
             &service,
-            "invalid_state",
+            Reason::InvalidState,
             "this sign-in is unknown or expired: start again from the connect link",
         )
         .await;
@@ -309,7 +326,7 @@ async fn callback(
             &gw,
             &pending.user,
             &service,
-            "invalid_state",
+            Reason::InvalidState,
             "the sign-in was for another service",
         )
         .await;
@@ -323,14 +340,14 @@ async fn callback(
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default()
         );
-        return refused(&gw, &pending.user, &service, "consent_denied", &why).await;
+        return refused(&gw, &pending.user, &service, Reason::ConsentDenied, &why).await;
     }
     let Some(code) = &query.code else {
         return refused(
             &gw,
             &pending.user,
             &service,
-            "invalid_request",
+            Reason::InvalidRequest,
             "the provider sent no code",
         )
         .await;
@@ -345,7 +362,7 @@ async fn callback(
             &gw,
             &pending.user,
             &service,
-            "unknown_service",
+            Reason::UnknownService,
             "the service is no longer configured for OAuth",
         )
         .await;
@@ -359,7 +376,7 @@ async fn callback(
             &gw,
             &pending.user,
             &service,
-            "connect_failed",
+            Reason::ConnectFailed,
             "no HTTP client",
         )
         .await;
@@ -384,7 +401,7 @@ async fn callback(
                 &gw,
                 &pending.user,
                 &service,
-                "connect_failed",
+                Reason::ConnectFailed,
                 &e.to_string(),
             )
             .await;
@@ -404,22 +421,23 @@ async fn callback(
             &gw,
             &pending.user,
             &service,
-            "connect_failed",
+            Reason::ConnectFailed,
             &format!("the vault refused: {e}"),
         )
         .await;
     }
-    let mut row = crate::pipeline::audit_row(crate::pipeline::RowStart {
+    let mut row = crate::audit::RowStart {
         subject: &pending.user,
         actor: &pending.user,
         session: None,
         client: &Default::default(),
         tool: &format!("connect:{service}"),
         arguments: &Default::default(),
-    });
+    }
+    .row();
     row.service = Some(service.clone());
     row.completed = true;
-    let _ = crate::pipeline::record(&gw, actors::audit::AuditWrite::Decision(Box::new(row))).await;
+    let _ = gw.audit.decision(row).await;
     tracing::info!(service, "a user connected their account");
     page(
         StatusCode::OK,

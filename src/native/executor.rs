@@ -209,7 +209,7 @@ fn build_request(
             }
             Location::Body if param.adf => {
                 let value = match value {
-                    Value::String(text) => crate::hooks::adf::markdown_to_adf(text),
+                    Value::String(text) => crate::adf::markdown_to_adf(text),
                     other => other.clone(),
                 };
                 set_path(&mut body, wire, value);
@@ -285,7 +285,7 @@ async fn fetch(
     arguments: &JsonObject,
     secret: &WireSecret,
 ) -> Result<Answer, Stop> {
-    let idempotent_read = action.risk.0 == Risk::Read && action.method == "GET";
+    let idempotent_read = action.risk == Risk::Read && action.method == "GET";
     let service = target.service;
     let mut attempt = 0u32;
     loop {

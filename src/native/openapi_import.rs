@@ -235,14 +235,14 @@ mod tests {
         let catalog = Catalog::parse(&text, "t.yaml").unwrap();
         assert_eq!(catalog.auth_header.as_deref(), Some("X-Api-Key"));
         let list = catalog.action("list_things").unwrap();
-        assert_eq!(list.risk.0, actors::grant::Risk::Read);
+        assert_eq!(list.risk, actors::grant::Risk::Read);
         assert_eq!(list.description, "List things.");
         assert_eq!(list.path, "/v1/things");
         let create = catalog.action("create_thing").unwrap();
-        assert_eq!(create.risk.0, actors::grant::Risk::Write);
+        assert_eq!(create.risk, actors::grant::Risk::Write);
         assert!(create.params["name"].required);
         let delete = catalog.action("delete_v1_things_id").unwrap();
-        assert_eq!(delete.risk.0, actors::grant::Risk::HighRisk);
+        assert_eq!(delete.risk, actors::grant::Risk::HighRisk);
         assert!(catalog.action("run").unwrap().params["body"].spread);
         assert!(import(&json!({"paths": {}}), "x", "x.json").is_err());
     }

@@ -11,97 +11,15 @@ use std::collections::BTreeMap;
 
 use dashmap::DashMap;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::glob_match;
+use crate::domain::{Reason, Refusal, glob_match};
 use crate::keys::MasterKey;
 use detect::{CustomPattern, Entity};
 use pseudonym::{PSEUDONYM, ScopeKeys, mask};
 use store::{Lookup, MappingStore};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Pseudonymize,
-    Mask,
-    Pass,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScopeKind {
-    /// Pseudonyms are per person acted for (default).
-    #[default]
-    Subject,
-    /// One scope for the whole gateway (`pii.tenant`).
-    Tenant,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServicePii {
-    #[serde(default)]
-    pub mode: Mode,
-    /// Per field (dotted path glob, e.g. `fields.description`): its own mode.
-    #[serde(default)]
-    pub fields: BTreeMap<String, Mode>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CustomPatternConfig {
-    pub label: String,
-    pub regex: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PiiConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default)]
-    pub scope: ScopeKind,
-    #[serde(default = "default_tenant")]
-    pub tenant: String,
-    #[serde(
-        default = "default_ttl",
-        deserialize_with = "crate::config::duration_de"
-    )]
-    pub ttl: std::time::Duration,
-    /// Extra keys whose string values are person names.
-    #[serde(default)]
-    pub name_keys: Vec<String>,
-    #[serde(default)]
-    pub patterns: Vec<CustomPatternConfig>,
-    #[serde(default)]
-    pub services: BTreeMap<String, ServicePii>,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_tenant() -> String {
-    "default".into()
-}
-fn default_ttl() -> std::time::Duration {
-    std::time::Duration::from_secs(24 * 3600)
-}
-
-impl Default for PiiConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            scope: ScopeKind::Subject,
-            tenant: default_tenant(),
-            ttl: default_ttl(),
-            name_keys: Vec::new(),
-            patterns: Vec::new(),
-            services: BTreeMap::new(),
-        }
-    }
-}
+pub use crate::config::pii::{CustomPatternConfig, Mode, PiiConfig, ScopeKind, ServicePii};
 
 /// Keys whose string value is a person's name wherever they appear.
 const NAME_KEYS: [&str; 7] = [
@@ -140,11 +58,8 @@ const PERSON_SIBLINGS: [&str; 6] = [
     "phone",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PiiRefusal {
-    pub code: &'static str,
-    pub message: String,
-}
+/// Why a scan or a rehydration refused.
+pub type PiiRefusal = Refusal;
 
 /// What a scan found (counts per entity label; never values).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -281,7 +196,7 @@ impl Pii {
                 Ok(mut json) if trimmed.starts_with('{') || trimmed.starts_with('[') => {
                     walk.value(&mut json, "", None, service_mode);
                     serde_json::to_string(&json).map_err(|e| PiiRefusal {
-                        code: "pii_scan_failed",
+                        reason: Reason::PiiScanFailed,
                         message: format!("the result could not be rewritten: {e}"),
                     })?
                 }
@@ -297,7 +212,7 @@ impl Pii {
                 .remember(&scope.scope_id, pseudonym, entity, value)
                 .await
                 .map_err(|e| PiiRefusal {
-                    code: "pii_store_unavailable",
+                    reason: Reason::PiiStoreUnavailable,
                     message: format!(
                         "pseudonyms could not be stored, so the result is withheld: {e}"
                     ),
@@ -342,13 +257,13 @@ impl Pii {
                 }
                 Ok(Lookup::OtherScope) => {
                     return Err(PiiRefusal {
-                        code: "pseudonym_other_scope",
+                        reason: Reason::PseudonymOtherScope,
                         message: format!("{pseudonym} was issued to someone else; it stays opaque"),
                     });
                 }
                 Ok(Lookup::Unknown) => {
                     return Err(PiiRefusal {
-                        code: "unknown_pseudonym",
+                        reason: Reason::UnknownPseudonym,
                         message: format!(
                             "{pseudonym} was never issued by this gateway (or has expired)"
                         ),
@@ -356,7 +271,7 @@ impl Pii {
                 }
                 Err(e) => {
                     return Err(PiiRefusal {
-                        code: "pii_store_unavailable",
+                        reason: Reason::PiiStoreUnavailable,
                         message: format!("pseudonyms could not be looked up: {e}"),
                     });
                 }

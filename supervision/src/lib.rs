@@ -19,6 +19,6 @@ pub use backoff::RestartPolicy;
 pub use events::{LifecycleEvent, LifecycleEvents, LifecycleKind};
 pub use registry::Registry;
 pub use supervisor::{
-    ChildInfo, ChildSpec, Restart, Supervisor, SupervisorArgs, SupervisorMsg, start_child,
-    stop_child,
+    ChildInfo, ChildSpec, Restart, StartError, Supervisor, SupervisorArgs, SupervisorMsg,
+    start_child, stop_child,
 };

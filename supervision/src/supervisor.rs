@@ -76,7 +76,7 @@ pub struct ChildInfo {
 
 pub enum SupervisorMsg {
     /// Start a child (replacing nothing: a duplicate key is an error).
-    StartChild(ChildSpec, RpcReplyPort<Result<ActorCell, String>>),
+    StartChild(ChildSpec, RpcReplyPort<Result<ActorCell, StartError>>),
     /// Stop a child for good (no restart). Replies whether it existed.
     StopChild(String, RpcReplyPort<bool>),
     /// Internal: a backoff delay elapsed.
@@ -111,14 +111,53 @@ struct Child {
     restarts: u32,
 }
 
+/// Children by key (a map: a sessions supervisor holds thousands), and
+/// their start order (shutdown walks it backwards).
+#[derive(Default)]
+struct Children {
+    by_key: HashMap<String, (u64, Child)>,
+    order: std::collections::BTreeMap<u64, String>,
+    next: u64,
+}
+
+impl Children {
+    fn get_mut(&mut self, key: &str) -> Option<&mut Child> {
+        self.by_key.get_mut(key).map(|(_, child)| child)
+    }
+
+    fn push(&mut self, child: Child) {
+        let seq = self.next;
+        self.next += 1;
+        self.order.insert(seq, child.spec.key.clone());
+        self.by_key.insert(child.spec.key.clone(), (seq, child));
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((seq, _)) = self.by_key.remove(key) {
+            self.order.remove(&seq);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.by_key.clear();
+        self.order.clear();
+    }
+
+    /// In start order.
+    fn in_start_order(&self) -> impl DoubleEndedIterator<Item = &Child> {
+        self.order
+            .values()
+            .filter_map(|key| self.by_key.get(key).map(|(_, child)| child))
+    }
+}
+
 pub struct SupervisorState {
     name: String,
     policy: RestartPolicy,
     events: LifecycleEvents,
     registry: Registry,
     stop_timeout: Duration,
-    /// In start order; shutdown walks it backwards.
-    children: Vec<Child>,
+    children: Children,
     by_actor: HashMap<ActorId, String>,
     intensity: Intensity,
     shutting_down: bool,
@@ -127,7 +166,7 @@ pub struct SupervisorState {
 
 impl SupervisorState {
     fn child_mut(&mut self, key: &str) -> Option<&mut Child> {
-        self.children.iter_mut().find(|c| c.spec.key == key)
+        self.children.get_mut(key)
     }
 
     fn add_child(&mut self, spec: ChildSpec) {
@@ -141,7 +180,7 @@ impl SupervisorState {
     }
 
     fn remove_child(&mut self, key: &str) {
-        self.children.retain(|c| c.spec.key != key);
+        self.children.remove(key);
     }
 
     async fn spawn(&mut self, myself: &ActorCell, key: &str) -> Result<ActorCell, SpawnErr> {
@@ -209,7 +248,7 @@ impl SupervisorState {
 
     fn stop_all_children(&mut self) {
         self.shutting_down = true;
-        for child in self.children.iter().rev() {
+        for child in self.children.in_start_order().rev() {
             if let Some(cell) = &child.cell {
                 cell.stop(Some("supervisor escalated".into()));
             }
@@ -242,7 +281,7 @@ impl Actor for Supervisor {
             events: args.events,
             registry: args.registry,
             stop_timeout: args.stop_timeout,
-            children: Vec::new(),
+            children: Children::default(),
             by_actor: HashMap::new(),
             intensity: Intensity::default(),
             shutting_down: false,
@@ -276,11 +315,11 @@ impl Actor for Supervisor {
         match message {
             SupervisorMsg::StartChild(spec, reply) => {
                 if state.shutting_down {
-                    let _ = reply.send(Err("supervisor is shutting down".into()));
+                    let _ = reply.send(Err(StartError::ShuttingDown));
                     return Ok(());
                 }
                 if state.child_mut(&spec.key).is_some() {
-                    let _ = reply.send(Err(format!("child '{}' already exists", spec.key)));
+                    let _ = reply.send(Err(StartError::AlreadyExists(spec.key)));
                     return Ok(());
                 }
                 let key = spec.key.clone();
@@ -292,7 +331,7 @@ impl Actor for Supervisor {
                     }
                     Err(err) => {
                         state.remove_child(&key);
-                        let _ = reply.send(Err(err.to_string()));
+                        let _ = reply.send(Err(StartError::Failed(err.to_string())));
                     }
                 }
             }
@@ -352,7 +391,7 @@ impl Actor for Supervisor {
                 state.shutting_down = true;
                 let cells: Vec<(String, ActorCell)> = state
                     .children
-                    .iter()
+                    .in_start_order()
                     .rev()
                     .filter_map(|c| c.cell.clone().map(|cell| (c.spec.key.clone(), cell)))
                     .collect();
@@ -383,7 +422,7 @@ impl Actor for Supervisor {
             SupervisorMsg::Children(reply) => {
                 let info = state
                     .children
-                    .iter()
+                    .in_start_order()
                     .map(|c| ChildInfo {
                         key: c.spec.key.clone(),
                         running: c.cell.is_some(),
@@ -439,7 +478,7 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for child in state.children.iter().rev() {
+        for child in state.children.in_start_order().rev() {
             if let Some(cell) = &child.cell {
                 cell.stop(Some("supervisor stopped".into()));
             }
@@ -452,15 +491,28 @@ impl Actor for Supervisor {
 pub async fn start_child(
     supervisor: &ActorRef<SupervisorMsg>,
     spec: ChildSpec,
-) -> Result<ActorCell, String> {
+) -> Result<ActorCell, StartError> {
     match supervisor
         .call(|reply| SupervisorMsg::StartChild(spec, reply), None)
         .await
     {
         Ok(ractor::rpc::CallResult::Success(result)) => result,
-        Ok(_) => Err("supervisor did not answer".into()),
-        Err(err) => Err(format!("supervisor unavailable: {err}")),
+        Ok(_) => Err(StartError::Unavailable("it did not answer".into())),
+        Err(err) => Err(StartError::Unavailable(err.to_string())),
     }
+}
+
+/// Why a supervisor did not start a child.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("child '{0}' already exists")]
+    AlreadyExists(String),
+    #[error("supervisor is shutting down")]
+    ShuttingDown,
+    #[error("the child failed to start: {0}")]
+    Failed(String),
+    #[error("supervisor unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Convenience: ask `supervisor` to stop `key` for good.

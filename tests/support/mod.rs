@@ -177,7 +177,7 @@ impl TestGateway {
     }
 
     pub async fn token(&self, user: &str) -> String {
-        mcpgate::tokens::create(&self.gw.pool, user, Some("test"), None)
+        mcpgate::tokens::create(&self.gw.pool(), user, Some("test"), None)
             .await
             .unwrap()
             .token
@@ -187,7 +187,7 @@ impl TestGateway {
     pub async fn wait_generation(&self, service: &str, generation: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
-            if let Some(s) = self.gw.directory.get(service)
+            if let Some(s) = self.gw.directory().get(service)
                 && s.generation >= generation
                 && s.state == actors::connector::ConnectorState::Running
             {
@@ -196,14 +196,14 @@ impl TestGateway {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "connector {service} did not reach generation {generation}: {:?}",
-                self.gw.directory.get(service)
+                self.gw.directory().get(service)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     pub async fn wait_all_running(&self) {
-        let services: Vec<String> = self.gw.config.services.keys().cloned().collect();
+        let services: Vec<String> = self.gw.config().services.keys().cloned().collect();
         for service in services {
             self.wait_generation(&service, 1).await;
         }
@@ -218,10 +218,10 @@ impl TestGateway {
         }
     }
 
-    pub async fn audit_rows(&self) -> Vec<mcpgate::audit_log::AuditRow> {
-        mcpgate::audit_log::query(
-            &self.gw.pool,
-            &mcpgate::audit_log::AuditFilter {
+    pub async fn audit_rows(&self) -> Vec<mcpgate::audit::AuditRow> {
+        mcpgate::audit::query(
+            &self.gw.pool(),
+            &mcpgate::audit::AuditFilter {
                 limit: 1_000_000,
                 ..Default::default()
             },
@@ -483,7 +483,14 @@ pub async fn store_credential(
     kind: mcpgate::vault::CredentialKind,
     secret: &str,
 ) {
-    mcpgate::vault::set(&gw.gw.pool, &gw.gw.master_key, user, service, kind, secret)
-        .await
-        .unwrap();
+    mcpgate::vault::set(
+        &gw.gw.pool(),
+        &gw.gw.master_key(),
+        user,
+        service,
+        kind,
+        secret,
+    )
+    .await
+    .unwrap();
 }

@@ -189,7 +189,7 @@ impl World {
         )
     }
 
-    pub async fn refusal_row(&self, code: &str) -> mcpgate::audit_log::AuditRow {
+    pub async fn refusal_row(&self, code: &str) -> mcpgate::audit::AuditRow {
         self.gw
             .audit_rows()
             .await

@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .token;
     // Wait for both connectors.
-    while gw.catalog("bigquery").is_none() || gw.catalog("slack").is_none() {
+    while gw.catalogs().catalog("bigquery").is_none() || gw.catalogs().catalog("slack").is_none() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -194,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
         wall,
         args.jobs as f64 / wall,
         bigquery.count(),
-        gw.delegation.grants.len()
+        gw.delegation().grants.len()
     );
     summary("token exchange latency", exchange);
     summary("first tools/call under the grant", calls);
@@ -211,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(response.status().is_success(), "revoke failed");
         admin_revokes.push(t0.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(
-            gw.delegation.grants.get(id).is_none(),
+            gw.delegation().grants.get(id).is_none(),
             "acknowledged but still live"
         );
     }
@@ -229,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         };
         store::request_revocation(&pool, &filter, "loadtest").await?;
-        let live = gw.delegation.grants.get(id).map(|g| g.actor.clone());
+        let live = gw.delegation().grants.get(id).map(|g| g.actor.clone());
         if let Some(actor) = live {
             while actor.get_status() != ractor::ActorStatus::Stopped {
                 tokio::time::sleep(Duration::from_millis(1)).await;

@@ -69,9 +69,9 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let pre = set
             .run_pre(&facts, &mut call_args, budget)
-            .map_err(|r| anyhow::anyhow!("{}: {}", r.code, r.message))?;
+            .map_err(|r| anyhow::anyhow!("{}: {}", r.code(), r.message))?;
         set.run_post(&facts, &call_args, &mut result, budget)
-            .map_err(|r| anyhow::anyhow!("{}: {}", r.code, r.message))?;
+            .map_err(|r| anyhow::anyhow!("{}: {}", r.code(), r.message))?;
         samples.push(started.elapsed());
         assert!(pre.confirm.is_none());
     }

@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
     let gw = Gateway::start(config, pool.clone()).await?;
     mcpgate::vault::set(
         &pool,
-        &gw.master_key,
+        &gw.master_key(),
         "load@example.com",
         "acme",
         mcpgate::vault::CredentialKind::Token,
@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move {
         let _ = mcpgate::http::serve(server_gw, listener, std::future::pending()).await;
     });
-    while gw.catalog("acme").is_none() {
+    while gw.catalogs().catalog("acme").is_none() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let token = mcpgate::tokens::create(&pool, "load@example.com", Some("load"), None)
