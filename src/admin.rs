@@ -116,7 +116,7 @@ async fn require_admin(
             "an admin's gateway token is required",
         );
     };
-    let record = match tokens::verify(&gw.pool(), &presented).await {
+    let record = match tokens::verify(gw.pool(), &presented).await {
         Ok(record) => record,
         Err(rejection) => {
             audit_refusal(
@@ -280,7 +280,7 @@ async fn remove_override(
 }
 
 async fn get_delegation(State(gw): State<Arc<Gateway>>) -> Response {
-    match store::delegation_enabled(&gw.pool()).await {
+    match store::delegation_enabled(gw.pool()).await {
         Ok(enabled) => Json(json!({ "enabled": enabled })).into_response(),
         Err(e) => storage(e),
     }
@@ -301,7 +301,7 @@ async fn put_delegation(
         Ok(t) => t,
         Err(m) => return problem(Reason::InvalidBody, m),
     };
-    match store::set_delegation(&gw.pool(), toggle.enabled, &admin.0).await {
+    match store::set_delegation(gw.pool(), toggle.enabled, &admin.0).await {
         Ok(()) => {
             tracing::info!(admin = %admin.0, enabled = toggle.enabled, "Delegated Access flag changed");
             Json(json!({ "enabled": toggle.enabled })).into_response()
@@ -311,7 +311,7 @@ async fn put_delegation(
 }
 
 async fn list_instances(State(gw): State<Arc<Gateway>>) -> Response {
-    match store::list_instances(&gw.pool()).await {
+    match store::list_instances(gw.pool()).await {
         Ok(list) => Json(json!({ "instances": list })).into_response(),
         Err(e) => storage(e),
     }
@@ -329,14 +329,14 @@ async fn put_instance(
     if let Err(message) = instance.validate() {
         return problem(Reason::InvalidInstance, message);
     }
-    match store::put_instance(&gw.pool(), &instance, &admin.0).await {
+    match store::put_instance(gw.pool(), &instance, &admin.0).await {
         Ok(()) => (StatusCode::CREATED, Json(json!(instance))).into_response(),
         Err(e) => storage(e),
     }
 }
 
 async fn remove_instance(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
-    match store::remove_instance(&gw.pool(), &name).await {
+    match store::remove_instance(gw.pool(), &name).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => problem(Reason::NotFound, format!("no instance '{name}'")),
         Err(e) => storage(e),
@@ -344,7 +344,7 @@ async fn remove_instance(State(gw): State<Arc<Gateway>>, Path(name): Path<String
 }
 
 async fn list_approvals(State(gw): State<Arc<Gateway>>) -> Response {
-    match store::list_approvals(&gw.pool()).await {
+    match store::list_approvals(gw.pool()).await {
         Ok(list) => Json(json!({ "approvals": list })).into_response(),
         Err(e) => storage(e),
     }
@@ -359,11 +359,11 @@ async fn add_approval(
         Ok(a) => a,
         Err(m) => return problem(Reason::InvalidBody, m),
     };
-    if let Err(message) = validate_approval(&gw.pool(), &gw.config(), &approval).await {
+    if let Err(message) = validate_approval(gw.pool(), gw.config(), &approval).await {
         return problem(Reason::InvalidApproval, message);
     }
     approval.approved_by = admin.0.clone();
-    match store::add_approval(&gw.pool(), &approval).await {
+    match store::add_approval(gw.pool(), &approval).await {
         Ok(id) => {
             approval.id = id;
             tracing::info!(admin = %admin.0, approval = %approval.id, flow = %approval.flow_path, "high_risk delegation approved");
@@ -411,7 +411,7 @@ async fn withdraw_approval(
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Response {
-    match store::withdraw_approval(&gw.pool(), &id, &admin.0).await {
+    match store::withdraw_approval(gw.pool(), &id, &admin.0).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => problem(Reason::NotFound, format!("no active approval '{id}'")),
         Err(e) => storage(e),
@@ -425,7 +425,7 @@ struct GrantQuery {
 }
 
 async fn list_grants(State(gw): State<Arc<Gateway>>, Query(query): Query<GrantQuery>) -> Response {
-    match store::list_grants(&gw.pool(), query.all).await {
+    match store::list_grants(gw.pool(), query.all).await {
         Ok(list) => Json(json!({ "grants": list })).into_response(),
         Err(e) => storage(e),
     }

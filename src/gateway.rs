@@ -45,9 +45,7 @@ use crate::write_safety::{ConfirmationKey, Confirmations};
 
 pub const CONNECTORS_KEY: &str = "connectors";
 
-pub fn connector_key(service: &str) -> String {
-    format!("connector/{service}")
-}
+pub use actors::connector::registry_key as connector_key;
 
 pub struct Gateway {
     config: Arc<Config>,

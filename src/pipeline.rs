@@ -432,7 +432,7 @@ impl Pipeline {
     }
 
     fn connector(&self, service: &str) -> Option<ActorRef<ConnectorMsg>> {
-        self.registry.get(&crate::gateway::connector_key(service))
+        self.registry.get(&connector::registry_key(service))
     }
 }
 

@@ -265,7 +265,7 @@ async fn missing_bad_and_revoked_tokens_get_401_with_a_bearer_challenge() {
     assert_eq!(post(Some(alice.clone())).await.unwrap().status(), 200);
 
     let id = alice.split('_').nth(1).unwrap();
-    assert!(mcpgate::tokens::revoke(&gw.gw.pool(), id).await.unwrap());
+    assert!(mcpgate::tokens::revoke(gw.gw.pool(), id).await.unwrap());
     let revoked = post(Some(alice.clone())).await.unwrap();
     assert_eq!(revoked.status(), 401);
     assert!(

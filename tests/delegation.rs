@@ -702,7 +702,7 @@ async fn revocations_by_subject_or_flow_and_from_another_process() {
         subject: Some("alice@example.com".into()),
         ..Default::default()
     };
-    let ids = mcpgate::delegation::store::request_revocation(&w.gw.gw.pool(), &filter, "cli:ops")
+    let ids = mcpgate::delegation::store::request_revocation(w.gw.gw.pool(), &filter, "cli:ops")
         .await
         .unwrap();
     assert_eq!(ids, vec![g1.clone()]);
@@ -714,7 +714,7 @@ async fn revocations_by_subject_or_flow_and_from_another_process() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let record = mcpgate::delegation::store::grant(&w.gw.gw.pool(), &g1)
+    let record = mcpgate::delegation::store::grant(w.gw.gw.pool(), &g1)
         .await
         .unwrap()
         .unwrap();

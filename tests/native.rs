@@ -559,8 +559,8 @@ async fn users_connect_with_oauth_and_tokens_refresh_before_expiry() {
     // A token within a minute of expiry is refreshed before the call.
     api.set_expires_in(30);
     let credential = mcpgate::vault::get(
-        &gw.gw.pool(),
-        &gw.gw.master_key(),
+        gw.gw.pool(),
+        gw.gw.master_key(),
         "alice@example.com",
         "acme",
     )
@@ -570,8 +570,8 @@ async fn users_connect_with_oauth_and_tokens_refresh_before_expiry() {
     let mut set: Value = serde_json::from_str(credential.secret()).unwrap();
     set["expires_at"] = json!(time_now() + 30);
     mcpgate::vault::set(
-        &gw.gw.pool(),
-        &gw.gw.master_key(),
+        gw.gw.pool(),
+        gw.gw.master_key(),
         "alice@example.com",
         "acme",
         mcpgate::vault::CredentialKind::Oauth,

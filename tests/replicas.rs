@@ -154,13 +154,13 @@ async fn tokens_confirmations_and_audit_are_shared_by_every_replica() {
     assert_eq!(support::reason_of(&again), "confirmation_reused");
     assert_eq!(w.warehouse.count(), 1);
 
-    let listed = mcpgate::tokens::list(&w.gw.gw.pool()).await.unwrap();
+    let listed = mcpgate::tokens::list(w.gw.gw.pool()).await.unwrap();
     let alices = listed
         .iter()
         .find(|t| t.user_email == "alice@example.com")
         .expect("alice's token is listed");
     assert!(
-        mcpgate::tokens::revoke(&w.gw.gw.pool(), &alices.id)
+        mcpgate::tokens::revoke(w.gw.gw.pool(), &alices.id)
             .await
             .unwrap()
     );

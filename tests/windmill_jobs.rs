@@ -51,11 +51,11 @@ users:
         bigquery.url, slack.url
     ))
     .await;
-    mcpgate::delegation::store::set_delegation(&gw.gw.pool(), true, "test")
+    mcpgate::delegation::store::set_delegation(gw.gw.pool(), true, "test")
         .await
         .unwrap();
     mcpgate::delegation::store::put_instance(
-        &gw.gw.pool(),
+        gw.gw.pool(),
         &mcpgate::delegation::store::Instance {
             name: "prod".into(),
             base_url: wm.base_url.clone(),

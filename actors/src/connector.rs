@@ -432,6 +432,11 @@ pub struct PendingCall {
     deadline: Duration,
 }
 
+/// The registry key of `service`'s connector (whatever actor serves it).
+pub fn registry_key(service: &str) -> String {
+    format!("connector/{service}")
+}
+
 /// Hand `tool` to `service`'s connector. Once this returns `Ok` the call has
 /// reached the connector; the answer is awaited separately, so a caller can
 /// hold a short guard (a grant's gate) across the hand-off only.

@@ -1,4 +1,4 @@
-//! `policy.classify` rules: argument-aware classification (applied in `crate::classify`).
+//! `policy.classify` rules: argument-aware classification (applied by the classify module).
 
 use serde::Deserialize;
 

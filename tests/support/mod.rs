@@ -177,7 +177,7 @@ impl TestGateway {
     }
 
     pub async fn token(&self, user: &str) -> String {
-        mcpgate::tokens::create(&self.gw.pool(), user, Some("test"), None)
+        mcpgate::tokens::create(self.gw.pool(), user, Some("test"), None)
             .await
             .unwrap()
             .token
@@ -220,7 +220,7 @@ impl TestGateway {
 
     pub async fn audit_rows(&self) -> Vec<mcpgate::audit::AuditRow> {
         mcpgate::audit::query(
-            &self.gw.pool(),
+            self.gw.pool(),
             &mcpgate::audit::AuditFilter {
                 limit: 1_000_000,
                 ..Default::default()
@@ -484,8 +484,8 @@ pub async fn store_credential(
     secret: &str,
 ) {
     mcpgate::vault::set(
-        &gw.gw.pool(),
-        &gw.gw.master_key(),
+        gw.gw.pool(),
+        gw.gw.master_key(),
         user,
         service,
         kind,

@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
     let gw = Gateway::start(config, pool.clone()).await?;
     mcpgate::vault::set(
         &pool,
-        &gw.master_key(),
+        gw.master_key(),
         "load@example.com",
         "acme",
         mcpgate::vault::CredentialKind::Token,
