@@ -171,9 +171,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // Native services' catalogs load here too, so a bad one is found
             // before `serve` (errors name file:line:column and the action).
             for (name, service) in &config.services {
-                if service.kind == crate::config::ServiceKind::Native {
-                    let source = service.catalog.as_deref().unwrap_or_default();
-                    crate::native::catalog::load(source, config.catalog_dir.as_deref())
+                if let Some(native) = service.native() {
+                    crate::native::catalog::load(&native.catalog, config.catalog_dir.as_deref())
                         .map_err(|e| anyhow::anyhow!("service '{name}': {e}"))?;
                 }
             }

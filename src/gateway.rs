@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use actors::audit::{AuditWriter, AuditWriterArgs};
 use actors::connector::{
-    ConnectorActor, ConnectorArgs, ConnectorMsg, ServiceDirectory, UpstreamSpec,
+    ConnectorActor, ConnectorArgs, ConnectorMsg, ConnectorRef, ServiceDirectory, UpstreamSpec,
 };
 use ractor::{Actor, ActorRef};
 use supervision::{
@@ -29,7 +29,7 @@ use supervision::{
 };
 
 use crate::audit::{self, AuditLog};
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Config, NativeService, ServiceConfig, Upstream};
 use crate::delegation::Delegation;
 use crate::drain::Drain;
 use crate::hooks::Hooks;
@@ -66,80 +66,65 @@ pub struct Gateway {
     root: ActorRef<SupervisorMsg>,
 }
 
+/// An MCP service's connector: the upstream it starts or reaches.
 fn connector_spec(
     name: &str,
     service: &ServiceConfig,
+    upstream: UpstreamSpec,
     config: &Config,
     directory: &ServiceDirectory,
-) -> anyhow::Result<ChildSpec> {
-    let upstream = match (&service.command, &service.url) {
-        (Some(command), _) => UpstreamSpec::Stdio {
-            command: command.clone(),
-            env: service.env.clone(),
-            cwd: service.cwd.clone(),
-        },
-        (None, Some(url)) => UpstreamSpec::Http {
-            url: url.clone(),
-            headers: service.headers.clone(),
-        },
-        // Config validation requires one; say so rather than panic if it changes.
-        (None, None) => anyhow::bail!("service '{name}': an MCP service needs `command` or `url`"),
-    };
+) -> ChildSpec {
     let service_name = name.to_owned();
     let call_timeout = service.call_timeout.unwrap_or(config.limits.call_timeout);
     let connect_timeout = config.limits.connect_timeout;
     let directory = directory.clone();
-    Ok(ChildSpec::new(
-        connector_key(name),
-        Restart::Permanent,
-        move || {
-            (
-                ConnectorActor,
-                ConnectorArgs {
-                    service: service_name.clone(),
-                    upstream: upstream.clone(),
-                    call_timeout,
-                    connect_timeout,
-                    directory: directory.clone(),
-                },
-            )
-        },
-    ))
+    ChildSpec::new(connector_key(name), Restart::Permanent, move || {
+        (
+            ConnectorActor,
+            ConnectorArgs {
+                service: service_name.clone(),
+                upstream: upstream.clone(),
+                call_timeout,
+                connect_timeout,
+                directory: directory.clone(),
+            },
+        )
+    })
 }
 
 /// A native service's connector: its catalog is loaded (and checked) here,
 /// so a bad catalog stops the start with file:line and the action's name.
+#[allow(clippy::too_many_arguments)]
 fn native_spec(
     name: &str,
     service: &ServiceConfig,
+    native: &NativeService,
     config: &Config,
     directory: &ServiceDirectory,
     pool: &Db,
-    master: &crate::keys::MasterKey,
+    master: &MasterKey,
     catalog_rules: &mut Vec<crate::classify::ClassifyRule>,
 ) -> anyhow::Result<ChildSpec> {
-    let source = service.catalog.clone().unwrap_or_default();
-    let catalog = crate::native::catalog::load(&source, config.catalog_dir.as_deref())
+    let catalog = crate::native::catalog::load(&native.catalog, config.catalog_dir.as_deref())
         .map_err(|e| anyhow::anyhow!("service '{name}': {e}"))?;
-    let connect_url = service
+    let connect_url = native
         .oauth
         .as_ref()
         .map(|_| format!("{}/connect/{name}", config.public_url()));
     catalog_rules.extend(catalog.classify_rules(name));
-    let catalog = Arc::new(catalog);
     let args = crate::native::actor::NativeArgs {
         service: name.to_owned(),
-        base_url: service.base_url.clone().unwrap_or_default(),
-        catalog,
+        base_url: native.base_url.clone(),
+        catalog: Arc::new(catalog),
         call_timeout: service.call_timeout.unwrap_or(config.limits.call_timeout),
         directory: directory.clone(),
         pool: pool.clone(),
         master: master.clone(),
-        defaults: service.defaults.clone(),
-        retries: service.retries,
-        max_retry_wait: service.max_retry_wait,
-        breaker: service.breaker.clone(),
-        oauth: service.oauth.clone(),
+        defaults: native.defaults.clone(),
+        retries: native.retries,
+        max_retry_wait: native.max_retry_wait,
+        breaker: native.breaker.clone(),
+        oauth: native.oauth.clone(),
         connect_url,
     };
     let make = move || (crate::native::actor::NativeConnector, args.clone());
@@ -235,13 +220,26 @@ impl Gateway {
         let mut connectors = Vec::new();
         let mut catalog_rules = Vec::new();
         for (name, service) in &config.services {
-            connectors.push(match service.kind {
-                crate::config::ServiceKind::Mcp => {
-                    connector_spec(name, service, &config, &directory)?
+            connectors.push(match &service.upstream {
+                Upstream::Stdio { command, env, cwd } => {
+                    let upstream = UpstreamSpec::Stdio {
+                        command: command.clone(),
+                        env: env.clone(),
+                        cwd: cwd.clone(),
+                    };
+                    connector_spec(name, service, upstream, &config, &directory)
                 }
-                crate::config::ServiceKind::Native => native_spec(
+                Upstream::Http { url, headers } => {
+                    let upstream = UpstreamSpec::Http {
+                        url: url.clone(),
+                        headers: headers.clone(),
+                    };
+                    connector_spec(name, service, upstream, &config, &directory)
+                }
+                Upstream::Native(native) => native_spec(
                     name,
                     service,
+                    native,
                     &config,
                     &directory,
                     &pool,
@@ -340,7 +338,6 @@ impl Gateway {
             pii: pii.clone(),
             audit: audit.clone(),
             confirmations,
-            registry: registry.clone(),
             drain: drain.clone(),
         });
         let connect = Arc::new(ConnectState {
@@ -432,7 +429,13 @@ impl Gateway {
         &self.hooks
     }
 
-    pub fn connector(&self, service: &str) -> Option<ActorRef<ConnectorMsg>> {
+    /// `service`'s connector, as callers see it.
+    pub fn connector(&self, service: &str) -> Option<ConnectorRef> {
+        self.directory.connector(service)
+    }
+
+    /// An MCP connector's own actor (its full message set: tests inject faults).
+    pub fn mcp_connector(&self, service: &str) -> Option<ActorRef<ConnectorMsg>> {
         self.registry.get(&connector_key(service))
     }
 

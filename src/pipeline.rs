@@ -20,12 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::audit::{AuditDecision, AuditOutcome, Decision};
-use actors::connector::{self, ConnectorError, ConnectorMsg};
+use actors::connector::{self, ConnectorError, ConnectorRef};
 use actors::session::SessionTicket;
-use ractor::ActorRef;
 use rmcp::model::{CallToolResponse, CallToolResult, JsonObject, ResultType};
 use serde_json::Value;
-use supervision::Registry;
 
 use crate::audit::{AuditLog, RowStart};
 use crate::config::Config;
@@ -59,8 +57,6 @@ pub struct Pipeline {
     pub pii: Arc<Pii>,
     pub audit: AuditLog,
     pub confirmations: Confirmations,
-    /// Where the connector actors are registered.
-    pub registry: Registry,
     pub drain: Arc<Drain>,
 }
 
@@ -431,8 +427,8 @@ impl Pipeline {
         answer.map(Into::into)
     }
 
-    fn connector(&self, service: &str) -> Option<ActorRef<ConnectorMsg>> {
-        self.registry.get(&connector::registry_key(service))
+    fn connector(&self, service: &str) -> Option<ConnectorRef> {
+        self.catalogs.directory().connector(service)
     }
 }
 

@@ -164,7 +164,7 @@ async fn panics_in_actors_are_caught_and_nothing_acknowledged_is_lost() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let audit: ractor::ActorRef<AuditMsg> = gw.gw.audit().writer().unwrap();
     audit.cast(AuditMsg::InjectPanic).unwrap();
-    let connector: ractor::ActorRef<ConnectorMsg> = gw.gw.connector("faulty").unwrap();
+    let connector: ractor::ActorRef<ConnectorMsg> = gw.gw.mcp_connector("faulty").unwrap();
     connector.cast(ConnectorMsg::InjectPanic).unwrap();
 
     let mut acknowledged = Vec::new();

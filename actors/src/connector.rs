@@ -76,9 +76,21 @@ pub struct ConnectorStatus {
 #[derive(Debug, Clone, Default)]
 pub struct ServiceDirectory {
     services: Arc<DashMap<String, ConnectorStatus>>,
+    /// Each service's current connector, registered by the actor as it starts.
+    connectors: Arc<DashMap<String, ConnectorRef>>,
 }
 
 impl ServiceDirectory {
+    /// Called by a connector actor as it starts (and restarts).
+    pub fn register(&self, service: &str, connector: ConnectorRef) {
+        self.connectors.insert(service.to_owned(), connector);
+    }
+
+    /// The connector serving `service`, if one has started.
+    pub fn connector(&self, service: &str) -> Option<ConnectorRef> {
+        self.connectors.get(service).map(|c| c.value().clone())
+    }
+
     pub fn get(&self, service: &str) -> Option<ConnectorStatus> {
         self.services.get(service).map(|s| s.value().clone())
     }
@@ -134,25 +146,56 @@ impl ConnectorError {
 pub enum ConnectorMsg {
     /// Sent to itself after start: connect and list tools.
     Connect,
-    Call {
-        tool: String,
-        arguments: Option<JsonObject>,
-        /// The person acted for: a connector that holds per-user credentials
-        /// (native services) acts with theirs. MCP upstreams ignore it.
-        subject: String,
-        /// The subject is asking in person (not a workflow or a delegated
-        /// flow): only then may an answer carry links meant for them.
-        interactive: bool,
-        reply: RpcReplyPort<Result<CallToolResult, ConnectorError>>,
-    },
+    Call(ServiceCall),
     /// The upstream announced a new tool list: fetch it (off the mailbox).
     RefreshTools,
     /// Internal: the refreshed list for connection `generation`.
-    ToolsRefreshed { generation: u64, tools: Vec<Tool> },
+    ToolsRefreshed {
+        generation: u64,
+        tools: Vec<Tool>,
+    },
     /// A call found the connection broken or hung; fail so the supervisor restarts us.
-    UpstreamFault { connection: u64, reason: String },
+    UpstreamFault {
+        connection: u64,
+        reason: String,
+    },
     #[cfg(feature = "fault-injection")]
     InjectPanic,
+}
+
+/// The one thing every connector does for its callers: run a call. Each
+/// connector actor keeps its own private messages; callers hold a
+/// [`ConnectorRef`], which sends only this.
+pub struct ServiceCall {
+    pub tool: String,
+    pub arguments: Option<JsonObject>,
+    /// The person acted for: a connector that holds per-user credentials
+    /// (native services) acts with theirs. MCP upstreams ignore it.
+    pub subject: String,
+    /// The subject is asking in person (not a workflow or a delegated
+    /// flow): only then may an answer carry links meant for them.
+    pub interactive: bool,
+    pub reply: RpcReplyPort<Result<CallToolResult, ConnectorError>>,
+}
+
+/// A connector as its callers see it, whichever actor serves the service.
+pub type ConnectorRef = ractor::DerivedActorRef<ServiceCall>;
+
+impl From<ServiceCall> for ConnectorMsg {
+    fn from(call: ServiceCall) -> Self {
+        ConnectorMsg::Call(call)
+    }
+}
+
+impl TryFrom<ConnectorMsg> for ServiceCall {
+    type Error = ConnectorMsg;
+
+    fn try_from(message: ConnectorMsg) -> Result<Self, ConnectorMsg> {
+        match message {
+            ConnectorMsg::Call(call) => Ok(call),
+            other => Err(other),
+        }
+    }
 }
 
 pub struct ConnectorArgs {
@@ -195,6 +238,7 @@ impl Actor for ConnectorActor {
         // Connecting may take seconds (npx, a remote host): do it as a message so
         // the supervisor that started us is not blocked meanwhile.
         myself.send_message(ConnectorMsg::Connect)?;
+        args.directory.register(&args.service, myself.get_derived());
         Ok(ConnectorActorState {
             service: args.service,
             upstream: args.upstream,
@@ -246,12 +290,12 @@ impl Actor for ConnectorActor {
                 });
                 tracing::info!(service = %state.service, generation = state.generation, "connector running");
             }
-            ConnectorMsg::Call {
+            ConnectorMsg::Call(ServiceCall {
                 tool,
                 arguments,
                 reply,
                 ..
-            } => {
+            }) => {
                 let Some(client) = state.client.as_ref() else {
                     let _ = reply.send(Err(ConnectorError::Unavailable(state.service.clone())));
                     return Ok(());
@@ -441,7 +485,7 @@ pub fn registry_key(service: &str) -> String {
 /// reached the connector; the answer is awaited separately, so a caller can
 /// hold a short guard (a grant's gate) across the hand-off only.
 pub fn dispatch(
-    connector: &ActorRef<ConnectorMsg>,
+    connector: &ConnectorRef,
     service: &str,
     subject: &str,
     interactive: bool,
@@ -451,7 +495,7 @@ pub fn dispatch(
 ) -> Result<PendingCall, ConnectorError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     connector
-        .send_message(ConnectorMsg::Call {
+        .send_message(ServiceCall {
             tool,
             arguments,
             subject: subject.to_owned(),
@@ -480,7 +524,7 @@ impl PendingCall {
 /// Call `tool` on `service`'s connector. `deadline` bounds the whole exchange,
 /// including a mailbox that is busy connecting.
 pub async fn call(
-    connector: &ActorRef<ConnectorMsg>,
+    connector: &ConnectorRef,
     service: &str,
     tool: String,
     arguments: Option<JsonObject>,

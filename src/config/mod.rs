@@ -47,7 +47,13 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub policy: Policy,
-    #[serde(default)]
+    /// The services as the YAML gives them; [`Config::parse`] turns each into
+    /// a typed [`ServiceConfig`] (or an error with file:line).
+    #[serde(default, rename = "services")]
+    service_specs: BTreeMap<String, ServiceSpec>,
+    /// Every configured service, typed: an MCP upstream (stdio or HTTP) or a
+    /// native catalog, never a mix.
+    #[serde(skip)]
     pub services: BTreeMap<String, ServiceConfig>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
@@ -238,52 +244,111 @@ pub enum Expose {
     Tools,
 }
 
+/// A configured service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Operator override of an upstream tool's risk class.
+    pub risk: BTreeMap<String, Risk>,
+    pub expose: Expose,
+    pub call_timeout: Option<Duration>,
+    pub upstream: Upstream,
+}
+
+/// What serves a service: exactly one of these.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// An MCP server the gateway starts as a child process.
+    Stdio {
+        command: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<PathBuf>,
+    },
+    /// A Streamable HTTP MCP server.
+    Http {
+        url: String,
+        /// Headers the gateway sends (its own credential).
+        headers: BTreeMap<String, String>,
+    },
+    /// A native service: a catalog run by the gateway's HTTP executor.
+    Native(NativeService),
+}
+
+#[derive(Debug, Clone)]
+pub struct NativeService {
+    /// A shipped catalog's name (`jira`) or a catalog file.
+    pub catalog: String,
+    /// The API's base URL (`https://acme.atlassian.net`).
+    pub base_url: String,
+    /// Values for catalog params the caller omits.
+    pub defaults: BTreeMap<String, serde_json::Value>,
+    /// Extra attempts for idempotent reads and for 429s.
+    pub retries: u32,
+    /// The longest `Retry-After` the gateway waits out itself.
+    pub max_retry_wait: Duration,
+    pub breaker: BreakerConfig,
+    /// OAuth 2.0 (authorization code + PKCE) for users to connect their own
+    /// account at `/connect/<service>`.
+    pub oauth: Option<OauthConfig>,
+}
+
+impl ServiceConfig {
+    /// The native part, if this is a native service.
+    pub fn native(&self) -> Option<&NativeService> {
+        match &self.upstream {
+            Upstream::Native(native) => Some(native),
+            _ => None,
+        }
+    }
+}
+
+/// A service as written in YAML (every field of every kind); checked and
+/// turned into a [`ServiceConfig`] by [`Config::parse`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
-    pub kind: ServiceKind,
+struct ServiceSpec {
+    kind: ServiceKind,
     /// Command line of a stdio MCP server.
     #[serde(default)]
-    pub command: Option<Vec<String>>,
+    command: Option<Vec<String>>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
     #[serde(default)]
-    pub cwd: Option<PathBuf>,
+    cwd: Option<PathBuf>,
     /// URL of a Streamable HTTP MCP server.
     #[serde(default)]
-    pub url: Option<String>,
+    url: Option<String>,
     /// Headers the gateway sends to an HTTP upstream (its own credential).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, String>,
     /// Operator override of an upstream tool's risk class.
     #[serde(default)]
-    pub risk: BTreeMap<String, Risk>,
+    risk: BTreeMap<String, Risk>,
     #[serde(default)]
-    pub expose: Expose,
+    expose: Expose,
     #[serde(default, deserialize_with = "optional_duration")]
-    pub call_timeout: Option<Duration>,
+    call_timeout: Option<Duration>,
     /// Native services: a shipped catalog's name (`jira`) or a catalog file.
     #[serde(default)]
-    pub catalog: Option<String>,
+    catalog: Option<String>,
     /// Native services: the API's base URL (`https://acme.atlassian.net`).
     #[serde(default)]
-    pub base_url: Option<String>,
+    base_url: Option<String>,
     /// Native services: values for catalog params the caller omits
     /// (`workspace: demo`, `projectId: acme-analytics`).
     #[serde(default)]
-    pub defaults: BTreeMap<String, serde_json::Value>,
+    defaults: BTreeMap<String, serde_json::Value>,
     /// Native services: extra attempts for idempotent reads and for 429s.
     #[serde(default = "default_retries")]
-    pub retries: u32,
+    retries: u32,
     /// Native services: the longest `Retry-After` the gateway waits out itself.
     #[serde(default = "default_max_retry_wait", deserialize_with = "duration")]
-    pub max_retry_wait: Duration,
+    max_retry_wait: Duration,
     #[serde(default)]
-    pub breaker: BreakerConfig,
+    breaker: BreakerConfig,
     /// Native services: OAuth 2.0 (authorization code + PKCE) for users to
     /// connect their own account at `/connect/<service>`.
     #[serde(default)]
-    pub oauth: Option<OauthConfig>,
+    oauth: Option<OauthConfig>,
 }
 
 fn default_retries() -> u32 {
@@ -380,6 +445,7 @@ impl Default for Config {
             catalog_dir: None,
             limits: Limits::default(),
             policy: Policy::default(),
+            service_specs: BTreeMap::new(),
             services: BTreeMap::new(),
             users: Vec::new(),
             delegation: DelegationConfig::default(),
@@ -416,11 +482,11 @@ impl Config {
             }
             // A native service's catalog given as a file path.
             for service in config.services.values_mut() {
-                if let Some(catalog) = &service.catalog
-                    && (catalog.ends_with(".yaml") || catalog.ends_with(".yml"))
-                    && Path::new(catalog).is_relative()
+                if let Upstream::Native(native) = &mut service.upstream
+                    && (native.catalog.ends_with(".yaml") || native.catalog.ends_with(".yml"))
+                    && Path::new(&native.catalog).is_relative()
                 {
-                    service.catalog = Some(dir.join(catalog).display().to_string());
+                    native.catalog = dir.join(&native.catalog).display().to_string();
                 }
             }
         }
@@ -450,6 +516,7 @@ impl Config {
         };
         let mut config = config;
         config.policy_version = policy_version(text);
+        config.services = config.typed_services(text, file)?;
         config.validate(text, file)?;
         Ok(config)
     }
@@ -488,21 +555,19 @@ impl Config {
             .find(|u| u.email.eq_ignore_ascii_case(email))
     }
 
-    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+    /// Check each service as written and type it: an MCP upstream (stdio or
+    /// HTTP) or a native catalog. Errors point at the line.
+    fn typed_services(
+        &self,
+        text: &str,
+        file: &str,
+    ) -> Result<BTreeMap<String, ServiceConfig>, ConfigError> {
         let at = |needle: &str, message: String| ConfigError {
             location: locate(text, file, needle),
             message,
         };
-        if let Some(url) = &self.database
-            && !is_postgres_url(url)
-        {
-            return Err(at(
-                "database:",
-                "`database` must be a postgres:// or postgresql:// URL (unset: SQLite in data_dir)"
-                    .into(),
-            ));
-        }
-        for (name, service) in &self.services {
+        let mut typed = BTreeMap::new();
+        for (name, service) in &self.service_specs {
             if !valid_service_name(name) {
                 return Err(at(
                     &format!("{name}:"),
@@ -511,10 +576,21 @@ impl Config {
                     ),
                 ));
             }
-            if service.kind == ServiceKind::Native {
-                match (&service.catalog, &service.base_url) {
-                    (Some(_), Some(url))
-                        if url.starts_with("http://") || url.starts_with("https://") => {}
+            let upstream = match service.kind {
+                ServiceKind::Native => match (&service.catalog, &service.base_url) {
+                    (Some(catalog), Some(url))
+                        if url.starts_with("http://") || url.starts_with("https://") =>
+                    {
+                        Upstream::Native(NativeService {
+                            catalog: catalog.clone(),
+                            base_url: url.clone(),
+                            defaults: service.defaults.clone(),
+                            retries: service.retries,
+                            max_retry_wait: service.max_retry_wait,
+                            breaker: service.breaker.clone(),
+                            oauth: service.oauth.clone(),
+                        })
+                    }
                     (None, _) => {
                         return Err(at(
                             &format!("{name}:"),
@@ -531,40 +607,75 @@ impl Config {
                             ),
                         ));
                     }
-                }
-                continue;
-            }
-            match (&service.command, &service.url) {
-                (Some(_), Some(_)) => {
-                    return Err(at(
-                        &format!("{name}:"),
-                        format!("service '{name}': give either `command` or `url`, not both"),
-                    ));
-                }
-                (None, None) => {
-                    return Err(at(
-                        &format!("{name}:"),
-                        format!(
-                            "service '{name}': an mcp service needs `command` (stdio) or `url` (Streamable HTTP)"
-                        ),
-                    ));
-                }
-                (Some(command), None) if command.is_empty() || command[0].is_empty() => {
-                    return Err(at(
-                        "command:",
-                        format!("service '{name}': `command` is empty"),
-                    ));
-                }
-                (None, Some(url))
-                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
-                {
-                    return Err(at(
-                        url,
-                        format!("service '{name}': `url` must be http:// or https://, got '{url}'"),
-                    ));
-                }
-                _ => {}
-            }
+                },
+                ServiceKind::Mcp => match (&service.command, &service.url) {
+                    (Some(_), Some(_)) => {
+                        return Err(at(
+                            &format!("{name}:"),
+                            format!("service '{name}': give either `command` or `url`, not both"),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(at(
+                            &format!("{name}:"),
+                            format!(
+                                "service '{name}': an mcp service needs `command` (stdio) or `url` (Streamable HTTP)"
+                            ),
+                        ));
+                    }
+                    (Some(command), None) if command.is_empty() || command[0].is_empty() => {
+                        return Err(at(
+                            "command:",
+                            format!("service '{name}': `command` is empty"),
+                        ));
+                    }
+                    (Some(command), None) => Upstream::Stdio {
+                        command: command.clone(),
+                        env: service.env.clone(),
+                        cwd: service.cwd.clone(),
+                    },
+                    (None, Some(url))
+                        if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                    {
+                        return Err(at(
+                            url,
+                            format!(
+                                "service '{name}': `url` must be http:// or https://, got '{url}'"
+                            ),
+                        ));
+                    }
+                    (None, Some(url)) => Upstream::Http {
+                        url: url.clone(),
+                        headers: service.headers.clone(),
+                    },
+                },
+            };
+            typed.insert(
+                name.clone(),
+                ServiceConfig {
+                    risk: service.risk.clone(),
+                    expose: service.expose,
+                    call_timeout: service.call_timeout,
+                    upstream,
+                },
+            );
+        }
+        Ok(typed)
+    }
+
+    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let at = |needle: &str, message: String| ConfigError {
+            location: locate(text, file, needle),
+            message,
+        };
+        if let Some(url) = &self.database
+            && !is_postgres_url(url)
+        {
+            return Err(at(
+                "database:",
+                "`database` must be a postgres:// or postgresql:// URL (unset: SQLite in data_dir)"
+                    .into(),
+            ));
         }
         for pattern in self.policy.risk.keys().chain(self.policy.confirm.iter()) {
             if !pattern.contains('.') {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::storage::Db;
-use actors::connector::{ConnectorError, ConnectorMsg, ConnectorState, ServiceDirectory};
+use actors::connector::{ConnectorError, ConnectorState, ServiceCall, ServiceDirectory};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
@@ -55,14 +55,35 @@ pub struct NativeState {
     shared: Arc<Shared>,
 }
 
+/// The native connector's own messages: it only runs calls (the rest of
+/// its work — credentials, refresh, breaker — happens on each call's task).
+pub enum NativeMsg {
+    Call(ServiceCall),
+}
+
+impl From<ServiceCall> for NativeMsg {
+    fn from(call: ServiceCall) -> Self {
+        NativeMsg::Call(call)
+    }
+}
+
+impl TryFrom<NativeMsg> for ServiceCall {
+    type Error = ();
+
+    fn try_from(message: NativeMsg) -> Result<Self, ()> {
+        let NativeMsg::Call(call) = message;
+        Ok(call)
+    }
+}
+
 impl Actor for NativeConnector {
-    type Msg = ConnectorMsg;
+    type Msg = NativeMsg;
     type State = NativeState;
     type Arguments = NativeArgs;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<ConnectorMsg>,
+        myself: ActorRef<NativeMsg>,
         args: NativeArgs,
     ) -> Result<NativeState, ActorProcessingErr> {
         let http = reqwest::Client::builder()
@@ -78,6 +99,7 @@ impl Actor for NativeConnector {
             status.last_error = None;
             status.breaker = None;
         });
+        args.directory.register(&args.service, myself.get_derived());
         let breaker = Breaker::new(args.breaker.failures, args.breaker.cool_down);
         Ok(NativeState {
             shared: Arc::new(Shared {
@@ -91,28 +113,26 @@ impl Actor for NativeConnector {
 
     async fn handle(
         &self,
-        _myself: ActorRef<ConnectorMsg>,
-        message: ConnectorMsg,
+        _myself: ActorRef<NativeMsg>,
+        message: NativeMsg,
         state: &mut NativeState,
     ) -> Result<(), ActorProcessingErr> {
-        if let ConnectorMsg::Call {
+        let NativeMsg::Call(ServiceCall {
             tool,
             arguments,
             subject,
             interactive,
             reply,
-        } = message
-        {
-            let shared = state.shared.clone();
-            tokio::spawn(async move {
-                let asker = Asker {
-                    subject: &subject,
-                    interactive,
-                };
-                let answer = shared.call(asker, &tool, arguments).await;
-                let _ = reply.send(answer);
-            });
-        }
+        }) = message;
+        let shared = state.shared.clone();
+        tokio::spawn(async move {
+            let asker = Asker {
+                subject: &subject,
+                interactive,
+            };
+            let answer = shared.call(asker, &tool, arguments).await;
+            let _ = reply.send(answer);
+        });
         Ok(())
     }
 }

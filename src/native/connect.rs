@@ -26,7 +26,6 @@ use sha2::{Digest, Sha256};
 use super::token_set::{self, now_unix};
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::config::ServiceKind;
 use crate::domain::{Reason, Refusal};
 use crate::keys::MasterKey;
 use crate::storage::Db;
@@ -198,7 +197,7 @@ async fn start(
     headers: HeaderMap,
 ) -> Response {
     let oauth = match gw.config.services.get(&service) {
-        Some(s) if s.kind == ServiceKind::Native => s.oauth.clone(),
+        Some(s) => s.native().and_then(|n| n.oauth.clone()),
         _ => None,
     };
     let Some(oauth) = oauth else {
@@ -356,7 +355,8 @@ async fn callback(
         .config
         .services
         .get(&service)
-        .and_then(|s| s.oauth.clone())
+        .and_then(|s| s.native())
+        .and_then(|n| n.oauth.clone())
     else {
         return refused(
             &gw,

@@ -25,10 +25,14 @@ impl Registry {
             .remove_if(key, |_, current| current.get_id() == cell.get_id());
     }
 
-    /// The actor registered under `key`, typed by its message. The caller names the
-    /// message type; registering different actor types under one key is a bug.
+    /// The actor registered under `key`, typed by its message; `None` if it
+    /// takes another message type (a caller that names the wrong one gets
+    /// nothing, rather than a reference whose sends fail).
     pub fn get<M: ractor::Message>(&self, key: &str) -> Option<ActorRef<M>> {
         let cell = self.actors.get(key)?.value().clone();
+        if cell.is_message_type_of::<M>() == Some(false) {
+            return None;
+        }
         match cell.get_status() {
             ActorStatus::Stopping | ActorStatus::Stopped => None,
             _ => Some(ActorRef::from(cell)),
