@@ -216,14 +216,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     println!(
                         "{}  {:<8} {:<24} {:<24} {}{}  risk={} {}",
-                        row.started_at,
+                        row.at,
                         row.decision,
                         row.subject,
                         row.actor,
                         row.tool,
-                        row.action.map(|a| format!(".{a}")).unwrap_or_default(),
-                        row.risk.unwrap_or_else(|| "-".into()),
-                        row.reason_code.unwrap_or_default(),
+                        row.action
+                            .as_deref()
+                            .map(|a| format!(".{a}"))
+                            .unwrap_or_default(),
+                        row.risk.map(|r| r.as_str()).unwrap_or("-"),
+                        row.reason_code.as_deref().unwrap_or_default(),
                     );
                 }
             }

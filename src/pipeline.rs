@@ -135,7 +135,7 @@ impl Pipeline {
     ) -> Option<Result<CallToolResult, Refusal>> {
         let arguments = &request.arguments;
         if request.tool == crate::discovery::SEARCH || request.tool == crate::discovery::DESCRIBE {
-            row.risk = Some(Risk::Read.as_str().into());
+            row.risk = Some(Risk::Read);
             return Some(crate::discovery::run(
                 &self.config,
                 &self.catalogs,
@@ -199,13 +199,13 @@ impl Pipeline {
             Err(refused) => {
                 row.service = refused.service;
                 row.action = refused.action;
-                row.risk = refused.risk.map(|r| r.as_str().into());
+                row.risk = refused.risk;
                 return Err(refused.refusal.into());
             }
         };
         row.service = Some(decided.service.clone());
         row.action = Some(decided.action.clone());
-        row.risk = Some(decided.risk.as_str().into());
+        row.risk = Some(decided.risk);
         if let Some(grant) = &request.principal.grant {
             authorize_under_grant(grant, &decided).await?;
         }

@@ -18,7 +18,7 @@ fn decision(call_id: &str) -> AuditWrite {
         service: Some("svc".into()),
         tool: "svc_read_actions".into(),
         action: Some("x".into()),
-        risk: Some("read".into()),
+        risk: Some(actors::risk::Risk::Read),
         decision: Decision::Allowed,
         reason_code: None,
         reason: None,

@@ -129,8 +129,8 @@ async fn read_and_write_actions_reach_the_upstream_and_are_audited() {
         Some(format!("cred:{token_id}:py-test-client/1.0").as_str())
     );
     assert_eq!(calls[2].action.as_deref(), Some("toggle-simulated-logging"));
-    assert_eq!(calls[2].risk.as_deref(), Some("write"));
-    assert_eq!(calls[3].risk.as_deref(), Some("read"));
+    assert_eq!(calls[2].risk.map(|r| r.as_str()), Some("write"));
+    assert_eq!(calls[3].risk.map(|r| r.as_str()), Some("read"));
     // The digest is of the canonical arguments.
     let digest =
         mcpgate::audit::canonical_digest(&args(json!({"action": "get-sum", "b": 40, "a": 2})));
@@ -215,7 +215,7 @@ async fn refusals_are_clean_errors_with_an_audit_row_naming_the_reason() {
         .find(|r| r.reason_code.as_deref() == Some("risk_not_allowed"))
         .unwrap();
     assert_eq!(
-        risk_row.risk.as_deref(),
+        risk_row.risk.map(|r| r.as_str()),
         Some("write"),
         "operator override makes convert_time a write"
     );

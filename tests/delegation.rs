@@ -455,7 +455,7 @@ async fn high_risk_runs_only_with_an_admins_approval_and_without_asking() {
             .find(|r| r.action.as_deref() == Some("drop_table"))
             .unwrap();
     assert_eq!(
-        (row.risk.as_deref(), row.decision.as_str()),
+        (row.risk.map(|r| r.as_str()), row.decision.as_str()),
         (Some("high_risk"), "allowed")
     );
 

@@ -103,7 +103,12 @@ async fn every_built_in_kind_does_what_it_says() {
             .into_iter()
             .find(|r| r.reason_code.as_deref() == Some("hook_denied"))
             .unwrap();
-    assert!(row.reason.unwrap().contains("hook 'no-secrets' (company)"));
+    assert!(
+        row.reason
+            .as_deref()
+            .unwrap()
+            .contains("hook 'no-secrets' (company)")
+    );
 
     // require_confirmation: the two-step preview instead of running.
     let before = s.jira.count();

@@ -574,7 +574,7 @@ async fn bigquery_sql_sets_the_risk_and_destruction_waits_for_the_human() {
     assert!(
         refusals
             .iter()
-            .any(|r| r.risk.as_deref() == Some("high_risk")),
+            .any(|r| r.risk.map(|r| r.as_str()) == Some("high_risk")),
         "{refusals:?}"
     );
     // Bob may not write at all.

@@ -144,7 +144,7 @@ async fn high_risk_runs_only_with_a_single_use_token_bound_to_the_exact_call() {
         rows[0].args_sha256, rows[4].args_sha256,
         "digest excludes the token"
     );
-    assert_eq!(rows[4].risk.as_deref(), Some("high_risk"));
+    assert_eq!(rows[4].risk.map(|r| r.as_str()), Some("high_risk"));
     gw.stop().await;
 }
 

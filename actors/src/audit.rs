@@ -10,9 +10,11 @@
 use std::fmt;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
 use sqlx::AnyPool;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Decision {
     Allowed,
     Refused,
@@ -27,6 +29,21 @@ impl Decision {
             Decision::Failed => "failed",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Decision> {
+        match text {
+            "allowed" => Some(Decision::Allowed),
+            "refused" => Some(Decision::Refused),
+            "failed" => Some(Decision::Failed),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq<&str> for Decision {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 impl fmt::Display for Decision {
@@ -35,10 +52,12 @@ impl fmt::Display for Decision {
     }
 }
 
-/// The write-ahead half of an audit row, or a whole refusal.
-#[derive(Debug, Clone)]
+/// The write-ahead half of an audit row, or a whole refusal. The one
+/// description of a row's columns: reading the log (`AuditRow`) wraps it.
+#[derive(Debug, Clone, Serialize)]
 pub struct AuditDecision {
     pub call_id: String,
+    #[serde(rename = "started_at")]
     pub at: String,
     pub subject: String,
     pub actor: String,
@@ -48,7 +67,7 @@ pub struct AuditDecision {
     pub service: Option<String>,
     pub tool: String,
     pub action: Option<String>,
-    pub risk: Option<String>,
+    pub risk: Option<crate::risk::Risk>,
     pub decision: Decision,
     pub reason_code: Option<String>,
     pub reason: Option<String>,
@@ -60,6 +79,7 @@ pub struct AuditDecision {
     pub pii_rehydrated: Option<i64>,
     pub pii_types: Option<String>,
     /// Refusals are complete at once; allowed calls are completed by an [`AuditOutcome`].
+    #[serde(skip)]
     pub completed: bool,
 }
 
@@ -300,7 +320,7 @@ async fn write_batch(
                 .bind(&d.service)
                 .bind(&d.tool)
                 .bind(&d.action)
-                .bind(&d.risk)
+                .bind(d.risk.map(|r| r.as_str()))
                 .bind(d.decision.as_str())
                 .bind(&d.reason_code)
                 .bind(&d.reason)

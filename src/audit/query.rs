@@ -1,35 +1,32 @@
 //! Reading the audit log (`mcpgate audit query`).
 
+use std::ops::Deref;
+
+use actors::audit::{AuditDecision, Decision};
+use actors::risk::Risk;
 use serde::Serialize;
 use sqlx::Row;
 
 use crate::storage::Db;
 
+/// A stored row: the decision as it was written (its one definition is
+/// [`AuditDecision`]; the fields read through), and how the call completed.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
     pub id: i64,
-    pub call_id: String,
-    pub started_at: String,
+    #[serde(flatten)]
+    pub entry: AuditDecision,
     pub completed_at: Option<String>,
-    pub subject: String,
-    pub actor: String,
-    pub session: Option<String>,
-    pub client_name: Option<String>,
-    pub client_version: Option<String>,
-    pub service: Option<String>,
-    pub tool: String,
-    pub action: Option<String>,
-    pub risk: Option<String>,
-    pub decision: String,
-    pub reason_code: Option<String>,
-    pub reason: Option<String>,
     pub upstream_status: Option<String>,
     pub latency_ms: Option<f64>,
-    pub args_sha256: String,
-    pub grant_id: Option<String>,
-    pub job_id: Option<String>,
-    pub pii_rehydrated: Option<i64>,
-    pub pii_types: Option<String>,
+}
+
+impl Deref for AuditRow {
+    type Target = AuditDecision;
+
+    fn deref(&self) -> &AuditDecision {
+        &self.entry
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -51,34 +48,47 @@ pub async fn query(pool: &Db, filter: &AuditFilter) -> Result<Vec<AuditRow>, sql
     .bind(filter.limit)
     .fetch_all(pool)
     .await?;
-    let mut out: Vec<AuditRow> = rows
+    let mut out = rows
         .into_iter()
-        .map(|r| AuditRow {
-            id: r.get("id"),
-            call_id: r.get("call_id"),
-            started_at: r.get("started_at"),
-            completed_at: r.get("completed_at"),
-            subject: r.get("subject"),
-            actor: r.get("actor"),
-            session: r.get("session"),
-            client_name: r.get("client_name"),
-            client_version: r.get("client_version"),
-            service: r.get("service"),
-            tool: r.get("tool"),
-            action: r.get("action"),
-            risk: r.get("risk"),
-            decision: r.get("decision"),
-            reason_code: r.get("reason_code"),
-            reason: r.get("reason"),
-            upstream_status: r.get("upstream_status"),
-            latency_ms: r.get("latency_ms"),
-            args_sha256: r.get("args_sha256"),
-            grant_id: r.get("grant_id"),
-            job_id: r.get("job_id"),
-            pii_rehydrated: r.get("pii_rehydrated"),
-            pii_types: r.get("pii_types"),
-        })
-        .collect();
+        .map(|r| read(&r))
+        .collect::<Result<Vec<_>, _>>()?;
     out.reverse();
     Ok(out)
+}
+
+fn read(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {
+    let decision: String = r.try_get("decision")?;
+    let risk: Option<String> = r.try_get("risk")?;
+    let completed_at: Option<String> = r.try_get("completed_at")?;
+    Ok(AuditRow {
+        id: r.try_get("id")?,
+        entry: AuditDecision {
+            call_id: r.try_get("call_id")?,
+            at: r.try_get("started_at")?,
+            subject: r.try_get("subject")?,
+            actor: r.try_get("actor")?,
+            session: r.try_get("session")?,
+            client_name: r.try_get("client_name")?,
+            client_version: r.try_get("client_version")?,
+            service: r.try_get("service")?,
+            tool: r.try_get("tool")?,
+            action: r.try_get("action")?,
+            risk: risk.as_deref().and_then(Risk::parse),
+            decision: Decision::parse(&decision).ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "decision".into(),
+                source: format!("unknown decision '{decision}'").into(),
+            })?,
+            reason_code: r.try_get("reason_code")?,
+            reason: r.try_get("reason")?,
+            args_sha256: r.try_get("args_sha256")?,
+            grant_id: r.try_get("grant_id")?,
+            job_id: r.try_get("job_id")?,
+            pii_rehydrated: r.try_get("pii_rehydrated")?,
+            pii_types: r.try_get("pii_types")?,
+            completed: completed_at.is_some(),
+        },
+        completed_at,
+        upstream_status: r.try_get("upstream_status")?,
+        latency_ms: r.try_get("latency_ms")?,
+    })
 }
