@@ -4,6 +4,9 @@
 //! tokens) — for the executor's and connector's behaviour, service-agnostic.
 #![allow(dead_code)]
 
+#[path = "fake_http.rs"]
+mod fake_http;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -77,9 +80,9 @@ pub const CLIENT_SECRET: &str = "client-secret-d3adb33f";
 
 impl FakeApi {
     pub async fn start() -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, base_url) = fake_http::listen().await;
         let fake = FakeApi {
-            base_url: format!("http://{}", listener.local_addr().unwrap()),
+            base_url,
             world: Arc::new(Mutex::new(World {
                 expires_in: 3600,
                 ..Default::default()
@@ -95,9 +98,7 @@ impl FakeApi {
             .route("/oauth/authorize", get(authorize))
             .route("/oauth/token", post(token))
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        fake_http::serve(listener, app);
         fake
     }
 
@@ -137,12 +138,7 @@ impl FakeApi {
     fn refuse(&self, headers: &HeaderMap, path: &str) -> Option<Response> {
         let mut world = self.world.lock().unwrap();
         *world.hits.entry(path.to_owned()).or_default() += 1;
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("")
-            .to_owned();
+        let token = fake_http::bearer(headers).unwrap_or("").to_owned();
         world.tokens_seen.push(token.clone());
         if world.access_tokens.contains(&token) {
             None

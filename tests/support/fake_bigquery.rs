@@ -23,6 +23,10 @@
 //!   billed per query): a lower cap fails with `bytesBilledLimitExceeded`.
 #![allow(dead_code, clippy::result_large_err)]
 
+#[path = "fake_http.rs"]
+mod fake_http;
+pub use fake_http::Received;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -32,19 +36,6 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-
-/// One request the fake received with a valid credential.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub method: String,
-    pub path: String,
-    pub query: BTreeMap<String, String>,
-    /// The account the bearer token belongs to.
-    pub who: String,
-    pub body: Value,
-    /// Answered 429 (rate limited) instead of running.
-    pub rate_limited: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -100,7 +91,7 @@ struct World {
     /// The next query job needs this many polls before it completes.
     slow_next: u32,
     /// (requests left to refuse, Retry-After seconds).
-    rate_limit: Option<(u32, u64)>,
+    rate_limit: fake_http::RateLimit,
     /// Requests left to refuse with 403 rateLimitExceeded.
     quota_403: u32,
     received: Vec<Received>,
@@ -206,9 +197,9 @@ const QUERY_REQUEST_FIELDS: &[&str] = &[
 
 impl FakeBigQuery {
     pub async fn start() -> FakeBigQuery {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, base_url) = fake_http::listen().await;
         let fake = FakeBigQuery {
-            base_url: format!("http://{}", listener.local_addr().unwrap()),
+            base_url,
             world: Arc::new(Mutex::new(World {
                 clock_ms: 1_767_225_600_000,
                 ..Default::default()
@@ -234,9 +225,7 @@ impl FakeBigQuery {
             )
             .fallback(not_found_page)
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        fake_http::serve(listener, app);
         fake
     }
 
@@ -339,7 +328,11 @@ impl FakeBigQuery {
 
     /// The next `n` authenticated requests answer 429 with `Retry-After: secs`.
     pub fn rate_limit_next(&self, n: u32, retry_after_secs: u64) {
-        self.world.lock().unwrap().rate_limit = Some((n, retry_after_secs));
+        self.world
+            .lock()
+            .unwrap()
+            .rate_limit
+            .next(n, retry_after_secs);
     }
 
     /// The next `n` authenticated requests answer 403 `rateLimitExceeded`.
@@ -372,32 +365,19 @@ impl FakeBigQuery {
         query: &HashMap<String, String>,
         body: Value,
     ) -> Result<String, Response> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let token = fake_http::bearer(headers);
         let mut world = self.world.lock().unwrap();
         let Some(who) = token.and_then(|t| world.accounts.get(t)).cloned() else {
             return Err(unauthenticated());
         };
-        let limited = match &mut world.rate_limit {
-            Some((left, secs)) if *left > 0 => {
-                *left -= 1;
-                Some(*secs)
-            }
-            _ => None,
-        };
+        let limited = world.rate_limit.take();
         let quota_403 = limited.is_none() && world.quota_403 > 0;
         if quota_403 {
             world.quota_403 -= 1;
         }
         world.received.push(Received {
-            method: method.into(),
-            path,
-            query: query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            who: who.clone(),
-            body,
             rate_limited: limited.is_some() || quota_403,
+            ..Received::new(method, path, query, &who, body)
         });
         if quota_403 {
             return Err(google_error(

@@ -13,6 +13,10 @@
 // Handlers answer early with a whole `Response`, as axum code does.
 #![allow(clippy::result_large_err)]
 
+#[path = "fake_http.rs"]
+mod fake_http;
+pub use fake_http::Received;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -30,17 +34,6 @@ use time::format_description::well_known::Rfc3339;
 
 /// `(labels, headers, body)` of a mail as stored.
 pub type StoredMail = (Vec<String>, Vec<(String, String)>, String);
-
-/// One request whose token the fake accepted.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub method: String,
-    pub path: String,
-    /// The account the bearer token belongs to.
-    pub who: String,
-    pub query: BTreeMap<String, String>,
-    pub body: Value,
-}
 
 struct Mail {
     id: String,
@@ -178,9 +171,9 @@ fn event_time(when: &Value) -> Option<i64> {
 
 impl FakeGoogle {
     pub async fn start() -> FakeGoogle {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, base_url) = fake_http::listen().await;
         let fake = FakeGoogle {
-            base_url: format!("http://{}", listener.local_addr().unwrap()),
+            base_url,
             world: Arc::new(Mutex::new(World {
                 next_id: 0x18c2_a5f0_0000_0000,
                 clock: 1_764_590_400, // 2025-12-01T12:00:00Z
@@ -208,9 +201,7 @@ impl FakeGoogle {
             )
             .route("/drive/v3/files/{file_id}/export", get(files_export))
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        fake_http::serve(listener, app);
         fake
     }
 
@@ -324,19 +315,12 @@ impl FakeGoogle {
         body: Value,
     ) -> Result<String, Response> {
         let mut world = self.world.lock().unwrap();
-        let who = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|t| world.tokens.get(t).cloned());
+        let who = fake_http::bearer(headers).and_then(|t| world.tokens.get(t).cloned());
         if let Some((count, retry_after)) = world.rate_limited {
             world.rate_limited = (count > 1).then(|| (count - 1, retry_after));
             world.received.push(Received {
-                method: method.into(),
-                path: path.into(),
-                who: who.unwrap_or_default(),
-                query: query.clone(),
-                body,
+                rate_limited: true,
+                ..Received::new(method, path.into(), query, &who.unwrap_or_default(), body)
             });
             let message = "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' of service 'googleapis.com'.";
             let mut response = gerror(
@@ -370,13 +354,9 @@ impl FakeGoogle {
             );
             return Err(response);
         };
-        world.received.push(Received {
-            method: method.into(),
-            path: path.into(),
-            who: who.clone(),
-            query: query.clone(),
-            body,
-        });
+        world
+            .received
+            .push(Received::new(method, path.into(), query, &who, body));
         Ok(who)
     }
 }

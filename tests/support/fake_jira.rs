@@ -26,6 +26,9 @@
 //! query, body) and counts every request that reached it.
 #![allow(dead_code)]
 
+#[path = "fake_http.rs"]
+mod fake_http;
+
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -263,9 +266,9 @@ fn percent_decode(segment: &str) -> String {
 
 impl FakeJira {
     pub async fn start() -> FakeJira {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, base_url) = fake_http::listen().await;
         let fake = FakeJira {
-            base_url: format!("http://{}", listener.local_addr().unwrap()),
+            base_url,
             world: Arc::new(Mutex::new(World {
                 next_issue_id: 10012,
                 next_comment_id: 20000,
@@ -289,9 +292,7 @@ impl FakeJira {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        fake_http::serve(listener, app);
         fake
     }
 

@@ -23,6 +23,10 @@
 //!   itself has no rate-limit headers).
 #![allow(dead_code, clippy::result_large_err)]
 
+#[path = "fake_http.rs"]
+mod fake_http;
+pub use fake_http::Received;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -32,18 +36,6 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-
-/// One request the fake received with a valid credential.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub method: String,
-    pub path: String,
-    pub query: BTreeMap<String, String>,
-    /// The email of the user the API key belongs to.
-    pub who: String,
-    pub body: Value,
-    pub rate_limited: bool,
-}
 
 #[derive(Debug, Clone)]
 struct User {
@@ -80,7 +72,7 @@ struct World {
     dashboards: BTreeMap<u64, Value>,
     next_id: u64,
     clock: u64,
-    rate_limit: Option<(u32, u64)>,
+    rate_limit: fake_http::RateLimit,
     received: Vec<Received>,
 }
 
@@ -161,9 +153,9 @@ fn parse_id(param: &str, raw: &str) -> Result<Option<u64>, Response> {
 
 impl FakeMetabase {
     pub async fn start() -> FakeMetabase {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, base_url) = fake_http::listen().await;
         let fake = FakeMetabase {
-            base_url: format!("http://{}", listener.local_addr().unwrap()),
+            base_url,
             world: Arc::new(Mutex::new(World {
                 next_id: 100,
                 ..Default::default()
@@ -187,9 +179,7 @@ impl FakeMetabase {
             )
             .fallback(|| async { not_found() })
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        fake_http::serve(listener, app);
         fake
     }
 
@@ -343,7 +333,11 @@ impl FakeMetabase {
     }
 
     pub fn rate_limit_next(&self, n: u32, retry_after_secs: u64) {
-        self.world.lock().unwrap().rate_limit = Some((n, retry_after_secs));
+        self.world
+            .lock()
+            .unwrap()
+            .rate_limit
+            .next(n, retry_after_secs);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -366,20 +360,10 @@ impl FakeMetabase {
         let Some(user) = key.and_then(|k| world.keys.get(k)).cloned() else {
             return Err(text(StatusCode::UNAUTHORIZED, "Unauthenticated"));
         };
-        let limited = match &mut world.rate_limit {
-            Some((left, secs)) if *left > 0 => {
-                *left -= 1;
-                Some(*secs)
-            }
-            _ => None,
-        };
+        let limited = world.rate_limit.take();
         world.received.push(Received {
-            method: method.into(),
-            path,
-            query: query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            who: user.email.clone(),
-            body,
             rate_limited: limited.is_some(),
+            ..Received::new(method, path, query, &user.email, body)
         });
         if let Some(secs) = limited {
             let mut response = text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");

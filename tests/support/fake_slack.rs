@@ -12,6 +12,9 @@
 // Handlers answer early with a whole `Response`, as axum code does.
 #![allow(clippy::result_large_err)]
 
+#[path = "fake_http.rs"]
+mod fake_http;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -95,9 +98,9 @@ fn cursor_at(prefix: &str, cursor: Option<&String>) -> Result<usize, ()> {
 
 impl FakeSlack {
     pub async fn start() -> FakeSlack {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, base_url) = fake_http::listen().await;
         let fake = FakeSlack {
-            base_url: format!("http://{}/api", listener.local_addr().unwrap()),
+            base_url: format!("{base_url}/api"),
             world: Arc::new(Mutex::new(World {
                 clock: 1_764_600_000,
                 next_reminder: 1,
@@ -107,9 +110,7 @@ impl FakeSlack {
         let app = axum::Router::new()
             .route("/api/{method}", any(dispatch))
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        fake_http::serve(listener, app);
         fake
     }
 
@@ -265,10 +266,7 @@ async fn dispatch(
 ) -> Response {
     let (args, content_type) = arguments(&headers, query.as_deref(), &body);
     // The token: the Authorization header (the only way with a JSON body), or a `token` argument.
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let token = fake_http::bearer(&headers)
         .map(str::to_owned)
         .or_else(|| args.get("token").cloned());
     let mut world = f.world.lock().unwrap();

@@ -6,6 +6,9 @@
 //! workspace). Jobs start, run and finish on the test's command.
 #![allow(dead_code)]
 
+#[path = "fake_http.rs"]
+mod fake_http;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -82,10 +85,9 @@ fn new_uuid() -> String {
 
 impl FakeWindmill {
     pub async fn start(workspace: &str) -> FakeWindmill {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, base_url) = fake_http::listen().await;
         let fake = FakeWindmill {
-            base_url: format!("http://{addr}"),
+            base_url,
             workspace: workspace.to_owned(),
             secret: Arc::new(rand::random::<[u8; 32]>().to_vec()),
             world: Arc::new(Mutex::new(World::default())),
@@ -104,9 +106,7 @@ impl FakeWindmill {
                 axum::routing::post(update_schedule),
             )
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        fake_http::serve(listener, app);
         fake
     }
 
@@ -248,12 +248,7 @@ impl FakeWindmill {
 
     /// Windmill's stateless token check: signature, expiry, workspace.
     fn check_token(&self, headers: &HeaderMap, workspace: &str) -> Option<Value> {
-        let token = headers
-            .get("authorization")?
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")?
-            .strip_prefix("jwt_")?;
+        let token = fake_http::bearer(headers)?.strip_prefix("jwt_")?;
         let (signing_input, signature) = token.rsplit_once('.')?;
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).unwrap();
         mac.update(signing_input.as_bytes());

@@ -13,6 +13,9 @@
 //! who, body), and can be told to answer 429 with `Retry-After`.
 #![allow(dead_code)]
 
+#[path = "fake_http.rs"]
+mod fake_http;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -471,18 +474,16 @@ fn check_flow_body(body: &Value) -> Result<(), String> {
 
 impl FakeWindmillApi {
     pub async fn start(workspace: &str) -> FakeWindmillApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, base_url) = fake_http::listen().await;
         let fake = FakeWindmillApi {
-            base_url: format!("http://{}", listener.local_addr().unwrap()),
+            base_url,
             workspace: workspace.to_owned(),
             world: Arc::new(Mutex::new(World::default())),
         };
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        fake_http::serve(listener, app);
         fake
     }
 
@@ -584,11 +585,7 @@ impl FakeWindmillApi {
     }
 
     fn who(&self, headers: &HeaderMap) -> Option<User> {
-        let token = headers
-            .get("authorization")?
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")?;
+        let token = fake_http::bearer(headers)?;
         self.world.lock().unwrap().tokens.get(token).cloned()
     }
 }
