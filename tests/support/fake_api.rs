@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 #[path = "fake_http.rs"]
+#[allow(clippy::duplicate_mod)] // each fake brings the kernel; a test may use several
 mod fake_http;
 
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -14,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 #[path = "fake_http.rs"]
+#[allow(clippy::duplicate_mod)] // each fake brings the kernel; a test may use several
 mod fake_http;
 pub use fake_http::Received;
 

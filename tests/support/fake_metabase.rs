@@ -24,6 +24,7 @@
 #![allow(dead_code, clippy::result_large_err)]
 
 #[path = "fake_http.rs"]
+#[allow(clippy::duplicate_mod)] // each fake brings the kernel; a test may use several
 mod fake_http;
 pub use fake_http::Received;
 

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 #[path = "fake_http.rs"]
+#[allow(clippy::duplicate_mod)] // each fake brings the kernel; a test may use several
 mod fake_http;
 
 use std::collections::{BTreeMap, HashMap};
