@@ -205,3 +205,68 @@ async fn operators_choose_mask_or_pass_per_service_and_field() {
     alice.cancel().await.unwrap();
     gw.stop().await;
 }
+
+/// A real Python SDK upstream (`MCPServer`) answers with personal data as a
+/// JSON string (text block + `structuredContent: {"result": "<json>"}`), as
+/// structured output and inside nested lists: no channel of the result may
+/// carry it in clear, and a pseudonym sent back inside a JSON string reaches
+/// the upstream as the real value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn structured_content_and_json_inside_strings_are_pseudonymized_too() {
+    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pii_server.py");
+    let gw = TestGateway::start(&format!(
+        "services:\n  py: {{ kind: mcp, command: [\"{}\", \"{server}\"] }}\nusers:\n  - email: alice@example.com\n    access: {{ py: write }}\n",
+        support::python()
+    ))
+    .await;
+    gw.wait_generation("py", 1).await;
+    let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
+    let mut pseudonym = String::new();
+    for action in ["user_as_json_string", "user_as_dict", "users_nested"] {
+        let result = call(&alice, "py_read_actions", json!({ "action": action }))
+            .await
+            .unwrap();
+        let whole = serde_json::to_string(&result).unwrap();
+        assert!(
+            result.structured_content.is_some(),
+            "{action}: the SDK sends structuredContent: {whole}"
+        );
+        for secret in ["Marie Curie", "marie.curie@example.com", "marie.curie"] {
+            assert!(
+                !whole.contains(secret),
+                "{action} leaked '{secret}': {whole}"
+            );
+        }
+        assert!(whole.contains("<PERSON_"), "{action}: {whole}");
+        let at = whole.find("person-").expect("an e-mail pseudonym");
+        pseudonym = whole[at..]
+            .split(['"', '\\', ' '])
+            .next()
+            .unwrap()
+            .to_owned();
+    }
+    assert!(pseudonym.ends_with("@pseudonym.invalid"), "{pseudonym}");
+
+    // Back in: a pseudonym inside a JSON string is rehydrated as JSON.
+    let payload = json!({ "to": pseudonym, "quote": "say \"hi\"" }).to_string();
+    let echoed = call(
+        &alice,
+        "py_read_actions",
+        json!({ "action": "echo", "payload": payload }),
+    )
+    .await
+    .unwrap();
+    let whole = serde_json::to_string(&echoed).unwrap();
+    assert!(!whole.contains("marie.curie@example.com"), "{whole}");
+    assert!(
+        whole.contains(&pseudonym),
+        "the real value came back and became the same pseudonym: {whole}"
+    );
+    let rows = gw.audit_rows().await;
+    let echo_row = rows
+        .iter()
+        .find(|r| r.action.as_deref() == Some("echo"))
+        .unwrap();
+    assert_eq!(echo_row.pii_rehydrated, Some(1), "{echo_row:?}");
+    gw.stop().await;
+}

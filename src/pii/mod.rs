@@ -10,7 +10,7 @@ pub mod store;
 use std::collections::BTreeMap;
 
 use dashmap::DashMap;
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, ResourceContents};
 use serde_json::Value;
 
 use crate::domain::{Reason, Refusal, glob_match};
@@ -186,25 +186,33 @@ impl Pii {
         if let Some(structured) = result.structured_content.as_mut() {
             walk.value(structured, "", None, service_mode);
         }
+        // Every block that can carry text passes the same JSON-aware walk.
         for block in result.content.iter_mut() {
-            let Some(text) = block.as_text().map(|t| t.text.clone()) else {
-                continue;
-            };
-            let trimmed = text.trim_start();
-            let found_before = walk.counts.total();
-            let replaced = match serde_json::from_str::<Value>(&text) {
-                Ok(mut json) if trimmed.starts_with('{') || trimmed.starts_with('[') => {
-                    walk.value(&mut json, "", None, service_mode);
-                    serde_json::to_string(&json).map_err(|e| PiiRefusal {
-                        reason: Reason::PiiScanFailed,
-                        message: format!("the result could not be rewritten: {e}"),
-                    })?
+            match block {
+                ContentBlock::Text(text) => {
+                    if let Some(replaced) = walk.text_or_json(&text.text, service_mode) {
+                        text.text = replaced;
+                    }
                 }
-                _ => walk.text(&text, service_mode),
-            };
-            // Untouched text keeps its exact bytes (and formatting).
-            if walk.counts.total() != found_before {
-                *block = ContentBlock::text(replaced);
+                ContentBlock::Resource(embedded) => {
+                    if let ResourceContents::TextResourceContents { text, .. } =
+                        &mut embedded.resource
+                        && let Some(replaced) = walk.text_or_json(text, service_mode)
+                    {
+                        *text = replaced;
+                    }
+                }
+                ContentBlock::ResourceLink(link) => {
+                    for field in [&mut link.title, &mut link.description]
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(replaced) = walk.text_or_json(field, service_mode) {
+                            *field = replaced;
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         for (pseudonym, entity, value) in &walk.remember {
@@ -314,6 +322,16 @@ fn collect_pseudonyms(value: &Value, out: &mut Vec<String>) {
 fn replace_pseudonyms(value: &mut Value, real: &BTreeMap<String, String>) {
     match value {
         Value::String(s) if PSEUDONYM.is_match(s) => {
+            // JSON inside a string is rehydrated as JSON, so a real value with
+            // a quote or backslash does not break the document it lands in.
+            let trimmed = s.trim_start();
+            if (trimmed.starts_with('{') || trimmed.starts_with('['))
+                && let Ok(mut json) = serde_json::from_str::<Value>(s)
+            {
+                replace_pseudonyms(&mut json, real);
+                *s = serde_json::to_string(&json).unwrap_or_default();
+                return;
+            }
             *s = PSEUDONYM
                 .replace_all(s, |c: &regex::Captures<'_>| {
                     real.get(&c[0]).cloned().unwrap_or_else(|| c[0].to_owned())
@@ -411,11 +429,52 @@ impl Walk<'_> {
                 }
             }
             Value::String(s) => {
-                let replaced = self.text(s, inherited);
-                *s = replaced;
+                // JSON encoded in a string (FastMCP's `{"result": "<json>"}`)
+                // is walked as JSON, at any depth.
+                if let Some(replaced) = self.json_in_string(s, path, parent_key, inherited) {
+                    *s = replaced;
+                } else {
+                    let replaced = self.text(s, inherited);
+                    *s = replaced;
+                }
             }
             _ => {}
         }
         let _ = self.service_mode;
+    }
+
+    /// `text` as JSON (an object or array) walked and written back, if it
+    /// is JSON; `None` if it is not.
+    fn json_in_string(
+        &mut self,
+        text: &str,
+        path: &str,
+        parent_key: Option<&str>,
+        mode: Mode,
+    ) -> Option<String> {
+        let trimmed = text.trim_start();
+        if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+            return None;
+        }
+        let mut json: Value = serde_json::from_str(text).ok()?;
+        let before = self.counts.total();
+        self.value(&mut json, path, parent_key, mode);
+        if self.counts.total() == before {
+            // Untouched JSON keeps its exact bytes (and formatting).
+            return Some(text.to_owned());
+        }
+        // Serializing a `Value` cannot fail (its keys are strings).
+        Some(serde_json::to_string(&json).unwrap_or_default())
+    }
+
+    /// Free text or JSON text, pseudonymized; `None` if nothing changed
+    /// (the block keeps its exact bytes).
+    fn text_or_json(&mut self, text: &str, mode: Mode) -> Option<String> {
+        let before = self.counts.total();
+        let replaced = match self.json_in_string(text, "", None, mode) {
+            Some(replaced) => replaced,
+            None => self.text(text, mode),
+        };
+        (self.counts.total() != before).then_some(replaced)
     }
 }

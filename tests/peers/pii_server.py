@@ -1,0 +1,48 @@
+"""An upstream built with the Python MCP SDK's MCPServer (FastMCP's successor)
+whose tools answer with personal data in the three shapes the SDK produces:
+a JSON *string* (a text block plus structuredContent {"result": "<json>"}),
+a dict (structured output), and a nested list. It also returns what it was
+called with, so a test can see real values come back through rehydration.
+Run over stdio."""
+
+import json
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.types import ToolAnnotations
+
+server = MCPServer("pii-upstream")
+
+PERSON = {
+    "displayName": "Marie Curie",
+    "emailAddress": "marie.curie@example.com",
+    "accountId": "5b10a2844c20165700ede21g",
+}
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def user_as_json_string() -> str:
+    """A person, serialized to a JSON string by the tool itself."""
+    return json.dumps({"user": PERSON, "note": "reported by marie.curie@example.com"})
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True), structured_output=True)
+def user_as_dict() -> dict[str, Any]:
+    """A person as structured output."""
+    return {"reporter": PERSON, "comment": "write to marie.curie@example.com"}
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True), structured_output=True)
+def users_nested() -> list[Any]:
+    """People inside lists inside lists, one of them as a JSON string."""
+    return [[{"author": PERSON}], [json.dumps([{"assignee": PERSON}])]]
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def echo(payload: str) -> str:
+    """Returns what reached it, so a test can check rehydration."""
+    return json.dumps({"received": payload})
+
+
+if __name__ == "__main__":
+    server.run("stdio")
