@@ -82,6 +82,14 @@ pub async fn serve(
     let mcp_shutdown = CancellationToken::new();
     let app = router(gw.clone(), mcp_shutdown.clone());
     let drain_gw = gw.clone();
+    // Answers leave at once: without TCP_NODELAY an SSE answer (a priming
+    // event, then the message) waits for the client's delayed ACK — 40 ms
+    // per call for keep-alive clients such as aiohttp or Node's fetch.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -355,11 +355,14 @@ impl Pipeline {
             )));
         }
         // Personal data in the answer is pseudonymized before the model sees
-        // it; if that fails, the answer is withheld.
-        if let Err(refusal) = self
-            .pii
-            .pseudonymize(&request.principal.subject, &decided.service, &mut result)
-            .await
+        // it; if that fails, the answer is withheld. What the gateway wrote
+        // itself (a connect instruction naming the caller) is not upstream data.
+        let gateway_authored = connector::take_gateway_authored(&mut result);
+        if !gateway_authored
+            && let Err(refusal) = self
+                .pii
+                .pseudonymize(&request.principal.subject, &decided.service, &mut result)
+                .await
         {
             tracing::error!(service = %decided.service, reason = refusal.code(), "PII scan failed: result withheld");
             return Err(Executed::Refused(refusal, "withheld"));

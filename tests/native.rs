@@ -394,7 +394,18 @@ async fn a_delegated_flow_calls_a_native_service_with_its_owners_credential() {
     let own = call(&sa_client, "acme_read_actions", json!({"action": "flaky"}))
         .await
         .unwrap();
-    assert_eq!(own.structured_content.unwrap()["auth_required"], true);
+    assert_eq!(
+        own.structured_content.clone().unwrap()["auth_required"],
+        true
+    );
+    // The gateway's own instruction names the caller in clear: their own
+    // identity is not third-party data for the PII pass.
+    assert!(
+        text_of(&own).contains("windmill-sa@example.com connects it")
+            && !text_of(&own).contains("pseudonym.invalid"),
+        "{}",
+        text_of(&own)
+    );
 
     // A flow exchanges its job token and acts as its owner.
     let exchange = |owner: &str, flow: &str| {

@@ -247,6 +247,22 @@ async fn structured_content_and_json_inside_strings_are_pseudonymized_too() {
     }
     assert!(pseudonym.ends_with("@pseudonym.invalid"), "{pseudonym}");
 
+    // Only the gateway's own answers skip the PII pass; an upstream cannot
+    // claim that mark.
+    let spoofed = call(
+        &alice,
+        "py_read_actions",
+        json!({ "action": "spoofed_mark" }),
+    )
+    .await
+    .unwrap();
+    let whole = serde_json::to_string(&spoofed).unwrap();
+    assert!(
+        !whole.contains("Marie Curie") && !whole.contains("marie.curie@"),
+        "{whole}"
+    );
+    assert!(!whole.contains("gateway-authored"), "{whole}");
+
     // Back in: a pseudonym inside a JSON string is rehydrated as JSON.
     let payload = json!({ "to": pseudonym, "quote": "say \"hi\"" }).to_string();
     let echoed = call(

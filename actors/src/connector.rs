@@ -311,7 +311,11 @@ impl Actor for ConnectorActor {
                     }
                     let outcome = match tokio::time::timeout(timeout, peer.call_tool(params)).await
                     {
-                        Ok(Ok(result)) => Ok(result),
+                        Ok(Ok(mut result)) => {
+                            // An upstream cannot claim the gateway's own mark.
+                            take_gateway_authored(&mut result);
+                            Ok(result)
+                        }
                         Ok(Err(ServiceError::McpError(e))) => Err(ConnectorError::Upstream {
                             code: e.code.0,
                             message: e.message.to_string(),
@@ -457,7 +461,8 @@ async fn connect(
                     .map_err(|e| format!("header {name}: {e}"))?;
                 config.custom_headers.insert(name, value);
             }
-            let transport = StreamableHttpClientTransport::from_config(config);
+            let transport =
+                StreamableHttpClientTransport::with_client(upstream_http_client()?, config);
             handler.serve(transport).await.map_err(|e| e.to_string())?
         }
     };
@@ -469,11 +474,53 @@ async fn connect(
     Ok((client, tools))
 }
 
+/// The HTTP client of a Streamable HTTP upstream. Connections are kept and
+/// reused (rmcp's default client opens a new one per request, which doubles
+/// the upstream's CPU per call); requests leave without Nagle delay; and no
+/// redirect is followed, so the headers the operator configured for this
+/// upstream (its credential) go to the configured URL only.
+fn upstream_http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
 /// A call handed to a connector's mailbox, waiting for its answer.
 pub struct PendingCall {
     answer: tokio::sync::oneshot::Receiver<Result<CallToolResult, ConnectorError>>,
     service: String,
     deadline: Duration,
+}
+
+/// The `_meta` key a connector of the gateway's own sets on an answer it
+/// wrote itself, with no upstream data in it (a connect instruction, a
+/// breaker or rate-limit notice): the PII pass leaves such text alone, since
+/// the caller's own identity in it is not third-party data. An MCP
+/// upstream's result never carries it: [`ConnectorActor`] removes it.
+pub const GATEWAY_AUTHORED: &str = "io.mcpgate/gateway-authored";
+
+/// Mark `result` as written by the gateway itself.
+pub fn mark_gateway_authored(result: &mut CallToolResult) {
+    result
+        .meta
+        .get_or_insert_with(|| rmcp::model::MetaObject(JsonObject::new()))
+        .0
+        .insert(GATEWAY_AUTHORED.into(), serde_json::Value::Bool(true));
+}
+
+/// Whether `result` was written by the gateway; the mark is removed either way.
+pub fn take_gateway_authored(result: &mut CallToolResult) -> bool {
+    let Some(meta) = result.meta.as_mut() else {
+        return false;
+    };
+    let marked = meta.0.remove(GATEWAY_AUTHORED) == Some(serde_json::Value::Bool(true));
+    if meta.0.is_empty() {
+        result.meta = None;
+    }
+    marked
 }
 
 /// The registry key of `service`'s connector (whatever actor serves it).

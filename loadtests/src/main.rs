@@ -55,6 +55,16 @@ struct Args {
     /// SQLite file (e.g. the one `scripts/postgres.sh` starts).
     #[arg(long)]
     database: Option<String>,
+    /// Clients keep their HTTP connections alive between calls, as aiohttp and
+    /// Node's fetch (the TypeScript SDK) do; rmcp's default client opens one
+    /// per request, which hides Nagle/delayed-ACK stalls.
+    #[arg(long)]
+    keep_alive: bool,
+    /// Fail (exit 1) if the gateway's p50 overhead exceeds this at any
+    /// concurrency: a regression guard for stalls (a 40 ms delayed-ACK wait
+    /// dwarfs any real overhead), not a speed target.
+    #[arg(long)]
+    max_p50_overhead_ms: Option<f64>,
 }
 
 #[derive(Clone)]
@@ -104,8 +114,7 @@ async fn start_upstream() -> anyhow::Result<String> {
     let service = StreamableHttpService::new(
         || Ok(Echo),
         Arc::new(LocalSessionManager::default()),
-        // Stateless with plain JSON answers: HTTP connections are reused. (With
-        // SSE answers the rmcp client opens a new TCP connection per call.)
+        // Stateless with plain JSON answers.
         StreamableHttpServerConfig::default()
             .with_sse_keep_alive(None)
             .with_legacy_session_mode(false)
@@ -114,6 +123,11 @@ async fn start_upstream() -> anyhow::Result<String> {
     let router = axum::Router::new().route_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // As a well-configured server does (and mcpgate does): no Nagle delay on
+    // answers, or a pooled client waits out the peer's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -214,13 +228,18 @@ async fn start_gateway(
 }
 
 static MODERN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+static KEEP_ALIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<RunningService<RoleClient, ()>> {
     let mut config = StreamableHttpClientTransportConfig::with_uri(url);
     if let Some(token) = token {
         config = config.auth_header(token);
     }
-    let transport = StreamableHttpClientTransport::from_config(config);
+    let transport = if *KEEP_ALIVE.get().unwrap_or(&false) {
+        StreamableHttpClientTransport::with_client(reqwest::Client::new(), config)
+    } else {
+        StreamableHttpClientTransport::from_config(config)
+    };
     if *MODERN.get().unwrap_or(&true) {
         let lifecycle = ClientLifecycleMode::Discover {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
@@ -327,6 +346,7 @@ async fn main() -> anyhow::Result<()> {
         args.seconds = 2;
     }
     MODERN.set(args.protocol != "legacy").ok();
+    KEEP_ALIVE.set(args.keep_alive).ok();
     let upstream = start_upstream().await?;
     let mut gateway = start_gateway(
         &args.gateway_bin,
@@ -364,14 +384,22 @@ async fn main() -> anyhow::Result<()> {
         "| concurrency | p50 overhead ms | p99 overhead ms | throughput ratio (mcpgate/direct) |"
     );
     println!("|---:|---:|---:|---:|");
+    let mut worst_p50_overhead: f64 = 0.0;
     for (c, direct, via) in &summary {
+        let p50_overhead = via.percentile(0.50) - direct.percentile(0.50);
+        worst_p50_overhead = worst_p50_overhead.max(p50_overhead);
         println!(
             "| {c} | {:.3} | {:.3} | {:.2} |",
-            via.percentile(0.50) - direct.percentile(0.50),
+            p50_overhead,
             via.percentile(0.99) - direct.percentile(0.99),
             via.throughput() / direct.throughput()
         );
     }
     gateway.child.kill().await.ok();
+    if let Some(limit) = args.max_p50_overhead_ms
+        && worst_p50_overhead > limit
+    {
+        bail!("p50 overhead {worst_p50_overhead:.3} ms exceeds {limit} ms (a stall?)");
+    }
     Ok(())
 }

@@ -137,6 +137,12 @@ impl Actor for NativeConnector {
     }
 }
 
+/// An answer the gateway wrote itself (see [`actors::connector::GATEWAY_AUTHORED`]).
+fn gateway_authored(mut result: CallToolResult) -> CallToolResult {
+    actors::connector::mark_gateway_authored(&mut result);
+    result
+}
+
 /// Who a call is for, and whether they are the one asking.
 #[derive(Clone, Copy)]
 struct Asker<'a> {
@@ -185,7 +191,7 @@ impl Shared {
                 None,
             ),
         };
-        tool_error(
+        gateway_authored(tool_error(
             format!("auth_required: {why}. Connect your {service} account: {how}."),
             json!({
                 "auth_required": true,
@@ -193,7 +199,7 @@ impl Shared {
                 "reason": why,
                 "connect_url": connect_url,
             }),
-        )
+        ))
     }
 
     async fn call(
@@ -268,10 +274,15 @@ impl Shared {
                         Err(refusal) => Ok(refusal),
                     }
                 }
-                Err(Failure::Unauthorized(message)) => Ok(self.auth_required(
-                    asker,
-                    &format!("{service} refused your credential ({message})"),
-                )),
+                Err(Failure::Unauthorized(message)) => {
+                    let mut answer = self.auth_required(
+                        asker,
+                        &format!("{service} refused your credential ({message})"),
+                    );
+                    // The service's own words are in it: the PII pass reads it.
+                    actors::connector::take_gateway_authored(&mut answer);
+                    Ok(answer)
+                }
                 Err(Failure::RateLimited {
                     retry_after,
                     message,
@@ -388,12 +399,15 @@ impl Shared {
             }
             Err(e) => {
                 tracing::warn!(service, error = %e, "OAuth refresh failed; the user must reconnect");
-                Ok(Err(self.auth_required(
+                let mut answer = self.auth_required(
                     asker,
                     &format!(
                         "your {service} authorization could not be renewed ({e}); consent again"
                     ),
-                )))
+                );
+                // The provider's words are in it: the PII pass reads it.
+                actors::connector::take_gateway_authored(&mut answer);
+                Ok(Err(answer))
             }
         }
     }
