@@ -221,20 +221,8 @@ impl Gateway {
         let mut catalog_rules = Vec::new();
         for (name, service) in &config.services {
             connectors.push(match &service.upstream {
-                Upstream::Stdio { command, env, cwd } => {
-                    let upstream = UpstreamSpec::Stdio {
-                        command: command.clone(),
-                        env: env.clone(),
-                        cwd: cwd.clone(),
-                    };
-                    connector_spec(name, service, upstream, &config, &directory)
-                }
-                Upstream::Http { url, headers } => {
-                    let upstream = UpstreamSpec::Http {
-                        url: url.clone(),
-                        headers: headers.clone(),
-                    };
-                    connector_spec(name, service, upstream, &config, &directory)
+                Upstream::Mcp(upstream) => {
+                    connector_spec(name, service, upstream.clone(), &config, &directory)
                 }
                 Upstream::Native(native) => native_spec(
                     name,
@@ -351,8 +339,8 @@ impl Gateway {
             registry.clone(),
             config.limits.session_idle_timeout,
         ));
-        spawn_hook_watcher(&hooks, config.hooks.reload_poll, &drain);
-        spawn_expiry(&pii, &delegation, &drain);
+        hooks.spawn_watcher(config.hooks.reload_poll, drain.clone());
+        pii.spawn_expiry(drain.clone());
         Ok(Arc::new(Gateway {
             config,
             pool,
@@ -460,50 +448,4 @@ impl Gateway {
             .call(SupervisorMsg::Shutdown, Some(Duration::from_secs(60)))
             .await;
     }
-}
-
-/// Reload hooks when their files change (a bad file keeps the old set).
-fn spawn_hook_watcher(hooks: &Arc<Hooks>, every: Duration, drain: &Arc<Drain>) {
-    let hooks = Arc::downgrade(hooks);
-    let drain = drain.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
-            let Some(hooks) = hooks.upgrade() else { return };
-            if drain.is_draining() {
-                return;
-            }
-            if hooks.changed_on_disk() {
-                let _ = hooks.reload();
-            }
-        }
-    });
-}
-
-/// Every ten minutes: drop expired pseudonym mappings, and record the end of
-/// expired grants no gateway holds any more.
-fn spawn_expiry(pii: &Arc<Pii>, delegation: &Arc<Delegation>, drain: &Arc<Drain>) {
-    let (pii, delegation, drain) = (
-        Arc::downgrade(pii),
-        Arc::downgrade(delegation),
-        drain.clone(),
-    );
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tick.tick().await;
-            let (Some(pii), Some(delegation)) = (pii.upgrade(), delegation.upgrade()) else {
-                return;
-            };
-            if drain.is_draining() {
-                return;
-            }
-            if let Err(e) = pii.expire().await {
-                tracing::warn!(error = %e, "could not expire pseudonym mappings");
-            }
-            delegation.end_expired().await;
-        }
-    });
 }

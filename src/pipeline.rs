@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::audit::{AuditLog, RowStart};
 use crate::config::Config;
-use crate::delegation::grants::{EndReason, LiveGrant};
+use crate::delegation::grants::{EndReason, LiveGrant, end_refusal_reason};
 use crate::domain::{Reason, Refusal, Risk};
 use crate::drain::Drain;
 use crate::hooks::{CallFacts, Hooks, PreOutcome};
@@ -465,9 +465,9 @@ pub fn connector_reason(error: &ConnectorError) -> Reason {
     }
 }
 
-fn grant_ended(grant: &LiveGrant, reason: &str) -> Refusal {
+fn grant_ended(grant: &LiveGrant, reason: &EndReason) -> Refusal {
     Refusal::new(
-        EndReason::parse(reason).reason(),
+        end_refusal_reason(reason),
         format!("grant {} has ended: {reason}", grant.scope.grant_id),
     )
 }
@@ -497,7 +497,7 @@ async fn authorize_under_grant(grant: &LiveGrant, decided: &Decided) -> Result<(
             let reason = grant
                 .gate
                 .closed_reason()
-                .unwrap_or_else(|| "the grant is no longer active".into());
+                .unwrap_or_else(|| EndReason::Other("the grant is no longer active".into()));
             Err(grant_ended(grant, &reason))
         }
     }

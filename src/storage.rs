@@ -38,6 +38,42 @@ pub enum StorageError {
 
 pub use crate::config::is_postgres_url;
 
+/// On PostgreSQL, LISTEN on `channel` and run `on_event` once after every
+/// (re)connect — whatever changed while nobody listened — and once per
+/// notification. Reconnects on its own; ends when `on_event` answers
+/// `Ok(false)` (its owner is gone).
+pub fn spawn_notification_listener<F, Fut>(pool: &Db, channel: &'static str, mut on_event: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<bool, sqlx::Error>> + Send,
+{
+    let url = pool.connect_options().database_url.to_string();
+    tokio::spawn(async move {
+        loop {
+            let session = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                listener.listen(channel).await?;
+                if !on_event().await? {
+                    return Ok::<(), sqlx::Error>(());
+                }
+                loop {
+                    listener.recv().await?;
+                    if !on_event().await? {
+                        return Ok(());
+                    }
+                }
+            };
+            match session.await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, channel, "store notifications: reconnecting");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}
+
 /// Which backend a pool is on (a few statements differ).
 pub fn backend(pool: &Db) -> Backend {
     match pool.connect_options().database_url.scheme() {

@@ -11,6 +11,7 @@
 //! a revocation. After the acknowledgement no call of this grant can start.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,17 +69,48 @@ impl GrantRefusal {
     }
 }
 
-/// Open until the grant ends; then it carries the reason (`revoked by …`,
-/// `job finished`, `expired`).
+/// Why a grant ended. Its text (`Display`) is what the store records and
+/// people read; the variant is what code decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// An operator, another process or a failed audit revoked it; the text
+    /// says who or why (`revoked by admin:…`).
+    Revoked(String),
+    Expired,
+    /// The job behind it is over, or could no longer be verified (the
+    /// probe's words).
+    JobEnded(String),
+    /// Stopped for another reason (shutdown, a failed start).
+    Other(String),
+}
+
+impl EndReason {
+    pub fn revoked_by(by: &str) -> EndReason {
+        EndReason::Revoked(format!("revoked by {by}"))
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::Expired => f.write_str("expired"),
+            EndReason::Revoked(text) | EndReason::JobEnded(text) | EndReason::Other(text) => {
+                f.write_str(text)
+            }
+        }
+    }
+}
+
+/// Open until the grant ends; then it carries the reason.
 #[derive(Clone, Default)]
-pub struct GrantGate(Arc<RwLock<Option<String>>>);
+pub struct GrantGate(Arc<RwLock<Option<EndReason>>>);
 
 /// Held while a call hands its request to the connector.
-pub type GateAdmission = OwnedRwLockReadGuard<Option<String>>;
+pub type GateAdmission = OwnedRwLockReadGuard<Option<EndReason>>;
 
 impl GrantGate {
     /// Admit a call, or say why the grant is over.
-    pub async fn admit(&self) -> Result<GateAdmission, String> {
+    pub async fn admit(&self) -> Result<GateAdmission, EndReason> {
         let guard = self.0.clone().read_owned().await;
         match guard.as_ref() {
             None => Ok(guard),
@@ -88,14 +120,14 @@ impl GrantGate {
 
     /// Close the gate; waits for admitted calls to finish handing off.
     /// The first reason wins.
-    pub async fn close(&self, reason: &str) {
+    pub async fn close(&self, reason: &EndReason) {
         let mut state = self.0.write().await;
         if state.is_none() {
-            *state = Some(reason.to_owned());
+            *state = Some(reason.clone());
         }
     }
 
-    pub fn closed_reason(&self) -> Option<String> {
+    pub fn closed_reason(&self) -> Option<EndReason> {
         self.0.try_read().ok().and_then(|s| s.clone())
     }
 }
@@ -112,7 +144,7 @@ pub enum Liveness {
 
 pub type LivenessProbe = Arc<dyn Fn() -> BoxFuture<'static, Liveness> + Send + Sync>;
 /// Called once when the grant's actor stops, with the end reason.
-pub type OnGrantEnd = Arc<dyn Fn(&GrantScope, &str) + Send + Sync>;
+pub type OnGrantEnd = Arc<dyn Fn(&GrantScope, &EndReason) + Send + Sync>;
 
 /// Consecutive probe failures after which the grant ends (fail closed).
 const MAX_UNKNOWN_PROBES: u32 = 2;
@@ -125,7 +157,7 @@ pub enum GrantMsg {
     },
     /// Close the gate, then stop. The reply comes once the gate is closed.
     Revoke {
-        reason: String,
+        reason: EndReason,
         reply: RpcReplyPort<()>,
     },
     Expire,
@@ -152,15 +184,16 @@ pub struct GrantState {
     probe: Option<(LivenessProbe, Duration)>,
     unknown_probes: u32,
     on_end: Option<OnGrantEnd>,
-    end_reason: Option<String>,
+    end_reason: Option<EndReason>,
     timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<GrantMsg>>>>,
 }
 
 impl GrantState {
-    async fn end(&mut self, myself: &ActorRef<GrantMsg>, reason: String) {
+    async fn end(&mut self, myself: &ActorRef<GrantMsg>, reason: EndReason) {
         self.gate.close(&reason).await;
-        self.end_reason.get_or_insert(reason.clone());
-        myself.stop(Some(reason));
+        let text = reason.to_string();
+        self.end_reason.get_or_insert(reason);
+        myself.stop(Some(text));
     }
 }
 
@@ -213,7 +246,7 @@ impl Actor for GrantActor {
                 state.end(&myself, reason).await;
                 let _ = reply.send(());
             }
-            GrantMsg::Expire => state.end(&myself, "expired".into()).await,
+            GrantMsg::Expire => state.end(&myself, EndReason::Expired).await,
             GrantMsg::Probe => {
                 if let Some((probe, _)) = &state.probe {
                     // The probe runs off the mailbox: Authorize keeps flowing.
@@ -229,16 +262,12 @@ impl Actor for GrantActor {
                     state.unknown_probes = 0;
                     schedule_probe(&myself, state);
                 }
-                Liveness::Ended(reason) => state.end(&myself, reason).await,
+                Liveness::Ended(reason) => state.end(&myself, EndReason::JobEnded(reason)).await,
                 Liveness::Unknown(why) => {
                     state.unknown_probes += 1;
                     if state.unknown_probes >= MAX_UNKNOWN_PROBES {
-                        state
-                            .end(
-                                &myself,
-                                format!("job liveness could not be verified: {why}"),
-                            )
-                            .await;
+                        let reason = format!("job liveness could not be verified: {why}");
+                        state.end(&myself, EndReason::JobEnded(reason)).await;
                     } else {
                         schedule_probe(&myself, state);
                     }
@@ -260,7 +289,7 @@ impl Actor for GrantActor {
         let reason = state
             .end_reason
             .clone()
-            .unwrap_or_else(|| "stopped".to_owned());
+            .unwrap_or_else(|| EndReason::Other("stopped".to_owned()));
         state.gate.close(&reason).await;
         if let Some(on_end) = &state.on_end {
             on_end(&state.scope, &reason);

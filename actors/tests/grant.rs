@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use actors::grant::{
-    GrantActor, GrantArgs, GrantGate, GrantMsg, GrantRefusal, GrantScope, Liveness, Risk,
+    EndReason, GrantActor, GrantArgs, GrantGate, GrantMsg, GrantRefusal, GrantScope, Liveness, Risk,
 };
 use ractor::{Actor, ActorRef};
 
@@ -85,13 +85,13 @@ async fn a_grant_authorizes_only_its_scope_and_ends_with_its_actor() {
 
     // Revocation closes the gate before it is acknowledged, then stops the actor.
     ractor::call!(grant, |reply| GrantMsg::Revoke {
-        reason: "revoked by admin@example.com".into(),
+        reason: EndReason::revoked_by("admin@example.com"),
         reply
     })
     .unwrap();
     assert_eq!(
         gate.admit().await.unwrap_err(),
-        "revoked by admin@example.com"
+        EndReason::Revoked("revoked by admin@example.com".into())
     );
     handle.await.unwrap();
     assert!(ask(&grant, "slack", Risk::Write).await.is_err());
@@ -112,7 +112,7 @@ async fn a_revocation_waits_for_calls_that_are_handing_off_and_refuses_the_rest(
         let grant = grant.clone();
         tokio::spawn(async move {
             ractor::call!(grant, |reply| GrantMsg::Revoke {
-                reason: "revoked".into(),
+                reason: EndReason::Revoked("revoked".into()),
                 reply
             })
         })
@@ -140,7 +140,7 @@ async fn a_grant_stops_itself_when_its_ttl_passes() {
         .unwrap()
         .unwrap();
     assert_eq!(grant.get_status(), ractor::ActorStatus::Stopped);
-    assert_eq!(gate.admit().await.unwrap_err(), "expired");
+    assert_eq!(gate.admit().await.unwrap_err(), EndReason::Expired);
 }
 
 #[tokio::test]
@@ -167,8 +167,8 @@ async fn a_grant_ends_when_its_probe_reports_the_job_over_and_says_why() {
                 }),
                 Duration::from_millis(20),
             )),
-            on_end: Some(Arc::new(move |scope: &GrantScope, reason: &str| {
-                *seen.lock().unwrap() = Some((scope.grant_id.clone(), reason.to_owned()));
+            on_end: Some(Arc::new(move |scope: &GrantScope, reason: &EndReason| {
+                *seen.lock().unwrap() = Some((scope.grant_id.clone(), reason.to_string()));
             })),
             ..args(Duration::from_secs(60), gate.clone())
         },
@@ -180,7 +180,10 @@ async fn a_grant_ends_when_its_probe_reports_the_job_over_and_says_why() {
         .unwrap()
         .unwrap();
     assert_eq!(probes.load(Ordering::SeqCst), 3);
-    assert_eq!(gate.admit().await.unwrap_err(), "job finished");
+    assert_eq!(
+        gate.admit().await.unwrap_err(),
+        EndReason::JobEnded("job finished".into())
+    );
     assert_eq!(
         ended.lock().unwrap().clone(),
         Some(("g1".to_owned(), "job finished".to_owned()))
@@ -208,9 +211,6 @@ async fn an_unreachable_job_host_ends_the_grant_after_repeated_failures() {
         .unwrap()
         .unwrap();
     assert!(
-        gate.admit()
-            .await
-            .unwrap_err()
-            .contains("connection refused")
+        matches!(gate.admit().await.unwrap_err(), EndReason::JobEnded(why) if why.contains("connection refused"))
     );
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use actors::connector::UpstreamSpec;
 use actors::grant::Risk;
 use serde::{Deserialize, Deserializer};
 
@@ -257,18 +258,8 @@ pub struct ServiceConfig {
 /// What serves a service: exactly one of these.
 #[derive(Debug, Clone)]
 pub enum Upstream {
-    /// An MCP server the gateway starts as a child process.
-    Stdio {
-        command: Vec<String>,
-        env: BTreeMap<String, String>,
-        cwd: Option<PathBuf>,
-    },
-    /// A Streamable HTTP MCP server.
-    Http {
-        url: String,
-        /// Headers the gateway sends (its own credential).
-        headers: BTreeMap<String, String>,
-    },
+    /// An MCP server: a child process (stdio) or Streamable HTTP.
+    Mcp(UpstreamSpec),
     /// A native service: a catalog run by the gateway's HTTP executor.
     Native(NativeService),
 }
@@ -629,11 +620,11 @@ impl Config {
                             format!("service '{name}': `command` is empty"),
                         ));
                     }
-                    (Some(command), None) => Upstream::Stdio {
+                    (Some(command), None) => Upstream::Mcp(UpstreamSpec::Stdio {
                         command: command.clone(),
                         env: service.env.clone(),
                         cwd: service.cwd.clone(),
-                    },
+                    }),
                     (None, Some(url))
                         if !(url.starts_with("http://") || url.starts_with("https://")) =>
                     {
@@ -644,10 +635,10 @@ impl Config {
                             ),
                         ));
                     }
-                    (None, Some(url)) => Upstream::Http {
+                    (None, Some(url)) => Upstream::Mcp(UpstreamSpec::Http {
                         url: url.clone(),
                         headers: service.headers.clone(),
-                    },
+                    }),
                 },
             };
             typed.insert(

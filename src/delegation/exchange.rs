@@ -153,7 +153,7 @@ pub async fn exchange(d: &Delegation, request: ExchangeRequest) -> Result<Issued
                     d.supervisor().as_ref(),
                     &d.pool,
                     &issued.grant_id,
-                    "revoked: audit unavailable",
+                    &super::grants::EndReason::Revoked("revoked: audit unavailable".into()),
                 )
                 .await;
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::storage::Db;
+pub use actors::grant::EndReason;
 use actors::grant::{
     GrantActor, GrantArgs, GrantGate, GrantMsg, GrantScope, LivenessProbe, OnGrantEnd, Risk,
 };
@@ -135,12 +136,12 @@ impl GrantTable {
         let table = self.live.clone();
         let end_pool = pool.clone();
         let replica = self.replica.clone();
-        let on_end: OnGrantEnd = Arc::new(move |scope: &GrantScope, reason: &str| {
+        let on_end: OnGrantEnd = Arc::new(move |scope: &GrantScope, reason: &EndReason| {
             let table = table.clone();
             let pool = end_pool.clone();
             let replica = replica.clone();
             let id = scope.grant_id.clone();
-            let reason = reason.to_owned();
+            let reason = reason.to_string();
             // The gate is already closed; the grant leaves the table only once
             // its end is on record, so whoever sees it gone can read why.
             tokio::spawn(async move {
@@ -195,14 +196,15 @@ impl GrantTable {
                     .await
                     .ok()
                     .and_then(|ended| ended.into_iter().next())
-                    .map(|(_, reason)| reason)
-                    .unwrap_or_else(|| "the grant is no longer active".into());
+                    .map(|(_, reason)| end_from_store(&reason))
+                    .unwrap_or_else(|| EndReason::Other("the grant is no longer active".into()));
                 self.revoke(Some(grants_supervisor), pool, &id, &reason)
                     .await;
                 Err(format!("grant {id} was revoked or ended as it started"))
             }
             Err(e) => {
-                self.revoke(Some(grants_supervisor), pool, &id, "store unavailable")
+                let reason = EndReason::Other("store unavailable".into());
+                self.revoke(Some(grants_supervisor), pool, &id, &reason)
                     .await;
                 Err(format!("grant {id} could not be registered: {e}"))
             }
@@ -276,17 +278,16 @@ impl GrantTable {
         .map(|at| at.unix_timestamp() - time::OffsetDateTime::now_utc().unix_timestamp())
         .unwrap_or(0);
         let ended = match (&record.end_reason, stored.revoke_requested) {
-            (Some(reason), _) => Some(reason.clone()),
-            (None, true) => Some(format!(
-                "revoked by {}",
-                stored.revoked_by.as_deref().unwrap_or("an operator")
+            (Some(reason), _) => Some(end_from_store(reason)),
+            (None, true) => Some(EndReason::revoked_by(
+                stored.revoked_by.as_deref().unwrap_or("an operator"),
             )),
-            (None, false) if record.ended_at.is_some() || left <= 0 => Some("expired".into()),
+            (None, false) if record.ended_at.is_some() || left <= 0 => Some(EndReason::Expired),
             (None, false) => None,
         };
         if let Some(reason) = ended {
             return Err(GrantTokenRejection {
-                reason: EndReason::parse(&reason).reason(),
+                reason: end_refusal_reason(&reason),
                 message: format!("grant {id} has ended: {reason}"),
                 subject: Some(record.subject.clone()),
             });
@@ -331,12 +332,11 @@ impl GrantTable {
         grants_supervisor: Option<&ActorRef<SupervisorMsg>>,
         pool: &Db,
         id: &str,
-        reason: &str,
+        reason: &EndReason,
     ) -> bool {
         let Some(grant) = self.get(id) else {
             return false;
         };
-        let reason = reason.to_owned();
         let closed = grant
             .actor
             .call(
@@ -349,12 +349,12 @@ impl GrantTable {
             .await;
         if !matches!(closed, Ok(ractor::rpc::CallResult::Success(()))) {
             // The actor is already gone; its gate closed with it.
-            grant.gate.close(&reason).await;
+            grant.gate.close(reason).await;
         }
         if let Some(supervisor) = grants_supervisor {
             supervision::stop_child(supervisor, &grant_key(id)).await;
         }
-        if let Err(e) = super::store::mark_ended(pool, id, &reason).await {
+        if let Err(e) = super::store::mark_ended(pool, id, &reason.to_string()).await {
             tracing::error!(grant = %id, error = %e, "could not record a revocation");
         }
         release(pool, id, &self.replica).await;
@@ -403,37 +403,27 @@ fn adoption(stored: &super::store::Adoptable, owner: Arc<UserConfig>, ttl: Durat
     }
 }
 
-/// Why a grant ended, read once from the text its actor or the store
-/// recorded ("revoked by …", "expired", "job … finished", …).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndReason {
-    Revoked,
-    Expired,
-    JobFinished,
-    Other,
+/// A grant's end as the store recorded it (another replica, an earlier
+/// run): the only place its text is read back into an [`EndReason`].
+pub fn end_from_store(text: &str) -> EndReason {
+    if text.starts_with("revoked") {
+        EndReason::Revoked(text.to_owned())
+    } else if text == "expired" {
+        EndReason::Expired
+    } else if text.contains("job") {
+        EndReason::JobEnded(text.to_owned())
+    } else {
+        EndReason::Other(text.to_owned())
+    }
 }
 
-impl EndReason {
-    pub fn parse(text: &str) -> EndReason {
-        if text.starts_with("revoked") {
-            EndReason::Revoked
-        } else if text == "expired" {
-            EndReason::Expired
-        } else if text.contains("job") {
-            EndReason::JobFinished
-        } else {
-            EndReason::Other
-        }
-    }
-
-    /// The refusal reason of a call that arrives after the end.
-    pub fn reason(&self) -> Reason {
-        match self {
-            EndReason::Revoked => Reason::GrantRevoked,
-            EndReason::Expired => Reason::GrantExpired,
-            EndReason::JobFinished => Reason::JobFinished,
-            EndReason::Other => Reason::GrantEnded,
-        }
+/// The refusal reason of a call that arrives after the end.
+pub fn end_refusal_reason(end: &EndReason) -> Reason {
+    match end {
+        EndReason::Revoked(_) => Reason::GrantRevoked,
+        EndReason::Expired => Reason::GrantExpired,
+        EndReason::JobEnded(_) => Reason::JobFinished,
+        EndReason::Other(_) => Reason::GrantEnded,
     }
 }
 

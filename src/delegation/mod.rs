@@ -62,6 +62,7 @@ impl Delegation {
             drain,
         });
         spawn_revocation_watcher(&delegation);
+        spawn_expiry(&delegation);
         delegation
     }
 
@@ -97,7 +98,7 @@ impl Delegation {
         by: &str,
     ) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
         let ids = store::request_revocation(&self.pool, filter, by).await?;
-        let reason = format!("revoked by {by}");
+        let reason = grants::EndReason::revoked_by(by);
         for id in &ids {
             self.grants
                 .revoke(self.supervisor().as_ref(), &self.pool, id, &reason)
@@ -122,6 +123,7 @@ impl Delegation {
         match store::ended_elsewhere(&self.pool, &held).await {
             Ok(ended) => {
                 for (id, reason) in ended {
+                    let reason = grants::end_from_store(&reason);
                     self.grants
                         .revoke(self.supervisor().as_ref(), &self.pool, &id, &reason)
                         .await;
@@ -141,6 +143,24 @@ impl Delegation {
     }
 }
 
+/// Every ten minutes, record the end of expired grants nobody holds.
+fn spawn_expiry(delegation: &Arc<Delegation>) {
+    let weak = Arc::downgrade(delegation);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let Some(delegation) = weak.upgrade() else {
+                return;
+            };
+            if delegation.drain.is_draining() {
+                return;
+            }
+            delegation.end_expired().await;
+        }
+    });
+}
+
 /// Stop the grants held here that another process (the CLI, another
 /// replica) revoked or ended: at once on PostgreSQL's notification, and
 /// every `revocation_poll` in any case (SQLite, or a lost notification).
@@ -149,8 +169,7 @@ fn spawn_revocation_watcher(delegation: &Arc<Delegation>) {
     let every = delegation.config.delegation.revocation_poll;
     let wake = Arc::new(tokio::sync::Notify::new());
     if storage::backend(&delegation.pool) == Backend::Postgres {
-        let url = delegation.pool.connect_options().database_url.to_string();
-        spawn_grant_listener(url, Arc::downgrade(&wake), weak.clone());
+        spawn_grant_listener(&delegation.pool, Arc::downgrade(&wake));
     }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -171,42 +190,19 @@ fn spawn_revocation_watcher(delegation: &Arc<Delegation>) {
     });
 }
 
-/// LISTEN for grants other replicas revoked or ended and wake the watcher.
-/// Reconnects on its own (waking the watcher after a reconnect, in case it
-/// missed one); ends with the delegation.
-fn spawn_grant_listener(
-    url: String,
-    wake: Weak<tokio::sync::Notify>,
-    delegation: Weak<Delegation>,
-) {
-    tokio::spawn(async move {
-        let mut reconnected = false;
-        loop {
-            let session = async {
-                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
-                listener.listen(store::GRANTS_CHANNEL).await?;
-                if reconnected && let Some(wake) = wake.upgrade() {
+/// Wake the watcher whenever another replica revoked or ended a grant (and
+/// after each reconnect, in case one was missed); ends with the watcher.
+fn spawn_grant_listener(pool: &Db, wake: Weak<tokio::sync::Notify>) {
+    storage::spawn_notification_listener(pool, store::GRANTS_CHANNEL, move || {
+        let wake = wake.upgrade();
+        async move {
+            Ok(match wake {
+                Some(wake) => {
                     wake.notify_one();
+                    true
                 }
-                loop {
-                    listener.recv().await?;
-                    let Some(wake) = wake.upgrade() else {
-                        return Ok::<(), sqlx::Error>(());
-                    };
-                    wake.notify_one();
-                }
-            };
-            match session.await {
-                Ok(()) => return,
-                Err(e) => {
-                    if delegation.strong_count() == 0 {
-                        return;
-                    }
-                    tracing::warn!(error = %e, "grant notifications: reconnecting");
-                    reconnected = true;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+                None => false,
+            })
         }
     });
 }

@@ -557,6 +557,26 @@ impl Hooks {
     }
 
     /// True if a file under the directory changed since the last load.
+    /// Reload whenever the files change (a bad file keeps the old set),
+    /// until the hooks are dropped or the gateway drains.
+    pub fn spawn_watcher(self: &Arc<Self>, every: Duration, drain: Arc<crate::drain::Drain>) {
+        let hooks = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(hooks) = hooks.upgrade() else { return };
+                if drain.is_draining() {
+                    return;
+                }
+                if hooks.changed_on_disk() {
+                    let _ = hooks.reload();
+                }
+            }
+        });
+    }
+
     pub fn changed_on_disk(&self) -> bool {
         newest_change(&self.dir) != *self.seen.read().expect("hook stamp lock")
     }

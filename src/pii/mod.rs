@@ -158,6 +158,25 @@ impl Pii {
         self.store.expire().await
     }
 
+    /// Every ten minutes, drop expired mappings; until the PII state is
+    /// dropped or the gateway drains.
+    pub fn spawn_expiry(self: &std::sync::Arc<Self>, drain: std::sync::Arc<crate::drain::Drain>) {
+        let pii = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let Some(pii) = pii.upgrade() else { return };
+                if drain.is_draining() {
+                    return;
+                }
+                if let Err(e) = pii.expire().await {
+                    tracing::warn!(error = %e, "could not expire pseudonym mappings");
+                }
+            }
+        });
+    }
+
     /// Replace personal data in `result` before it reaches the model.
     pub async fn pseudonymize(
         &self,

@@ -8,7 +8,6 @@ pub mod decide;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
 
 use actors::connector::ServiceDirectory;
 use dashmap::DashMap;
@@ -164,43 +163,18 @@ async fn load_overrides(pool: &Db) -> Result<BTreeMap<String, Risk>, sqlx::Error
         .collect())
 }
 
-/// LISTEN for overrides other replicas changed and reload them. Reconnects
-/// on its own (reloading after a reconnect, in case it missed one); ends
-/// with the catalogs.
+/// Reload the overrides whenever another replica changed them (and after
+/// each reconnect, in case one was missed); ends with the catalogs.
 fn spawn_override_listener(catalogs: Weak<Catalogs>) {
-    let Some(url) = catalogs
-        .upgrade()
-        .map(|c| c.pool.connect_options().database_url.to_string())
-    else {
+    let Some(pool) = catalogs.upgrade().map(|c| c.pool.clone()) else {
         return;
     };
-    tokio::spawn(async move {
-        loop {
-            let session = async {
-                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
-                listener.listen(POLICY_CHANNEL).await?;
-                // Whatever changed while this listener was not connected.
-                match catalogs.upgrade() {
-                    Some(c) => c.reload_overrides().await?,
-                    None => return Ok::<(), sqlx::Error>(()),
-                }
-                loop {
-                    listener.recv().await?;
-                    match catalogs.upgrade() {
-                        Some(c) => c.reload_overrides().await?,
-                        None => return Ok(()),
-                    }
-                }
-            };
-            match session.await {
-                Ok(()) => return,
-                Err(e) => {
-                    if catalogs.strong_count() == 0 {
-                        return;
-                    }
-                    tracing::warn!(error = %e, "risk override notifications: reconnecting");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+    storage::spawn_notification_listener(&pool, POLICY_CHANNEL, move || {
+        let catalogs = catalogs.clone();
+        async move {
+            match catalogs.upgrade() {
+                Some(c) => c.reload_overrides().await.map(|()| true),
+                None => Ok(false),
             }
         }
     });
