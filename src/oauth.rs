@@ -43,7 +43,7 @@ pub async fn token(State(delegation): State<Arc<Delegation>>, body: axum::body::
 
 /// The form body as the exchange's typed request. Parameters must not be
 /// repeated (RFC 6749 §3.2), which a plain deserializer would not notice.
-fn parse_form(body: &[u8]) -> Result<ExchangeRequest, String> {
+pub fn parse_form(body: &[u8]) -> Result<ExchangeRequest, String> {
     std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
     let mut fields = serde_json::Map::new();
     for (key, value) in form_urlencoded::parse(body) {

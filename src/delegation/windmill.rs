@@ -146,13 +146,23 @@ impl WindmillClient {
         if !status.is_success() {
             return Ok(Err(status));
         }
-        response.json::<T>().await.map(Ok).map_err(|e| {
+        let unexpected = |why: String| {
             format!(
-                "Windmill instance '{}' sent an unexpected answer to {path}: {}",
-                instance.name,
-                without_url(&e)
+                "Windmill instance '{}' sent an unexpected answer to {path}: {why}",
+                instance.name
             )
-        })
+        };
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unexpected(without_url(&e)))?;
+        // Strict: JSON is UTF-8 throughout, including fields the gateway does
+        // not read (serde skips those without checking). A broken answer
+        // verifies nothing. Found by `loadtests/src/bin/fuzz.rs`.
+        let text = std::str::from_utf8(&body).map_err(|e| unexpected(e.to_string()))?;
+        serde_json::from_str::<T>(text)
+            .map(Ok)
+            .map_err(|e| unexpected(e.to_string()))
     }
 
     /// The whole verification protocol; `Ok` only if every step passed.
