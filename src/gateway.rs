@@ -283,6 +283,31 @@ impl Gateway {
         .await?;
 
         // Grants of a previous run died with its actors; say so in their records.
+        // Calls a previous run wrote ahead and never completed (it crashed):
+        // say so in their rows. On a shared store only those too old to be
+        // running on another gateway.
+        let horizon = config
+            .services
+            .values()
+            .filter_map(|s| s.call_timeout)
+            .chain([config.limits.call_timeout])
+            .max()
+            .unwrap_or_default()
+            + config.limits.drain_timeout
+            + Duration::from_secs(60);
+        let started_before = match crate::storage::backend(&pool) {
+            crate::storage::Backend::Sqlite => None,
+            crate::storage::Backend::Postgres => Some(actors::format_rfc3339(
+                time::OffsetDateTime::now_utc() - horizon,
+            )),
+        };
+        let interrupted = audit::mark_interrupted(&pool, started_before.as_deref()).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                calls = interrupted,
+                "audit rows of calls interrupted by a previous stop were completed as interrupted"
+            );
+        }
         let orphans = crate::delegation::store::end_orphans(&pool).await?;
         if orphans > 0 {
             tracing::info!(

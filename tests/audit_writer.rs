@@ -136,3 +136,40 @@ async fn a_store_that_cannot_write_fails_every_write_of_the_batch() {
         assert_eq!(lost, 0, "a failed batch leaves nothing behind");
     }
 }
+
+/// A call written ahead whose gateway died before the outcome (kill -9) is
+/// completed as interrupted when the gateway starts again; completed rows
+/// are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_crash_left_incomplete_are_marked_interrupted_at_the_next_start() {
+    let (dir, pool, writer) = writer().await;
+    audit::write(&writer, decision("done")).await.unwrap();
+    audit::write(&writer, outcome("done")).await.unwrap();
+    audit::write(&writer, decision("cut-short")).await.unwrap();
+    writer.stop(None);
+    drop(pool);
+
+    let mut config = mcpgate::config::Config::default();
+    config.data_dir = dir.path().to_owned();
+    let pool = mcpgate::storage::open(dir.path()).await.unwrap();
+    let gw = mcpgate::gateway::Gateway::start(config, pool.clone())
+        .await
+        .unwrap();
+    let rows = mcpgate::audit::query(
+        &pool,
+        &mcpgate::audit::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let row = |id: &str| rows.iter().find(|r| r.call_id == id).unwrap();
+    assert_eq!(row("done").upstream_status.as_deref(), Some("ok"));
+    let cut = row("cut-short");
+    assert_eq!(cut.upstream_status.as_deref(), Some("interrupted"));
+    assert_eq!(cut.decision, "failed");
+    assert_eq!(cut.reason_code.as_deref(), Some("gateway_interrupted"));
+    assert!(cut.completed_at.is_some());
+    gw.shutdown().await;
+}

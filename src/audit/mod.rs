@@ -105,6 +105,31 @@ pub fn canonical_digest(arguments: &JsonObject) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// Complete the rows of calls that can no longer be running: allowed,
+/// written ahead, and never completed because the gateway stopped before the
+/// answer (a crash, `kill -9`). With `started_before`, only rows older than
+/// that (other gateways on a shared store may still be running younger
+/// calls); without it, every incomplete row (one gateway, at its start).
+/// Returns how many rows were completed.
+pub async fn mark_interrupted(
+    pool: &crate::storage::Db,
+    started_before: Option<&str>,
+) -> Result<u64, sqlx::Error> {
+    let reason = Reason::GatewayInterrupted;
+    Ok(sqlx::query(
+        "UPDATE audit_events SET completed_at = $1, decision = 'failed', upstream_status = 'interrupted', \
+         reason_code = $2, reason = $3 \
+         WHERE completed_at IS NULL AND ($4 IS NULL OR started_at < $4)",
+    )
+    .bind(actors::now_rfc3339())
+    .bind(reason.code())
+    .bind("the gateway stopped before the call's answer: whether the upstream ran is unknown")
+    .bind(started_before)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
 /// The gateway's handle on its audit log. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {

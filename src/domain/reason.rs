@@ -141,6 +141,9 @@ reasons! {
     PiiStoreUnavailable = "pii_store_unavailable", Unavailable;
     GrantUnavailable = "grant_unavailable", Unavailable;
     HooksUnavailable = "hooks_unavailable", Unavailable;
+    /// Recorded, never answered: the gateway stopped (a crash, `kill -9`)
+    /// after the write-ahead row and before the outcome.
+    GatewayInterrupted = "gateway_interrupted", Unavailable;
 
     // HTTP authentication (`/mcp`, the admin API, connect pages).
     Unauthenticated = "unauthenticated", Unauthenticated;
