@@ -60,6 +60,7 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
         .service(mcp);
     Router::new()
         .route("/health", get(health))
+        .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route_service("/mcp", mcp)
         .with_state(gw.clone())
@@ -294,14 +295,51 @@ async fn audit_http_refusal(
         .await;
 }
 
+/// The gateway as a whole: `starting` until every connector has connected
+/// once, `degraded` when one that had connected is down or its breaker is
+/// open, `draining` while it stops, `ok` otherwise.
+fn health_status(gw: &Gateway) -> &'static str {
+    if gw.is_draining() {
+        return "draining";
+    }
+    let mut starting = false;
+    let mut degraded = false;
+    for name in gw.config().services.keys() {
+        match gw.directory().get(name) {
+            None => starting = true,
+            Some(status) if status.generation == 0 => starting = true,
+            Some(status) => {
+                degraded |= status.state != actors::connector::ConnectorState::Running
+                    || status.breaker.is_some();
+            }
+        }
+    }
+    if starting {
+        "starting"
+    } else if degraded {
+        "degraded"
+    } else {
+        "ok"
+    }
+}
+
+/// Readiness for an orchestrator: 503 while starting or draining, 200 once
+/// every connector has connected (a degraded service still lets the others
+/// be served).
+async fn ready(State(gw): State<Arc<Gateway>>) -> Response {
+    let status = health_status(&gw);
+    let code = match status {
+        "starting" | "draining" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (code, Json(json!({ "status": status }))).into_response()
+}
+
 async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     let mut connectors = serde_json::Map::new();
-    let mut all_running = true;
     for name in gw.config().services.keys() {
         let entry = match gw.directory().get(name) {
             Some(status) => {
-                all_running &= status.state == actors::connector::ConnectorState::Running
-                    && status.breaker.is_none();
                 let catalog = gw.catalogs().catalog(name);
                 json!({
                     "state": status.state.as_str(),
@@ -313,16 +351,13 @@ async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
                     "unknown_risk_overrides": catalog.map(|c| c.unknown_overrides.clone()).unwrap_or_default(),
                 })
             }
-            None => {
-                all_running = false;
-                json!({ "state": "starting" })
-            }
+            None => json!({ "state": "starting" }),
         };
         connectors.insert(name.clone(), entry);
     }
     let stats = gw.stats();
     Json(json!({
-        "status": if gw.is_draining() { "draining" } else if all_running { "ok" } else { "degraded" },
+        "status": health_status(&gw),
         "version": env!("CARGO_PKG_VERSION"),
         "audit_writer": if gw.audit().writer().is_some() { "running" } else { "restarting" },
         "connectors": connectors,

@@ -37,6 +37,9 @@ use crate::policy::decide::{self, Confirmation, Decided, Rules};
 use crate::principal::Principal;
 use crate::write_safety::{self, Binding, Channel, Confirmations, Confirmed, Question, RoundTrip};
 
+/// How often a call waiting for its upstream's connection looks again.
+const CONNECT_POLL: Duration = Duration::from_millis(20);
+
 pub struct CallRequest<'a> {
     pub principal: &'a Principal,
     pub session: &'a SessionTicket,
@@ -182,6 +185,7 @@ impl Pipeline {
         token: Option<&str>,
         row: &mut AuditDecision,
     ) -> Result<Admitted, Stop> {
+        self.await_first_connection(request.tool).await;
         let rules = Rules {
             config: &self.config,
             catalog_rules: self.catalogs.catalog_rules(),
@@ -428,6 +432,29 @@ impl Pipeline {
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         answer.map(Into::into)
+    }
+
+    /// A call that arrives while its service's upstream is still connecting
+    /// (the gateway just started, or the connector is restarting) waits for
+    /// it within the call's own budget, instead of being refused at once.
+    /// Bounded: past the budget the decision refuses `upstream_unavailable`.
+    async fn await_first_connection(&self, tool: &str) {
+        let Some((service, _)) = crate::catalog::parse_tool_name(tool) else {
+            return;
+        };
+        let Some(config) = self.config.services.get(service) else {
+            return;
+        };
+        let budget = config
+            .call_timeout
+            .unwrap_or(self.config.limits.call_timeout);
+        let deadline = tokio::time::Instant::now() + budget;
+        while self.catalogs.catalog(service).is_none()
+            && tokio::time::Instant::now() < deadline
+            && !self.drain.is_draining()
+        {
+            tokio::time::sleep(CONNECT_POLL).await;
+        }
     }
 
     fn connector(&self, service: &str) -> Option<ConnectorRef> {

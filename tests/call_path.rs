@@ -4,7 +4,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use support::*;
 
 fn users() -> &'static str {
@@ -540,5 +540,49 @@ async fn only_configured_hosts_reach_the_mcp_endpoint() {
     assert_eq!(post("gateway.example.com").await.unwrap().status(), 200);
     assert_eq!(post("localhost").await.unwrap().status(), 200);
     assert_eq!(post("evil.example.com").await.unwrap().status(), 403);
+    gw.stop().await;
+}
+
+/// Right after a start, a call to a service whose upstream is still
+/// connecting waits for it within the call's budget instead of being
+/// refused; `/health/ready` says `starting` (503) until every connector
+/// has connected, then 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_wait_for_an_upstream_that_is_still_starting_and_readiness_says_so() {
+    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pii_server.py");
+    let gw = TestGateway::launch(
+        &format!(
+            "services:\n  slow: {{ kind: mcp, command: [\"{}\", \"{server}\"], env: {{ START_DELAY_SECONDS: \"1.5\" }} }}\nusers:\n  - email: alice@example.com\n    access: {{ slow: read }}\n",
+            support::python()
+        ),
+        None,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("{}/health/ready", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "starting");
+
+    let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
+    let answer = call(
+        &alice,
+        "slow_read_actions",
+        json!({"action": "user_as_dict"}),
+    )
+    .await
+    .expect("the call waited for the upstream");
+    assert!(answer.structured_content.is_some());
+
+    let ready = http
+        .get(format!("{}/health/ready", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
     gw.stop().await;
 }

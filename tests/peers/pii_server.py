@@ -6,6 +6,8 @@ called with, so a test can see real values come back through rehydration.
 Run over stdio."""
 
 import json
+import os
+import time
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -54,4 +56,6 @@ def echo(payload: str) -> str:
 
 
 if __name__ == "__main__":
+    # Tests of a slow upstream start set this.
+    time.sleep(float(os.environ.get("START_DELAY_SECONDS", "0")))
     server.run("stdio")

@@ -130,8 +130,16 @@ impl TestGateway {
         Self::start_on(body, store.as_ref()).await
     }
 
-    /// Start on `store` (PostgreSQL, shared key) or the embedded SQLite.
+    /// Start on `store` (PostgreSQL, shared key) or the embedded SQLite, and
+    /// wait until every connector has connected.
     pub async fn start_on(body: &str, store: Option<&SharedStore>) -> TestGateway {
+        let t = Self::launch(body, store).await;
+        t.wait_all_running().await;
+        t
+    }
+
+    /// Start serving without waiting for the upstreams to connect.
+    pub async fn launch(body: &str, store: Option<&SharedStore>) -> TestGateway {
         if std::env::var_os("MCPGATE_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::from_env("MCPGATE_TEST_LOG"))
@@ -164,16 +172,14 @@ impl TestGateway {
             .await
             .unwrap();
         });
-        let t = TestGateway {
+        TestGateway {
             gw,
             url: format!("http://{addr}/mcp"),
             base: format!("http://{addr}"),
             dir,
             shutdown: Some(tx),
             server: Some(server),
-        };
-        t.wait_all_running().await;
-        t
+        }
     }
 
     pub async fn token(&self, user: &str) -> String {
