@@ -207,6 +207,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     subject,
                     since,
                     limit,
+                    ..Default::default()
                 },
             )
             .await?;

@@ -316,7 +316,7 @@ impl Gateway {
             );
         }
         let drain = Arc::new(Drain::default());
-        let audit = AuditLog::new(registry.clone(), stats.clone());
+        let audit = AuditLog::new(registry.clone(), stats.clone(), pool.clone());
         let catalogs = Catalogs::start(
             config.clone(),
             pool.clone(),

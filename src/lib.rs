@@ -1,6 +1,7 @@
 //! mcpgate: the binary's edges (config, CLI, HTTP, the rmcp handler, storage)
 //! and the governance pipeline that every tool call passes.
 
+pub mod activity;
 pub mod adf;
 pub mod admin;
 pub mod audit;

@@ -113,6 +113,7 @@ impl ServerHandler for McpHandler {
         }
         tools.extend(crate::discovery::tools());
         if principal.kind().is_interactive() {
+            tools.push(crate::activity::tool());
             tools.push(crate::hooks::self_service::tool());
         }
         Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(TOOL_LIST_TTL_MS))

@@ -106,7 +106,7 @@ impl Pipeline {
             let refusal = Refusal::new(Reason::ShuttingDown, "the gateway is shutting down");
             return Err(self.audit.refusal(row, refusal).await);
         }
-        if let Some(local) = self.local(&request, &mut row) {
+        if let Some(local) = self.local(&request, &mut row).await {
             return self.finish_local(row, local).await;
         }
         let admitted = match self.admit(&request, token.as_deref(), &mut row).await {
@@ -131,7 +131,7 @@ impl Pipeline {
     }
 
     /// The tools the gateway answers itself.
-    fn local(
+    async fn local(
         &self,
         request: &CallRequest<'_>,
         row: &mut AuditDecision,
@@ -146,6 +146,10 @@ impl Pipeline {
                 request.tool,
                 arguments,
             ));
+        }
+        if request.tool == crate::activity::TOOL {
+            row.risk = Some(Risk::Read);
+            return Some(crate::activity::run(&self.audit, request.principal, arguments).await);
         }
         if request.tool == crate::hooks::self_service::TOOL {
             let op = arguments.get("op").and_then(Value::as_str).unwrap_or("");

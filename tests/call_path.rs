@@ -43,6 +43,7 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
                 "everything_read_actions",
                 "everything_write_actions",
                 "gateway_describe_action",
+                "gateway_my_activity",
                 "gateway_my_hooks",
                 "gateway_search_actions",
                 "time_read_actions"
@@ -54,6 +55,7 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
             out["results"][0]["tools"],
             json!([
                 "gateway_describe_action",
+                "gateway_my_activity",
                 "gateway_my_hooks",
                 "gateway_search_actions",
                 "time_read_actions"
@@ -68,6 +70,7 @@ async fn python_client_sees_only_what_access_allows_in_both_protocol_eras() {
                 "everything_read_actions",
                 "everything_write_actions",
                 "gateway_describe_action",
+                "gateway_my_activity",
                 "gateway_my_hooks",
                 "gateway_search_actions",
                 "time_read_actions",
@@ -450,6 +453,7 @@ async fn direct_exposure_presents_each_upstream_tool_under_the_same_governance()
             "time__get_current_time",
             "gateway_search_actions",
             "gateway_describe_action",
+            "gateway_my_activity",
             "gateway_my_hooks"
         ]
     );

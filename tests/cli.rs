@@ -311,6 +311,7 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
             "time_read_actions",
             "gateway_search_actions",
             "gateway_describe_action",
+            "gateway_my_activity",
             "gateway_my_hooks"
         ]
     );

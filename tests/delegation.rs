@@ -154,6 +154,77 @@ async fn a_flow_acts_as_its_owner_within_the_declared_scope() {
     assert_eq!(grant["job_id"], step.job_id.as_str());
     assert!(grant["expires_at"].as_str().is_some());
     client.cancel().await.unwrap();
+
+    // Alice asks her own client what was done in her name: the flow's
+    // calls, with the flow as actor. Bob sees none of them; the flow itself
+    // cannot read its owner's history.
+    let alice = rmcp_connect(&w.gw.url, &w.gw.token("alice@example.com").await).await;
+    let mine = call(&alice, "gateway_my_activity", json!({"since": "1h"}))
+        .await
+        .unwrap()
+        .structured_content
+        .unwrap();
+    let calls = mine["calls"].as_array().unwrap();
+    let delegated: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["actor"] == "windmill:prod/finance/f/finance/nightly_pnl")
+        .collect();
+    assert!(
+        delegated
+            .iter()
+            .any(|c| c["action"] == "query" && c["delegated"] == true),
+        "{mine}"
+    );
+    assert!(
+        delegated.iter().any(|c| c["action"] == "post_message"),
+        "{mine}"
+    );
+    assert!(calls.iter().all(|c| c.get("arguments").is_none()), "{mine}");
+    let only_slack = call(
+        &alice,
+        "gateway_my_activity",
+        json!({"service": "slack", "actor": "windmill:prod/finance/f/finance/nightly_pnl"}),
+    )
+    .await
+    .unwrap()
+    .structured_content
+    .unwrap();
+    assert!(
+        only_slack["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["service"] == "slack"),
+        "{only_slack}"
+    );
+    let bob = rmcp_connect(&w.gw.url, &w.gw.token("bob@example.com").await).await;
+    let theirs = call(&bob, "gateway_my_activity", json!({}))
+        .await
+        .unwrap()
+        .structured_content
+        .unwrap();
+    assert!(
+        theirs["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["actor"] != "windmill:prod/finance/f/finance/nightly_pnl"),
+        "{theirs}"
+    );
+    assert_eq!(theirs["subject"], "bob@example.com");
+    let flow = rmcp_connect(&w.gw.url, token).await;
+    let refused = call(&flow, "gateway_my_activity", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&refused), "activity_not_for_workflows");
+    let bad = call(
+        &alice,
+        "gateway_my_activity",
+        json!({"since": "yesterday-ish"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&bad), "invalid_arguments");
     w.gw.stop().await;
 }
 

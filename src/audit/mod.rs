@@ -135,11 +135,21 @@ pub async fn mark_interrupted(
 pub struct AuditLog {
     registry: Registry,
     stats: Arc<Stats>,
+    pool: crate::storage::Db,
 }
 
 impl AuditLog {
-    pub fn new(registry: Registry, stats: Arc<Stats>) -> Self {
-        Self { registry, stats }
+    pub fn new(registry: Registry, stats: Arc<Stats>, pool: crate::storage::Db) -> Self {
+        Self {
+            registry,
+            stats,
+            pool,
+        }
+    }
+
+    /// Rows of the log, newest last.
+    pub async fn rows(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, sqlx::Error> {
+        query(&self.pool, filter).await
     }
 
     /// The writer, unless it is restarting.

@@ -34,6 +34,8 @@ pub struct AuditFilter {
     pub subject: Option<String>,
     /// RFC 3339 lower bound on `started_at`.
     pub since: Option<String>,
+    pub service: Option<String>,
+    pub actor: Option<String>,
     pub limit: i64,
 }
 
@@ -41,10 +43,13 @@ pub async fn query(pool: &Db, filter: &AuditFilter) -> Result<Vec<AuditRow>, sql
     let rows = sqlx::query(
         "SELECT * FROM audit_events \
          WHERE ($1 IS NULL OR subject = $1) AND ($2 IS NULL OR started_at >= $2) \
-         ORDER BY id DESC LIMIT $3",
+         AND ($3 IS NULL OR service = $3) AND ($4 IS NULL OR actor = $4) \
+         ORDER BY id DESC LIMIT $5",
     )
     .bind(&filter.subject)
     .bind(&filter.since)
+    .bind(&filter.service)
+    .bind(&filter.actor)
     .bind(filter.limit)
     .fetch_all(pool)
     .await?;

@@ -109,6 +109,8 @@ reasons! {
     InvalidHook = "invalid_hook", Invalid;
     UnknownHook = "unknown_hook", Invalid;
     HooksNotForWorkflows = "hooks_not_for_workflows", Refused;
+    /// `gateway_my_activity` answers a person, not a workflow acting for them.
+    ActivityNotForWorkflows = "activity_not_for_workflows", Refused;
 
     // PII.
     UnknownPseudonym = "unknown_pseudonym", Refused;
