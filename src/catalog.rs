@@ -16,10 +16,34 @@ pub const READ_SUFFIX: &str = "_read_actions";
 pub const WRITE_SUFFIX: &str = "_write_actions";
 pub const DIRECT_SEPARATOR: &str = "__";
 
+/// A tool's `_meta` key saying its effect is visible to others (a message
+/// sent, a schedule created, a job run): a person confirms it first. Native
+/// catalogs set it (`confirm: true`); an upstream may ask for it too — it
+/// can only add a confirmation, never remove one.
+pub const CONFIRM_META: &str = "io.mcpgate/confirm";
+
+/// Mark `tool` as an effect a person confirms.
+pub fn mark_confirm(tool: &mut Tool) {
+    tool.meta
+        .get_or_insert_with(|| rmcp::model::MetaObject(JsonObject::new()))
+        .0
+        .insert(CONFIRM_META.into(), Value::Bool(true));
+}
+
+fn asks_confirmation(tool: &Tool) -> bool {
+    tool.meta
+        .as_ref()
+        .and_then(|m| m.0.get(CONFIRM_META))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
 pub struct Action {
     pub name: String,
     pub description: String,
     pub risk: Risk,
+    /// Visible to others (see [`CONFIRM_META`]): a person confirms it first.
+    pub confirm: bool,
     pub input_schema: Arc<JsonObject>,
     pub annotations: Option<ToolAnnotations>,
     validator: Option<jsonschema::Validator>,
@@ -135,12 +159,20 @@ impl ServiceCatalog {
                     None
                 }
             };
+            // The operator may let people skip it (`policy.relax_confirm`).
+            let qualified = format!("{service}.{name}");
+            let confirm = asks_confirmation(tool)
+                && !policy
+                    .relax_confirm
+                    .iter()
+                    .any(|p| glob_match(p, &qualified));
             actions.insert(
                 name.clone(),
                 Action {
                     description: tool.description.as_deref().unwrap_or("").to_owned(),
                     name,
                     risk,
+                    confirm,
                     input_schema: tool.input_schema.clone(),
                     annotations: tool.annotations.clone(),
                     validator,
@@ -202,7 +234,16 @@ impl ServiceCatalog {
                         .destructive(a.risk == Risk::HighRisk);
                     Tool::new(
                         format!("{}{DIRECT_SEPARATOR}{}", self.service, a.name),
-                        format!("[{}] {}", a.risk, a.description),
+                        format!(
+                            "[{}{}] {}",
+                            a.risk,
+                            if a.confirm {
+                                "; you confirm it first: others see it"
+                            } else {
+                                ""
+                            },
+                            a.description
+                        ),
                         Arc::new(schema),
                     )
                     .with_annotations(annotations)
@@ -235,9 +276,14 @@ impl ServiceCatalog {
                 .map(|p| p.keys().cloned().collect())
                 .unwrap_or_default();
             description.push_str(&format!(
-                "- {} [{}]: {} (arguments: {})\n",
+                "- {} [{}{}]: {} (arguments: {})\n",
                 action.name,
                 action.risk,
+                if action.confirm {
+                    "; you confirm it first: others see it"
+                } else {
+                    ""
+                },
                 summary,
                 if params.is_empty() {
                     "none".into()

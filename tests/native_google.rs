@@ -24,7 +24,7 @@ async fn setup() -> (FakeGoogle, TestGateway) {
     google.add_account(ALICE, ALICE_TOKEN);
     google.add_account("bob@example.com", "ya29.a0-bob-access-token");
     let gw = TestGateway::start(&format!(
-        "services:\n  google: {{ kind: native, catalog: google, base_url: \"{}\" }}\nusers:\n  - email: alice@example.com\n    access: {{ google: high_risk }}\n  - email: bob@example.com\n    access: {{ google: read }}\n",
+        "policy:\n  relax_confirm: [\"google.gmail_send\", \"google.calendar_insert_event\"]\nservices:\n  google: {{ kind: native, catalog: google, base_url: \"{}\" }}\nusers:\n  - email: alice@example.com\n    access: {{ google: high_risk }}\n  - email: bob@example.com\n    access: {{ google: read }}\n",
         google.base_url
     ))
     .await;

@@ -41,7 +41,7 @@ async fn setup(extra: &str) -> (FakeSlack, TestGateway) {
     slack.add_channel("C0BILLING1", "billing", false);
     slack.add_channel("C0OLDPROJ1", "old-project", false);
     let gw = TestGateway::start(&format!(
-        "services:\n  slack: {{ kind: native, catalog: slack, base_url: \"{}\"{extra} }}\nusers:\n  - email: alice@example.com\n    access: {{ slack: high_risk }}\n  - email: bob@example.com\n    access: {{ slack: read }}\n",
+        "policy:\n  relax_confirm: [\"slack.post_message\"]\nservices:\n  slack: {{ kind: native, catalog: slack, base_url: \"{}\"{extra} }}\nusers:\n  - email: alice@example.com\n    access: {{ slack: high_risk }}\n  - email: bob@example.com\n    access: {{ slack: read }}\n",
         slack.base_url
     ))
     .await;

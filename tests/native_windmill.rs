@@ -21,12 +21,13 @@ const SCRIPT: &str = "f/reports/daily";
 
 /// A gateway with the Windmill catalog, the operator's workspace default
 /// (`acme`, overriding the catalog's `demo`), Alice (high_risk) and Bob (write).
-async fn setup() -> (FakeWindmillApi, TestGateway) {
+/// The gateway with Windmill; `policy` is the config's policy section.
+async fn setup_with(policy: &str) -> (FakeWindmillApi, TestGateway) {
     let windmill = FakeWindmillApi::start("acme").await;
     windmill.add_user("alice", "alice@example.com", "alice-windmill-token");
     windmill.add_user("bob", "bob@example.com", "bob-windmill-token");
     let gw = TestGateway::start(&format!(
-        "services:\n  windmill: {{ kind: native, catalog: windmill, base_url: \"{}\", defaults: {{ workspace: acme }} }}\nusers:\n  - email: alice@example.com\n    access: {{ windmill: high_risk }}\n  - email: bob@example.com\n    access: {{ windmill: write }}\n",
+        "{policy}services:\n  windmill: {{ kind: native, catalog: windmill, base_url: \"{}\", defaults: {{ workspace: acme }} }}\nusers:\n  - email: alice@example.com\n    access: {{ windmill: high_risk }}\n  - email: bob@example.com\n    access: {{ windmill: write }}\n",
         windmill.api_url()
     ))
     .await;
@@ -39,6 +40,13 @@ async fn setup() -> (FakeWindmillApi, TestGateway) {
     )
     .await;
     (windmill, gw)
+}
+
+/// Runs, schedules and their switches are effects others see: a person
+/// confirms them. These tests are about the connector, so the operator
+/// relaxes that (`policy.relax_confirm`); the user story keeps the default.
+async fn setup() -> (FakeWindmillApi, TestGateway) {
+    setup_with("policy:\n  relax_confirm: [\"windmill.*\"]\n").await
 }
 
 /// Problems of `flow` against the OpenFlow schema itself (`openflow.yaml`'s
@@ -109,7 +117,7 @@ fn digest_flow() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_ai_client_creates_a_flow_and_a_weekday_schedule_then_disables_it() {
-    let (windmill, gw) = setup().await;
+    let (windmill, gw) = setup_with("").await;
     let alice = rmcp_connect(&gw.url, &gw.token("alice@example.com").await).await;
     let tools = tool_names(&alice).await;
     assert!(
@@ -153,15 +161,22 @@ async fn an_ai_client_creates_a_flow_and_a_weekday_schedule_then_disables_it() {
     broken["value"]["modules"][0]["value"] = json!({"type": "teleport"});
     assert!(!openflow_problems(&broken).is_empty());
 
-    // 2. A schedule running it every weekday at 09:00, Paris time.
-    ok(
-        &alice,
-        "windmill_write_actions",
-        json!({"action": "create_schedule", "path": SCHEDULE, "schedule": "0 0 9 * * 1-5",
-               "timezone": "Europe/Paris", "script_path": FLOW, "is_flow": true,
-               "args": {"project": "PROJ"}, "summary": "Stand-up digest, weekdays 09:00"}),
-    )
-    .await;
+    // 2. A schedule running it every weekday at 09:00, Paris time. Others
+    // see its effects: the person confirms first (the guide's
+    // human-in-the-loop), and nothing is created until they do.
+    let create = json!({"action": "create_schedule", "path": SCHEDULE, "schedule": "0 0 9 * * 1-5",
+           "timezone": "Europe/Paris", "script_path": FLOW, "is_flow": true,
+           "args": {"project": "PROJ"}, "summary": "Stand-up digest, weekdays 09:00"});
+    let ask = ok(&alice, "windmill_write_actions", create.clone()).await;
+    let ask = ask.structured_content.clone().unwrap();
+    assert_eq!(ask["confirmation_required"], true, "{ask}");
+    assert!(
+        windmill.schedule(SCHEDULE).is_none(),
+        "created before the confirmation"
+    );
+    let mut with_token = create;
+    with_token["confirm"] = ask["confirm"].clone();
+    ok(&alice, "windmill_write_actions", with_token).await;
     let sent = windmill.last();
     assert_eq!(sent.path, "/api/w/acme/schedules/create");
     assert_eq!(sent.body["schedule"], "0 0 9 * * 1-5");
@@ -197,8 +212,8 @@ async fn an_ai_client_creates_a_flow_and_a_weekday_schedule_then_disables_it() {
     );
     assert_eq!(windmill.last().query, "is_flow=true");
 
-    // 4. Disabling it.
-    ok(
+    // 4. Disabling it (confirmed like any switch of a schedule).
+    confirmed(
         &alice,
         "windmill_write_actions",
         json!({"action": "set_schedule_enabled", "path": SCHEDULE, "enabled": false}),

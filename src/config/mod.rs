@@ -87,6 +87,11 @@ pub struct Policy {
     /// high_risk actions always do.
     #[serde(default)]
     pub confirm: Vec<String>,
+    /// Actions (`service.action` globs) whose catalog marks them as seen by
+    /// others (`confirm: true`: messages, mail, schedules, runs) that people
+    /// may run without confirming.
+    #[serde(default)]
+    pub relax_confirm: Vec<String>,
     /// How long a confirmation token stays valid.
     #[serde(default = "default_confirmation_ttl", deserialize_with = "duration")]
     pub confirmation_ttl: Duration,
@@ -113,6 +118,7 @@ impl Default for Policy {
             read_only: false,
             risk: BTreeMap::new(),
             confirm: Vec::new(),
+            relax_confirm: Vec::new(),
             confirmation_ttl: default_confirmation_ttl(),
             classify: Vec::new(),
             headless_confirm: HeadlessConfirm::default(),
@@ -668,7 +674,13 @@ impl Config {
                     .into(),
             ));
         }
-        for pattern in self.policy.risk.keys().chain(self.policy.confirm.iter()) {
+        for pattern in self
+            .policy
+            .risk
+            .keys()
+            .chain(self.policy.confirm.iter())
+            .chain(self.policy.relax_confirm.iter())
+        {
             if !pattern.contains('.') {
                 return Err(at(
                     pattern,

@@ -181,6 +181,10 @@ pub struct ActionSpec {
     pub classify_sql: Option<String>,
     #[serde(default)]
     pub pagination: Option<PaginationSpec>,
+    /// An effect others see (a message or mail sent, a schedule created or
+    /// enabled, a job run, a file shared): a person confirms it first.
+    #[serde(default)]
+    pub confirm: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -449,12 +453,16 @@ impl Catalog {
                     Risk::Write => ToolAnnotations::new().read_only(false).destructive(false),
                     Risk::HighRisk => ToolAnnotations::new().read_only(false).destructive(true),
                 };
-                Tool::new(
+                let mut tool = Tool::new(
                     action.name.clone(),
                     action.description.clone(),
                     Arc::new(schema),
                 )
-                .with_annotations(annotations)
+                .with_annotations(annotations);
+                if action.confirm {
+                    crate::catalog::mark_confirm(&mut tool);
+                }
+                tool
             })
             .collect()
     }

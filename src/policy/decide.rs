@@ -33,6 +33,8 @@ pub struct Decided {
     pub arguments: JsonObject,
     /// The operator listed this write under `policy.confirm`.
     pub listed_for_confirmation: bool,
+    /// Its catalog marks it as seen by others: a person confirms it.
+    pub seen_by_others: bool,
 }
 
 /// A refused call, with what was established before the refusal (the
@@ -201,6 +203,7 @@ pub fn decide(
         risk,
         arguments,
         listed_for_confirmation,
+        seen_by_others: action.confirm && risk != Risk::Read,
     })
 }
 
@@ -234,7 +237,9 @@ pub enum Confirmation {
 }
 
 /// The write-safety rule: high_risk actions, writes the operator listed and
-/// calls a hook asks about need the human's confirmation. A grant's high_risk
+/// calls a hook asks about need the human's confirmation, and so do, for a
+/// person at a client, effects others see (the catalog's `confirm`; a
+/// workflow's were declared and approved with its flow). A grant's high_risk
 /// was approved by an admin for that delegation (the confirmation a headless
 /// job cannot give); `policy.headless_confirm: allow` lets headless callers
 /// make the listed writes.
@@ -244,7 +249,10 @@ pub fn confirmation(
     headless: HeadlessConfirm,
     hook_asks: bool,
 ) -> Confirmation {
-    let needed = hook_asks || decided.risk == Risk::HighRisk || decided.listed_for_confirmation;
+    let needed = hook_asks
+        || decided.risk == Risk::HighRisk
+        || decided.listed_for_confirmation
+        || (decided.seen_by_others && kind.is_interactive());
     if !needed {
         return Confirmation::NotNeeded;
     }
@@ -489,6 +497,7 @@ users:
             risk,
             arguments: JsonObject::new(),
             listed_for_confirmation: listed,
+            seen_by_others: false,
         };
         use Confirmation::*;
         use PrincipalKind::*;
@@ -541,5 +550,16 @@ users:
                 "{risk} listed={listed} {kind:?} {headless:?} hook={hook}"
             );
         }
+        // Effects others see: a person confirms; a workflow's were declared.
+        let seen = Decided {
+            seen_by_others: true,
+            ..decided(Risk::Write, false)
+        };
+        assert_eq!(confirmation(&seen, Person, refuse, false), Ask);
+        assert_eq!(confirmation(&seen, Delegated, refuse, false), NotNeeded);
+        assert_eq!(
+            confirmation(&seen, ServiceAccount, refuse, false),
+            NotNeeded
+        );
     }
 }
