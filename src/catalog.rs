@@ -16,33 +16,11 @@ pub const READ_SUFFIX: &str = "_read_actions";
 pub const WRITE_SUFFIX: &str = "_write_actions";
 pub const DIRECT_SEPARATOR: &str = "__";
 
-/// A tool's `_meta` key saying its effect is visible to others (a message
-/// sent, a schedule created, a job run): a person confirms it first. Native
-/// catalogs set it (`confirm: true`); an upstream may ask for it too — it
-/// can only add a confirmation, never remove one.
-pub const CONFIRM_META: &str = "io.mcpgate/confirm";
-
-/// Mark `tool` as an effect a person confirms.
-pub fn mark_confirm(tool: &mut Tool) {
-    tool.meta
-        .get_or_insert_with(|| rmcp::model::MetaObject(JsonObject::new()))
-        .0
-        .insert(CONFIRM_META.into(), Value::Bool(true));
-}
-
-fn asks_confirmation(tool: &Tool) -> bool {
-    tool.meta
-        .as_ref()
-        .and_then(|m| m.0.get(CONFIRM_META))
-        .and_then(Value::as_bool)
-        == Some(true)
-}
-
 pub struct Action {
     pub name: String,
     pub description: String,
     pub risk: Risk,
-    /// Visible to others (see [`CONFIRM_META`]): a person confirms it first.
+    /// Visible to others (`actors::connector::CONFIRM_META`): a person confirms it first.
     pub confirm: bool,
     pub input_schema: Arc<JsonObject>,
     pub annotations: Option<ToolAnnotations>,
@@ -161,7 +139,7 @@ impl ServiceCatalog {
             };
             // The operator may let people skip it (`policy.relax_confirm`).
             let qualified = format!("{service}.{name}");
-            let confirm = asks_confirmation(tool)
+            let confirm = actors::connector::asks_confirmation(tool)
                 && !policy
                     .relax_confirm
                     .iter()

@@ -523,6 +523,29 @@ pub fn take_gateway_authored(result: &mut CallToolResult) -> bool {
     marked
 }
 
+/// A tool's `_meta` key saying its effect is visible to others (a message
+/// sent, a schedule created, a job run): a person confirms it first. Native
+/// catalogs set it (`confirm: true`); an MCP upstream may ask for it too —
+/// it can only add a confirmation, never remove one.
+pub const CONFIRM_META: &str = "io.mcpgate/confirm";
+
+/// Mark `tool` as an effect a person confirms.
+pub fn mark_confirm(tool: &mut Tool) {
+    tool.meta
+        .get_or_insert_with(|| rmcp::model::MetaObject(JsonObject::new()))
+        .0
+        .insert(CONFIRM_META.into(), serde_json::Value::Bool(true));
+}
+
+/// Whether `tool` asks a person to confirm it.
+pub fn asks_confirmation(tool: &Tool) -> bool {
+    tool.meta
+        .as_ref()
+        .and_then(|m| m.0.get(CONFIRM_META))
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+}
+
 /// The registry key of `service`'s connector (whatever actor serves it).
 pub fn registry_key(service: &str) -> String {
     format!("connector/{service}")

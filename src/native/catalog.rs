@@ -460,7 +460,7 @@ impl Catalog {
                 )
                 .with_annotations(annotations);
                 if action.confirm {
-                    crate::catalog::mark_confirm(&mut tool);
+                    actors::connector::mark_confirm(&mut tool);
                 }
                 tool
             })
