@@ -120,7 +120,7 @@ impl Pipeline {
         };
         // Write-ahead: the attempt is on record before the upstream sees it.
         self.audit.decision(row.clone()).await?;
-        match self.execute(&request, &admitted, &row).await {
+        match self.execute(&request, &admitted).await {
             Ok(result) => self.complete(&row, started, Ok(result)).await,
             Err(Executed::Failed(error)) => self.complete(&row, started, Err(error)).await,
             Err(Executed::Refused(refusal, upstream_status)) => Err(self
@@ -304,7 +304,6 @@ impl Pipeline {
         &self,
         request: &CallRequest<'_>,
         admitted: &Admitted,
-        row: &AuditDecision,
     ) -> Result<CallToolResult, Executed> {
         let decided = &admitted.decided;
         let Some(connector) = self.connector(&decided.service) else {
@@ -375,7 +374,6 @@ impl Pipeline {
             tracing::error!(service = %decided.service, reason = refusal.code(), "PII scan failed: result withheld");
             return Err(Executed::Refused(refusal, "withheld"));
         }
-        let _ = row;
         Ok(result)
     }
 
