@@ -189,12 +189,15 @@ impl Pipeline {
         token: Option<&str>,
         row: &mut AuditDecision,
     ) -> Result<Admitted, Stop> {
-        self.await_first_connection(request.tool).await;
+        let connected = self.await_first_connection(request.tool).await;
         let rules = Rules {
             config: &self.config,
             catalog_rules: self.catalogs.catalog_rules(),
         };
-        let lookup = |service: &str| self.catalogs.catalog(service);
+        let lookup = |service: &str| match &connected {
+            Some((name, catalog)) if name == service => Some(catalog.clone()),
+            _ => self.catalogs.catalog(service),
+        };
         let decided = decide::decide(
             &rules,
             request.principal,
@@ -440,21 +443,25 @@ impl Pipeline {
     /// (the gateway just started, or the connector is restarting) waits for
     /// it within the call's own budget, instead of being refused at once.
     /// Bounded: past the budget the decision refuses `upstream_unavailable`.
-    async fn await_first_connection(&self, tool: &str) {
-        let Some((service, _)) = crate::catalog::parse_tool_name(tool) else {
-            return;
-        };
-        let Some(config) = self.config.services.get(service) else {
-            return;
-        };
+    /// Returns the service's catalog once it has one, so the decision does
+    /// not look it up again.
+    async fn await_first_connection(
+        &self,
+        tool: &str,
+    ) -> Option<(String, Arc<crate::catalog::ServiceCatalog>)> {
+        let (service, _) = crate::catalog::parse_tool_name(tool)?;
+        let config = self.config.services.get(service)?;
         let budget = config
             .call_timeout
             .unwrap_or(self.config.limits.call_timeout);
         let deadline = tokio::time::Instant::now() + budget;
-        while self.catalogs.catalog(service).is_none()
-            && tokio::time::Instant::now() < deadline
-            && !self.drain.is_draining()
-        {
+        loop {
+            if let Some(catalog) = self.catalogs.catalog(service) {
+                return Some((service.to_owned(), catalog));
+            }
+            if tokio::time::Instant::now() >= deadline || self.drain.is_draining() {
+                return None;
+            }
             tokio::time::sleep(CONNECT_POLL).await;
         }
     }
