@@ -1,5 +1,6 @@
 //! The `mcpgate` command line.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -148,6 +149,43 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check the log against its signed checkpoints and print the first row
+    /// where it breaks (modified, deleted, inserted, reordered, truncated).
+    /// Exits non-zero if it does.
+    Verify {
+        /// Check an export (`mcpgate audit export`, JSONL or CSV) instead of
+        /// the store; needs --public-key.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// A checkpoint key as `mcpgate audit key` prints it (repeatable:
+        /// keys before a rotation). Without it, the gateway's own key.
+        #[arg(long = "public-key")]
+        public_key: Vec<String>,
+        /// Only the part of the log from this time (RFC 3339) or this long ago.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Write the log with what it takes to verify it offline (chain entries,
+    /// marks, signed checkpoints).
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only the part of the log from this time (RFC 3339) or this long
+        /// ago; it still verifies on its own.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Print the public key that checks this gateway's audit checkpoints.
+    Key,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
 }
 
 pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
@@ -193,6 +231,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credentials(command) => cli_operator::credentials(config, command).await,
         Command::Secrets(command) => cli_operator::secrets(config, command).await,
         Command::Catalog(_) => unreachable!("handled before the config is loaded"),
+        Command::Audit(AuditCommand::Verify {
+            file,
+            public_key,
+            since,
+        }) => audit_verify(&config, file, public_key, since).await,
+        Command::Audit(AuditCommand::Export { format, out, since }) => {
+            let pool = storage::connect(&config).await?;
+            let since = since.map(|s| parse_since(&s)).transpose()?;
+            let mut records = audit::records::load(&pool).await?;
+            if let Some(since) = &since {
+                records = audit::records::since(records, since);
+            }
+            records.insert(0, audit::records::header(since.as_deref()));
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot write {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            match format {
+                ExportFormat::Jsonl => audit::records::write_jsonl(&mut sink, &records)?,
+                ExportFormat::Csv => audit::records::write_csv(&mut sink, &records)?,
+            }
+            sink.flush()?;
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Key) => {
+            let master = crate::keys::MasterKey::for_config(&config).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}",
+                audit::checkpoint_key(&master, &config.audit)
+                    .verifier()
+                    .to_vkey()
+            );
+            Ok(())
+        }
         Command::Audit(AuditCommand::Query {
             subject,
             since,
@@ -234,6 +309,65 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn audit_verify(
+    config: &Config,
+    file: Option<PathBuf>,
+    public_key: Vec<String>,
+    since: Option<String>,
+) -> anyhow::Result<()> {
+    let mut keys = public_key
+        .iter()
+        .map(|k| actors::audit_chain::VerifierKey::parse(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+    let since = since.map(|s| parse_since(&s)).transpose()?;
+    let (mut records, encoding) = match &file {
+        Some(path) => {
+            if keys.is_empty() {
+                anyhow::bail!(
+                    "verifying a file needs --public-key (print it with `mcpgate audit key` where the log was written)"
+                );
+            }
+            let input = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            audit::records::read(std::io::BufReader::new(input))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => {
+            if keys.is_empty() {
+                let master =
+                    crate::keys::MasterKey::for_config(config).map_err(anyhow::Error::msg)?;
+                keys = audit::checkpoint_verifiers(&master, &config.audit)
+                    .map_err(anyhow::Error::msg)?;
+            }
+            let pool = storage::connect(config).await?;
+            let records = audit::records::load(&pool).await?;
+            (records, audit::records::Encoding::Jsonl)
+        }
+    };
+    if let Some(since) = &since {
+        let header = audit::records::header(Some(since));
+        records = audit::records::since(records, since);
+        records.insert(0, header);
+    }
+    let report = audit::verify::verify(&records, &keys, encoding);
+    let Some(first) = report.findings.first() else {
+        println!(
+            "audit log intact: {} row(s) in {} chain(s); {} entries signed, {} newest not yet signed",
+            report.rows, report.chains, report.signed_entries, report.unsigned_entries
+        );
+        return Ok(());
+    };
+    println!("audit log BROKEN — first break: {first}");
+    for finding in report.findings.iter().skip(1).take(50) {
+        println!("  also: {finding}");
+    }
+    anyhow::bail!(
+        "the audit log does not verify: {} finding(s)",
+        report.findings.len()
+    )
 }
 
 fn parse_since(text: &str) -> anyhow::Result<String> {

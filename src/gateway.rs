@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actors::audit::{AuditWriter, AuditWriterArgs};
+use actors::audit::{AuditWriter, AuditWriterArgs, ChainSettings};
 use actors::connector::{
     ConnectorActor, ConnectorArgs, ConnectorMsg, ConnectorRef, ServiceDirectory, UpstreamSpec,
 };
@@ -208,12 +208,19 @@ impl Gateway {
 
         let audit_pool = pool.clone();
         let max_batch = config.limits.audit_max_batch;
+        let chain = ChainSettings {
+            key: audit::checkpoint_key(&master_key, &config.audit),
+            origin: config.audit.key_name(),
+            checkpoint_every: config.audit.checkpoint_every,
+            checkpoint_interval: config.audit.checkpoint_interval,
+        };
         let audit_writer = ChildSpec::new(audit::WRITER_KEY, Restart::Permanent, move || {
             (
                 AuditWriter,
                 AuditWriterArgs {
                     pool: audit_pool.clone(),
                     max_batch,
+                    chain: chain.clone(),
                 },
             )
         });
@@ -301,7 +308,21 @@ impl Gateway {
                 time::OffsetDateTime::now_utc() - horizon,
             )),
         };
-        let interrupted = audit::mark_interrupted(&pool, started_before.as_deref()).await?;
+        // The writer registers once its chain is open (a store round trip or two).
+        let mut writer = registry.get(audit::WRITER_KEY);
+        for _ in 0..1000 {
+            if writer.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            writer = registry.get(audit::WRITER_KEY);
+        }
+        let writer = writer.ok_or_else(|| {
+            anyhow::anyhow!("the audit writer did not start within 10 s (its chain could not be opened; see the log)")
+        })?;
+        let interrupted = audit::mark_interrupted(&writer, started_before)
+            .await
+            .map_err(|e| anyhow::anyhow!("completing interrupted audit rows: {e}"))?;
         if interrupted > 0 {
             tracing::warn!(
                 calls = interrupted,
@@ -366,6 +387,15 @@ impl Gateway {
         ));
         hooks.spawn_watcher(config.hooks.reload_poll, drain.clone());
         pii.spawn_expiry(drain.clone());
+        if let Some(older_than) = config.audit.retention {
+            audit::retention::spawn(
+                pool.clone(),
+                registry.clone(),
+                older_than,
+                config.audit.retention_check,
+                drain.clone(),
+            );
+        }
         Ok(Arc::new(Gateway {
             config,
             pool,

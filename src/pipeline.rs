@@ -387,7 +387,7 @@ impl Pipeline {
         started: Instant,
         outcome: Result<CallToolResult, ConnectorError>,
     ) -> Result<CallToolResponse, Refusal> {
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let service = row.service.as_deref().unwrap_or_default();
         let (completion, answer) = match outcome {
             Ok(mut result) => {

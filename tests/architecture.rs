@@ -28,7 +28,12 @@ const RULES: &[(&str, &[&str])] = &[
     ("adf", &["*"]),
     ("storage", &["*", "!config", "!domain"]),
     ("keys", &["*", "!config", "!domain"]),
-    ("audit", &["*", "!domain", "!stats", "!storage"]),
+    (
+        "audit",
+        &[
+            "*", "!domain", "!stats", "!storage", "!config", "!keys", "!drain",
+        ],
+    ),
     ("drain", &["*"]),
     ("write_safety", &["*", "!domain", "!keys", "!storage"]),
     ("classify", &["*", "!config", "!domain"]),

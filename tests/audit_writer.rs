@@ -39,8 +39,18 @@ fn outcome(call_id: &str) -> AuditWrite {
         reason_code: None,
         reason: None,
         upstream_status: "ok".into(),
-        latency_ms: 1.5,
+        latency_ms: Some(1.5),
     })
+}
+
+/// How the writer under test signs its chain.
+fn chain_settings() -> audit::ChainSettings {
+    audit::ChainSettings {
+        key: actors::audit_chain::CheckpointKey::from_seed("test/audit", [3; 32]),
+        origin: "test/audit".into(),
+        checkpoint_every: 100,
+        checkpoint_interval: std::time::Duration::from_millis(200),
+    }
 }
 
 /// A fresh database and an audit writer on it.
@@ -57,6 +67,7 @@ async fn writer() -> (
         AuditWriterArgs {
             pool: pool.clone(),
             max_batch: 64,
+            chain: chain_settings(),
         },
     )
     .await

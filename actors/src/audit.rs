@@ -5,13 +5,20 @@
 //! the answer leaves. Writes that arrive while a batch is pending join it: the
 //! actor sends itself `Flush` when the first write of a batch arrives, so that
 //! flush is queued behind every write already in the mailbox — one fsync covers
-//! them all. A write is acknowledged only after its transaction commits.
+//! them all. A write is acknowledged only after its transaction commits, and
+//! every write is an entry of the writer's hash chain, kept in the same
+//! statement as the write itself (see [`crate::audit_chain`]).
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use sqlx::AnyPool;
+
+use crate::audit_chain::{
+    self, AdoptedEntry, CheckpointKey, DecisionEntry, GenesisEntry, Head, OutcomeEntry, PruneEntry,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,13 +99,16 @@ pub struct AuditOutcome {
     pub reason_code: Option<String>,
     pub reason: Option<String>,
     pub upstream_status: String,
-    pub latency_ms: f64,
+    /// Unknown for calls a crash interrupted.
+    pub latency_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
 pub enum AuditWrite {
     Decision(Box<AuditDecision>),
     Outcome(AuditOutcome),
+    /// Retention removed a chain's prefix (see [`crate::audit_chain`]).
+    Prune(PruneEntry),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -116,25 +126,100 @@ pub enum AuditMsg {
     Write(AuditWrite, RpcReplyPort<Result<(), AuditError>>),
     /// Commit everything pending (sent by the writer to itself).
     Flush,
+    /// Sign the chain's head if entries are unsigned (sent by the writer to
+    /// itself, `checkpoint_interval` after the first unsigned entry).
+    Checkpoint,
     /// Reply once everything written before this message is committed.
     Sync(RpcReplyPort<()>),
+    /// Commit everything pending and sign the head now; replies whether
+    /// every entry is signed (retention signs its prune marks before it
+    /// removes anything).
+    Sign(RpcReplyPort<bool>),
+    /// Complete, as interrupted, the rows of calls that can no longer be
+    /// running (allowed, written ahead, never completed; with a time, only
+    /// those started before it). Replies with how many.
+    CompleteInterrupted(Option<String>, RpcReplyPort<Result<u64, AuditError>>),
     #[cfg(feature = "fault-injection")]
     InjectPanic,
+}
+
+/// How the writer keeps its chain (see [`crate::audit_chain`]).
+#[derive(Clone, Debug)]
+pub struct ChainSettings {
+    pub key: CheckpointKey,
+    /// Checkpoint origins are `<origin>/<chain id>`.
+    pub origin: String,
+    /// Sign at least every this many entries…
+    pub checkpoint_every: i64,
+    /// …and within this long of the first unsigned entry.
+    pub checkpoint_interval: Duration,
 }
 
 pub struct AuditWriterArgs {
     pub pool: AnyPool,
     /// Largest number of writes in one transaction.
     pub max_batch: usize,
+    pub chain: ChainSettings,
 }
 
 pub struct AuditWriter;
+
+/// The writer's own chain: where its head stands and what is signed.
+struct Chain {
+    settings: ChainSettings,
+    id: String,
+    /// Entries so far (the next entry's sequence number).
+    size: i64,
+    head: [u8; 32],
+    signed: i64,
+    signed_at: Instant,
+    timer_queued: bool,
+    /// Marks whose insert failed after their entries were placed: written
+    /// before anything else at the next flush, so the chain has no hole.
+    owed_marks: Vec<Mark>,
+}
+
+/// An entry kept outside the rows: a genesis, a prune, or an outcome that
+/// found no open row (`void`).
+#[derive(Debug, Clone)]
+struct Mark {
+    seq: i64,
+    kind: &'static str,
+    entry: String,
+    hash: [u8; 32],
+}
+
+/// An entry placed in the chain: its sequence number, text and hash.
+struct Placed {
+    seq: i64,
+    entry: String,
+    hash: [u8; 32],
+}
+
+impl Chain {
+    fn place(&mut self, entry: String) -> Placed {
+        let hash = audit_chain::next_hash(&self.head, &entry);
+        let placed = Placed {
+            seq: self.size,
+            entry,
+            hash,
+        };
+        self.size += 1;
+        self.head = hash;
+        placed
+    }
+
+    fn origin(&self) -> String {
+        format!("{}/{}", self.settings.origin, self.id)
+    }
+}
 
 pub struct AuditWriterState {
     pool: AnyPool,
     max_batch: usize,
     pending: Vec<(AuditWrite, RpcReplyPort<Result<(), AuditError>>)>,
     flush_queued: bool,
+    chain: Chain,
 }
 
 impl Actor for AuditWriter {
@@ -147,11 +232,13 @@ impl Actor for AuditWriter {
         _myself: ActorRef<AuditMsg>,
         args: AuditWriterArgs,
     ) -> Result<AuditWriterState, ActorProcessingErr> {
+        let chain = open_chain(&args.pool, args.chain).await?;
         Ok(AuditWriterState {
             pool: args.pool,
             max_batch: args.max_batch.max(1),
             pending: Vec::new(),
             flush_queued: false,
+            chain,
         })
     }
 
@@ -165,7 +252,7 @@ impl Actor for AuditWriter {
             AuditMsg::Write(write, reply) => {
                 state.pending.push((write, reply));
                 if state.pending.len() >= state.max_batch {
-                    flush(state).await;
+                    flush(state, &myself).await;
                 } else if !state.flush_queued {
                     state.flush_queued = true;
                     myself.send_message(AuditMsg::Flush)?;
@@ -173,11 +260,25 @@ impl Actor for AuditWriter {
             }
             AuditMsg::Flush => {
                 state.flush_queued = false;
-                flush(state).await;
+                flush(state, &myself).await;
+            }
+            AuditMsg::Checkpoint => {
+                state.chain.timer_queued = false;
+                checkpoint(&state.pool, &mut state.chain).await;
+                schedule_checkpoint(&mut state.chain, &myself);
             }
             AuditMsg::Sync(reply) => {
-                flush(state).await;
+                flush(state, &myself).await;
                 let _ = reply.send(());
+            }
+            AuditMsg::Sign(reply) => {
+                flush(state, &myself).await;
+                checkpoint(&state.pool, &mut state.chain).await;
+                let _ = reply.send(state.chain.signed == state.chain.size);
+            }
+            AuditMsg::CompleteInterrupted(started_before, reply) => {
+                flush(state, &myself).await;
+                let _ = reply.send(complete_interrupted(state, started_before, &myself).await);
             }
             #[cfg(feature = "fault-injection")]
             AuditMsg::InjectPanic => panic!("injected audit writer panic"),
@@ -187,21 +288,226 @@ impl Actor for AuditWriter {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<AuditMsg>,
+        myself: ActorRef<AuditMsg>,
         state: &mut AuditWriterState,
     ) -> Result<(), ActorProcessingErr> {
-        // Graceful stop: nothing pending is dropped.
-        flush(state).await;
+        // Graceful stop: nothing pending is dropped, and the head is signed.
+        flush(state, &myself).await;
+        checkpoint(&state.pool, &mut state.chain).await;
         Ok(())
     }
 }
 
-async fn flush(state: &mut AuditWriterState) {
-    if state.pending.is_empty() {
+/// Start a chain: a fresh id, a genesis naming the heads of the most recent
+/// chains, and — the first time a log gets a chain at all — the rows written
+/// before chains existed, adopted as they stand. Signed at once.
+async fn open_chain(pool: &AnyPool, settings: ChainSettings) -> Result<Chain, ActorProcessingErr> {
+    let id = hex::encode(rand::random::<[u8; 8]>());
+    let mut chain = Chain {
+        settings,
+        id: id.clone(),
+        size: 0,
+        head: audit_chain::ZERO,
+        signed: 0,
+        signed_at: Instant::now(),
+        timer_queued: false,
+        owed_marks: Vec::new(),
+    };
+    let mut conn = pool.acquire().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let earlier: Vec<String> = sqlx::query_scalar(
+        "SELECT chain_id FROM audit_chain_marks WHERE kind = 'genesis' \
+         ORDER BY written_at DESC, chain_id LIMIT 64",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut witness = Vec::new();
+    for other in &earlier {
+        if let Some(head) = chain_head(&mut tx, other).await? {
+            witness.push(head);
+        }
+    }
+    let genesis = audit_chain::encode(&GenesisEntry {
+        kind: "genesis".into(),
+        chain: id.clone(),
+        started_at: crate::now_rfc3339(),
+        witness,
+    });
+    let placed = chain.place(genesis);
+    insert_mark(&mut tx, &chain.id, "genesis", &placed).await?;
+    if earlier.is_empty() {
+        adopt_unchained_rows(&mut tx, &mut chain).await?;
+    }
+    tx.commit().await?;
+    drop(conn);
+    checkpoint(pool, &mut chain).await;
+    if chain.signed < chain.size {
+        return Err("the audit chain's first checkpoint could not be written".into());
+    }
+    Ok(chain)
+}
+
+/// Where `chain` ends now: its last entry, wherever it is kept.
+async fn chain_head(
+    conn: &mut sqlx::AnyConnection,
+    chain: &str,
+) -> Result<Option<Head>, sqlx::Error> {
+    let last: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(s) FROM ( \
+           SELECT MAX(chain_seq) AS s FROM audit_events WHERE chain_id = $1 \
+           UNION ALL SELECT MAX(outcome_seq) AS s FROM audit_events WHERE outcome_chain = $1 \
+           UNION ALL SELECT MAX(seq) AS s FROM audit_chain_marks WHERE chain_id = $1) AS heads",
+    )
+    .bind(chain)
+    .fetch_one(&mut *conn)
+    .await?;
+    let Some(last) = last else { return Ok(None) };
+    let hash: Option<String> = sqlx::query_scalar(
+        "SELECT chain_hash FROM audit_events WHERE chain_id = $1 AND chain_seq = $2 \
+         UNION ALL SELECT outcome_hash FROM audit_events WHERE outcome_chain = $1 AND outcome_seq = $2 \
+         UNION ALL SELECT hash FROM audit_chain_marks WHERE chain_id = $1 AND seq = $2",
+    )
+    .bind(chain)
+    .bind(last)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(hash.map(|hash| Head {
+        chain: chain.to_owned(),
+        size: last + 1,
+        hash,
+    }))
+}
+
+/// Rows written before the log had chains: each becomes an `adopted` entry
+/// holding the row as it stands (so the chain covers them from now on).
+async fn adopt_unchained_rows(
+    conn: &mut sqlx::AnyConnection,
+    chain: &mut Chain,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT call_id, started_at, completed_at, subject, actor, session, client_name, \
+         client_version, service, tool, action, risk, decision, reason_code, reason, \
+         args_sha256, grant_id, job_id, pii_rehydrated, pii_types, upstream_status, latency_ms \
+         FROM audit_events WHERE chain_id IS NULL ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let entry = AdoptedEntry {
+            kind: "adopted".into(),
+            call_id: row.try_get("call_id")?,
+            started_at: row.try_get("started_at")?,
+            completed_at: row.try_get("completed_at")?,
+            subject: row.try_get("subject")?,
+            actor: row.try_get("actor")?,
+            session: row.try_get("session")?,
+            client_name: row.try_get("client_name")?,
+            client_version: row.try_get("client_version")?,
+            service: row.try_get("service")?,
+            tool: row.try_get("tool")?,
+            action: row.try_get("action")?,
+            risk: row.try_get("risk")?,
+            decision: row.try_get("decision")?,
+            reason_code: row.try_get("reason_code")?,
+            reason: row.try_get("reason")?,
+            args_sha256: row.try_get("args_sha256")?,
+            grant_id: row.try_get("grant_id")?,
+            job_id: row.try_get("job_id")?,
+            pii_rehydrated: row.try_get("pii_rehydrated")?,
+            pii_types: row.try_get("pii_types")?,
+            upstream_status: row.try_get("upstream_status")?,
+            latency_ms: row.try_get("latency_ms")?,
+        };
+        let call_id = entry.call_id.clone();
+        let placed = chain.place(audit_chain::encode(&entry));
+        sqlx::query(
+            "UPDATE audit_events SET chain_id = $1, chain_seq = $2, chain_hash = $3, chain_entry = $4 \
+             WHERE call_id = $5",
+        )
+        .bind(&chain.id)
+        .bind(placed.seq)
+        .bind(hex::encode(placed.hash))
+        .bind(&placed.entry)
+        .bind(&call_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_mark(
+    conn: &mut sqlx::AnyConnection,
+    chain: &str,
+    kind: &str,
+    placed: &Placed,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_chain_marks (chain_id, seq, kind, entry, hash, written_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(chain)
+    .bind(placed.seq)
+    .bind(kind)
+    .bind(&placed.entry)
+    .bind(hex::encode(placed.hash))
+    .bind(crate::now_rfc3339())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sign the head if anything is unsigned. A failure leaves it unsigned, to
+/// be tried again at the next flush or timer.
+async fn checkpoint(pool: &AnyPool, chain: &mut Chain) {
+    if chain.signed >= chain.size || !chain.owed_marks.is_empty() {
+        return;
+    }
+    let note = chain
+        .settings
+        .key
+        .sign(&chain.origin(), chain.size, &chain.head);
+    let written = sqlx::query(
+        "INSERT INTO audit_checkpoints (chain_id, size, hash, signed_at, note) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&chain.id)
+    .bind(chain.size)
+    .bind(hex::encode(chain.head))
+    .bind(crate::now_rfc3339())
+    .bind(&note)
+    .execute(pool)
+    .await;
+    match written {
+        Ok(_) => {
+            chain.signed = chain.size;
+            chain.signed_at = Instant::now();
+            tracing::debug!(chain = %chain.id, size = chain.size, "audit checkpoint signed");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, chain = %chain.id, "audit checkpoint could not be written")
+        }
+    }
+}
+
+fn schedule_checkpoint(chain: &mut Chain, myself: &ActorRef<AuditMsg>) {
+    if chain.signed < chain.size && !chain.timer_queued {
+        chain.timer_queued = true;
+        let interval = chain
+            .settings
+            .checkpoint_interval
+            .saturating_sub(chain.signed_at.elapsed());
+        myself.send_after(interval, || AuditMsg::Checkpoint);
+    }
+}
+
+async fn flush(state: &mut AuditWriterState, myself: &ActorRef<AuditMsg>) {
+    if state.pending.is_empty() && state.chain.owed_marks.is_empty() {
         return;
     }
     let batch = std::mem::take(&mut state.pending);
-    match commit(&state.pool, &batch).await {
+    let writes: Vec<&AuditWrite> = batch.iter().map(|(w, _)| w).collect();
+    match commit(&state.pool, &mut state.chain, &writes).await {
         Ok(per_write) => {
             for ((_, reply), result) in batch.into_iter().zip(per_write) {
                 let _ = reply.send(result);
@@ -214,58 +520,213 @@ async fn flush(state: &mut AuditWriterState) {
             }
         }
     }
+    let chain = &mut state.chain;
+    if chain.size - chain.signed >= chain.settings.checkpoint_every
+        || (chain.signed < chain.size
+            && chain.signed_at.elapsed() >= chain.settings.checkpoint_interval)
+    {
+        checkpoint(&state.pool, chain).await;
+    }
+    schedule_checkpoint(chain, myself);
+}
+
+async fn complete_interrupted(
+    state: &mut AuditWriterState,
+    started_before: Option<String>,
+    myself: &ActorRef<AuditMsg>,
+) -> Result<u64, AuditError> {
+    let store = |e: sqlx::Error| AuditError::Store(e.to_string());
+    let open: Vec<String> = sqlx::query_scalar(
+        "SELECT call_id FROM audit_events WHERE completed_at IS NULL \
+         AND ($1 IS NULL OR started_at < $1) ORDER BY id",
+    )
+    .bind(started_before)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(store)?;
+    let mut completed = 0;
+    for chunk in open.chunks(ROWS_PER_STATEMENT) {
+        let writes: Vec<AuditWrite> = chunk
+            .iter()
+            .map(|call_id| {
+                AuditWrite::Outcome(AuditOutcome {
+                    call_id: call_id.clone(),
+                    at: crate::now_rfc3339(),
+                    decision: Decision::Failed,
+                    reason_code: Some("gateway_interrupted".into()),
+                    reason: Some(
+                        "the gateway stopped before the call's answer: whether the upstream ran is unknown"
+                            .into(),
+                    ),
+                    upstream_status: "interrupted".into(),
+                    latency_ms: None,
+                })
+            })
+            .collect();
+        let refs: Vec<&AuditWrite> = writes.iter().collect();
+        let results = commit(&state.pool, &mut state.chain, &refs).await?;
+        // Another gateway on the same store may have completed some first.
+        completed += results.iter().filter(|r| r.is_ok()).count() as u64;
+    }
+    schedule_checkpoint(&mut state.chain, myself);
+    Ok(completed)
 }
 
 /// Commit a batch with as few statements as possible: all decisions in one
 /// multi-row INSERT, all outcomes in one UPDATE … FROM (VALUES …), inside one
 /// transaction when there are both. Every statement is a hand-off to the
 /// database thread, so this keeps the cost per batch nearly flat in its size.
-/// Per-write results report outcomes whose row was not there to complete; a
-/// store error fails the whole batch.
+/// Each write becomes the chain's next entry, kept in its row (decision,
+/// outcome) or as a mark; the chain's head advances only once it is
+/// committed. Per-write results report outcomes whose row was not there to
+/// complete (their entries stay in the chain as `void` marks); a store
+/// error fails the whole batch.
 async fn commit(
     pool: &AnyPool,
-    batch: &[(AuditWrite, RpcReplyPort<Result<(), AuditError>>)],
+    chain: &mut Chain,
+    batch: &[&AuditWrite],
 ) -> Result<Vec<Result<(), AuditError>>, AuditError> {
     let store = |e: sqlx::Error| AuditError::Store(e.to_string());
+    let (size, head) = (chain.size, chain.head);
     let decisions: Vec<&AuditDecision> = batch
         .iter()
-        .filter_map(|(w, _)| match w {
+        .filter_map(|w| match w {
             AuditWrite::Decision(d) => Some(d.as_ref()),
-            AuditWrite::Outcome(_) => None,
+            _ => None,
         })
         .collect();
     let outcomes: Vec<&AuditOutcome> = batch
         .iter()
-        .filter_map(|(w, _)| match w {
+        .filter_map(|w| match w {
             AuditWrite::Outcome(o) => Some(o),
-            AuditWrite::Decision(_) => None,
+            _ => None,
         })
         .collect();
-    let mut conn = pool.acquire().await.map_err(store)?;
-    // One statement is atomic on its own; two need a transaction. A sqlx
-    // transaction rolls back if it is dropped uncommitted, so a failure never
-    // returns a connection to the pool with a transaction open.
-    let missing = if !decisions.is_empty() && !outcomes.is_empty() {
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(store)?;
-        let missing = write_batch(&mut tx, &decisions, &outcomes)
+    let prunes: Vec<&PruneEntry> = batch
+        .iter()
+        .filter_map(|w| match w {
+            AuditWrite::Prune(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    // Entries in the order the statements apply them.
+    let decision_entries: Vec<Placed> = decisions
+        .iter()
+        .map(|d| chain.place(audit_chain::encode(&DecisionEntry::of(d))))
+        .collect();
+    let outcome_entries: Vec<Placed> = outcomes
+        .iter()
+        .map(|o| chain.place(audit_chain::encode(&OutcomeEntry::of(o))))
+        .collect();
+    let mut marks: Vec<Mark> = std::mem::take(&mut chain.owed_marks);
+    marks.extend(prunes.iter().map(|p| {
+        let placed = chain.place(audit_chain::encode(p));
+        Mark {
+            seq: placed.seq,
+            kind: "prune",
+            entry: placed.entry,
+            hash: placed.hash,
+        }
+    }));
+    let written = async {
+        let mut conn = pool.acquire().await?;
+        let statements = usize::from(!decisions.is_empty())
+            + usize::from(!outcomes.is_empty())
+            + usize::from(!marks.is_empty());
+        // One statement is atomic on its own; more need a transaction. A sqlx
+        // transaction rolls back if it is dropped uncommitted, so a failure
+        // never returns a connection to the pool with a transaction open.
+        if statements > 1 {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let missing = write_batch(
+                &mut tx,
+                &chain.id,
+                &decisions,
+                &decision_entries,
+                &outcomes,
+                &outcome_entries,
+                &marks,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(missing)
+        } else {
+            write_batch(
+                &mut conn,
+                &chain.id,
+                &decisions,
+                &decision_entries,
+                &outcomes,
+                &outcome_entries,
+                &marks,
+            )
             .await
-            .map_err(store)?;
-        tx.commit().await.map_err(store)?;
-        missing
-    } else {
-        write_batch(&mut conn, &decisions, &outcomes)
-            .await
-            .map_err(store)?
+        }
+    }
+    .await;
+    let missing = match written {
+        Ok(missing) => missing,
+        Err(e) => {
+            // Nothing was committed: the chain stands where it stood.
+            chain.size = size;
+            chain.head = head;
+            chain.owed_marks = marks.into_iter().filter(|m| m.seq < size).collect();
+            return Err(store(e));
+        }
     };
+    if !missing.is_empty() {
+        // Their entries are placed: keep them in the chain as void marks.
+        let voids: Vec<Mark> = outcomes
+            .iter()
+            .zip(&outcome_entries)
+            .filter(|(o, _)| missing.contains(&o.call_id))
+            .map(|(_, placed)| Mark {
+                seq: placed.seq,
+                kind: "void",
+                entry: placed.entry.clone(),
+                hash: placed.hash,
+            })
+            .collect();
+        if let Err(e) = insert_marks(pool, &chain.id, &voids).await {
+            tracing::error!(error = %e, "audit chain: void entries owed to the next flush");
+            chain.owed_marks = voids;
+        }
+    }
     Ok(batch
         .iter()
-        .map(|(w, _)| match w {
+        .map(|w| match w {
             AuditWrite::Outcome(o) if missing.contains(&o.call_id) => {
                 Err(AuditError::MissingRow(o.call_id.clone()))
             }
             _ => Ok(()),
         })
         .collect())
+}
+
+async fn insert_marks(pool: &AnyPool, chain: &str, marks: &[Mark]) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    insert_mark_rows(&mut conn, chain, marks).await
+}
+
+async fn insert_mark_rows(
+    conn: &mut sqlx::AnyConnection,
+    chain: &str,
+    marks: &[Mark],
+) -> Result<(), sqlx::Error> {
+    for mark in marks {
+        insert_mark(
+            conn,
+            chain,
+            mark.kind,
+            &Placed {
+                seq: mark.seq,
+                entry: mark.entry.clone(),
+                hash: mark.hash,
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// SQLite's limit on bound parameters is 32766 (PostgreSQL's 65535); stay well below it.
@@ -295,19 +756,27 @@ fn placeholders(rows: usize, columns: usize) -> String {
 /// Returns the call ids of outcomes that found no open row.
 async fn write_batch(
     conn: &mut sqlx::AnyConnection,
+    chain: &str,
     decisions: &[&AuditDecision],
+    decision_entries: &[Placed],
     outcomes: &[&AuditOutcome],
+    outcome_entries: &[Placed],
+    marks: &[Mark],
 ) -> Result<Vec<String>, sqlx::Error> {
+    insert_mark_rows(conn, chain, marks).await?;
+    let decisions: Vec<(&&AuditDecision, &Placed)> =
+        decisions.iter().zip(decision_entries).collect();
     for chunk in decisions.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO audit_events (call_id, started_at, completed_at, subject, actor, \
              session, client_name, client_version, service, tool, action, risk, decision, \
-             reason_code, reason, args_sha256, grant_id, job_id, pii_rehydrated, pii_types) VALUES ",
+             reason_code, reason, args_sha256, grant_id, job_id, pii_rehydrated, pii_types, \
+             chain_id, chain_seq, chain_hash, chain_entry) VALUES ",
         );
-        sql.push_str(&placeholders(chunk.len(), 20));
+        sql.push_str(&placeholders(chunk.len(), 24));
         // Only constant text and placeholders: nothing from callers is spliced in.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for d in chunk {
+        for (d, placed) in chunk {
             query = query
                 .bind(&d.call_id)
                 .bind(&d.at)
@@ -328,25 +797,31 @@ async fn write_batch(
                 .bind(&d.grant_id)
                 .bind(&d.job_id)
                 .bind(d.pii_rehydrated)
-                .bind(&d.pii_types);
+                .bind(&d.pii_types)
+                .bind(chain)
+                .bind(placed.seq)
+                .bind(hex::encode(placed.hash))
+                .bind(&placed.entry);
         }
         query.execute(&mut *conn).await?;
     }
     let mut missing = Vec::new();
+    let outcomes: Vec<(&&AuditOutcome, &Placed)> = outcomes.iter().zip(outcome_entries).collect();
     for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "UPDATE audit_events SET completed_at = o.column2, decision = o.column3, \
              reason_code = COALESCE(o.column4, reason_code), reason = COALESCE(o.column5, reason), \
-             upstream_status = o.column6, latency_ms = o.column7 \
+             upstream_status = o.column6, latency_ms = o.column7, outcome_chain = o.column8, \
+             outcome_seq = o.column9, outcome_hash = o.column10, outcome_entry = o.column11 \
              FROM (VALUES ",
         );
-        sql.push_str(&placeholders(chunk.len(), 7));
+        sql.push_str(&placeholders(chunk.len(), 11));
         sql.push_str(
             ") AS o WHERE audit_events.call_id = o.column1 AND audit_events.completed_at IS NULL \
              RETURNING audit_events.call_id",
         );
         let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-        for o in chunk {
+        for (o, placed) in chunk {
             query = query
                 .bind(&o.call_id)
                 .bind(&o.at)
@@ -354,15 +829,19 @@ async fn write_batch(
                 .bind(&o.reason_code)
                 .bind(&o.reason)
                 .bind(&o.upstream_status)
-                .bind(o.latency_ms);
+                .bind(o.latency_ms)
+                .bind(chain)
+                .bind(placed.seq)
+                .bind(hex::encode(placed.hash))
+                .bind(&placed.entry);
         }
         let completed: std::collections::HashSet<String> =
             query.fetch_all(&mut *conn).await?.into_iter().collect();
         missing.extend(
             chunk
                 .iter()
-                .filter(|o| !completed.contains(&o.call_id))
-                .map(|o| o.call_id.clone()),
+                .filter(|(o, _)| !completed.contains(&o.call_id))
+                .map(|(o, _)| o.call_id.clone()),
         );
     }
     Ok(missing)

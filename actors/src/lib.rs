@@ -10,6 +10,7 @@
 //! dispatch point of microseconds, never a queue behind an upstream.
 
 pub mod audit;
+pub mod audit_chain;
 pub mod connector;
 pub mod grant;
 pub mod risk;

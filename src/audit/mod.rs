@@ -2,9 +2,14 @@
 //! (a write-ahead decision, its outcome, or one complete refusal row) through
 //! the audit writer actor; [`query`] reads. Every refusal anywhere — a tool
 //! call, a 401, an admin API or connect-page refusal, a token exchange — is
-//! written through [`AuditLog::refusal`] or [`AuditLog::refuse`].
+//! written through [`AuditLog::refusal`] or [`AuditLog::refuse`]. The log is
+//! tamper-evident (a signed hash chain, see `actors::audit_chain`):
+//! [`verify`] checks it, [`records`] exports it, [`retention`] prunes it.
 
 pub mod query;
+pub mod records;
+pub mod retention;
+pub mod verify;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,7 +26,11 @@ use supervision::Registry;
 
 pub use query::{AuditFilter, AuditRow, query};
 
+use actors::audit_chain::CheckpointKey;
+
+use crate::config::audit::AuditConfig;
 use crate::domain::{Reason, Refusal};
+use crate::keys::MasterKey;
 use crate::stats::Stats;
 
 /// The audit writer's key in the supervision registry.
@@ -105,29 +114,52 @@ pub fn canonical_digest(arguments: &JsonObject) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// The key that signs this gateway's audit checkpoints: derived from the
+/// master key, so every gateway sharing a store (and so a key) signs alike,
+/// and rotating the master key rotates it.
+pub fn checkpoint_key(master: &MasterKey, config: &AuditConfig) -> CheckpointKey {
+    CheckpointKey::from_seed(
+        &config.key_name(),
+        master.derive("audit checkpoint signing v1"),
+    )
+}
+
+/// The keys that check this log's checkpoints: the current master key's,
+/// and the previous one's after a rotation (`MCPGATE_KEY_PREVIOUS`).
+pub fn checkpoint_verifiers(
+    master: &MasterKey,
+    config: &AuditConfig,
+) -> Result<Vec<actors::audit_chain::VerifierKey>, String> {
+    let mut keys = vec![checkpoint_key(master, config).verifier()];
+    if let Ok(previous) = std::env::var("MCPGATE_KEY_PREVIOUS") {
+        let previous =
+            MasterKey::from_hex(&previous).map_err(|e| format!("MCPGATE_KEY_PREVIOUS: {e}"))?;
+        keys.push(checkpoint_key(&previous, config).verifier());
+    }
+    Ok(keys)
+}
+
 /// Complete the rows of calls that can no longer be running: allowed,
 /// written ahead, and never completed because the gateway stopped before the
 /// answer (a crash, `kill -9`). With `started_before`, only rows older than
 /// that (other gateways on a shared store may still be running younger
-/// calls); without it, every incomplete row (one gateway, at its start).
+/// calls); without it, every incomplete row (one gateway, at its start). The
+/// writer does it, so each completion is an entry of its chain.
 /// Returns how many rows were completed.
 pub async fn mark_interrupted(
-    pool: &crate::storage::Db,
-    started_before: Option<&str>,
-) -> Result<u64, sqlx::Error> {
-    let reason = Reason::GatewayInterrupted;
-    Ok(sqlx::query(
-        "UPDATE audit_events SET completed_at = $1, decision = 'failed', upstream_status = 'interrupted', \
-         reason_code = $2, reason = $3 \
-         WHERE completed_at IS NULL AND ($4 IS NULL OR started_at < $4)",
-    )
-    .bind(actors::now_rfc3339())
-    .bind(reason.code())
-    .bind("the gateway stopped before the call's answer: whether the upstream ran is unknown")
-    .bind(started_before)
-    .execute(pool)
-    .await?
-    .rows_affected())
+    writer: &ActorRef<AuditMsg>,
+    started_before: Option<String>,
+) -> Result<u64, String> {
+    match writer
+        .call(
+            |reply| AuditMsg::CompleteInterrupted(started_before, reply),
+            None,
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(result)) => result.map_err(|e| e.to_string()),
+        _ => Err("the audit writer is not running".into()),
+    }
 }
 
 /// The gateway's handle on its audit log. Cheap to clone.
@@ -242,7 +274,7 @@ impl AuditLog {
             reason_code: Some(refusal.code().into()),
             reason: Some(refusal.message.clone()),
             upstream_status: upstream_status.into(),
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
         };
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
         match self.write(AuditWrite::Outcome(outcome)).await {

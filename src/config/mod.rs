@@ -13,6 +13,7 @@ use actors::connector::UpstreamSpec;
 use actors::grant::Risk;
 use serde::{Deserialize, Deserializer};
 
+pub mod audit;
 pub mod classify;
 pub mod pii;
 
@@ -65,6 +66,9 @@ pub struct Config {
     /// PII pseudonymization (on by default).
     #[serde(default)]
     pub pii: pii::PiiConfig,
+    /// Audit log signing and retention.
+    #[serde(default)]
+    pub audit: audit::AuditConfig,
     /// Digest of the config text: confirmation tokens are bound to it, so a
     /// policy change voids tokens issued under the old one.
     #[serde(skip)]
@@ -448,6 +452,7 @@ impl Default for Config {
             delegation: DelegationConfig::default(),
             hooks: HooksConfig::default(),
             pii: pii::PiiConfig::default(),
+            audit: audit::AuditConfig::default(),
             policy_version: policy_version(""),
         }
     }
@@ -689,6 +694,24 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.audit.checkpoint_every < 1 {
+            return Err(at(
+                "checkpoint_every",
+                "audit.checkpoint_every must be at least 1".into(),
+            ));
+        }
+        if self.audit.origin.is_empty()
+            || self
+                .audit
+                .origin
+                .contains(|c: char| c.is_whitespace() || c == '+')
+        {
+            return Err(at(
+                "origin",
+                "audit.origin must be non-empty, without spaces or '+' (a host name is a good choice)"
+                    .into(),
+            ));
         }
         if self.delegation.verification_cache > Duration::from_secs(60) {
             return Err(at(
