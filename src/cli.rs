@@ -158,7 +158,8 @@ pub enum AuditCommand {
         #[arg(long)]
         file: Option<PathBuf>,
         /// A checkpoint key as `mcpgate audit key` prints it (repeatable:
-        /// keys before a rotation). Without it, the gateway's own key.
+        /// keys from before a rotation). The store is also checked with the
+        /// gateway's own key (and MCPGATE_KEY_PREVIOUS's).
         #[arg(long = "public-key")]
         public_key: Vec<String>,
         /// Only the part of the log from this time (RFC 3339) or this long ago.
@@ -336,12 +337,12 @@ async fn audit_verify(
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
         None => {
-            if keys.is_empty() {
-                let master =
-                    crate::keys::MasterKey::for_config(config).map_err(anyhow::Error::msg)?;
-                keys = audit::checkpoint_verifiers(&master, &config.audit)
-                    .map_err(anyhow::Error::msg)?;
-            }
+            // The gateway's own keys, and any given (older keys, kept from
+            // before a rotation).
+            let master = crate::keys::MasterKey::for_config(config).map_err(anyhow::Error::msg)?;
+            keys.extend(
+                audit::checkpoint_verifiers(&master, &config.audit).map_err(anyhow::Error::msg)?,
+            );
             let pool = storage::connect(config).await?;
             let records = audit::records::load(&pool).await?;
             (records, audit::records::Encoding::Jsonl)

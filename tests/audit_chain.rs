@@ -416,9 +416,47 @@ async fn exports_verify_offline_with_the_public_key_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_verifies_on_its_own_and_still_catches_edits_inside_it() {
+    let (_dir, pool) = ten_calls().await;
+    let since: String = sqlx::query_scalar("SELECT started_at FROM audit_events WHERE id = 6")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let range = |records: Vec<records::Record>| {
+        let mut part = records::since(records, &since);
+        part.insert(0, records::header(Some(&since)));
+        part
+    };
+    let part = range(records::load(&pool).await.unwrap());
+    assert!(
+        part.iter().any(|r| r.kind == "start"),
+        "a range names where it starts"
+    );
+    let report = verify::verify(&part, &[key().verifier()], Encoding::Jsonl);
+    assert!(report.intact(), "{:#?}", report.findings);
+    assert!(report.rows >= 5 && report.rows < 10, "{report:?}");
+
+    exec(&pool, "UPDATE audit_events SET tool = 'other' WHERE id = 8").await;
+    let part = range(records::load(&pool).await.unwrap());
+    let report = verify::verify(&part, &[key().verifier()], Encoding::Jsonl);
+    first_break(&report, Kind::Modified, &["row 8", "tool"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_prunes_at_a_checkpoint_and_what_remains_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = mcpgate::storage::open(dir.path()).await.unwrap();
+    retention_on(mcpgate::storage::open(dir.path()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_postgres() {
+    let store = support::SharedStore::create().await;
+    let config =
+        mcpgate::config::Config::parse(&format!("database: {}\n", store.url), "t.yaml").unwrap();
+    retention_on(mcpgate::storage::connect(&config).await.unwrap()).await;
+}
+
+async fn retention_on(pool: mcpgate::storage::Db) {
     let writer = start_writer(&pool).await;
     let old = actors::format_rfc3339(time::OffsetDateTime::now_utc() - time::Duration::days(40));
     for i in 1..=6 {
@@ -626,5 +664,65 @@ async fn kill_9_under_load_then_restart_verifies_with_every_acknowledged_call() 
     assert!(
         lost.is_empty(),
         "acknowledged calls without a complete row: {lost:?}"
+    );
+}
+
+/// Two replicas on one PostgreSQL each append to a chain of their own; the
+/// log verifies as a whole, and an edit on the shared store is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_on_postgres_each_keep_a_chain_and_the_log_verifies() {
+    let store = support::SharedStore::create().await;
+    let body = "users:\n  - email: you@example.com\n    access: {}\n";
+    let a = support::TestGateway::start_on(body, Some(&store)).await;
+    let b = support::TestGateway::start_on(body, Some(&store)).await;
+    let token = a.token("you@example.com").await;
+    let mut calls = 0;
+    for gw in [&a, &b] {
+        let client = gw.rmcp_client(&token).await;
+        for n in 0..5 {
+            let result = support::call(
+                &client,
+                "gateway_my_activity",
+                serde_json::json!({"service": format!("s{n}")}),
+            )
+            .await
+            .unwrap();
+            assert_ne!(result.is_error, Some(true), "{result:?}");
+            calls += 1;
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+
+    let config =
+        mcpgate::config::Config::parse(&format!("database: {}\n", store.url), "t.yaml").unwrap();
+    let pool = mcpgate::storage::connect(&config).await.unwrap();
+    let master = mcpgate::keys::MasterKey::from_hex(&store.key_hex).unwrap();
+    let verifier = mcpgate::audit::checkpoint_key(&master, &config.audit).verifier();
+    let records = records::load(&pool).await.unwrap();
+    let report = verify::verify(&records, std::slice::from_ref(&verifier), Encoding::Jsonl);
+    assert!(report.intact(), "{:#?}", report.findings);
+    assert_eq!(report.rows, calls);
+    assert!(report.chains >= 2, "{report:?}");
+    assert_eq!(
+        report.unsigned_entries, 0,
+        "both stopped gracefully: {report:?}"
+    );
+
+    let third: i64 = sqlx::query_scalar("SELECT id FROM audit_events ORDER BY id LIMIT 1 OFFSET 2")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET subject = 'someone@example.com' WHERE id = $1")
+        .bind(third)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let records = records::load(&pool).await.unwrap();
+    let report = verify::verify(&records, &[verifier], Encoding::Jsonl);
+    first_break(
+        &report,
+        Kind::Modified,
+        &[&format!("row {third}"), "subject"],
     );
 }
