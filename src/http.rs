@@ -375,78 +375,30 @@ async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     }))
 }
 
-/// Prometheus text exposition of the same counters as `/health`.
+/// Prometheus text exposition (see `metrics.rs` for the families).
 async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
-    use std::fmt::Write;
-    let stats = gw.stats();
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP mcpgate_calls_total Tool calls by decision.");
-    let _ = writeln!(out, "# TYPE mcpgate_calls_total counter");
-    for (decision, counter) in [
-        ("allowed", &stats.allowed),
-        ("refused", &stats.refused),
-        ("failed", &stats.failed),
-    ] {
-        let _ = writeln!(
-            out,
-            "mcpgate_calls_total{{decision=\"{decision}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_actor_failures_total Supervised actors that failed (errors and panics)."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_actor_failures_total counter");
-    let _ = writeln!(
-        out,
-        "mcpgate_actor_failures_total {}",
-        stats.actor_failures.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_actor_restarts_total Restarts performed by supervisors."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_actor_restarts_total counter");
-    let _ = writeln!(
-        out,
-        "mcpgate_actor_restarts_total {}",
-        stats.actor_restarts.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(out, "# HELP mcpgate_sessions Live session actors.");
-    let _ = writeln!(out, "# TYPE mcpgate_sessions gauge");
-    let _ = writeln!(out, "mcpgate_sessions {}", gw.sessions().count());
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_in_flight MCP requests whose answer is not sent yet."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_in_flight gauge");
-    let _ = writeln!(out, "mcpgate_in_flight {}", gw.drain().current());
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_connector_up 1 when the service's upstream is connected."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_connector_up gauge");
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_connector_starts_total Connections started to the upstream."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_connector_starts_total counter");
-    for name in gw.config().services.keys() {
-        let status = gw.directory().get(name);
-        let up = status
-            .as_ref()
-            .is_some_and(|s| s.state == actors::connector::ConnectorState::Running);
-        let starts = status.map(|s| s.starts).unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "mcpgate_connector_up{{service=\"{name}\"}} {}",
-            u8::from(up)
-        );
-        let _ = writeln!(
-            out,
-            "mcpgate_connector_starts_total{{service=\"{name}\"}} {starts}"
-        );
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    let connectors = gw
+        .config()
+        .services
+        .keys()
+        .map(|name| {
+            let status = gw.directory().get(name);
+            crate::metrics::Connector {
+                service: name.clone(),
+                up: status
+                    .as_ref()
+                    .is_some_and(|s| s.state == actors::connector::ConnectorState::Running),
+                starts: status.map(|s| s.starts).unwrap_or(0),
+            }
+        })
+        .collect();
+    let gauges = crate::metrics::Gauges {
+        sessions: gw.sessions().count(),
+        in_flight: gw.drain().current(),
+        connectors,
+    };
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(gw.stats(), &gauges),
+    )
 }

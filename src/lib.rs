@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod http;
 pub mod keys;
 pub mod mcp;
+pub mod metrics;
 pub mod native;
 pub mod oauth;
 pub mod pii;

@@ -35,6 +35,7 @@ use crate::pii::Pii;
 use crate::policy::Catalogs;
 use crate::policy::decide::{self, Confirmation, Decided, Rules};
 use crate::principal::Principal;
+use crate::stats::CallLabels;
 use crate::write_safety::{self, Binding, Channel, Confirmations, Confirmed, Question, RoundTrip};
 
 /// How often a call waiting for its upstream's connection looks again.
@@ -85,7 +86,8 @@ impl From<Refusal> for Stop {
 }
 
 impl Pipeline {
-    /// Run one tool call through the whole pipeline.
+    /// Run one tool call through the whole pipeline. Every call ends here,
+    /// whichever stage ended it: this is where it is counted.
     pub async fn run(&self, mut request: CallRequest<'_>) -> Result<CallToolResponse, Refusal> {
         let started = Instant::now();
         let token = write_safety::take_token(&mut request.arguments);
@@ -102,31 +104,56 @@ impl Pipeline {
             row.grant_id = Some(grant.scope.grant_id.clone());
             row.job_id = grant.scope.job_id.clone();
         }
+        let ended = self
+            .stages(&request, token.as_deref(), &mut row, started)
+            .await;
+        self.audit
+            .stats()
+            .calls
+            .record(ended.labels(&row, request.tool), started.elapsed());
+        ended.into_answer()
+    }
+
+    /// The stages in order; `row` is filled in as facts become known.
+    async fn stages(
+        &self,
+        request: &CallRequest<'_>,
+        token: Option<&str>,
+        row: &mut AuditDecision,
+        started: Instant,
+    ) -> Ended {
         if self.drain.is_draining() {
             let refusal = Refusal::new(Reason::ShuttingDown, "the gateway is shutting down");
-            return Err(self.audit.refusal(row, refusal).await);
+            return Ended::Refused(self.audit.refusal(row.clone(), refusal).await);
         }
-        if let Some(local) = self.local(&request, &mut row).await {
+        if let Some(local) = self.local(request, row).await {
             return self.finish_local(row, local).await;
         }
-        let admitted = match self.admit(&request, token.as_deref(), &mut row).await {
+        let admitted = match self.admit(request, token, row).await {
             Ok(admitted) => admitted,
-            Err(Stop::Refused(refusal)) => return Err(self.audit.refusal(row, refusal).await),
+            Err(Stop::Refused(refusal)) => {
+                return Ended::Refused(self.audit.refusal(row.clone(), refusal).await);
+            }
             Err(Stop::Asked(question, why)) => {
                 let ask = Refusal::new(Reason::ConfirmationRequired, why);
-                self.audit.record_refusal(row, &ask).await?;
-                return Ok(question);
+                return match self.audit.record_refusal(row.clone(), &ask).await {
+                    Ok(()) => Ended::Asked(question),
+                    Err(unrecorded) => Ended::Refused(unrecorded),
+                };
             }
         };
         // Write-ahead: the attempt is on record before the upstream sees it.
-        self.audit.decision(row.clone()).await?;
-        match self.execute(&request, &admitted).await {
-            Ok(result) => self.complete(&row, started, Ok(result)).await,
-            Err(Executed::Failed(error)) => self.complete(&row, started, Err(error)).await,
-            Err(Executed::Refused(refusal, upstream_status)) => Err(self
-                .audit
-                .refusal_after_write_ahead(&row, started, refusal, upstream_status)
-                .await),
+        if let Err(refusal) = self.audit.decision(row.clone()).await {
+            return Ended::Refused(refusal);
+        }
+        match self.execute(request, &admitted).await {
+            Ok(result) => self.complete(row, started, Ok(result)).await,
+            Err(Executed::Failed(error)) => self.complete(row, started, Err(error)).await,
+            Err(Executed::Refused(refusal, upstream_status)) => Ended::Refused(
+                self.audit
+                    .refusal_after_write_ahead(row, started, refusal, upstream_status)
+                    .await,
+            ),
         }
     }
 
@@ -168,16 +195,19 @@ impl Pipeline {
     /// answered unless it is durable) or refused with its reason.
     async fn finish_local(
         &self,
-        mut row: AuditDecision,
+        row: &AuditDecision,
         outcome: Result<CallToolResult, Refusal>,
-    ) -> Result<CallToolResponse, Refusal> {
+    ) -> Ended {
+        let mut row = row.clone();
         match outcome {
             Ok(result) => {
                 row.completed = true;
-                self.audit.decision(row).await?;
-                Ok(result.into())
+                match self.audit.decision(row).await {
+                    Ok(()) => Ended::Answered(result.into()),
+                    Err(refusal) => Ended::Refused(refusal),
+                }
             }
-            Err(refusal) => Err(self.audit.refusal(row, refusal).await),
+            Err(refusal) => Ended::Refused(self.audit.refusal(row, refusal).await),
         }
     }
 
@@ -386,7 +416,7 @@ impl Pipeline {
         row: &AuditDecision,
         started: Instant,
         outcome: Result<CallToolResult, ConnectorError>,
-    ) -> Result<CallToolResponse, Refusal> {
+    ) -> Ended {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let service = row.service.as_deref().unwrap_or_default();
         let (completion, answer) = match outcome {
@@ -428,7 +458,10 @@ impl Pipeline {
                 (completion, Err(Refusal::new(reason, message)))
             }
         };
-        self.audit.outcome(completion).await?;
+        if let Err(unrecorded) = self.audit.outcome(completion).await {
+            // The call ran; its answer is withheld because its outcome is not on record.
+            return Ended::Failed(unrecorded);
+        }
         let stats = self.audit.stats();
         let counter = if answer.is_err() {
             &stats.failed
@@ -436,7 +469,10 @@ impl Pipeline {
             &stats.allowed
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        answer.map(Into::into)
+        match answer {
+            Ok(result) => Ended::Answered(result.into()),
+            Err(refusal) => Ended::Failed(refusal),
+        }
     }
 
     /// A call that arrives while its service's upstream is still connecting
@@ -478,6 +514,75 @@ enum Executed {
     /// The gateway stopped it after the write-ahead (grant ended, a
     /// post-hook or the PII scan withheld the answer).
     Refused(Refusal, &'static str),
+}
+
+/// How a call ended: its answer, and the decision its audit row records.
+enum Ended {
+    /// Allowed and answered (a gateway tool, or the upstream's result).
+    Answered(CallToolResponse),
+    /// Not run: the answer asks the human first (`confirmation_required`).
+    Asked(CallToolResponse),
+    /// Refused, before or after the write-ahead.
+    Refused(Refusal),
+    /// Allowed, and the upstream (or recording its outcome) failed.
+    Failed(Refusal),
+}
+
+impl Ended {
+    fn decision(&self) -> (Decision, &'static str) {
+        match self {
+            Ended::Answered(_) => (Decision::Allowed, ""),
+            Ended::Asked(_) => (Decision::Refused, Reason::ConfirmationRequired.code()),
+            Ended::Refused(refusal) => (Decision::Refused, refusal.code()),
+            Ended::Failed(refusal) => (Decision::Failed, refusal.code()),
+        }
+    }
+
+    /// The metric labels of this call. The action is named only once the
+    /// catalog knows it, so a caller cannot mint series with made-up names;
+    /// gateway-answered tools count under the service `gateway`.
+    fn labels(&self, row: &AuditDecision, tool: &str) -> CallLabels {
+        let (decision, reason) = self.decision();
+        let local = is_local(tool);
+        let service = match &row.service {
+            Some(service) => service.clone(),
+            None if local => LOCAL_SERVICE.to_owned(),
+            None => String::new(),
+        };
+        let action = if local {
+            tool.to_owned()
+        } else if reason == Reason::UnknownAction.code() {
+            String::new()
+        } else {
+            row.action.clone().unwrap_or_default()
+        };
+        CallLabels {
+            service,
+            action,
+            decision: decision.as_str(),
+            reason,
+        }
+    }
+
+    fn into_answer(self) -> Result<CallToolResponse, Refusal> {
+        match self {
+            Ended::Answered(answer) | Ended::Asked(answer) => Ok(answer),
+            Ended::Refused(refusal) | Ended::Failed(refusal) => Err(refusal),
+        }
+    }
+}
+
+/// The `service` label of the tools the gateway answers itself.
+pub const LOCAL_SERVICE: &str = "gateway";
+
+fn is_local(tool: &str) -> bool {
+    [
+        crate::discovery::SEARCH,
+        crate::discovery::DESCRIBE,
+        crate::activity::TOOL,
+        crate::hooks::self_service::TOOL,
+    ]
+    .contains(&tool)
 }
 
 fn facts<'a>(request: &'a CallRequest<'_>, decided: &'a Decided) -> CallFacts<'a> {

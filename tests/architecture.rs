@@ -25,6 +25,8 @@ const RULES: &[(&str, &[&str])] = &[
     // Config is parsed at the bottom: only the vocabulary below it.
     ("config", &["*", "!domain"]),
     ("stats", &["*"]),
+    // The exposition renders what it is given: the counters, the gauges.
+    ("metrics", &["*", "!stats"]),
     ("adf", &["*"]),
     ("storage", &["*", "!config", "!domain"]),
     ("keys", &["*", "!config", "!domain"]),
