@@ -29,6 +29,7 @@ pub mod principal;
 pub mod sessions;
 pub mod stats;
 pub mod storage;
+pub mod telemetry;
 pub mod tokens;
 pub mod vault;
 pub mod write_safety;

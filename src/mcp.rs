@@ -17,6 +17,7 @@ use crate::domain::{Reason, Refusal};
 use crate::pipeline::{CallRequest, Pipeline};
 use crate::principal::Principal;
 use crate::sessions::{SessionError, Sessions};
+use crate::telemetry::RequestSpan;
 use crate::write_safety::RoundTrip;
 
 /// How long 2026-07-28 clients may cache `tools/list`.
@@ -148,6 +149,13 @@ impl ServerHandler for McpHandler {
             responses: request.input_responses.clone(),
             request_state: request.request_state.clone(),
         });
+        // The HTTP request's span (see http.rs) is the parent of the call's.
+        let parent = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<RequestSpan>())
+            .map(|s| s.0.clone())
+            .unwrap_or_else(tracing::Span::none);
         let call = CallRequest {
             principal: &principal,
             session: &session,
@@ -155,6 +163,7 @@ impl ServerHandler for McpHandler {
             arguments: request.arguments.unwrap_or_default(),
             elicitor: can_elicit.then(|| context.peer.clone()),
             round_trip: mrtr,
+            parent,
         };
         self.pipeline.run(call).await.map_err(Refusal::into_mcp)
     }

@@ -24,6 +24,8 @@ use actors::connector::{self, ConnectorError, ConnectorRef};
 use actors::session::SessionTicket;
 use rmcp::model::{CallToolResponse, CallToolResult, JsonObject, ResultType};
 use serde_json::Value;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::audit::{AuditLog, RowStart};
 use crate::config::Config;
@@ -51,6 +53,9 @@ pub struct CallRequest<'a> {
     pub elicitor: Option<rmcp::Peer<rmcp::RoleServer>>,
     /// For 2026-07-28 clients: the multi-round-trip state of this call.
     pub round_trip: Option<RoundTrip>,
+    /// The span the call's own span is a child of (the HTTP request's), or
+    /// `Span::none()`.
+    pub parent: tracing::Span,
 }
 
 /// The stages' state: exactly what a call needs, nothing else.
@@ -104,13 +109,44 @@ impl Pipeline {
             row.grant_id = Some(grant.scope.grant_id.clone());
             row.job_id = grant.scope.job_id.clone();
         }
+        // The call's span: who and what, never argument values.
+        let span = tracing::info_span!(
+            parent: &request.parent,
+            "mcp.call",
+            mcp.method.name = "tools/call",
+            gen_ai.tool.name = request.tool,
+            mcpgate.subject = %request.principal.subject,
+            mcpgate.actor = %request.principal.actor,
+            mcpgate.grant_id = row.grant_id.as_deref(),
+            mcpgate.service = Empty,
+            mcpgate.action = Empty,
+            mcpgate.risk = Empty,
+            mcpgate.decision = Empty,
+            mcpgate.reason = Empty,
+            otel.status_code = Empty,
+        );
         let ended = self
             .stages(&request, token.as_deref(), &mut row, started)
+            .instrument(span.clone())
             .await;
-        self.audit
-            .stats()
-            .calls
-            .record(ended.labels(&row, request.tool), started.elapsed());
+        let labels = ended.labels(&row, request.tool);
+        if !labels.service.is_empty() {
+            span.record("mcpgate.service", labels.service.as_str());
+        }
+        if !labels.action.is_empty() {
+            span.record("mcpgate.action", labels.action.as_str());
+        }
+        if let Some(risk) = row.risk {
+            span.record("mcpgate.risk", risk.as_str());
+        }
+        span.record("mcpgate.decision", labels.decision);
+        if !labels.reason.is_empty() {
+            span.record("mcpgate.reason", labels.reason);
+        }
+        if matches!(ended, Ended::Failed(_)) {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.audit.stats().calls.record(labels, started.elapsed());
         ended.into_answer()
     }
 
@@ -124,7 +160,12 @@ impl Pipeline {
     ) -> Ended {
         if self.drain.is_draining() {
             let refusal = Refusal::new(Reason::ShuttingDown, "the gateway is shutting down");
-            return Ended::Refused(self.audit.refusal(row.clone(), refusal).await);
+            return Ended::Refused(
+                self.audit
+                    .refusal(row.clone(), refusal)
+                    .instrument(audit_span("refusal"))
+                    .await,
+            );
         }
         if let Some(local) = self.local(request, row).await {
             return self.finish_local(row, local).await;
@@ -132,18 +173,33 @@ impl Pipeline {
         let admitted = match self.admit(request, token, row).await {
             Ok(admitted) => admitted,
             Err(Stop::Refused(refusal)) => {
-                return Ended::Refused(self.audit.refusal(row.clone(), refusal).await);
+                return Ended::Refused(
+                    self.audit
+                        .refusal(row.clone(), refusal)
+                        .instrument(audit_span("refusal"))
+                        .await,
+                );
             }
             Err(Stop::Asked(question, why)) => {
                 let ask = Refusal::new(Reason::ConfirmationRequired, why);
-                return match self.audit.record_refusal(row.clone(), &ask).await {
+                let recorded = self
+                    .audit
+                    .record_refusal(row.clone(), &ask)
+                    .instrument(audit_span("refusal"))
+                    .await;
+                return match recorded {
                     Ok(()) => Ended::Asked(question),
                     Err(unrecorded) => Ended::Refused(unrecorded),
                 };
             }
         };
         // Write-ahead: the attempt is on record before the upstream sees it.
-        if let Err(refusal) = self.audit.decision(row.clone()).await {
+        let written = self
+            .audit
+            .decision(row.clone())
+            .instrument(audit_span("decision"))
+            .await;
+        if let Err(refusal) = written {
             return Ended::Refused(refusal);
         }
         match self.execute(request, &admitted).await {
@@ -152,6 +208,7 @@ impl Pipeline {
             Err(Executed::Refused(refusal, upstream_status)) => Ended::Refused(
                 self.audit
                     .refusal_after_write_ahead(row, started, refusal, upstream_status)
+                    .instrument(audit_span("outcome"))
                     .await,
             ),
         }
@@ -202,12 +259,22 @@ impl Pipeline {
         match outcome {
             Ok(result) => {
                 row.completed = true;
-                match self.audit.decision(row).await {
+                match self
+                    .audit
+                    .decision(row)
+                    .instrument(audit_span("decision"))
+                    .await
+                {
                     Ok(()) => Ended::Answered(result.into()),
                     Err(refusal) => Ended::Refused(refusal),
                 }
             }
-            Err(refusal) => Ended::Refused(self.audit.refusal(row, refusal).await),
+            Err(refusal) => Ended::Refused(
+                self.audit
+                    .refusal(row, refusal)
+                    .instrument(audit_span("refusal"))
+                    .await,
+            ),
         }
     }
 
@@ -228,13 +295,15 @@ impl Pipeline {
             Some((name, catalog)) if name == service => Some(catalog.clone()),
             _ => self.catalogs.catalog(service),
         };
-        let decided = decide::decide(
-            &rules,
-            request.principal,
-            &lookup,
-            request.tool,
-            &request.arguments,
-        );
+        let decided = tracing::info_span!("mcp.decide").in_scope(|| {
+            decide::decide(
+                &rules,
+                request.principal,
+                &lookup,
+                request.tool,
+                &request.arguments,
+            )
+        });
         let mut decided = match decided {
             Ok(decided) => decided,
             Err(refused) => {
@@ -248,16 +317,20 @@ impl Pipeline {
         row.action = Some(decided.action.clone());
         row.risk = Some(decided.risk);
         if let Some(grant) = &request.principal.grant {
-            authorize_under_grant(grant, &decided).await?;
+            authorize_under_grant(grant, &decided)
+                .instrument(tracing::info_span!("mcp.grant"))
+                .await?;
         }
         // Company pre-hooks, then the subject's own: they may refuse, rewrite
         // arguments, or ask for the human's confirmation.
         let mut arguments = std::mem::take(&mut decided.arguments);
-        let pre = self.hooks.current().run_pre(
-            &facts(request, &decided),
-            &mut arguments,
-            self.hooks.budget,
-        );
+        let pre = tracing::info_span!("mcp.hooks.pre").in_scope(|| {
+            self.hooks.current().run_pre(
+                &facts(request, &decided),
+                &mut arguments,
+                self.hooks.budget,
+            )
+        });
         decided.arguments = arguments;
         let pre = pre?;
         let confirmation = decide::confirmation(
@@ -298,7 +371,12 @@ impl Pipeline {
                     elicitor: request.elicitor.as_ref(),
                     round_trip: request.round_trip.as_ref(),
                 };
-                match self.confirmations.confirm(&question, &channel).await? {
+                let confirmed = self
+                    .confirmations
+                    .confirm(&question, &channel)
+                    .instrument(tracing::info_span!("mcp.confirm"))
+                    .await?;
+                match confirmed {
                     Confirmed::Proceed => {}
                     Confirmed::AskFirst(preview) => {
                         return Err(Stop::Asked(
@@ -324,6 +402,7 @@ impl Pipeline {
                 &decided.service,
                 &mut decided.arguments,
             )
+            .instrument(tracing::info_span!("mcp.pii.rehydrate"))
             .await?;
         if counts.total() > 0 {
             row.pii_rehydrated = Some(counts.total() as i64);
@@ -354,38 +433,60 @@ impl Pipeline {
             + Duration::from_secs(1);
         // Under a grant, the hand-off happens inside its gate: once a
         // revocation is acknowledged, no call of the grant gets here.
-        let admission = match &request.principal.grant {
-            Some(grant) => match grant.gate.admit().await {
-                Ok(admission) => Some(admission),
-                Err(reason) => {
-                    let refusal = grant_ended(grant, &reason);
-                    return Err(Executed::Refused(refusal, "not_called"));
-                }
-            },
-            None => None,
-        };
-        let pending = connector::dispatch(
-            &connector,
-            &decided.service,
-            &request.principal.subject,
-            request.principal.kind().is_interactive(),
-            decided.action.clone(),
-            Some(decided.arguments.clone()),
-            deadline,
+        // The upstream's span: its context goes with the call (`traceparent`).
+        let upstream = tracing::info_span!(
+            "mcp.upstream",
+            otel.kind = "client",
+            mcpgate.service = %decided.service,
+            mcpgate.action = %decided.action,
+            otel.status_code = Empty,
         );
-        drop(admission);
-        let mut result = match pending {
-            Ok(pending) => pending.answer().await.map_err(Executed::Failed)?,
-            Err(error) => return Err(Executed::Failed(error)),
-        };
+        let trace = crate::telemetry::trace_context(&upstream);
+        let called = async {
+            let admission = match &request.principal.grant {
+                Some(grant) => match grant.gate.admit().await {
+                    Ok(admission) => Some(admission),
+                    Err(reason) => {
+                        let refusal = grant_ended(grant, &reason);
+                        return Err(Executed::Refused(refusal, "not_called"));
+                    }
+                },
+                None => None,
+            };
+            let pending = connector::dispatch(
+                &connector,
+                &decided.service,
+                &request.principal.subject,
+                request.principal.kind().is_interactive(),
+                decided.action.clone(),
+                Some(decided.arguments.clone()),
+                trace,
+                deadline,
+            );
+            drop(admission);
+            match pending {
+                Ok(pending) => pending.answer().await.map_err(Executed::Failed),
+                Err(error) => Err(Executed::Failed(error)),
+            }
+        }
+        .instrument(upstream.clone())
+        .await;
+        if called.is_err() {
+            upstream.record("otel.status_code", "ERROR");
+        }
+        drop(upstream);
+        let mut result = called?;
         // Post-hooks (caps, withholding, warnings) see what the upstream answered.
         let facts = facts(request, decided);
-        if let Err(refusal) = self.hooks.current().run_post(
-            &facts,
-            &decided.arguments,
-            &mut result,
-            self.hooks.budget,
-        ) {
+        let post = tracing::info_span!("mcp.hooks.post").in_scope(|| {
+            self.hooks.current().run_post(
+                &facts,
+                &decided.arguments,
+                &mut result,
+                self.hooks.budget,
+            )
+        });
+        if let Err(refusal) = post {
             // The upstream ran; its answer does not go out.
             return Err(Executed::Refused(refusal, "withheld"));
         }
@@ -402,6 +503,7 @@ impl Pipeline {
             && let Err(refusal) = self
                 .pii
                 .pseudonymize(&request.principal.subject, &decided.service, &mut result)
+                .instrument(tracing::info_span!("mcp.pii.pseudonymize"))
                 .await
         {
             tracing::error!(service = %decided.service, reason = refusal.code(), "PII scan failed: result withheld");
@@ -458,7 +560,12 @@ impl Pipeline {
                 (completion, Err(Refusal::new(reason, message)))
             }
         };
-        if let Err(unrecorded) = self.audit.outcome(completion).await {
+        let recorded = self
+            .audit
+            .outcome(completion)
+            .instrument(audit_span("outcome"))
+            .await;
+        if let Err(unrecorded) = recorded {
             // The call ran; its answer is withheld because its outcome is not on record.
             return Ended::Failed(unrecorded);
         }
@@ -570,6 +677,12 @@ impl Ended {
             Ended::Refused(refusal) | Ended::Failed(refusal) => Err(refusal),
         }
     }
+}
+
+/// The span of one audit write: `entry` is what is written (`decision`, the
+/// write-ahead or a complete row; `outcome`; `refusal`).
+fn audit_span(entry: &'static str) -> tracing::Span {
+    tracing::info_span!("mcp.audit.write", mcpgate.audit.entry = entry)
 }
 
 /// The `service` label of the tools the gateway answers itself.

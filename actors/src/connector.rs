@@ -16,7 +16,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, RequestParamsMeta, Tool};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -175,8 +175,16 @@ pub struct ServiceCall {
     /// The subject is asking in person (not a workflow or a delegated
     /// flow): only then may an answer carry links meant for them.
     pub interactive: bool,
+    /// The W3C Trace Context of the gateway's span for this upstream call.
+    pub trace: TraceContext,
     pub reply: RpcReplyPort<Result<CallToolResult, ConnectorError>>,
 }
+
+/// The W3C Trace Context of a call's upstream span, as `(key, value)` pairs:
+/// `traceparent`, and `tracestate` when there is one; empty when traces are
+/// off. An MCP upstream gets them in the request's `_meta` (SEP-414: the
+/// keys `traceparent` and `tracestate`), an HTTP API as headers.
+pub type TraceContext = Vec<(String, String)>;
 
 /// A connector as its callers see it, whichever actor serves the service.
 pub type ConnectorRef = ractor::DerivedActorRef<ServiceCall>;
@@ -293,6 +301,7 @@ impl Actor for ConnectorActor {
             ConnectorMsg::Call(ServiceCall {
                 tool,
                 arguments,
+                trace,
                 reply,
                 ..
             }) => {
@@ -308,6 +317,13 @@ impl Actor for ConnectorActor {
                     let mut params = CallToolRequestParams::new(tool);
                     if let Some(arguments) = arguments {
                         params = params.with_arguments(arguments);
+                    }
+                    for (key, value) in &trace {
+                        match key.as_str() {
+                            "traceparent" => params.set_traceparent(value),
+                            "tracestate" => params.set_tracestate(value),
+                            _ => {}
+                        }
                     }
                     let outcome = match tokio::time::timeout(timeout, peer.call_tool(params)).await
                     {
@@ -554,6 +570,7 @@ pub fn registry_key(service: &str) -> String {
 /// Hand `tool` to `service`'s connector. Once this returns `Ok` the call has
 /// reached the connector; the answer is awaited separately, so a caller can
 /// hold a short guard (a grant's gate) across the hand-off only.
+#[allow(clippy::too_many_arguments)]
 pub fn dispatch(
     connector: &ConnectorRef,
     service: &str,
@@ -561,6 +578,7 @@ pub fn dispatch(
     interactive: bool,
     tool: String,
     arguments: Option<JsonObject>,
+    trace: TraceContext,
     deadline: Duration,
 ) -> Result<PendingCall, ConnectorError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -570,6 +588,7 @@ pub fn dispatch(
             arguments,
             subject: subject.to_owned(),
             interactive,
+            trace,
             reply: reply.into(),
         })
         .map_err(|_| ConnectorError::Unavailable(service.to_owned()))?;
@@ -600,7 +619,16 @@ pub async fn call(
     arguments: Option<JsonObject>,
     deadline: Duration,
 ) -> Result<CallToolResult, ConnectorError> {
-    dispatch(connector, service, "", false, tool, arguments, deadline)?
+    dispatch(
+        connector,
+        service,
+        "",
+        false,
+        tool,
+        arguments,
+        TraceContext::new(),
+        deadline,
+    )?
         .answer()
         .await
 }
