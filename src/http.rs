@@ -20,10 +20,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
-use tracing::Instrument;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::delegation::grants::ACCESS_TOKEN_PREFIX;
 use crate::domain::{Reason, Refusal};
@@ -113,11 +113,7 @@ pub async fn serve(
 /// an MCP session bound to the credential that opened it. Each POST (one
 /// JSON-RPC message) is a server span that continues the caller's trace
 /// (W3C `traceparent`); the call's own span is its child (telemetry.rs).
-async fn authenticate(
-    State(gw): State<Arc<Gateway>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn authenticate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let span = if request.method() == Method::POST {
         let span = tracing::info_span!(
             "POST /mcp",
@@ -134,11 +130,19 @@ async fn authenticate(
     let response = admit(gw, request, next, span.clone())
         .instrument(span.clone())
         .await;
-    span.record("http.response.status_code", response.status().as_u16());
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
     response
 }
 
-async fn admit(gw: Arc<Gateway>, mut request: Request, next: Next, span: tracing::Span) -> Response {
+async fn admit(
+    gw: Arc<Gateway>,
+    mut request: Request,
+    next: Next,
+    span: tracing::Span,
+) -> Response {
     let session_id = request
         .headers()
         .get(SESSION_HEADER)

@@ -87,10 +87,13 @@ pub fn init() -> Telemetry {
     if let Some(problem) = problem {
         tracing::error!(error = %problem, "OpenTelemetry traces are off: the OTLP exporter could not be built");
     } else if provider.is_some() {
-        if let Some(protocol) = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
-            .iter()
-            .find_map(|name| env(name))
-            .filter(|p| p != "http/protobuf")
+        if let Some(protocol) = [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .iter()
+        .find_map(|name| env(name))
+        .filter(|p| p != "http/protobuf")
         {
             tracing::warn!(%protocol, "only OTLP over http/protobuf is supported; exporting with it");
         }

@@ -629,6 +629,6 @@ pub async fn call(
         TraceContext::new(),
         deadline,
     )?
-        .answer()
-        .await
+    .answer()
+    .await
 }
