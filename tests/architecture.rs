@@ -27,6 +27,8 @@ const RULES: &[(&str, &[&str])] = &[
     ("stats", &["*"]),
     // The exposition renders what it is given: the counters, the gauges.
     ("metrics", &["*", "!stats"]),
+    // The subscriber and the W3C Trace Context know nothing of the gateway.
+    ("telemetry", &["*"]),
     ("adf", &["*"]),
     ("storage", &["*", "!config", "!domain"]),
     ("keys", &["*", "!config", "!domain"]),
