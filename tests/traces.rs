@@ -35,9 +35,19 @@ impl Drop for Killed {
 
 /// The receiver, on a free port; spans land in `out`, one JSON per line.
 fn start_receiver(out: &std::path::Path) -> (Killed, u16) {
+    start_python(&[
+        repo()
+            .join("tests/peers/otlp_receiver.py")
+            .display()
+            .to_string(),
+        out.display().to_string(),
+    ])
+}
+
+/// A Python peer that prints `port <n>` once it listens.
+fn start_python(args: &[String]) -> (Killed, u16) {
     let mut child = Command::new(python())
-        .arg(repo().join("tests/peers/otlp_receiver.py"))
-        .arg(out)
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -48,7 +58,7 @@ fn start_receiver(out: &std::path::Path) -> (Killed, u16) {
     let port = line
         .trim()
         .strip_prefix("port ")
-        .unwrap_or_else(|| panic!("receiver said {line:?} (pip install opentelemetry-proto protobuf: scripts/install-peers.sh)"))
+        .unwrap_or_else(|| panic!("{args:?} said {line:?} (the receiver needs opentelemetry-proto and protobuf: scripts/install-peers.sh)"))
         .parse()
         .unwrap();
     (Killed(child), port)
@@ -230,6 +240,13 @@ async fn a_call_continues_the_callers_trace_through_the_stages_to_the_upstream()
     let spans_file = dir.path().join("spans.jsonl");
     let (_receiver, receiver_port) = start_receiver(&spans_file);
     let (api_base, api_seen) = start_api().await;
+    let (_http_upstream, http_upstream_port) = start_python(&[
+        repo()
+            .join("tests/peers/meta_server.py")
+            .display()
+            .to_string(),
+        "http".to_owned(),
+    ]);
     let catalogs = dir.path().join("catalogs");
     std::fs::create_dir_all(&catalogs).unwrap();
     std::fs::write(catalogs.join("acme.yaml"), ACME_CATALOG).unwrap();
@@ -249,6 +266,9 @@ services:
   meta:
     kind: mcp
     command: ["{python}", "{server}"]
+  remote:
+    kind: mcp
+    url: http://127.0.0.1:{http_upstream_port}/mcp
   acme:
     kind: native
     catalog: acme
@@ -323,12 +343,26 @@ users:
             &traceparent(TRACE_ID),
         )
         .await;
-    let upstream_meta: Value = serde_json::from_str(
-        mcp_answer["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{mcp_answer}")),
-    )
-    .unwrap();
+    let seen_upstream = |answer: &Value| -> Value {
+        serde_json::from_str(
+            answer["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{answer}")),
+        )
+        .unwrap()
+    };
+    let upstream_meta = seen_upstream(&mcp_answer)["meta"].clone();
+    // An MCP upstream over Streamable HTTP: in `_meta`, and as a header.
+    let http_trace = "5ce0e9a56015fec5aadfa328ae398115";
+    let http_answer = session
+        .call(
+            5,
+            "remote_read_actions",
+            json!({"action": "lookup", "query": SECRET_ARGUMENT}),
+            &traceparent(http_trace),
+        )
+        .await;
+    let seen_over_http = seen_upstream(&http_answer);
     // A native service: the trace context goes out as HTTP headers.
     let native_trace = "0af7651916cd43dd8448eb211c80319c";
     let native_answer = session
@@ -441,6 +475,17 @@ users:
         format!("00-{TRACE_ID}-{}-01", upstream["span_id"].as_str().unwrap()),
         "the upstream's _meta: {upstream_meta}"
     );
+
+    // The Streamable HTTP upstream: the same context in `_meta` and the header.
+    let trace = trace_of(http_trace);
+    let upstream = trace.one("mcp.upstream");
+    assert_eq!(upstream["attributes"]["mcpgate.service"], "remote");
+    let expected = format!(
+        "00-{http_trace}-{}-01",
+        upstream["span_id"].as_str().unwrap()
+    );
+    assert_eq!(seen_over_http["meta"]["traceparent"], expected);
+    assert_eq!(seen_over_http["traceparent"], expected);
 
     // The native call: traceparent as an HTTP header, from its upstream span.
     let trace = trace_of(native_trace);

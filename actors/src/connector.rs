@@ -8,17 +8,22 @@
 //! on purpose: its supervisor restarts it with backoff and the child process is
 //! replaced, while other services are untouched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use futures::stream::BoxStream;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, RequestParamsMeta, Tool};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, JsonRpcRequest};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    SseError, StreamableHttpClient, StreamableHttpClientTransportConfig, StreamableHttpError,
+    StreamableHttpPostResponse, StreamableHttpResponseLimits,
+};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 
 /// Where the upstream MCP server is.
@@ -477,8 +482,10 @@ async fn connect(
                     .map_err(|e| format!("header {name}: {e}"))?;
                 config.custom_headers.insert(name, value);
             }
-            let transport =
-                StreamableHttpClientTransport::with_client(upstream_http_client()?, config);
+            let transport = StreamableHttpClientTransport::with_client(
+                TracingHttpClient(upstream_http_client()?),
+                config,
+            );
             handler.serve(transport).await.map_err(|e| e.to_string())?
         }
     };
@@ -502,6 +509,149 @@ fn upstream_http_client() -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// The Streamable HTTP client of an MCP upstream: reqwest's, plus the trace
+/// context of each `tools/call` as W3C headers. The call's `_meta` carries
+/// `traceparent`/`tracestate` (SEP-414); the POST that carries the call gets
+/// the same values as headers, so the upstream's HTTP layer continues the
+/// trace too. Everything else is reqwest's, limits included.
+#[derive(Clone)]
+struct TracingHttpClient(reqwest::Client);
+
+/// `headers`, plus the `traceparent`/`tracestate` of `message` if it is a
+/// `tools/call` that carries them.
+fn trace_headers(
+    message: &ClientJsonRpcMessage,
+    mut headers: HashMap<http::HeaderName, http::HeaderValue>,
+) -> HashMap<http::HeaderName, http::HeaderValue> {
+    if let JsonRpcMessage::Request(JsonRpcRequest {
+        request: ClientRequest::CallToolRequest(call),
+        ..
+    }) = message
+        && let Some(meta) = &call.params.meta
+    {
+        for (name, value) in [
+            ("traceparent", meta.get_traceparent()),
+            ("tracestate", meta.get_tracestate()),
+        ] {
+            if let Some(value) = value.and_then(|v| http::HeaderValue::from_str(v).ok()) {
+                headers.insert(http::HeaderName::from_static(name), value);
+            }
+        }
+    }
+    headers
+}
+
+type HttpResult<T> = Result<T, StreamableHttpError<reqwest::Error>>;
+type SseStream = BoxStream<'static, Result<sse_stream::Sse, SseError>>;
+
+impl StreamableHttpClient for TracingHttpClient {
+    type Error = reqwest::Error;
+
+    async fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+    ) -> HttpResult<StreamableHttpPostResponse> {
+        let headers = trace_headers(&message, custom_headers);
+        self.0
+            .post_message(uri, message, session_id, auth_header, headers)
+            .await
+    }
+
+    async fn post_message_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> HttpResult<StreamableHttpPostResponse> {
+        let headers = trace_headers(&message, custom_headers);
+        self.0
+            .post_message_with_max_sse_event_size(
+                uri,
+                message,
+                session_id,
+                auth_header,
+                headers,
+                max_sse_event_size,
+            )
+            .await
+    }
+
+    async fn post_message_with_response_limits(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+        limits: StreamableHttpResponseLimits,
+    ) -> HttpResult<StreamableHttpPostResponse> {
+        let headers = trace_headers(&message, custom_headers);
+        self.0
+            .post_message_with_response_limits(
+                uri,
+                message,
+                session_id,
+                auth_header,
+                headers,
+                limits,
+            )
+            .await
+    }
+
+    async fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+    ) -> HttpResult<()> {
+        self.0
+            .delete_session(uri, session_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+    ) -> HttpResult<SseStream> {
+        self.0
+            .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> HttpResult<SseStream> {
+        self.0
+            .get_stream_with_max_sse_event_size(
+                uri,
+                session_id,
+                last_event_id,
+                auth_header,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await
+    }
 }
 
 /// A call handed to a connector's mailbox, waiting for its answer.
