@@ -174,7 +174,11 @@ pub fn trace_context(span: &tracing::Span) -> Vec<(String, String)> {
     }
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&context, &mut carrier);
-    let mut out: Vec<(String, String)> = carrier.into_iter().collect();
+    // An empty `tracestate` is not sent at all.
+    let mut out: Vec<(String, String)> = carrier
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
     out.sort();
     out
 }

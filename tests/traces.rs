@@ -485,6 +485,10 @@ users:
         upstream["span_id"].as_str().unwrap()
     );
     assert_eq!(seen_over_http["meta"]["traceparent"], expected);
+    assert!(
+        seen_over_http["meta"].get("tracestate").is_none(),
+        "no empty tracestate: {seen_over_http}"
+    );
     assert_eq!(seen_over_http["traceparent"], expected);
 
     // The native call: traceparent as an HTTP header, from its upstream span.
