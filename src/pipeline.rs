@@ -150,6 +150,19 @@ impl Pipeline {
         ended.into_answer()
     }
 
+    /// Count a call its session refused before it reached [`Self::run`]
+    /// (`session_credential_mismatch`, `session_unavailable`); the refusal is
+    /// already audited.
+    pub fn count_unadmitted(&self, refusal: &Refusal, took: Duration) {
+        let labels = CallLabels {
+            service: String::new(),
+            action: String::new(),
+            decision: Decision::Refused.as_str(),
+            reason: refusal.code(),
+        };
+        self.audit.stats().calls.record(labels, took);
+    }
+
     /// The stages in order; `row` is filled in as facts become known.
     async fn stages(
         &self,

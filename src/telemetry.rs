@@ -35,6 +35,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -57,9 +58,14 @@ pub fn init() -> Telemetry {
         .with_current_span(false)
         .with_span_list(false)
         .with_writer(std::io::stderr)
+        // Events only: the logs never show span fields, so with traces off
+        // no span is even created (the stages' spans cost nothing).
         .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"))
+                .and(tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.is_event()
+                })),
         );
     let (provider, problem) = match traces_configured() {
         false => (None, None),
