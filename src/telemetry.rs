@@ -74,18 +74,7 @@ pub fn init() -> Telemetry {
             Err(e) => (None, Some(e)),
         },
     };
-    let traces = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("mcpgate"))
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_level(false)
-            .with_target(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.is_span() && meta.target().starts_with("mcpgate")
-            }))
-    });
+    let traces = provider.as_ref().map(traces_layer);
     tracing_subscriber::registry()
         .with(logs)
         .with(traces)
@@ -106,6 +95,26 @@ pub fn init() -> Telemetry {
         tracing::info!(service_name = %service_name(), "OpenTelemetry traces exported over OTLP/HTTP");
     }
     Telemetry { provider }
+}
+
+/// The layer that makes the gateway's spans OpenTelemetry spans of
+/// `provider`: its own spans only (target `mcpgate`), never log events, and
+/// only the attributes the gateway sets (no code locations, threads or
+/// timings of its own).
+pub fn traces_layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("mcpgate"))
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_level(false)
+        .with_target(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span() && meta.target().starts_with("mcpgate")
+        }))
 }
 
 impl Telemetry {

@@ -5,9 +5,13 @@
 //! W3C `traceparent` continues that trace through the gateway's stages and
 //! out to the upstream: in `_meta` for an MCP server, as a header for a
 //! native service's HTTP API. Spans carry who and what, never argument
-//! values, and the buffered spans are flushed when the gateway stops.
+//! values, and the buffered spans are flushed when the gateway stops. A
+//! delegated call, in process with the binary's own trace layer, names its
+//! grant and the flow acting.
 
 mod support;
+
+use support::world::{DECLARATION, world};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -515,4 +519,107 @@ users:
         "refusal"
     );
     assert!(trace.named("mcp.upstream").is_empty());
+}
+
+/// Spans as the SDK hands them to an exporter, kept for the test.
+#[derive(Debug, Clone, Default)]
+struct Collected(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+impl opentelemetry_sdk::trace::SpanExporter for Collected {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delegated_call_names_its_grant_and_the_flow_acting() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // In process, with the binary's own trace layer and an exporter that keeps
+    // what it gets.
+    let collected = Collected::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(collected.clone())
+        .build();
+    tracing_subscriber::registry()
+        .with(mcpgate::telemetry::traces_layer(&provider))
+        .init();
+
+    let w = world().await;
+    let step = w.wm.start_flow("alice", "f/finance/report");
+    let (token, grant_id) = w.grant_token(&step, DECLARATION).await;
+    let client = rmcp_connect(&w.gw.url, &token).await;
+    call(
+        &client,
+        "bigquery_read_actions",
+        json!({"action": "query", "sql": SECRET_ARGUMENT}),
+    )
+    .await
+    .unwrap();
+    let refused = call(
+        &client,
+        "warehouse_read_actions",
+        json!({"action": "query", "sql": SECRET_ARGUMENT}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&refused), "service_not_declared");
+
+    let spans = collected.0.lock().unwrap().clone();
+    let attribute = |span: &opentelemetry_sdk::trace::SpanData, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    for span in &spans {
+        for kv in &span.attributes {
+            assert!(
+                !kv.value.to_string().contains(SECRET_ARGUMENT),
+                "{}: {kv:?}",
+                span.name
+            );
+        }
+    }
+    let calls: Vec<_> = spans.iter().filter(|s| s.name == "mcp.call").collect();
+    assert_eq!(calls.len(), 2, "{spans:#?}");
+    for call in &calls {
+        assert_eq!(
+            attribute(call, "mcpgate.grant_id").as_deref(),
+            Some(grant_id.as_str())
+        );
+        assert_eq!(
+            attribute(call, "mcpgate.subject").as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(
+            attribute(call, "mcpgate.actor").as_deref(),
+            Some("windmill:prod/finance/f/finance/report")
+        );
+    }
+    let allowed = calls
+        .iter()
+        .find(|c| attribute(c, "mcpgate.decision").as_deref() == Some("allowed"))
+        .unwrap();
+    // The grant's actor authorized it: its own span, under the call's.
+    let children: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == allowed.span_context.span_id())
+        .map(|s| s.name.as_ref())
+        .collect();
+    assert!(children.contains(&"mcp.grant"), "{children:?}");
+    assert!(children.contains(&"mcp.upstream"), "{children:?}");
+    let refused = calls
+        .iter()
+        .find(|c| attribute(c, "mcpgate.decision").as_deref() == Some("refused"))
+        .unwrap();
+    assert_eq!(
+        attribute(refused, "mcpgate.reason").as_deref(),
+        Some("service_not_declared")
+    );
+    let _ = provider.shutdown();
 }
