@@ -15,6 +15,11 @@
 //! A stage that refuses returns a [`Refusal`]; [`Pipeline::run`] turns it into
 //! the audit row (one complete row before the write-ahead, the outcome of the
 //! written row after it). If the audit store cannot write, nothing runs.
+//!
+//! Every call ends in [`Pipeline::run`], so it is counted there, once, by
+//! service, action, decision and reason, with its duration (`stats.rs`,
+//! `/metrics`); and it runs inside one `mcp.call` span with a child span per
+//! stage (`telemetry.rs`). The upstream's span context travels with the call.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
