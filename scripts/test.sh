@@ -29,6 +29,9 @@ if [ -z "${MCPGATE_TEST_POSTGRES:-}" ]; then
     [ -n "${MCPGATE_TEST_POSTGRES:-}" ] || { echo "test.sh: scripts/postgres.sh printed no URL" >&2; exit 1; }
 fi
 export MCPGATE_TEST_POSTGRES
+# tests/metrics.rs lints /metrics with promtool (installed above): here a
+# missing promtool fails the test instead of skipping the check.
+export MCPGATE_REQUIRE_PROMTOOL=1
 cargo test --workspace --locked "$@"
 # Every suite whose gateways keep state in the store, on PostgreSQL (faults.rs
 # breaks the SQLite file on purpose, so it stays SQLite-only). `--workspace`

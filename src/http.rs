@@ -23,6 +23,7 @@ use futures::StreamExt;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::delegation::grants::ACCESS_TOKEN_PREFIX;
 use crate::domain::{Reason, Refusal};
@@ -109,131 +110,67 @@ pub async fn serve(
 }
 
 /// Authenticate every `/mcp` request once; refuse with 401 otherwise. Also keeps
-/// an MCP session bound to the credential that opened it.
-async fn authenticate(
-    State(gw): State<Arc<Gateway>>,
+/// an MCP session bound to the credential that opened it. Each POST (one
+/// JSON-RPC message) is a server span that continues the caller's trace
+/// (W3C `traceparent`); the call's own span is its child (telemetry.rs).
+async fn authenticate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let span = if request.method() == Method::POST {
+        let span = tracing::info_span!(
+            "POST /mcp",
+            otel.kind = "server",
+            http.request.method = "POST",
+            url.path = "/mcp",
+            http.response.status_code = tracing::field::Empty,
+        );
+        crate::telemetry::continue_trace(&span, request.headers());
+        span
+    } else {
+        tracing::Span::none()
+    };
+    let response = admit(gw, request, next, span.clone())
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
+    response
+}
+
+async fn admit(
+    gw: Arc<Gateway>,
     mut request: Request,
     next: Next,
+    span: tracing::Span,
 ) -> Response {
     let session_id = request
         .headers()
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let Some(presented) = presented else {
-        audit_http_refusal(
-            &gw,
-            "anonymous",
-            &session_id,
-            Reason::Unauthenticated,
-            "no bearer token",
-        )
-        .await;
-        return unauthorized(None);
-    };
-    let principal = if presented.starts_with(ACCESS_TOKEN_PREFIX) {
-        match gw.delegation().authenticate(presented).await {
-            Ok(grant) => Principal {
-                credential_id: grant.scope.grant_id.clone(),
-                subject: grant.scope.subject.clone(),
-                actor: grant.scope.actor.clone(),
-                user: grant.owner.clone(),
-                grant: Some(grant),
-            },
-            Err(rejection) => {
-                let subject = rejection.subject.as_deref().unwrap_or("anonymous");
-                audit_http_refusal(
-                    &gw,
-                    subject,
-                    &session_id,
-                    rejection.reason,
-                    &rejection.message,
-                )
-                .await;
-                return unauthorized(Some(&rejection.message));
-            }
-        }
-    } else {
-        let record = match tokens::verify(gw.pool(), presented).await {
-            Ok(record) => record,
-            Err(rejection) => {
-                let subject = match &rejection {
-                    TokenRejection::Revoked { user } | TokenRejection::Expired { user } => {
-                        user.clone()
-                    }
-                    _ => "anonymous".to_owned(),
-                };
-                audit_http_refusal(
-                    &gw,
-                    &subject,
-                    &session_id,
-                    Reason::InvalidToken,
-                    &rejection.to_string(),
-                )
-                .await;
-                return unauthorized(Some(&rejection.to_string()));
-            }
-        };
-        let Some(user) = gw.config().user(&record.user_email) else {
-            let reason = "the token's user is no longer configured";
-            audit_http_refusal(
-                &gw,
-                &record.user_email,
-                &session_id,
-                Reason::UnknownUser,
-                reason,
-            )
-            .await;
-            return unauthorized(Some(reason));
-        };
-        Principal {
-            credential_id: record.id,
-            subject: user.email.clone(),
-            actor: user.email.clone(),
-            user: Arc::new(user.clone()),
-            grant: None,
-        }
-    };
-    if let Some(id) = &session_id
-        && let Some(owner) = gw.sessions().owner(id)
-        && owner != principal.credential_id
+    let principal = match principal_of(&gw, request.headers(), &session_id)
+        .instrument(tracing::info_span!("mcp.authenticate"))
+        .await
     {
-        let reason = "this MCP session was opened with another credential";
-        audit_http_refusal(
-            &gw,
-            &principal.subject,
-            &session_id,
-            Reason::SessionCredentialMismatch,
-            reason,
-        )
-        .await;
-        return (
-            StatusCode::FORBIDDEN,
-            Json(json!({ "error": "forbidden", "reason": "session_credential_mismatch", "message": reason })),
-        )
-            .into_response();
-    }
+        Ok(principal) => principal,
+        Err(refused) => return refused,
+    };
     let credential_id = principal.credential_id.clone();
     request.extensions_mut().insert(principal);
+    request
+        .extensions_mut()
+        .insert(crate::telemetry::RequestSpan(span.clone()));
     let is_delete = request.method() == Method::DELETE;
     // A POST is in flight until its response body (often an SSE stream that
-    // ends with the JSON-RPC answer) has been sent: shutdown waits for that.
+    // ends with the JSON-RPC answer) has been sent: shutdown waits for that,
+    // and the request's span ends then.
     let in_flight = (request.method() == Method::POST).then(|| gw.drain().enter());
     let response = next.run(request).await;
     let response = match in_flight {
         Some(guard) => {
             let (parts, body) = response.into_parts();
             let body = body.into_data_stream().map(move |chunk| {
-                let _held = &guard;
+                let _held = (&guard, &span);
                 chunk
             });
             Response::from_parts(parts, axum::body::Body::from_stream(body))
@@ -255,6 +192,116 @@ async fn authenticate(
         Some(_) => {}
     }
     response
+}
+
+/// The caller of a `/mcp` request, or the refusal (audited) to answer with.
+async fn principal_of(
+    gw: &Gateway,
+    headers: &http::HeaderMap,
+    session_id: &Option<String>,
+) -> Result<Principal, Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(presented) = presented else {
+        audit_http_refusal(
+            gw,
+            "anonymous",
+            session_id,
+            Reason::Unauthenticated,
+            "no bearer token",
+        )
+        .await;
+        return Err(unauthorized(None));
+    };
+    let principal = if presented.starts_with(ACCESS_TOKEN_PREFIX) {
+        match gw.delegation().authenticate(presented).await {
+            Ok(grant) => Principal {
+                credential_id: grant.scope.grant_id.clone(),
+                subject: grant.scope.subject.clone(),
+                actor: grant.scope.actor.clone(),
+                user: grant.owner.clone(),
+                grant: Some(grant),
+            },
+            Err(rejection) => {
+                let subject = rejection.subject.as_deref().unwrap_or("anonymous");
+                audit_http_refusal(
+                    gw,
+                    subject,
+                    session_id,
+                    rejection.reason,
+                    &rejection.message,
+                )
+                .await;
+                return Err(unauthorized(Some(&rejection.message)));
+            }
+        }
+    } else {
+        let record = match tokens::verify(gw.pool(), presented).await {
+            Ok(record) => record,
+            Err(rejection) => {
+                let subject = match &rejection {
+                    TokenRejection::Revoked { user } | TokenRejection::Expired { user } => {
+                        user.clone()
+                    }
+                    _ => "anonymous".to_owned(),
+                };
+                audit_http_refusal(
+                    gw,
+                    &subject,
+                    session_id,
+                    Reason::InvalidToken,
+                    &rejection.to_string(),
+                )
+                .await;
+                return Err(unauthorized(Some(&rejection.to_string())));
+            }
+        };
+        let Some(user) = gw.config().user(&record.user_email) else {
+            let reason = "the token's user is no longer configured";
+            audit_http_refusal(
+                gw,
+                &record.user_email,
+                session_id,
+                Reason::UnknownUser,
+                reason,
+            )
+            .await;
+            return Err(unauthorized(Some(reason)));
+        };
+        Principal {
+            credential_id: record.id,
+            subject: user.email.clone(),
+            actor: user.email.clone(),
+            user: Arc::new(user.clone()),
+            grant: None,
+        }
+    };
+    if let Some(id) = session_id
+        && let Some(owner) = gw.sessions().owner(id)
+        && owner != principal.credential_id
+    {
+        let reason = "this MCP session was opened with another credential";
+        audit_http_refusal(
+            gw,
+            &principal.subject,
+            session_id,
+            Reason::SessionCredentialMismatch,
+            reason,
+        )
+        .await;
+        return Err((
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "forbidden", "reason": "session_credential_mismatch", "message": reason })),
+        )
+            .into_response());
+    }
+    Ok(principal)
 }
 
 fn unauthorized(error: Option<&str>) -> Response {
@@ -375,78 +422,30 @@ async fn health(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     }))
 }
 
-/// Prometheus text exposition of the same counters as `/health`.
+/// Prometheus text exposition (see `metrics.rs` for the families).
 async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
-    use std::fmt::Write;
-    let stats = gw.stats();
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP mcpgate_calls_total Tool calls by decision.");
-    let _ = writeln!(out, "# TYPE mcpgate_calls_total counter");
-    for (decision, counter) in [
-        ("allowed", &stats.allowed),
-        ("refused", &stats.refused),
-        ("failed", &stats.failed),
-    ] {
-        let _ = writeln!(
-            out,
-            "mcpgate_calls_total{{decision=\"{decision}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_actor_failures_total Supervised actors that failed (errors and panics)."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_actor_failures_total counter");
-    let _ = writeln!(
-        out,
-        "mcpgate_actor_failures_total {}",
-        stats.actor_failures.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_actor_restarts_total Restarts performed by supervisors."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_actor_restarts_total counter");
-    let _ = writeln!(
-        out,
-        "mcpgate_actor_restarts_total {}",
-        stats.actor_restarts.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(out, "# HELP mcpgate_sessions Live session actors.");
-    let _ = writeln!(out, "# TYPE mcpgate_sessions gauge");
-    let _ = writeln!(out, "mcpgate_sessions {}", gw.sessions().count());
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_in_flight MCP requests whose answer is not sent yet."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_in_flight gauge");
-    let _ = writeln!(out, "mcpgate_in_flight {}", gw.drain().current());
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_connector_up 1 when the service's upstream is connected."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_connector_up gauge");
-    let _ = writeln!(
-        out,
-        "# HELP mcpgate_connector_starts_total Connections started to the upstream."
-    );
-    let _ = writeln!(out, "# TYPE mcpgate_connector_starts_total counter");
-    for name in gw.config().services.keys() {
-        let status = gw.directory().get(name);
-        let up = status
-            .as_ref()
-            .is_some_and(|s| s.state == actors::connector::ConnectorState::Running);
-        let starts = status.map(|s| s.starts).unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "mcpgate_connector_up{{service=\"{name}\"}} {}",
-            u8::from(up)
-        );
-        let _ = writeln!(
-            out,
-            "mcpgate_connector_starts_total{{service=\"{name}\"}} {starts}"
-        );
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    let connectors = gw
+        .config()
+        .services
+        .keys()
+        .map(|name| {
+            let status = gw.directory().get(name);
+            crate::metrics::Connector {
+                service: name.clone(),
+                up: status
+                    .as_ref()
+                    .is_some_and(|s| s.state == actors::connector::ConnectorState::Running),
+                starts: status.map(|s| s.starts).unwrap_or(0),
+            }
+        })
+        .collect();
+    let gauges = crate::metrics::Gauges {
+        sessions: gw.sessions().count(),
+        in_flight: gw.drain().current(),
+        connectors,
+    };
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(gw.stats(), &gauges),
+    )
 }

@@ -2,14 +2,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = mcpgate::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn")),
-        )
-        .init();
+    // JSON logs; OpenTelemetry traces when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let telemetry = mcpgate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -20,7 +14,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mcpgate::cli::run(cli)) {
+    let outcome = runtime.block_on(mcpgate::cli::run(cli));
+    // The gateway has stopped (or the command ended): spans still buffered go out now.
+    telemetry.shutdown();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcpgate: {e:#}");

@@ -17,6 +17,7 @@ use crate::domain::{Reason, Refusal};
 use crate::pipeline::{CallRequest, Pipeline};
 use crate::principal::Principal;
 use crate::sessions::{SessionError, Sessions};
+use crate::telemetry::RequestSpan;
 use crate::write_safety::RoundTrip;
 
 /// How long 2026-07-28 clients may cache `tools/list`.
@@ -38,15 +39,12 @@ impl McpHandler {
         &self,
         context: &RequestContext<RoleServer>,
         tool: &str,
-    ) -> Result<(Principal, SessionTicket), McpError> {
+    ) -> Result<(Principal, SessionTicket), Unadmitted> {
         let parts = context.extensions.get::<http::request::Parts>();
         let principal = parts.and_then(|p| p.extensions.get::<Principal>()).cloned();
         // The auth layer always sets it; without it nothing runs (fail closed).
         let Some(principal) = principal else {
-            return Err(McpError::internal_error(
-                "request is not authenticated",
-                None,
-            ));
+            return Err(Unadmitted::Unauthenticated);
         };
         let session_id = parts
             .and_then(|p| p.headers.get("mcp-session-id"))
@@ -80,8 +78,29 @@ impl McpHandler {
                 }
                 .row();
                 let refusal = Refusal::new(reason, error.to_string());
-                Err(self.pipeline.audit.refusal(row, refusal).await.into_mcp())
+                Err(Unadmitted::Refused(
+                    self.pipeline.audit.refusal(row, refusal).await,
+                ))
             }
+        }
+    }
+}
+
+/// Why a request was not admitted into its session.
+enum Unadmitted {
+    /// The auth layer put no principal on it (cannot happen behind it).
+    Unauthenticated,
+    /// The session refused it; the refusal is audited.
+    Refused(Refusal),
+}
+
+impl Unadmitted {
+    fn into_mcp(self) -> McpError {
+        match self {
+            Unadmitted::Unauthenticated => {
+                McpError::internal_error("request is not authenticated", None)
+            }
+            Unadmitted::Refused(refusal) => refusal.into_mcp(),
         }
     }
 }
@@ -101,7 +120,10 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let (principal, _session) = self.admit(&context, "tools/list").await?;
+        let (principal, _session) = self
+            .admit(&context, "tools/list")
+            .await
+            .map_err(Unadmitted::into_mcp)?;
         let mut tools = Vec::new();
         for service in self.pipeline.config.services.keys() {
             let Some(max) = principal.access_to(service) else {
@@ -124,7 +146,17 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let (principal, session) = self.admit(&context, &request.name).await?;
+        let started = std::time::Instant::now();
+        let (principal, session) = match self.admit(&context, &request.name).await {
+            Ok(admitted) => admitted,
+            Err(unadmitted) => {
+                // A call refused before the pipeline is still a call: counted.
+                if let Unadmitted::Refused(refusal) = &unadmitted {
+                    self.pipeline.count_unadmitted(refusal, started.elapsed());
+                }
+                return Err(unadmitted.into_mcp());
+            }
+        };
         // Elicitation is a server-to-client request: only initialize-era
         // clients that declared form elicitation can receive one.
         let modern = context
@@ -148,6 +180,13 @@ impl ServerHandler for McpHandler {
             responses: request.input_responses.clone(),
             request_state: request.request_state.clone(),
         });
+        // The HTTP request's span (see http.rs) is the parent of the call's.
+        let parent = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<RequestSpan>())
+            .map(|s| s.0.clone())
+            .unwrap_or_else(tracing::Span::none);
         let call = CallRequest {
             principal: &principal,
             session: &session,
@@ -155,6 +194,7 @@ impl ServerHandler for McpHandler {
             arguments: request.arguments.unwrap_or_default(),
             elicitor: can_elicit.then(|| context.peer.clone()),
             round_trip: mrtr,
+            parent,
         };
         self.pipeline.run(call).await.map_err(Refusal::into_mcp)
     }

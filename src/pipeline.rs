@@ -15,6 +15,11 @@
 //! A stage that refuses returns a [`Refusal`]; [`Pipeline::run`] turns it into
 //! the audit row (one complete row before the write-ahead, the outcome of the
 //! written row after it). If the audit store cannot write, nothing runs.
+//!
+//! Every call ends in [`Pipeline::run`], so it is counted there, once, by
+//! service, action, decision and reason, with its duration (`stats.rs`,
+//! `/metrics`); and it runs inside one `mcp.call` span with a child span per
+//! stage (`telemetry.rs`). The upstream's span context travels with the call.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +29,8 @@ use actors::connector::{self, ConnectorError, ConnectorRef};
 use actors::session::SessionTicket;
 use rmcp::model::{CallToolResponse, CallToolResult, JsonObject, ResultType};
 use serde_json::Value;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::audit::{AuditLog, RowStart};
 use crate::config::Config;
@@ -35,6 +42,7 @@ use crate::pii::Pii;
 use crate::policy::Catalogs;
 use crate::policy::decide::{self, Confirmation, Decided, Rules};
 use crate::principal::Principal;
+use crate::stats::CallLabels;
 use crate::write_safety::{self, Binding, Channel, Confirmations, Confirmed, Question, RoundTrip};
 
 /// How often a call waiting for its upstream's connection looks again.
@@ -50,6 +58,9 @@ pub struct CallRequest<'a> {
     pub elicitor: Option<rmcp::Peer<rmcp::RoleServer>>,
     /// For 2026-07-28 clients: the multi-round-trip state of this call.
     pub round_trip: Option<RoundTrip>,
+    /// The span the call's own span is a child of (the HTTP request's), or
+    /// `Span::none()`.
+    pub parent: tracing::Span,
 }
 
 /// The stages' state: exactly what a call needs, nothing else.
@@ -85,7 +96,8 @@ impl From<Refusal> for Stop {
 }
 
 impl Pipeline {
-    /// Run one tool call through the whole pipeline.
+    /// Run one tool call through the whole pipeline. Every call ends here,
+    /// whichever stage ended it: this is where it is counted.
     pub async fn run(&self, mut request: CallRequest<'_>) -> Result<CallToolResponse, Refusal> {
         let started = Instant::now();
         let token = write_safety::take_token(&mut request.arguments);
@@ -102,31 +114,121 @@ impl Pipeline {
             row.grant_id = Some(grant.scope.grant_id.clone());
             row.job_id = grant.scope.job_id.clone();
         }
+        // The call's span: who and what, never argument values.
+        let span = tracing::info_span!(
+            parent: &request.parent,
+            "mcp.call",
+            mcp.method.name = "tools/call",
+            gen_ai.tool.name = request.tool,
+            mcpgate.subject = %request.principal.subject,
+            mcpgate.actor = %request.principal.actor,
+            mcpgate.grant_id = row.grant_id.as_deref(),
+            mcpgate.service = Empty,
+            mcpgate.action = Empty,
+            mcpgate.risk = Empty,
+            mcpgate.decision = Empty,
+            mcpgate.reason = Empty,
+            otel.status_code = Empty,
+        );
+        let ended = self
+            .stages(&request, token.as_deref(), &mut row, started)
+            .instrument(span.clone())
+            .await;
+        let labels = ended.labels(&row, request.tool);
+        if !labels.service.is_empty() {
+            span.record("mcpgate.service", labels.service.as_str());
+        }
+        if !labels.action.is_empty() {
+            span.record("mcpgate.action", labels.action.as_str());
+        }
+        if let Some(risk) = row.risk {
+            span.record("mcpgate.risk", risk.as_str());
+        }
+        span.record("mcpgate.decision", labels.decision);
+        if !labels.reason.is_empty() {
+            span.record("mcpgate.reason", labels.reason);
+        }
+        if matches!(ended, Ended::Failed(_)) {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.audit.stats().calls.record(labels, started.elapsed());
+        ended.into_answer()
+    }
+
+    /// Count a call its session refused before it reached [`Self::run`]
+    /// (`session_credential_mismatch`, `session_unavailable`); the refusal is
+    /// already audited.
+    pub fn count_unadmitted(&self, refusal: &Refusal, took: Duration) {
+        let labels = CallLabels {
+            service: String::new(),
+            action: String::new(),
+            decision: Decision::Refused.as_str(),
+            reason: refusal.code(),
+        };
+        self.audit.stats().calls.record(labels, took);
+    }
+
+    /// The stages in order; `row` is filled in as facts become known.
+    async fn stages(
+        &self,
+        request: &CallRequest<'_>,
+        token: Option<&str>,
+        row: &mut AuditDecision,
+        started: Instant,
+    ) -> Ended {
         if self.drain.is_draining() {
             let refusal = Refusal::new(Reason::ShuttingDown, "the gateway is shutting down");
-            return Err(self.audit.refusal(row, refusal).await);
+            return Ended::Refused(
+                self.audit
+                    .refusal(row.clone(), refusal)
+                    .instrument(audit_span("refusal"))
+                    .await,
+            );
         }
-        if let Some(local) = self.local(&request, &mut row).await {
+        if let Some(local) = self.local(request, row).await {
             return self.finish_local(row, local).await;
         }
-        let admitted = match self.admit(&request, token.as_deref(), &mut row).await {
+        let admitted = match self.admit(request, token, row).await {
             Ok(admitted) => admitted,
-            Err(Stop::Refused(refusal)) => return Err(self.audit.refusal(row, refusal).await),
+            Err(Stop::Refused(refusal)) => {
+                return Ended::Refused(
+                    self.audit
+                        .refusal(row.clone(), refusal)
+                        .instrument(audit_span("refusal"))
+                        .await,
+                );
+            }
             Err(Stop::Asked(question, why)) => {
                 let ask = Refusal::new(Reason::ConfirmationRequired, why);
-                self.audit.record_refusal(row, &ask).await?;
-                return Ok(question);
+                let recorded = self
+                    .audit
+                    .record_refusal(row.clone(), &ask)
+                    .instrument(audit_span("refusal"))
+                    .await;
+                return match recorded {
+                    Ok(()) => Ended::Asked(question),
+                    Err(unrecorded) => Ended::Refused(unrecorded),
+                };
             }
         };
         // Write-ahead: the attempt is on record before the upstream sees it.
-        self.audit.decision(row.clone()).await?;
-        match self.execute(&request, &admitted).await {
-            Ok(result) => self.complete(&row, started, Ok(result)).await,
-            Err(Executed::Failed(error)) => self.complete(&row, started, Err(error)).await,
-            Err(Executed::Refused(refusal, upstream_status)) => Err(self
-                .audit
-                .refusal_after_write_ahead(&row, started, refusal, upstream_status)
-                .await),
+        let written = self
+            .audit
+            .decision(row.clone())
+            .instrument(audit_span("decision"))
+            .await;
+        if let Err(refusal) = written {
+            return Ended::Refused(refusal);
+        }
+        match self.execute(request, &admitted).await {
+            Ok(result) => self.complete(row, started, Ok(result)).await,
+            Err(Executed::Failed(error)) => self.complete(row, started, Err(error)).await,
+            Err(Executed::Refused(refusal, upstream_status)) => Ended::Refused(
+                self.audit
+                    .refusal_after_write_ahead(row, started, refusal, upstream_status)
+                    .instrument(audit_span("outcome"))
+                    .await,
+            ),
         }
     }
 
@@ -168,16 +270,29 @@ impl Pipeline {
     /// answered unless it is durable) or refused with its reason.
     async fn finish_local(
         &self,
-        mut row: AuditDecision,
+        row: &AuditDecision,
         outcome: Result<CallToolResult, Refusal>,
-    ) -> Result<CallToolResponse, Refusal> {
+    ) -> Ended {
+        let mut row = row.clone();
         match outcome {
             Ok(result) => {
                 row.completed = true;
-                self.audit.decision(row).await?;
-                Ok(result.into())
+                match self
+                    .audit
+                    .decision(row)
+                    .instrument(audit_span("decision"))
+                    .await
+                {
+                    Ok(()) => Ended::Answered(result.into()),
+                    Err(refusal) => Ended::Refused(refusal),
+                }
             }
-            Err(refusal) => Err(self.audit.refusal(row, refusal).await),
+            Err(refusal) => Ended::Refused(
+                self.audit
+                    .refusal(row, refusal)
+                    .instrument(audit_span("refusal"))
+                    .await,
+            ),
         }
     }
 
@@ -198,13 +313,15 @@ impl Pipeline {
             Some((name, catalog)) if name == service => Some(catalog.clone()),
             _ => self.catalogs.catalog(service),
         };
-        let decided = decide::decide(
-            &rules,
-            request.principal,
-            &lookup,
-            request.tool,
-            &request.arguments,
-        );
+        let decided = tracing::info_span!("mcp.decide").in_scope(|| {
+            decide::decide(
+                &rules,
+                request.principal,
+                &lookup,
+                request.tool,
+                &request.arguments,
+            )
+        });
         let mut decided = match decided {
             Ok(decided) => decided,
             Err(refused) => {
@@ -218,16 +335,20 @@ impl Pipeline {
         row.action = Some(decided.action.clone());
         row.risk = Some(decided.risk);
         if let Some(grant) = &request.principal.grant {
-            authorize_under_grant(grant, &decided).await?;
+            authorize_under_grant(grant, &decided)
+                .instrument(tracing::info_span!("mcp.grant"))
+                .await?;
         }
         // Company pre-hooks, then the subject's own: they may refuse, rewrite
         // arguments, or ask for the human's confirmation.
         let mut arguments = std::mem::take(&mut decided.arguments);
-        let pre = self.hooks.current().run_pre(
-            &facts(request, &decided),
-            &mut arguments,
-            self.hooks.budget,
-        );
+        let pre = tracing::info_span!("mcp.hooks.pre").in_scope(|| {
+            self.hooks.current().run_pre(
+                &facts(request, &decided),
+                &mut arguments,
+                self.hooks.budget,
+            )
+        });
         decided.arguments = arguments;
         let pre = pre?;
         let confirmation = decide::confirmation(
@@ -268,7 +389,12 @@ impl Pipeline {
                     elicitor: request.elicitor.as_ref(),
                     round_trip: request.round_trip.as_ref(),
                 };
-                match self.confirmations.confirm(&question, &channel).await? {
+                let confirmed = self
+                    .confirmations
+                    .confirm(&question, &channel)
+                    .instrument(tracing::info_span!("mcp.confirm"))
+                    .await?;
+                match confirmed {
                     Confirmed::Proceed => {}
                     Confirmed::AskFirst(preview) => {
                         return Err(Stop::Asked(
@@ -294,6 +420,7 @@ impl Pipeline {
                 &decided.service,
                 &mut decided.arguments,
             )
+            .instrument(tracing::info_span!("mcp.pii.rehydrate"))
             .await?;
         if counts.total() > 0 {
             row.pii_rehydrated = Some(counts.total() as i64);
@@ -324,38 +451,60 @@ impl Pipeline {
             + Duration::from_secs(1);
         // Under a grant, the hand-off happens inside its gate: once a
         // revocation is acknowledged, no call of the grant gets here.
-        let admission = match &request.principal.grant {
-            Some(grant) => match grant.gate.admit().await {
-                Ok(admission) => Some(admission),
-                Err(reason) => {
-                    let refusal = grant_ended(grant, &reason);
-                    return Err(Executed::Refused(refusal, "not_called"));
-                }
-            },
-            None => None,
-        };
-        let pending = connector::dispatch(
-            &connector,
-            &decided.service,
-            &request.principal.subject,
-            request.principal.kind().is_interactive(),
-            decided.action.clone(),
-            Some(decided.arguments.clone()),
-            deadline,
+        // The upstream's span: its context goes with the call (`traceparent`).
+        let upstream = tracing::info_span!(
+            "mcp.upstream",
+            otel.kind = "client",
+            mcpgate.service = %decided.service,
+            mcpgate.action = %decided.action,
+            otel.status_code = Empty,
         );
-        drop(admission);
-        let mut result = match pending {
-            Ok(pending) => pending.answer().await.map_err(Executed::Failed)?,
-            Err(error) => return Err(Executed::Failed(error)),
-        };
+        let trace = crate::telemetry::trace_context(&upstream);
+        let called = async {
+            let admission = match &request.principal.grant {
+                Some(grant) => match grant.gate.admit().await {
+                    Ok(admission) => Some(admission),
+                    Err(reason) => {
+                        let refusal = grant_ended(grant, &reason);
+                        return Err(Executed::Refused(refusal, "not_called"));
+                    }
+                },
+                None => None,
+            };
+            let pending = connector::dispatch(
+                &connector,
+                &decided.service,
+                &request.principal.subject,
+                request.principal.kind().is_interactive(),
+                decided.action.clone(),
+                Some(decided.arguments.clone()),
+                trace,
+                deadline,
+            );
+            drop(admission);
+            match pending {
+                Ok(pending) => pending.answer().await.map_err(Executed::Failed),
+                Err(error) => Err(Executed::Failed(error)),
+            }
+        }
+        .instrument(upstream.clone())
+        .await;
+        if called.is_err() {
+            upstream.record("otel.status_code", "ERROR");
+        }
+        drop(upstream);
+        let mut result = called?;
         // Post-hooks (caps, withholding, warnings) see what the upstream answered.
         let facts = facts(request, decided);
-        if let Err(refusal) = self.hooks.current().run_post(
-            &facts,
-            &decided.arguments,
-            &mut result,
-            self.hooks.budget,
-        ) {
+        let post = tracing::info_span!("mcp.hooks.post").in_scope(|| {
+            self.hooks.current().run_post(
+                &facts,
+                &decided.arguments,
+                &mut result,
+                self.hooks.budget,
+            )
+        });
+        if let Err(refusal) = post {
             // The upstream ran; its answer does not go out.
             return Err(Executed::Refused(refusal, "withheld"));
         }
@@ -372,6 +521,7 @@ impl Pipeline {
             && let Err(refusal) = self
                 .pii
                 .pseudonymize(&request.principal.subject, &decided.service, &mut result)
+                .instrument(tracing::info_span!("mcp.pii.pseudonymize"))
                 .await
         {
             tracing::error!(service = %decided.service, reason = refusal.code(), "PII scan failed: result withheld");
@@ -386,7 +536,7 @@ impl Pipeline {
         row: &AuditDecision,
         started: Instant,
         outcome: Result<CallToolResult, ConnectorError>,
-    ) -> Result<CallToolResponse, Refusal> {
+    ) -> Ended {
         let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let service = row.service.as_deref().unwrap_or_default();
         let (completion, answer) = match outcome {
@@ -428,7 +578,15 @@ impl Pipeline {
                 (completion, Err(Refusal::new(reason, message)))
             }
         };
-        self.audit.outcome(completion).await?;
+        let recorded = self
+            .audit
+            .outcome(completion)
+            .instrument(audit_span("outcome"))
+            .await;
+        if let Err(unrecorded) = recorded {
+            // The call ran; its answer is withheld because its outcome is not on record.
+            return Ended::Failed(unrecorded);
+        }
         let stats = self.audit.stats();
         let counter = if answer.is_err() {
             &stats.failed
@@ -436,7 +594,10 @@ impl Pipeline {
             &stats.allowed
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        answer.map(Into::into)
+        match answer {
+            Ok(result) => Ended::Answered(result.into()),
+            Err(refusal) => Ended::Failed(refusal),
+        }
     }
 
     /// A call that arrives while its service's upstream is still connecting
@@ -478,6 +639,81 @@ enum Executed {
     /// The gateway stopped it after the write-ahead (grant ended, a
     /// post-hook or the PII scan withheld the answer).
     Refused(Refusal, &'static str),
+}
+
+/// How a call ended: its answer, and the decision its audit row records.
+enum Ended {
+    /// Allowed and answered (a gateway tool, or the upstream's result).
+    Answered(CallToolResponse),
+    /// Not run: the answer asks the human first (`confirmation_required`).
+    Asked(CallToolResponse),
+    /// Refused, before or after the write-ahead.
+    Refused(Refusal),
+    /// Allowed, and the upstream (or recording its outcome) failed.
+    Failed(Refusal),
+}
+
+impl Ended {
+    fn decision(&self) -> (Decision, &'static str) {
+        match self {
+            Ended::Answered(_) => (Decision::Allowed, ""),
+            Ended::Asked(_) => (Decision::Refused, Reason::ConfirmationRequired.code()),
+            Ended::Refused(refusal) => (Decision::Refused, refusal.code()),
+            Ended::Failed(refusal) => (Decision::Failed, refusal.code()),
+        }
+    }
+
+    /// The metric labels of this call. The action is named only once the
+    /// catalog knows it, so a caller cannot mint series with made-up names;
+    /// gateway-answered tools count under the service `gateway`.
+    fn labels(&self, row: &AuditDecision, tool: &str) -> CallLabels {
+        let (decision, reason) = self.decision();
+        let local = is_local(tool);
+        let service = match &row.service {
+            Some(service) => service.clone(),
+            None if local => LOCAL_SERVICE.to_owned(),
+            None => String::new(),
+        };
+        let action = if local {
+            tool.to_owned()
+        } else if reason == Reason::UnknownAction.code() {
+            String::new()
+        } else {
+            row.action.clone().unwrap_or_default()
+        };
+        CallLabels {
+            service,
+            action,
+            decision: decision.as_str(),
+            reason,
+        }
+    }
+
+    fn into_answer(self) -> Result<CallToolResponse, Refusal> {
+        match self {
+            Ended::Answered(answer) | Ended::Asked(answer) => Ok(answer),
+            Ended::Refused(refusal) | Ended::Failed(refusal) => Err(refusal),
+        }
+    }
+}
+
+/// The span of one audit write: `entry` is what is written (`decision`, the
+/// write-ahead or a complete row; `outcome`; `refusal`).
+fn audit_span(entry: &'static str) -> tracing::Span {
+    tracing::info_span!("mcp.audit.write", mcpgate.audit.entry = entry)
+}
+
+/// The `service` label of the tools the gateway answers itself.
+pub const LOCAL_SERVICE: &str = "gateway";
+
+fn is_local(tool: &str) -> bool {
+    [
+        crate::discovery::SEARCH,
+        crate::discovery::DESCRIBE,
+        crate::activity::TOOL,
+        crate::hooks::self_service::TOOL,
+    ]
+    .contains(&tool)
 }
 
 fn facts<'a>(request: &'a CallRequest<'_>, decided: &'a Decided) -> CallFacts<'a> {

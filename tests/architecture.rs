@@ -25,6 +25,10 @@ const RULES: &[(&str, &[&str])] = &[
     // Config is parsed at the bottom: only the vocabulary below it.
     ("config", &["*", "!domain"]),
     ("stats", &["*"]),
+    // The exposition renders what it is given: the counters, the gauges.
+    ("metrics", &["*", "!stats"]),
+    // The subscriber and the W3C Trace Context know nothing of the gateway.
+    ("telemetry", &["*"]),
     ("adf", &["*"]),
     ("storage", &["*", "!config", "!domain"]),
     ("keys", &["*", "!config", "!domain"]),

@@ -99,10 +99,16 @@ async fn crashing_hanging_and_garbage_upstreams_fail_cleanly_and_recover() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("mcpgate_calls_total{decision=\"failed\"} 3"),
-        "{metrics}"
-    );
+    for (action, reason) in [
+        ("crash", "upstream_transport"),
+        ("hang", "upstream_timeout"),
+        ("garbage", "upstream_timeout"),
+    ] {
+        let series = format!(
+            "mcpgate_calls_total{{service=\"faulty\",action=\"{action}\",decision=\"failed\",reason=\"{reason}\"}} 1"
+        );
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
     assert!(
         metrics.contains("mcpgate_connector_starts_total{service=\"faulty\"} 4"),
         "{metrics}"

@@ -8,17 +8,22 @@
 //! on purpose: its supervisor restarts it with backoff and the child process is
 //! replaced, while other services are untouched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use futures::stream::BoxStream;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, RequestParamsMeta, Tool};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, JsonRpcRequest};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    SseError, StreamableHttpClient, StreamableHttpClientTransportConfig, StreamableHttpError,
+    StreamableHttpPostResponse, StreamableHttpResponseLimits,
+};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 
 /// Where the upstream MCP server is.
@@ -175,8 +180,16 @@ pub struct ServiceCall {
     /// The subject is asking in person (not a workflow or a delegated
     /// flow): only then may an answer carry links meant for them.
     pub interactive: bool,
+    /// The W3C Trace Context of the gateway's span for this upstream call.
+    pub trace: TraceContext,
     pub reply: RpcReplyPort<Result<CallToolResult, ConnectorError>>,
 }
+
+/// The W3C Trace Context of a call's upstream span, as `(key, value)` pairs:
+/// `traceparent`, and `tracestate` when there is one; empty when traces are
+/// off. An MCP upstream gets them in the request's `_meta` (SEP-414: the
+/// keys `traceparent` and `tracestate`), an HTTP API as headers.
+pub type TraceContext = Vec<(String, String)>;
 
 /// A connector as its callers see it, whichever actor serves the service.
 pub type ConnectorRef = ractor::DerivedActorRef<ServiceCall>;
@@ -293,6 +306,7 @@ impl Actor for ConnectorActor {
             ConnectorMsg::Call(ServiceCall {
                 tool,
                 arguments,
+                trace,
                 reply,
                 ..
             }) => {
@@ -308,6 +322,13 @@ impl Actor for ConnectorActor {
                     let mut params = CallToolRequestParams::new(tool);
                     if let Some(arguments) = arguments {
                         params = params.with_arguments(arguments);
+                    }
+                    for (key, value) in &trace {
+                        match key.as_str() {
+                            "traceparent" => params.set_traceparent(value),
+                            "tracestate" => params.set_tracestate(value),
+                            _ => {}
+                        }
                     }
                     let outcome = match tokio::time::timeout(timeout, peer.call_tool(params)).await
                     {
@@ -461,8 +482,10 @@ async fn connect(
                     .map_err(|e| format!("header {name}: {e}"))?;
                 config.custom_headers.insert(name, value);
             }
-            let transport =
-                StreamableHttpClientTransport::with_client(upstream_http_client()?, config);
+            let transport = StreamableHttpClientTransport::with_client(
+                TracingHttpClient(upstream_http_client()?),
+                config,
+            );
             handler.serve(transport).await.map_err(|e| e.to_string())?
         }
     };
@@ -486,6 +509,149 @@ fn upstream_http_client() -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// The Streamable HTTP client of an MCP upstream: reqwest's, plus the trace
+/// context of each `tools/call` as W3C headers. The call's `_meta` carries
+/// `traceparent`/`tracestate` (SEP-414); the POST that carries the call gets
+/// the same values as headers, so the upstream's HTTP layer continues the
+/// trace too. Everything else is reqwest's, limits included.
+#[derive(Clone)]
+struct TracingHttpClient(reqwest::Client);
+
+/// `headers`, plus the `traceparent`/`tracestate` of `message` if it is a
+/// `tools/call` that carries them.
+fn trace_headers(
+    message: &ClientJsonRpcMessage,
+    mut headers: HashMap<http::HeaderName, http::HeaderValue>,
+) -> HashMap<http::HeaderName, http::HeaderValue> {
+    if let JsonRpcMessage::Request(JsonRpcRequest {
+        request: ClientRequest::CallToolRequest(call),
+        ..
+    }) = message
+        && let Some(meta) = &call.params.meta
+    {
+        for (name, value) in [
+            ("traceparent", meta.get_traceparent()),
+            ("tracestate", meta.get_tracestate()),
+        ] {
+            if let Some(value) = value.and_then(|v| http::HeaderValue::from_str(v).ok()) {
+                headers.insert(http::HeaderName::from_static(name), value);
+            }
+        }
+    }
+    headers
+}
+
+type HttpResult<T> = Result<T, StreamableHttpError<reqwest::Error>>;
+type SseStream = BoxStream<'static, Result<sse_stream::Sse, SseError>>;
+
+impl StreamableHttpClient for TracingHttpClient {
+    type Error = reqwest::Error;
+
+    async fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+    ) -> HttpResult<StreamableHttpPostResponse> {
+        let headers = trace_headers(&message, custom_headers);
+        self.0
+            .post_message(uri, message, session_id, auth_header, headers)
+            .await
+    }
+
+    async fn post_message_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> HttpResult<StreamableHttpPostResponse> {
+        let headers = trace_headers(&message, custom_headers);
+        self.0
+            .post_message_with_max_sse_event_size(
+                uri,
+                message,
+                session_id,
+                auth_header,
+                headers,
+                max_sse_event_size,
+            )
+            .await
+    }
+
+    async fn post_message_with_response_limits(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+        limits: StreamableHttpResponseLimits,
+    ) -> HttpResult<StreamableHttpPostResponse> {
+        let headers = trace_headers(&message, custom_headers);
+        self.0
+            .post_message_with_response_limits(
+                uri,
+                message,
+                session_id,
+                auth_header,
+                headers,
+                limits,
+            )
+            .await
+    }
+
+    async fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+    ) -> HttpResult<()> {
+        self.0
+            .delete_session(uri, session_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+    ) -> HttpResult<SseStream> {
+        self.0
+            .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<http::HeaderName, http::HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> HttpResult<SseStream> {
+        self.0
+            .get_stream_with_max_sse_event_size(
+                uri,
+                session_id,
+                last_event_id,
+                auth_header,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await
+    }
 }
 
 /// A call handed to a connector's mailbox, waiting for its answer.
@@ -554,6 +720,7 @@ pub fn registry_key(service: &str) -> String {
 /// Hand `tool` to `service`'s connector. Once this returns `Ok` the call has
 /// reached the connector; the answer is awaited separately, so a caller can
 /// hold a short guard (a grant's gate) across the hand-off only.
+#[allow(clippy::too_many_arguments)]
 pub fn dispatch(
     connector: &ConnectorRef,
     service: &str,
@@ -561,6 +728,7 @@ pub fn dispatch(
     interactive: bool,
     tool: String,
     arguments: Option<JsonObject>,
+    trace: TraceContext,
     deadline: Duration,
 ) -> Result<PendingCall, ConnectorError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -570,6 +738,7 @@ pub fn dispatch(
             arguments,
             subject: subject.to_owned(),
             interactive,
+            trace,
             reply: reply.into(),
         })
         .map_err(|_| ConnectorError::Unavailable(service.to_owned()))?;
@@ -600,7 +769,16 @@ pub async fn call(
     arguments: Option<JsonObject>,
     deadline: Duration,
 ) -> Result<CallToolResult, ConnectorError> {
-    dispatch(connector, service, "", false, tool, arguments, deadline)?
-        .answer()
-        .await
+    dispatch(
+        connector,
+        service,
+        "",
+        false,
+        tool,
+        arguments,
+        TraceContext::new(),
+        deadline,
+    )?
+    .answer()
+    .await
 }

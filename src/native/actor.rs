@@ -122,6 +122,7 @@ impl Actor for NativeConnector {
             arguments,
             subject,
             interactive,
+            trace,
             reply,
         }) = message;
         let shared = state.shared.clone();
@@ -130,7 +131,7 @@ impl Actor for NativeConnector {
                 subject: &subject,
                 interactive,
             };
-            let answer = shared.call(asker, &tool, arguments).await;
+            let answer = shared.call(asker, &tool, arguments, &trace).await;
             let _ = reply.send(answer);
         });
         Ok(())
@@ -207,6 +208,7 @@ impl Shared {
         asker: Asker<'_>,
         tool: &str,
         arguments: Option<JsonObject>,
+        trace: &[(String, String)],
     ) -> Result<CallToolResult, ConnectorError> {
         let service = self.service();
         let Some(action) = self.args.catalog.action(tool) else {
@@ -226,6 +228,7 @@ impl Shared {
             defaults: &self.args.defaults,
             retries: self.args.retries,
             max_retry_wait: self.args.max_retry_wait,
+            trace,
         };
         let mut refreshed_after_401 = false;
         loop {

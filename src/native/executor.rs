@@ -30,6 +30,9 @@ pub struct Target<'a> {
     pub retries: u32,
     /// The longest `Retry-After` the gateway waits out itself.
     pub max_retry_wait: Duration,
+    /// W3C Trace Context headers (`traceparent`, `tracestate`) of the
+    /// gateway's span for this call; empty when traces are off.
+    pub trace: &'a [(String, String)],
 }
 
 /// Why the service did not answer with a result.
@@ -229,6 +232,9 @@ fn build_request(
         .header("accept", "application/json");
     for (name, value) in headers {
         request = request.header(name, value);
+    }
+    for (name, value) in target.trace {
+        request = request.header(name.as_str(), value.as_str());
     }
     // An OAuth access token is always a Bearer token (Jira 3LO next to basic auth).
     request = match catalog.auth {
