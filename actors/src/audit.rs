@@ -314,19 +314,24 @@ async fn open_chain(pool: &AnyPool, settings: ChainSettings) -> Result<Chain, Ac
         owed_marks: Vec::new(),
     };
     let mut conn = pool.acquire().await?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // Read before the transaction: one that reads first and writes later can
+    // be refused at once on SQLite (WAL) when another connection committed in
+    // between. A head read a moment early is still a prefix its chain keeps.
     let earlier: Vec<String> = sqlx::query_scalar(
         "SELECT chain_id FROM audit_chain_marks WHERE kind = 'genesis' \
          ORDER BY written_at DESC, chain_id LIMIT 64",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let mut witness = Vec::new();
     for other in &earlier {
-        if let Some(head) = chain_head(&mut tx, other).await? {
+        if let Some(head) = chain_head(&mut conn, other).await? {
             witness.push(head);
         }
     }
+    // The genesis insert comes first, so the transaction holds the write lock
+    // before it reads the rows it adopts.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let genesis = audit_chain::encode(&GenesisEntry {
         kind: "genesis".into(),
         chain: id.clone(),
