@@ -109,8 +109,12 @@ impl ServerHandler for Upstream {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(vec![
-            Tool::new("query", "Run a query", schema(json!({"sql": {"type": "string"}})))
-                .with_annotations(ToolAnnotations::new().read_only(true)),
+            Tool::new(
+                "query",
+                "Run a query",
+                schema(json!({"sql": {"type": "string"}})),
+            )
+            .with_annotations(ToolAnnotations::new().read_only(true)),
             Tool::new(
                 "drop_table",
                 "Drop a table",
@@ -135,7 +139,10 @@ impl ServerHandler for Upstream {
             tag: tag.clone(),
             at: Instant::now(),
         });
-        Ok(CallToolResult::success(vec![ContentBlock::text(format!("{} {tag}", request.name))]).into())
+        Ok(
+            CallToolResult::success(vec![ContentBlock::text(format!("{} {tag}", request.name))])
+                .into(),
+        )
     }
 }
 
@@ -192,6 +199,8 @@ enum Outcome {
     ToolError,
     ConfirmationAsked,
     Refused(String),
+    /// No JSON-RPC answer: a connection error, or an HTTP-level refusal
+    /// (401 for a revoked grant's token) — nothing was acknowledged.
     Transport,
 }
 
@@ -200,7 +209,6 @@ struct CallRec {
     gateway: usize,
     tag: String,
     digest: String,
-    grant: Option<String>,
     outcome: Outcome,
     started: Instant,
 }
@@ -222,7 +230,12 @@ struct Revoke {
 
 impl Log {
     fn count(&self, what: &str) {
-        *self.counters.lock().unwrap().entry(what.to_owned()).or_default() += 1;
+        *self
+            .counters
+            .lock()
+            .unwrap()
+            .entry(what.to_owned())
+            .or_default() += 1;
     }
     fn fault(&self, t0: Instant, what: String) {
         let line = format!("{:>6.1}s  {what}", t0.elapsed().as_secs_f64());
@@ -264,7 +277,6 @@ async fn call(
     tool: &str,
     args: Value,
     tag: &str,
-    grant: Option<&str>,
 ) -> (Outcome, Option<CallToolResult>) {
     let args = object(args);
     let mut digest_args = args.clone();
@@ -311,7 +323,6 @@ async fn call(
         gateway,
         tag: tag.to_owned(),
         digest,
-        grant: grant.map(str::to_owned),
         outcome: outcome.clone(),
         started,
     });
@@ -408,7 +419,12 @@ users:
     })
 }
 
-async fn cli(bin: &Path, config: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+async fn cli(
+    bin: &Path,
+    config: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> anyhow::Result<String> {
     use tokio::io::AsyncWriteExt;
     let mut command = tokio::process::Command::new(bin);
     command
@@ -460,15 +476,23 @@ async fn start(bin: &Path, gw: &mut Gw, token: &str, dir: &Path) -> anyhow::Resu
             let tools = client.peer().list_all_tools().await.unwrap_or_default();
             let _ = client.cancel().await;
             let names: HashSet<_> = tools.iter().map(|t| t.name.to_string()).collect();
-            if ["bq_read_actions", "faulty_read_actions", "acme_read_actions"]
-                .iter()
-                .all(|n| names.contains(*n))
+            if [
+                "bq_read_actions",
+                "faulty_read_actions",
+                "acme_read_actions",
+            ]
+            .iter()
+            .all(|n| names.contains(*n))
             {
                 return Ok(());
             }
         }
         if Instant::now() > deadline {
-            bail!("gateway {} did not start (see its log in {})", gw.name, dir.display());
+            bail!(
+                "gateway {} did not start (see its log in {})",
+                gw.name,
+                dir.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -515,7 +539,16 @@ impl Postgres {
     async fn sql(&self, statement: &str) -> anyhow::Result<String> {
         let out = tokio::process::Command::new(&self.psql)
             .arg(&self.server_url)
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", statement])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ])
             .output()
             .await?;
         if !out.status.success() {
@@ -669,7 +702,7 @@ async fn interactive(shared: Arc<Shared>, worker: usize) {
                 json!({"action": "query", "sql": tag}),
             ),
         };
-        let (outcome, _) = call(&shared.log, c, gateway, kind, tool, args, &tag, None).await;
+        let (outcome, _) = call(&shared.log, c, gateway, kind, tool, args, &tag).await;
         if outcome == Outcome::Transport {
             if let Some(c) = client.take() {
                 let _ = c.cancel().await;
@@ -751,7 +784,6 @@ async fn job(shared: Arc<Shared>, wm: FakeWindmill, http: reqwest::Client, j: us
             "bq_read_actions",
             json!({"action": "query", "sql": tag}),
             &tag,
-            Some(&grant),
         )
         .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -778,7 +810,6 @@ async fn job(shared: Arc<Shared>, wm: FakeWindmill, http: reqwest::Client, j: us
                         "bq_read_actions",
                         json!({"action": "query", "sql": tag}),
                         &tag,
-                        Some(&grant),
                     )
                     .await;
                 }
@@ -814,7 +845,6 @@ async fn job(shared: Arc<Shared>, wm: FakeWindmill, http: reqwest::Client, j: us
                     "bq_read_actions",
                     json!({"action": "query", "sql": tag}),
                     &tag,
-                    Some(&grant),
                 )
                 .await;
                 if matches!(outcome, Outcome::Answered | Outcome::ToolError) {
@@ -873,7 +903,6 @@ async fn confirmations(shared: Arc<Shared>) {
             "bq_write_actions",
             args.clone(),
             &tag,
-            None,
         )
         .await;
         if outcome == Outcome::ConfirmationAsked {
@@ -891,7 +920,6 @@ async fn confirmations(shared: Arc<Shared>) {
                 "bq_write_actions",
                 confirmed,
                 &tag,
-                None,
             )
             .await;
         }
@@ -922,9 +950,11 @@ async fn hook_reloads(shared: Arc<Shared>, hooks_file: PathBuf, every: Duration)
                 .await
                 .map(|r| r.status().is_success())
                 .unwrap_or(false);
-            shared
-                .log
-                .count(if ok { "hook reloads: ok" } else { "hook reloads: failed" });
+            shared.log.count(if ok {
+                "hook reloads: ok"
+            } else {
+                "hook reloads: failed"
+            });
         }
         // The reloaded set is the one in force: probe on A.
         let Ok(client) = connect(&shared.mcp(0), &shared.alice).await else {
@@ -939,7 +969,6 @@ async fn hook_reloads(shared: Arc<Shared>, hooks_file: PathBuf, every: Duration)
             "bq_read_actions",
             json!({"action": "query", "sql": tag}),
             &tag,
-            None,
         )
         .await;
         let _ = client.cancel().await;
@@ -958,7 +987,12 @@ async fn hook_reloads(shared: Arc<Shared>, hooks_file: PathBuf, every: Duration)
     }
 }
 
-async fn sampler(shared: Arc<Shared>, pids: Vec<(&'static str, Arc<Mutex<Option<u32>>>)>, every: Duration, out: Arc<Mutex<Vec<Sample>>>) {
+async fn sampler(
+    shared: Arc<Shared>,
+    pids: Vec<(&'static str, Arc<Mutex<Option<u32>>>)>,
+    every: Duration,
+    out: Arc<Mutex<Vec<Sample>>>,
+) {
     while !shared.stopping() {
         for (name, pid) in &pids {
             let Some(pid) = *pid.lock().unwrap() else {
@@ -1037,7 +1071,7 @@ async fn answers(shared: &Shared, gateway: usize, tool: &str, args: Value) -> bo
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let (outcome, _) = call(&shared.log, &client, gateway, Kind::Fault, tool, args, &tag, None).await;
+    let (outcome, _) = call(&shared.log, &client, gateway, Kind::Fault, tool, args, &tag).await;
     let _ = client.cancel().await;
     outcome == Outcome::Answered
 }
@@ -1084,7 +1118,13 @@ async fn faults(
                 let tag = next_tag("after-kill");
                 let flog = flog.clone();
                 async move {
-                    answers(&shared, i, "faulty_read_actions", json!({"action": "echo", "message": tag})).await
+                    answers(
+                        &shared,
+                        i,
+                        "faulty_read_actions",
+                        json!({"action": "echo", "message": tag}),
+                    )
+                    .await
                         && starts(&flog) > before
                 }
             })
@@ -1103,17 +1143,36 @@ async fn faults(
             if let Ok(client) = connect(&shared.mcp(gateway), &shared.alice).await {
                 let tag = next_tag(action);
                 let started = Instant::now();
-                let (outcome, _) = call(log, &client, gateway, Kind::Fault, "faulty_write_actions", json!({"action": action, "note": tag}), &tag, None).await;
+                let (outcome, _) = call(
+                    log,
+                    &client,
+                    gateway,
+                    Kind::Fault,
+                    "faulty_write_actions",
+                    json!({"action": action, "note": tag}),
+                    &tag,
+                )
+                .await;
                 let took = started.elapsed();
                 let _ = client.cancel().await;
                 log.count(&format!("faults: upstream {action}"));
-                if !matches!(&outcome, Outcome::Refused(r) if r.starts_with("upstream_")) || took > Duration::from_secs(10) {
+                if !matches!(&outcome, Outcome::Refused(r) if r.starts_with("upstream_"))
+                    || took > Duration::from_secs(10)
+                {
                     log.violation(format!("{action}: expected an upstream_* refusal within 10 s, got {outcome:?} after {took:?}"));
                 }
                 let recovered = wait_for(Duration::from_secs(30), || {
                     let shared = shared.clone();
                     let tag = next_tag("after");
-                    async move { answers(&shared, gateway, "faulty_read_actions", json!({"action": "echo", "message": tag})).await }
+                    async move {
+                        answers(
+                            &shared,
+                            gateway,
+                            "faulty_read_actions",
+                            json!({"action": "echo", "message": tag}),
+                        )
+                        .await
+                    }
                 })
                 .await;
                 match recovered {
@@ -1132,7 +1191,14 @@ async fn faults(
             let tag = next_tag("after-429");
             let api = api.clone();
             async move {
-                api.hits("/v1/flaky") > 0 && answers(&shared, 0, "acme_read_actions", json!({"action": "flaky", "tag": tag})).await
+                api.hits("/v1/flaky") > 0
+                    && answers(
+                        &shared,
+                        0,
+                        "acme_read_actions",
+                        json!({"action": "flaky", "tag": tag}),
+                    )
+                    .await
             }
         })
         .await;
@@ -1161,7 +1227,10 @@ async fn faults(
                 let refused: BTreeMap<String, usize> = {
                     let calls = log.calls.lock().unwrap();
                     let mut m = BTreeMap::new();
-                    for r in calls.iter().filter(|r| r.started >= began && r.started < ended) {
+                    for r in calls
+                        .iter()
+                        .filter(|r| r.started >= began && r.started < ended)
+                    {
                         *m.entry(format!("{:?}", r.outcome)).or_default() += 1;
                     }
                     m
@@ -1169,7 +1238,15 @@ async fn faults(
                 let recovered = wait_for(Duration::from_secs(60), || {
                     let shared = shared.clone();
                     let tag = next_tag("after-outage");
-                    async move { answers(&shared, 0, "bq_read_actions", json!({"action": "query", "sql": tag})).await }
+                    async move {
+                        answers(
+                            &shared,
+                            0,
+                            "bq_read_actions",
+                            json!({"action": "query", "sql": tag}),
+                        )
+                        .await
+                    }
                 })
                 .await;
                 match recovered {
@@ -1201,7 +1278,13 @@ async fn faults(
         };
         shared.c_down.store(false, Ordering::Relaxed);
         match result {
-            Ok(()) => log.fault(t0, format!("replica C killed (SIGKILL), started again 5 s later, serving after {:.1} s", restarted.elapsed().as_secs_f64())),
+            Ok(()) => log.fault(
+                t0,
+                format!(
+                    "replica C killed (SIGKILL), started again 5 s later, serving after {:.1} s",
+                    restarted.elapsed().as_secs_f64()
+                ),
+            ),
             Err(e) => log.violation(format!("replica C did not come back: {e}")),
         }
     }
@@ -1215,23 +1298,52 @@ async fn main() -> anyhow::Result<()> {
     }
     let duration = Duration::from_secs_f64(args.minutes * 60.0);
     let (cycle, sample_every, hook_every) = if args.smoke {
-        (Duration::from_secs(55), Duration::from_secs(2), Duration::from_secs(6))
+        (
+            Duration::from_secs(55),
+            Duration::from_secs(2),
+            Duration::from_secs(6),
+        )
     } else {
-        (Duration::from_secs(100), Duration::from_secs(5), Duration::from_secs(15))
+        (
+            Duration::from_secs(100),
+            Duration::from_secs(5),
+            Duration::from_secs(15),
+        )
     };
     let cycles = ((duration.as_secs_f64() / cycle.as_secs_f64()).floor() as usize).max(1);
-    let bin = std::fs::canonicalize(&args.gateway_bin)
-        .with_context(|| format!("{}: build it with cargo build --release -p mcpgate", args.gateway_bin.display()))?;
+    let bin = std::fs::canonicalize(&args.gateway_bin).with_context(|| {
+        format!(
+            "{}: build it with cargo build --release -p mcpgate",
+            args.gateway_bin.display()
+        )
+    })?;
     let repo = std::fs::canonicalize(&args.repo)?;
     let faulty_py = repo.join("tests/peers/faulty_server.py");
-    anyhow::ensure!(faulty_py.exists(), "{} not found: run from the repository or pass --repo", faulty_py.display());
+    anyhow::ensure!(
+        faulty_py.exists(),
+        "{} not found: run from the repository or pass --repo",
+        faulty_py.display()
+    );
     std::fs::create_dir_all(&args.out)?;
     let dir = tempfile::tempdir()?;
     let wall_started = Instant::now();
 
     // The store: a throwaway PostgreSQL with one database for the replicas.
     let pg = Arc::new(Postgres::start(&repo).await?);
-    let result = run(&args, &bin, &repo, &faulty_py, dir.path(), pg.clone(), duration, cycle, cycles, sample_every, hook_every).await;
+    let result = run(
+        &args,
+        &bin,
+        &repo,
+        &faulty_py,
+        dir.path(),
+        pg.clone(),
+        duration,
+        cycle,
+        cycles,
+        sample_every,
+        hook_every,
+    )
+    .await;
     pg.stop().await;
     let passed = result?;
     println!("wall time {:.1} s", wall_started.elapsed().as_secs_f64());
@@ -1297,11 +1409,56 @@ async fn run(
     // Operator setup through the CLI, on the shared store.
     let a_config = gws[0].config.clone();
     cli(bin, &a_config, &["delegation", "enable"], None).await?;
-    cli(bin, &a_config, &["windmill", "add", "prod", "--url", &wm.base_url, "--workspace", "finance"], None).await?;
-    cli(bin, &a_config, &["credentials", "set", "--user", "alice@example.com", "--service", "acme"], Some(secret)).await?;
-    let alice = cli(bin, &a_config, &["token", "create", "--user", "alice@example.com"], None).await?;
-    let sa = cli(bin, &a_config, &["token", "create", "--user", "sa@example.com"], None).await?;
-    let root = cli(bin, &a_config, &["token", "create", "--user", "root@example.com"], None).await?;
+    cli(
+        bin,
+        &a_config,
+        &[
+            "windmill",
+            "add",
+            "prod",
+            "--url",
+            &wm.base_url,
+            "--workspace",
+            "finance",
+        ],
+        None,
+    )
+    .await?;
+    cli(
+        bin,
+        &a_config,
+        &[
+            "credentials",
+            "set",
+            "--user",
+            "alice@example.com",
+            "--service",
+            "acme",
+        ],
+        Some(secret),
+    )
+    .await?;
+    let alice = cli(
+        bin,
+        &a_config,
+        &["token", "create", "--user", "alice@example.com"],
+        None,
+    )
+    .await?;
+    let sa = cli(
+        bin,
+        &a_config,
+        &["token", "create", "--user", "sa@example.com"],
+        None,
+    )
+    .await?;
+    let root = cli(
+        bin,
+        &a_config,
+        &["token", "create", "--user", "root@example.com"],
+        None,
+    )
+    .await?;
     for gw in gws.iter_mut() {
         start(bin, gw, &alice, dir).await?;
     }
@@ -1353,7 +1510,10 @@ async fn run(
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(30).min(end - Instant::now())).await;
         let n = shared.log.calls.lock().unwrap().len();
-        println!("{:>6.0}s  {n} calls so far", shared.t0.elapsed().as_secs_f64());
+        println!(
+            "{:>6.0}s  {n} calls so far",
+            shared.t0.elapsed().as_secs_f64()
+        );
     }
     fault_task.await?;
     shared.stop.store(true, Ordering::Relaxed);
@@ -1376,7 +1536,10 @@ async fn run(
         };
         let status = health["status"].as_str().unwrap_or("no answer").to_owned();
         if status != "ok" {
-            log.violation(format!("replica {}: /health says {status}: {health}", ["A", "B", "C"][i]));
+            log.violation(format!(
+                "replica {}: /health says {status}: {health}",
+                ["A", "B", "C"][i]
+            ));
         }
         say!("- /health on {}: {status}", ["A", "B", "C"][i]);
     }
@@ -1403,6 +1566,7 @@ async fn run(
     }
     let calls = std::mem::take(&mut *log.calls.lock().unwrap());
     let mut acknowledged = 0;
+    let mut store_down = 0;
     let mut missing = 0;
     for r in &calls {
         let rows = audited.get(&r.digest);
@@ -1412,16 +1576,25 @@ async fn run(
                 if !rows.is_some_and(|rs| rs.iter().any(|(d, done)| d == "allowed" && *done)) {
                     missing += 1;
                     if missing <= 10 {
-                        log.violation(format!("{:?} call {} answered without a complete `allowed` audit row", r.kind, r.tag));
+                        log.violation(format!(
+                            "{:?} call {} answered without a complete `allowed` audit row",
+                            r.kind, r.tag
+                        ));
                     }
                 }
             }
+            // Refused because the store is down: that refusal cannot be
+            // recorded (the call did not run; checked above and below).
+            Outcome::Refused(ref reason) if reason == "audit_unavailable" => store_down += 1,
             Outcome::ToolError | Outcome::ConfirmationAsked | Outcome::Refused(_) => {
                 acknowledged += 1;
                 if rows.is_none() {
                     missing += 1;
                     if missing <= 10 {
-                        log.violation(format!("{:?} call {} ({:?}) has no audit row", r.kind, r.tag, r.outcome));
+                        log.violation(format!(
+                            "{:?} call {} ({:?}) has no audit row",
+                            r.kind, r.tag, r.outcome
+                        ));
                     }
                 }
             }
@@ -1429,9 +1602,14 @@ async fn run(
         }
     }
     if missing > 10 {
-        log.violation(format!("… {missing} acknowledged calls without their audit row in all"));
+        log.violation(format!(
+            "… {missing} acknowledged calls without their audit row in all"
+        ));
     }
-    say!("- audit rows in the store: {}; acknowledged calls (any answer): {acknowledged}; without their audit row: {missing}", rows.len());
+    say!(
+        "- audit rows in the store: {}; acknowledged calls (any JSON-RPC answer): {acknowledged}; without their audit row: {missing}; refused `audit_unavailable` (no row possible, never run): {store_down}",
+        rows.len()
+    );
 
     // Every call that reached the MCP upstream was audited (allowed) first.
     let by_tag: HashMap<&str, &CallRec> = calls.iter().map(|r| (r.tag.as_str(), r)).collect();
@@ -1446,21 +1624,35 @@ async fn run(
         if !ok {
             unaudited += 1;
             if unaudited <= 10 {
-                log.violation(format!("upstream call {} has no `allowed` audit row", hit.tag));
+                log.violation(format!(
+                    "upstream call {} has no `allowed` audit row",
+                    hit.tag
+                ));
             }
         }
     }
     // The stdio upstreams' own logs (one per replica incarnation).
     let mut stdio_reached = 0;
     for g in gws.lock().await.iter() {
-        for line in std::fs::read_to_string(&g.faulty_log).unwrap_or_default().lines() {
-            let Some(tag) = line.strip_prefix("echo ") else { continue };
+        for line in std::fs::read_to_string(&g.faulty_log)
+            .unwrap_or_default()
+            .lines()
+        {
+            let Some(tag) = line.strip_prefix("echo ") else {
+                continue;
+            };
             stdio_reached += 1;
-            let ok = by_tag.get(tag).is_some_and(|r| audited.get(&r.digest).is_some_and(|rs| rs.iter().any(|(d, _)| d == "allowed")));
+            let ok = by_tag.get(tag).is_some_and(|r| {
+                audited
+                    .get(&r.digest)
+                    .is_some_and(|rs| rs.iter().any(|(d, _)| d == "allowed"))
+            });
             if !ok {
                 unaudited += 1;
                 if unaudited <= 10 {
-                    log.violation(format!("stdio upstream call {tag} has no `allowed` audit row"));
+                    log.violation(format!(
+                        "stdio upstream call {tag} has no `allowed` audit row"
+                    ));
                 }
             }
         }
@@ -1489,37 +1681,78 @@ async fn run(
             }
         }
     }
-    let after: BTreeMap<String, usize> = calls.iter().filter(|r| r.kind == Kind::AfterRevoke).fold(BTreeMap::new(), |mut m, r| {
-        *m.entry(format!("{:?}", r.outcome)).or_default() += 1;
-        m
-    });
-    say!("- revocations acknowledged: {}; upstream calls after an acknowledged revocation: {late}; calls made after it: {after:?}", revokes.len());
+    let after: BTreeMap<String, usize> =
+        calls
+            .iter()
+            .filter(|r| r.kind == Kind::AfterRevoke)
+            .fold(BTreeMap::new(), |mut m, r| {
+                *m.entry(format!("{:?}", r.outcome)).or_default() += 1;
+                m
+            });
+    say!(
+        "- revocations acknowledged: {}; upstream calls after an acknowledged revocation: {late}; calls made after it: {after:?}",
+        revokes.len()
+    );
 
     // Resources: flat after warm-up (A and B; C is killed every cycle).
     let samples = samples.lock().unwrap().clone();
     let mut csv = String::from("secs,gateway,pid,rss_kb,fds\n");
     for s in &samples {
-        csv.push_str(&format!("{:.1},{},{},{},{}\n", s.secs, s.gateway, s.pid, s.rss_kb, s.fds));
+        csv.push_str(&format!(
+            "{:.1},{},{},{},{}\n",
+            s.secs, s.gateway, s.pid, s.rss_kb, s.fds
+        ));
     }
     std::fs::write(args.out.join("soak-resources.csv"), &csv)?;
     let long_enough = traffic_secs >= 300.0;
     let mut charts = String::new();
     for name in ["A", "B", "C"] {
         let series: Vec<&Sample> = samples.iter().filter(|s| s.gateway == name).collect();
-        let rss: Vec<(f64, f64)> = series.iter().map(|s| (s.secs, s.rss_kb as f64 / 1024.0)).collect();
+        let rss: Vec<(f64, f64)> = series
+            .iter()
+            .map(|s| (s.secs, s.rss_kb as f64 / 1024.0))
+            .collect();
         let fds: Vec<(f64, f64)> = series.iter().map(|s| (s.secs, s.fds as f64)).collect();
-        charts.push_str(&chart(&format!("replica {name}: RSS (MiB) over time"), &rss, 72, 10));
+        charts.push_str(&chart(
+            &format!("replica {name}: RSS (MiB) over time"),
+            &rss,
+            72,
+            10,
+        ));
         charts.push('\n');
-        charts.push_str(&chart(&format!("replica {name}: open fds over time"), &fds, 72, 8));
+        charts.push_str(&chart(
+            &format!("replica {name}: open fds over time"),
+            &fds,
+            72,
+            8,
+        ));
         charts.push('\n');
         if name == "C" {
-            say!("- replica C (killed each cycle; not checked): RSS {:.1}–{:.1} MiB, fds {}–{}", rss.iter().map(|p| p.1).fold(f64::INFINITY, f64::min), rss.iter().map(|p| p.1).fold(0.0, f64::max), fds.iter().map(|p| p.1).fold(f64::INFINITY, f64::min), fds.iter().map(|p| p.1).fold(0.0, f64::max));
+            say!(
+                "- replica C (killed each cycle; not checked): RSS {:.1}–{:.1} MiB, fds {}–{}",
+                rss.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
+                rss.iter().map(|p| p.1).fold(0.0, f64::max),
+                fds.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
+                fds.iter().map(|p| p.1).fold(0.0, f64::max)
+            );
             continue;
         }
         // Warm-up: from 10 % to 33 % of the run; final: the last third.
-        let in_range = |lo: f64, hi: f64| series.iter().filter(move |s| s.secs >= lo * traffic_secs && s.secs < hi * traffic_secs);
-        let warm_rss = median(in_range(0.10, 0.34).map(|s| s.rss_kb as f64 / 1024.0).collect());
-        let last_rss = median(in_range(0.67, 1.01).map(|s| s.rss_kb as f64 / 1024.0).collect());
+        let in_range = |lo: f64, hi: f64| {
+            series
+                .iter()
+                .filter(move |s| s.secs >= lo * traffic_secs && s.secs < hi * traffic_secs)
+        };
+        let warm_rss = median(
+            in_range(0.10, 0.34)
+                .map(|s| s.rss_kb as f64 / 1024.0)
+                .collect(),
+        );
+        let last_rss = median(
+            in_range(0.67, 1.01)
+                .map(|s| s.rss_kb as f64 / 1024.0)
+                .collect(),
+        );
         let warm_fds = median(in_range(0.10, 0.34).map(|s| s.fds as f64).collect());
         let last_fds = median(in_range(0.67, 1.01).map(|s| s.fds as f64).collect());
         let max_rss = rss.iter().map(|p| p.1).fold(0.0, f64::max);
@@ -1528,7 +1761,13 @@ async fn run(
         let fds_ok = last_fds <= warm_fds + 10.0;
         say!(
             "- replica {name}: RSS median {warm_rss:.1} MiB (warm-up, 10–33 %) → {last_rss:.1} MiB (last third), max {max_rss:.1}; fds {warm_fds:.0} → {last_fds:.0}, max {max_fds:.0}; bound: RSS ≤ +20 %, fds ≤ +10: {}",
-            if !long_enough { "not checked (run under 5 min)" } else if rss_ok && fds_ok { "flat" } else { "NOT FLAT" }
+            if !long_enough {
+                "not checked (run under 5 min)"
+            } else if rss_ok && fds_ok {
+                "flat"
+            } else {
+                "NOT FLAT"
+            }
         );
         if long_enough && !(rss_ok && fds_ok) {
             log.violation(format!("replica {name}: resources grew: RSS {warm_rss:.1} → {last_rss:.1} MiB, fds {warm_fds:.0} → {last_fds:.0}"));
@@ -1545,8 +1784,20 @@ async fn run(
         .env("RUST_LOG", "warn")
         .output()
         .await?;
-    let verify_text = format!("{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
-    say!("- mcpgate audit verify: {} — {}", if verify.status.success() { "passed" } else { "FAILED" }, verify_text.trim().lines().last().unwrap_or(""));
+    let verify_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    say!(
+        "- mcpgate audit verify: {} — {}",
+        if verify.status.success() {
+            "passed"
+        } else {
+            "FAILED"
+        },
+        verify_text.trim().lines().last().unwrap_or("")
+    );
     if !verify.status.success() {
         log.violation(format!("audit verify failed: {verify_text}"));
     }
@@ -1569,7 +1820,13 @@ async fn run(
     for ((kind, outcome), n) in &per {
         say!("| {kind:?} | {outcome} | {n} |");
     }
-    say!("calls per replica: A {}, B {}, C {}; jobs started: {}", by_gateway[0], by_gateway[1], by_gateway[2], shared.jobs_started.load(Ordering::Relaxed));
+    say!(
+        "calls per replica: A {}, B {}, C {}; jobs started: {}",
+        by_gateway[0],
+        by_gateway[1],
+        by_gateway[2],
+        shared.jobs_started.load(Ordering::Relaxed)
+    );
     say!("\ncounters:");
     for (what, n) in log.counters.lock().unwrap().iter() {
         say!("- {what}: {n}");
