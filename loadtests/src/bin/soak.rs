@@ -788,7 +788,7 @@ async fn job(shared: Arc<Shared>, wm: FakeWindmill, http: reqwest::Client, j: us
         .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if j % 3 == 0 {
+    if j.is_multiple_of(3) {
         // Revoke at another replica while calls continue on this one.
         let at = (gateway + 1 + j % 2) % 3;
         let racing = {
@@ -1400,68 +1400,60 @@ async fn run(
         python: &args.python,
         faulty_py,
     };
-    let mut gws = vec![
+    let mut gws = [
         write_gateway("A", &setup)?,
         write_gateway("B", &setup)?,
         write_gateway("C", &setup)?,
     ];
 
-    // Operator setup through the CLI, on the shared store.
+    // Operator setup through the CLI, on the shared store (the first command
+    // migrates it; the rest at once).
+    let setup_started = Instant::now();
     let a_config = gws[0].config.clone();
     cli(bin, &a_config, &["delegation", "enable"], None).await?;
-    cli(
-        bin,
-        &a_config,
-        &[
-            "windmill",
-            "add",
-            "prod",
-            "--url",
-            &wm.base_url,
-            "--workspace",
-            "finance",
-        ],
-        None,
-    )
-    .await?;
-    cli(
-        bin,
-        &a_config,
-        &[
-            "credentials",
-            "set",
-            "--user",
-            "alice@example.com",
-            "--service",
-            "acme",
-        ],
-        Some(secret),
-    )
-    .await?;
-    let alice = cli(
-        bin,
-        &a_config,
-        &["token", "create", "--user", "alice@example.com"],
-        None,
-    )
-    .await?;
-    let sa = cli(
-        bin,
-        &a_config,
-        &["token", "create", "--user", "sa@example.com"],
-        None,
-    )
-    .await?;
-    let root = cli(
-        bin,
-        &a_config,
-        &["token", "create", "--user", "root@example.com"],
-        None,
-    )
-    .await?;
-    for gw in gws.iter_mut() {
-        start(bin, gw, &alice, dir).await?;
+    let windmill = [
+        "windmill",
+        "add",
+        "prod",
+        "--url",
+        &wm.base_url,
+        "--workspace",
+        "finance",
+    ];
+    let credential = [
+        "credentials",
+        "set",
+        "--user",
+        "alice@example.com",
+        "--service",
+        "acme",
+    ];
+    let token = |user: &'static str| ["token", "create", "--user", user];
+    let (for_alice, for_sa, for_root) = (
+        token("alice@example.com"),
+        token("sa@example.com"),
+        token("root@example.com"),
+    );
+    let (_, _, alice, sa, root) = tokio::try_join!(
+        cli(bin, &a_config, &windmill, None),
+        cli(bin, &a_config, &credential, Some(secret)),
+        cli(bin, &a_config, &for_alice, None),
+        cli(bin, &a_config, &for_sa, None),
+        cli(bin, &a_config, &for_root, None),
+    )?;
+    {
+        let [a, b, c] = &mut gws;
+        tokio::try_join!(
+            start(bin, a, &alice, dir),
+            start(bin, b, &alice, dir),
+            start(bin, c, &alice, dir),
+        )?;
     }
+    let gws = Vec::from(gws);
+    println!(
+        "set-up (CLI, three gateways started): {:.1} s",
+        setup_started.elapsed().as_secs_f64()
+    );
     println!(
         "soak: 3 replicas (A :{}, B :{}, C :{}) on PostgreSQL, {:.1} min, {cycles} fault cycle(s) of {} s",
         gws[0].port,
