@@ -1330,6 +1330,10 @@ async fn main() -> anyhow::Result<()> {
 
     // The store: a throwaway PostgreSQL with one database for the replicas.
     let pg = Arc::new(Postgres::start(&repo).await?);
+    println!(
+        "PostgreSQL started in {:.1} s",
+        wall_started.elapsed().as_secs_f64()
+    );
     let result = run(
         &args,
         &bin,
@@ -1514,6 +1518,7 @@ async fn run(
     let log = &shared.log;
 
     // ---- Checks --------------------------------------------------------
+    let checks_started = Instant::now();
     let mut report = String::new();
     macro_rules! say {
         ($($t:tt)*) => {{ let line = format!($($t)*); println!("{line}"); report.push_str(&line); report.push('\n'); }};
@@ -1832,6 +1837,10 @@ async fn run(
     for v in &violations {
         say!("- {v}");
     }
+    println!(
+        "checks took {:.1} s",
+        checks_started.elapsed().as_secs_f64()
+    );
     std::fs::write(args.out.join("soak-summary.md"), &report)?;
     // Stop the gateways.
     for g in gws.lock().await.iter_mut() {
