@@ -1348,7 +1348,16 @@ async fn main() -> anyhow::Result<()> {
         hook_every,
     )
     .await;
-    pg.stop().await;
+    if matches!(result, Ok(false)) {
+        // Keep the store for a look at the audit rows.
+        eprintln!(
+            "PostgreSQL kept: {} (stop: scripts/postgres.sh stop {})",
+            pg.database_url("soak"),
+            pg.rundir
+        );
+    } else {
+        pg.stop().await;
+    }
     let passed = result?;
     println!("wall time {:.1} s", wall_started.elapsed().as_secs_f64());
     if !passed {
@@ -1612,21 +1621,39 @@ async fn run(
     let by_tag: HashMap<&str, &CallRec> = calls.iter().map(|r| (r.tag.as_str(), r)).collect();
     let reached = upstream.reached.lock().unwrap().clone();
     let mut unaudited = 0;
-    for hit in &reached {
-        let ok = by_tag.get(hit.tag.as_str()).is_some_and(|r| {
-            audited
-                .get(&r.digest)
-                .is_some_and(|rs| rs.iter().any(|(d, _)| d == "allowed"))
-        });
-        if !ok {
-            unaudited += 1;
-            if unaudited <= 10 {
-                log.violation(format!(
-                    "upstream call {} has no `allowed` audit row",
-                    hit.tag
-                ));
-            }
+    // What the client saw and which rows its digest has, for each miss.
+    let mut misses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut check_reached = |tag: &str, what: &str| {
+        let record = by_tag.get(tag);
+        let rows = record.and_then(|r| audited.get(&r.digest));
+        if rows.is_some_and(|rs| rs.iter().any(|(d, _)| d == "allowed")) {
+            return;
         }
+        unaudited += 1;
+        let seen = match record {
+            Some(r) => format!(
+                "client saw {:?} from {}; rows: {:?}",
+                r.outcome,
+                ["A", "B", "C"][r.gateway],
+                rows.cloned().unwrap_or_default()
+            ),
+            None => "no client record".to_owned(),
+        };
+        if unaudited <= 10 {
+            log.violation(format!(
+                "{what} call {tag} has no `allowed` audit row ({seen})"
+            ));
+        }
+        let gateway = record.map_or("?", |r| ["A", "B", "C"][r.gateway]);
+        let key = format!(
+            "{gateway}: client saw {:?}, rows {:?}",
+            record.map(|r| &r.outcome),
+            rows.cloned().unwrap_or_default()
+        );
+        *misses.entry(key).or_default() += 1;
+    };
+    for hit in &reached {
+        check_reached(&hit.tag, "upstream");
     }
     // The stdio upstreams' own logs (one per replica incarnation).
     let mut stdio_reached = 0;
@@ -1635,24 +1662,14 @@ async fn run(
             .unwrap_or_default()
             .lines()
         {
-            let Some(tag) = line.strip_prefix("echo ") else {
-                continue;
-            };
-            stdio_reached += 1;
-            let ok = by_tag.get(tag).is_some_and(|r| {
-                audited
-                    .get(&r.digest)
-                    .is_some_and(|rs| rs.iter().any(|(d, _)| d == "allowed"))
-            });
-            if !ok {
-                unaudited += 1;
-                if unaudited <= 10 {
-                    log.violation(format!(
-                        "stdio upstream call {tag} has no `allowed` audit row"
-                    ));
-                }
+            if let Some(tag) = line.strip_prefix("echo ") {
+                stdio_reached += 1;
+                check_reached(tag, "stdio upstream");
             }
         }
+    }
+    for (what, n) in &misses {
+        say!("  - reached an upstream without an `allowed` row: {n} × {what}");
     }
     say!(
         "- calls that reached an upstream: {} (MCP) + {stdio_reached} (stdio) + {} (native, counted by the fake); without an `allowed` audit row: {unaudited}",
