@@ -580,6 +580,8 @@ struct Sample {
     pid: u32,
     rss_kb: u64,
     fds: usize,
+    /// Live MCP sessions as the replica's `/health` counts them (-1: no answer).
+    sessions: i64,
 }
 
 fn sample(pid: u32) -> Option<(u64, usize)> {
@@ -993,20 +995,35 @@ async fn sampler(
     every: Duration,
     out: Arc<Mutex<Vec<Sample>>>,
 ) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     while !shared.stopping() {
-        for (name, pid) in &pids {
+        for (i, (name, pid)) in pids.iter().enumerate() {
             let Some(pid) = *pid.lock().unwrap() else {
                 continue;
             };
-            if let Some((rss_kb, fds)) = sample(pid) {
-                out.lock().unwrap().push(Sample {
-                    secs: shared.t0.elapsed().as_secs_f64(),
-                    gateway: name,
-                    pid,
-                    rss_kb,
-                    fds,
-                });
-            }
+            let Some((rss_kb, fds)) = sample(pid) else {
+                continue;
+            };
+            let secs = shared.t0.elapsed().as_secs_f64();
+            let sessions = match http.get(format!("{}/health", shared.bases[i])).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|h| h["sessions"].as_i64()),
+                Err(_) => None,
+            };
+            out.lock().unwrap().push(Sample {
+                secs,
+                gateway: name,
+                pid,
+                rss_kb,
+                fds,
+                sessions: sessions.unwrap_or(-1),
+            });
         }
         tokio::time::sleep(every).await;
     }
@@ -1710,11 +1727,11 @@ async fn run(
 
     // Resources: flat after warm-up (A and B; C is killed every cycle).
     let samples = samples.lock().unwrap().clone();
-    let mut csv = String::from("secs,gateway,pid,rss_kb,fds\n");
+    let mut csv = String::from("secs,gateway,pid,rss_kb,fds,sessions\n");
     for s in &samples {
         csv.push_str(&format!(
-            "{:.1},{},{},{},{}\n",
-            s.secs, s.gateway, s.pid, s.rss_kb, s.fds
+            "{:.1},{},{},{},{},{}\n",
+            s.secs, s.gateway, s.pid, s.rss_kb, s.fds, s.sessions
         ));
     }
     std::fs::write(args.out.join("soak-resources.csv"), &csv)?;
@@ -1741,6 +1758,22 @@ async fn run(
             8,
         ));
         charts.push('\n');
+        let sessions: Vec<(f64, f64)> = series
+            .iter()
+            .filter(|s| s.sessions >= 0)
+            .map(|s| (s.secs, s.sessions as f64))
+            .collect();
+        charts.push_str(&chart(
+            &format!("replica {name}: live MCP sessions (/health) over time"),
+            &sessions,
+            72,
+            6,
+        ));
+        charts.push('\n');
+        say!(
+            "- replica {name}: live MCP sessions at the end: {}",
+            sessions.last().map_or(-1.0, |p| p.1)
+        );
         if name == "C" {
             say!(
                 "- replica C (killed each cycle; not checked): RSS {:.1}–{:.1} MiB, fds {}–{}",
