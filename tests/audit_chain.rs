@@ -726,3 +726,39 @@ async fn replicas_on_postgres_each_keep_a_chain_and_the_log_verifies() {
         &[&format!("row {third}"), "subject"],
     );
 }
+
+/// On PostgreSQL an interrupted call's outcome (no latency) and a normal
+/// one (a latency) share one cached statement: both must be accepted, in
+/// either order, and the log must verify (the soak caught a NULL typing the
+/// statement's latency column as text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_with_and_without_latency_share_a_statement_on_postgres() {
+    let store = support::SharedStore::create().await;
+    let config =
+        mcpgate::config::Config::parse(&format!("database: {}\n", store.url), "t.yaml").unwrap();
+    let pool = mcpgate::storage::connect(&config).await.unwrap();
+    let writer = start_writer(&pool).await;
+    for round in 0..4 {
+        let cut = format!("cut{round}");
+        audit::write(&writer, decision_at(&cut, &actors::now_rfc3339(), false))
+            .await
+            .unwrap();
+        let completed = writer
+            .call(|reply| AuditMsg::CompleteInterrupted(None, reply), None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(completed, ractor::rpc::CallResult::Success(Ok(1))),
+            "{completed:?}"
+        );
+        let ok = format!("ok{round}");
+        audit::write(&writer, decision_at(&ok, &actors::now_rfc3339(), false))
+            .await
+            .unwrap();
+        audit::write(&writer, outcome(&ok)).await.unwrap();
+    }
+    writer.stop_and_wait(None, None).await.unwrap();
+    let report = check(&pool).await;
+    assert!(report.intact(), "{:#?}", report.findings);
+    assert_eq!(report.rows, 8);
+}

@@ -758,6 +758,39 @@ fn placeholders(rows: usize, columns: usize) -> String {
     out
 }
 
+/// The `VALUES` rows of an outcome batch (11 columns each). An unknown
+/// latency (an interrupted call) is the literal `NULL`, never a bound NULL:
+/// PostgreSQL types a cached statement's parameters when it is first
+/// prepared, and a NULL bound first would make the latency column text and
+/// the next real number be refused. Numbers are cast so the column types
+/// never depend on which row comes first.
+fn outcome_values(has_latency: impl Iterator<Item = bool>) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    for (row, has_latency) in has_latency.enumerate() {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        let mut columns: Vec<String> = (0..6).map(|_| next()).collect();
+        columns.push(if has_latency {
+            format!("CAST({} AS DOUBLE PRECISION)", next())
+        } else {
+            "CAST(NULL AS DOUBLE PRECISION)".into()
+        });
+        columns.push(next());
+        columns.push(format!("CAST({} AS BIGINT)", next()));
+        columns.extend((0..2).map(|_| next()));
+        out.push('(');
+        out.push_str(&columns.join(", "));
+        out.push(')');
+    }
+    out
+}
+
 /// Returns the call ids of outcomes that found no open row.
 async fn write_batch(
     conn: &mut sqlx::AnyConnection,
@@ -820,7 +853,9 @@ async fn write_batch(
              outcome_seq = o.column9, outcome_hash = o.column10, outcome_entry = o.column11 \
              FROM (VALUES ",
         );
-        sql.push_str(&placeholders(chunk.len(), 11));
+        sql.push_str(&outcome_values(
+            chunk.iter().map(|(o, _)| o.latency_ms.is_some()),
+        ));
         sql.push_str(
             ") AS o WHERE audit_events.call_id = o.column1 AND audit_events.completed_at IS NULL \
              RETURNING audit_events.call_id",
@@ -833,8 +868,11 @@ async fn write_batch(
                 .bind(o.decision.as_str())
                 .bind(&o.reason_code)
                 .bind(&o.reason)
-                .bind(&o.upstream_status)
-                .bind(o.latency_ms)
+                .bind(&o.upstream_status);
+            if let Some(latency_ms) = o.latency_ms {
+                query = query.bind(latency_ms);
+            }
+            query = query
                 .bind(chain)
                 .bind(placed.seq)
                 .bind(hex::encode(placed.hash))
