@@ -120,60 +120,30 @@ pub fn verify(records: &[Record], keys: &[VerifierKey], encoding: Encoding) -> R
             "row" => {
                 report.rows += 1;
                 let row = r.id.unwrap_or_default();
-                if let (Some(chain), Some(seq), Some(entry), Some(hash)) =
-                    (&r.chain_id, r.chain_seq, &r.chain_entry, &r.chain_hash)
-                {
-                    chains
-                        .entry(chain)
-                        .or_default()
-                        .leaves
-                        .entry(seq)
-                        .or_default()
-                        .push(Leaf {
-                            entry,
-                            hash,
-                            place: Place::Decision { row },
-                            mark_kind: None,
-                        });
-                }
-                if let (Some(chain), Some(seq), Some(entry), Some(hash)) = (
-                    &r.outcome_chain,
-                    r.outcome_seq,
-                    &r.outcome_entry,
-                    &r.outcome_hash,
-                ) {
-                    chains
-                        .entry(chain)
-                        .or_default()
-                        .leaves
-                        .entry(seq)
-                        .or_default()
-                        .push(Leaf {
-                            entry,
-                            hash,
-                            place: Place::Outcome { row },
-                            mark_kind: None,
-                        });
-                }
+                add_leaf(
+                    &mut chains,
+                    (&r.chain_id, r.chain_seq, &r.chain_entry, &r.chain_hash),
+                    Place::Decision { row },
+                    None,
+                );
+                add_leaf(
+                    &mut chains,
+                    (
+                        &r.outcome_chain,
+                        r.outcome_seq,
+                        &r.outcome_entry,
+                        &r.outcome_hash,
+                    ),
+                    Place::Outcome { row },
+                    None,
+                );
             }
-            "mark" => {
-                if let (Some(chain), Some(seq), Some(entry), Some(hash)) =
-                    (&r.chain_id, r.chain_seq, &r.chain_entry, &r.chain_hash)
-                {
-                    chains
-                        .entry(chain)
-                        .or_default()
-                        .leaves
-                        .entry(seq)
-                        .or_default()
-                        .push(Leaf {
-                            entry,
-                            hash,
-                            place: Place::Mark,
-                            mark_kind: r.mark_kind.as_deref(),
-                        });
-                }
-            }
+            "mark" => add_leaf(
+                &mut chains,
+                (&r.chain_id, r.chain_seq, &r.chain_entry, &r.chain_hash),
+                Place::Mark,
+                r.mark_kind.as_deref(),
+            ),
             "checkpoint" => {
                 let (Some(chain), Some(note)) = (&r.chain_id, &r.checkpoint_note) else {
                     continue;
@@ -267,6 +237,37 @@ pub fn verify(records: &[Record], keys: &[VerifierKey], encoding: Encoding) -> R
     report.findings.sort_by_key(|f| (f.at, f.kind));
     report.findings.dedup();
     report
+}
+
+/// A record's entry, placed in its chain (when the record holds all of
+/// chain, sequence number, entry and hash).
+type EntryParts<'a> = (
+    &'a Option<String>,
+    Option<i64>,
+    &'a Option<String>,
+    &'a Option<String>,
+);
+
+fn add_leaf<'a>(
+    chains: &mut BTreeMap<&'a str, Chain<'a>>,
+    parts: EntryParts<'a>,
+    place: Place,
+    mark_kind: Option<&'a str>,
+) {
+    if let (Some(chain), Some(seq), Some(entry), Some(hash)) = parts {
+        chains
+            .entry(chain)
+            .or_default()
+            .leaves
+            .entry(seq)
+            .or_default()
+            .push(Leaf {
+                entry,
+                hash,
+                place,
+                mark_kind,
+            });
+    }
 }
 
 /// Walk one chain from its start: recompute every hash, find gaps and
