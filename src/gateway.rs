@@ -385,6 +385,10 @@ impl Gateway {
             registry.clone(),
             config.limits.session_idle_timeout,
         ));
+        let grant_sessions = sessions.clone();
+        delegation.grants.on_end(Arc::new(move |grant_id: &str| {
+            grant_sessions.retire_credential(grant_id)
+        }));
         hooks.spawn_watcher(config.hooks.reload_poll, drain.clone());
         pii.spawn_expiry(drain.clone());
         if let Some(older_than) = config.audit.retention {

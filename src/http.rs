@@ -246,7 +246,10 @@ async fn principal_of(
             Ok(record) => record,
             Err(rejection) => {
                 let subject = match &rejection {
-                    TokenRejection::Revoked { user } | TokenRejection::Expired { user } => {
+                    TokenRejection::Revoked { id, user } | TokenRejection::Expired { id, user } => {
+                        // The presenter proved they hold this dead token:
+                        // its sessions end now, not at the idle timeout.
+                        gw.sessions().retire_credential(id);
                         user.clone()
                     }
                     _ => "anonymous".to_owned(),

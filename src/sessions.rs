@@ -9,7 +9,7 @@ use actors::session::{
     ClientInfo, OnSessionEnd, SessionActor, SessionArgs, SessionMsg, SessionOwner, SessionRefusal,
     SessionTicket,
 };
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use ractor::ActorRef;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
@@ -37,8 +37,13 @@ pub struct Sessions {
     manager: Arc<LocalSessionManager>,
     /// `Mcp-Session-Id` → id of the credential that opened it.
     bindings: Arc<DashMap<String, String>>,
+    /// Credentials whose sessions are about to be ended.
+    retiring: DashSet<String>,
     idle_timeout: Duration,
 }
+
+/// How long the sessions of a credential that ended stay open.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
 impl Sessions {
     pub fn new(registry: Registry, idle_timeout: Duration) -> Self {
@@ -50,6 +55,7 @@ impl Sessions {
             registry,
             manager: Arc::new(manager),
             bindings: Arc::new(DashMap::new()),
+            retiring: DashSet::new(),
             idle_timeout,
         }
     }
@@ -168,6 +174,45 @@ impl Sessions {
             // Another call of the same session won the race; use its actor.
             Ok(_) | Err(StartError::AlreadyExists(_)) => Ok(()),
             Err(_) => Err(SessionError::Unavailable),
+        }
+    }
+
+    /// End, after [`RETIRE_GRACE`], every session opened with `credential_id`
+    /// (a revoked or expired token, an ended grant): they can never be used
+    /// again, and a client cannot close them itself, since even its DELETE is
+    /// refused. The grace lets answers already on their way reach the client.
+    pub fn retire_credential(self: &Arc<Self>, credential_id: &str) {
+        if !self.retiring.insert(credential_id.to_owned()) {
+            return;
+        }
+        let sessions = self.clone();
+        let credential_id = credential_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_GRACE).await;
+            sessions.end_credential(&credential_id).await;
+            sessions.retiring.remove(&credential_id);
+        });
+    }
+
+    async fn end_credential(&self, credential_id: &str) {
+        let bound: Vec<String> = self
+            .bindings
+            .iter()
+            .filter(|b| b.value() == credential_id)
+            .map(|b| b.key().clone())
+            .collect();
+        for id in &bound {
+            self.end(id).await;
+        }
+        // Sessionless (2026-07-28 era) callers are keyed by credential.
+        let Some(sessions) = self.registry.get::<SupervisorMsg>(SUPERVISOR_KEY) else {
+            return;
+        };
+        for key in self
+            .registry
+            .keys_with_prefix(&session_key(&format!("cred:{credential_id}:")))
+        {
+            supervision::stop_child(&sessions, &key).await;
         }
     }
 

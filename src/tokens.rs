@@ -26,10 +26,11 @@ pub enum TokenRejection {
     Malformed,
     #[error("the token is not known")]
     Unknown,
+    /// `id` is the token's: the presenter proved they hold it.
     #[error("the token was revoked")]
-    Revoked { user: String },
+    Revoked { id: String, user: String },
     #[error("the token has expired")]
-    Expired { user: String },
+    Expired { id: String, user: String },
     #[error("the token store is unavailable")]
     Store,
 }
@@ -135,6 +136,7 @@ pub async fn verify(pool: &Db, presented: &str) -> Result<TokenRecord, TokenReje
     };
     if record.revoked_at.is_some() {
         return Err(TokenRejection::Revoked {
+            id: record.id,
             user: record.user_email,
         });
     }
@@ -142,6 +144,7 @@ pub async fn verify(pool: &Db, presented: &str) -> Result<TokenRecord, TokenReje
         && expires_at.as_str() <= actors::now_rfc3339().as_str()
     {
         return Err(TokenRejection::Expired {
+            id: record.id,
             user: record.user_email,
         });
     }
@@ -174,7 +177,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             verify(&pool, &expired.token).await.unwrap_err(),
-            TokenRejection::Expired { user: "a@x".into() }
+            TokenRejection::Expired {
+                id: expired.id.clone(),
+                user: "a@x".into()
+            }
         );
 
         assert!(revoke(&pool, &fresh.id).await.unwrap());
@@ -184,7 +190,10 @@ mod tests {
         );
         assert_eq!(
             verify(&pool, &fresh.token).await.unwrap_err(),
-            TokenRejection::Revoked { user: "a@x".into() }
+            TokenRejection::Revoked {
+                id: fresh.id.clone(),
+                user: "a@x".into()
+            }
         );
     }
 

@@ -228,6 +228,51 @@ async fn refusals_are_clean_errors_with_an_audit_row_naming_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sessions_of_a_revoked_token_end_at_its_next_use() {
+    // A client cannot close a session whose token was revoked (even its
+    // DELETE gets 401), so the gateway must, or it lingers until idle timeout.
+    let gw = standard().await;
+    let alice = gw.token("alice@example.com").await;
+    let bob = gw.token("bob@example.com").await;
+    let echo = |n: u64| {
+        json!({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {
+            "name": "everything_read_actions", "arguments": {"action": "echo", "message": "hi"}}})
+    };
+    let mut opened = Vec::new();
+    for token in [&alice, &alice, &bob] {
+        let session = gw.raw_initialize(token).await;
+        let answer = gw.raw_post(token, &session, echo(2)).await;
+        assert_eq!(answer.status(), 200);
+        answer.text().await.unwrap();
+        opened.push(session);
+    }
+    let sessions = gw.gw.sessions();
+    assert_eq!(sessions.count(), 3);
+
+    let id = alice.split('_').nth(1).unwrap();
+    assert!(mcpgate::tokens::revoke(gw.gw.pool(), id).await.unwrap());
+    // Revoked by another process (the CLI): this gateway learns it when the
+    // token is next presented, and ends every session it opened.
+    let refused = gw.raw_post(&alice, &opened[0], echo(3)).await;
+    assert_eq!(refused.status(), 401);
+    // After a grace for answers already on their way.
+    tokio::time::sleep(mcpgate::sessions::RETIRE_GRACE + std::time::Duration::from_millis(500))
+        .await;
+    assert_eq!(sessions.count(), 1, "only bob's session is left");
+    assert!(!sessions.is_bound(&opened[0]) && !sessions.is_bound(&opened[1]));
+    assert!(sessions.is_bound(&opened[2]));
+    // Someone else's revoked token cannot end bob's session.
+    let refused = gw.raw_post(&alice, &opened[2], echo(4)).await;
+    assert_eq!(refused.status(), 401);
+    tokio::time::sleep(mcpgate::sessions::RETIRE_GRACE + std::time::Duration::from_millis(500))
+        .await;
+    assert!(sessions.is_bound(&opened[2]));
+    let answer = gw.raw_post(&bob, &opened[2], echo(5)).await;
+    assert_eq!(answer.status(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn missing_bad_and_revoked_tokens_get_401_with_a_bearer_challenge() {
     let gw = standard().await;
     let alice = gw.token("alice@example.com").await;

@@ -630,6 +630,7 @@ async fn after_a_revoke_is_acknowledged_no_call_reaches_the_connector() {
     while w.bigquery.count() < 20 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    assert!(w.gw.gw.sessions().count() > 0);
     let (status, body) = w.revoke_at(&w.gw, &grant_id).await;
     assert_eq!(status, 200, "{body}");
     let at_ack = w.bigquery.count();
@@ -666,6 +667,16 @@ async fn after_a_revoke_is_acknowledged_no_call_reaches_the_connector() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(w.bigquery.count(), succeeded);
     assert!(at_ack <= succeeded);
+    // The grant's sessions ended with it (their clients could not close them:
+    // every request with the token, DELETE included, now gets 401).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while w.gw.gw.sessions().count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a revoked grant's sessions outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let rows = w.gw.audit_rows().await;
     let refused_at_gate = rows
         .iter()

@@ -60,9 +60,14 @@ pub struct GrantTokenRejection {
     pub subject: Option<String>,
 }
 
+/// Told the id of each grant that ends on this gateway, once its end is on
+/// record (the gateway ends the grant's MCP sessions with it).
+pub type GrantEndListener = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct GrantTable {
     live: Arc<DashMap<String, Arc<LiveGrant>>>,
+    listeners: Arc<std::sync::RwLock<Vec<GrantEndListener>>>,
     /// Adoption is rare and cold: one at a time, so a grant is started once.
     adopting: Arc<tokio::sync::Mutex<()>>,
     /// This process among the gateways on the store (`grant_holders.replica`).
@@ -73,6 +78,7 @@ impl Default for GrantTable {
     fn default() -> Self {
         Self {
             live: Default::default(),
+            listeners: Default::default(),
             adopting: Default::default(),
             replica: format!("gw_{}", hex::encode(rand::random::<[u8; 6]>())).into(),
         }
@@ -119,6 +125,13 @@ impl GrantTable {
         self.live.get(id).map(|g| g.value().clone())
     }
 
+    pub fn on_end(&self, listener: GrantEndListener) {
+        self.listeners
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(listener);
+    }
+
     /// The ids of the grants this gateway holds.
     pub fn ids(&self) -> Vec<String> {
         self.live.iter().map(|g| g.key().clone()).collect()
@@ -136,8 +149,10 @@ impl GrantTable {
         let table = self.live.clone();
         let end_pool = pool.clone();
         let replica = self.replica.clone();
+        let listeners = self.listeners.clone();
         let on_end: OnGrantEnd = Arc::new(move |scope: &GrantScope, reason: &EndReason| {
             let table = table.clone();
+            let listeners = listeners.clone();
             let pool = end_pool.clone();
             let replica = replica.clone();
             let id = scope.grant_id.clone();
@@ -150,6 +165,13 @@ impl GrantTable {
                 }
                 release(&pool, &id, &replica).await;
                 table.remove(&id);
+                let listeners = listeners
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone();
+                for listener in listeners {
+                    listener(&id);
+                }
             });
         });
         let args_scope = new.scope.clone();
