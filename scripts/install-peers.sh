@@ -5,8 +5,11 @@
 #   PyPI: mcp (client SDK), mcp-server-time, PyYAML; ruff + mypy (lint of the Python code);
 #         opentelemetry-proto + protobuf (the OTLP receiver of tests/traces.rs)
 #   and this repository's Python client library (clients/python, editable)
-#   apt:  prometheus, for `promtool check metrics` (tests/metrics.rs), when
-#         promtool is missing and this runs as root with apt-get
+#         playwright (drives the console tests' browser; its own browser
+#         downloads are not used)
+#   apt:  prometheus, for `promtool check metrics` (tests/metrics.rs), and
+#         chromium, the browser of tests/console.rs, when missing and this
+#         runs as root with apt-get
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS="$PWD/.peers"
@@ -29,6 +32,17 @@ if ! "$PEERS/venv/bin/python" -c 'import opentelemetry.proto.collector.trace.v1.
 fi
 if ! "$PEERS/venv/bin/python" -c 'import mcpgate, yaml' 2>/dev/null || ! [ -x "$PEERS/venv/bin/ruff" ] || ! [ -x "$PEERS/venv/bin/mypy" ]; then
   "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check ruff mypy types-PyYAML -e "$PWD/clients/python"
+fi
+if ! "$PEERS/venv/bin/python" -c 'import playwright' 2>/dev/null; then
+  "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check 'playwright==1.65.3'
+fi
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium (Debian package) for the console tests" >&2
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; } >&2
+  else
+    echo "install-peers.sh: chromium missing (apt-get install chromium); tests/console.rs needs it" >&2
+  fi
 fi
 if ! command -v promtool >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

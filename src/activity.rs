@@ -79,6 +79,7 @@ pub async fn run(
         service: text("service")?,
         actor: text("actor")?,
         limit,
+        ..Default::default()
     };
     let rows = audit.rows(&filter).await.map_err(|e| {
         tracing::error!(error = %e, "activity: store");

@@ -71,6 +71,7 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
                 .with_state(gw.delegation().clone()),
         )
         .merge(crate::native::connect::routes(gw.connect().clone()))
+        .merge(crate::console::routes(gw.clone()))
         .merge(crate::admin::routes(gw))
 }
 

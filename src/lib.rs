@@ -10,6 +10,7 @@ pub mod classify;
 pub mod cli;
 pub mod cli_operator;
 pub mod config;
+pub mod console;
 pub mod delegation;
 pub mod discovery;
 pub mod domain;

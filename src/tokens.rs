@@ -101,6 +101,22 @@ pub async fn list(pool: &Db) -> Result<Vec<TokenRecord>, sqlx::Error> {
         .collect())
 }
 
+/// The user of token `id` while it is active (not revoked, not expired):
+/// a console session made with the token lives only as long as it does.
+pub async fn active_user(pool: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT user_email, expires_at FROM api_tokens WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|row| {
+        let expires_at: Option<String> = row.get("expires_at");
+        let live = expires_at.is_none_or(|at| at.as_str() > actors::now_rfc3339().as_str());
+        live.then(|| row.get("user_email"))
+    }))
+}
+
 /// Check a presented token. Returns the token's record when it is valid now.
 pub async fn verify(pool: &Db, presented: &str) -> Result<TokenRecord, TokenRejection> {
     let (id, secret) = presented

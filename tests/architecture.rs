@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Modules only the edges (HTTP, MCP, CLI) may use.
-const EDGES: [&str; 7] = [
+const EDGES: [&str; 8] = [
     "http",
     "mcp",
     "admin",
+    "console",
     "oauth",
     "cli",
     "cli_operator",
@@ -145,9 +146,12 @@ const RULES: &[(&str, &[&str])] = &[
 ];
 
 /// Files that may use axum (HTTP routing): the edges, and the connect pages.
-const AXUM_FILES: [&str; 5] = [
+const AXUM_FILES: [&str; 8] = [
     "http.rs",
     "admin.rs",
+    "console/mod.rs",
+    "console/pages.rs",
+    "console/actions.rs",
     "oauth.rs",
     "cli.rs",
     "native/connect.rs",

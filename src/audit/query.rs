@@ -36,6 +36,8 @@ pub struct AuditFilter {
     pub since: Option<String>,
     pub service: Option<String>,
     pub actor: Option<String>,
+    pub decision: Option<String>,
+    pub reason_code: Option<String>,
     pub limit: i64,
 }
 
@@ -44,12 +46,15 @@ pub async fn query(pool: &Db, filter: &AuditFilter) -> Result<Vec<AuditRow>, sql
         "SELECT * FROM audit_events \
          WHERE ($1 IS NULL OR subject = $1) AND ($2 IS NULL OR started_at >= $2) \
          AND ($3 IS NULL OR service = $3) AND ($4 IS NULL OR actor = $4) \
-         ORDER BY id DESC LIMIT $5",
+         AND ($5 IS NULL OR decision = $5) AND ($6 IS NULL OR reason_code = $6) \
+         ORDER BY id DESC LIMIT $7",
     )
     .bind(&filter.subject)
     .bind(&filter.since)
     .bind(&filter.service)
     .bind(&filter.actor)
+    .bind(&filter.decision)
+    .bind(&filter.reason_code)
     .bind(filter.limit)
     .fetch_all(pool)
     .await?;

@@ -348,10 +348,7 @@ async fn scope(
         if *asked == Risk::HighRisk && !approved.contains(service) {
             return Err(oauth(
                 Reason::HighRiskNotApproved,
-                format!(
-                    "'{service}: [high_risk]' needs an admin's approval for flow '{}' of {} on instance '{}'",
-                    job.flow_path, job.owner_email, instance.name
-                ),
+                high_risk_refusal(service, &job.flow_path, &job.owner_email, &instance.name),
             ));
         }
         if let Some(own) = verified.owner.access_to(service) {
@@ -549,4 +546,34 @@ fn storage_error(e: sqlx::Error) -> ExchangeError {
         Reason::StorageUnavailable,
         "the gateway's store is unavailable",
     )
+}
+
+/// The reason text of a `high_risk_not_approved` refusal; the console reads
+/// the service and flow back from it ([`parse_high_risk_refusal`]) to offer
+/// the approval pre-filled.
+fn high_risk_refusal(service: &str, flow_path: &str, owner: &str, instance: &str) -> String {
+    format!(
+        "'{service}: [high_risk]' needs an admin's approval for flow '{flow_path}' of {owner} on instance '{instance}'"
+    )
+}
+
+/// (service, flow path) of a [`high_risk_refusal`] text.
+pub fn parse_high_risk_refusal(text: &str) -> Option<(String, String)> {
+    let rest = text.strip_prefix('\'')?;
+    let (service, rest) = rest.split_once(": [high_risk]' needs an admin's approval for flow '")?;
+    let (flow_path, _) = rest.rsplit_once("' of ")?;
+    Some((service.to_owned(), flow_path.to_owned()))
+}
+
+#[cfg(test)]
+mod refusal_text {
+    #[test]
+    fn a_high_risk_refusal_reads_back() {
+        let text = super::high_risk_refusal("jira", "f/ops/it's", "a@x", "prod");
+        assert_eq!(
+            super::parse_high_risk_refusal(&text),
+            Some(("jira".into(), "f/ops/it's".into()))
+        );
+        assert_eq!(super::parse_high_risk_refusal("something else"), None);
+    }
 }

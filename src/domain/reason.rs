@@ -195,6 +195,7 @@ reasons! {
     InvalidState = "invalid_state", Http;
     ConsentDenied = "consent_denied", Http;
     ConnectFailed = "connect_failed", Http;
+    CsrfMismatch = "csrf_mismatch", Http;
 }
 
 impl Reason {
@@ -212,7 +213,7 @@ impl Reason {
             Class::Unauthenticated => 401,
             Class::Exchange => self.oauth_status(),
             Class::Http => match self {
-                Reason::NotAdmin => 403,
+                Reason::NotAdmin | Reason::CsrfMismatch => 403,
                 Reason::NotFound | Reason::UnknownService => 404,
                 Reason::ConnectFailed => 502,
                 _ => 400,

@@ -1,0 +1,465 @@
+//! The console's state changes (POST): each checks the session's CSRF token,
+//! does what the admin API would do, and is audited under the admin's name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use maud::html;
+
+use super::session::{COOKIE, Claims, LIFETIME_SECS};
+use super::{Console, Viewer, pages};
+use crate::delegation::store::{self, Approval, Instance, RevokeFilter};
+use crate::domain::Reason;
+
+type Fields = Form<BTreeMap<String, String>>;
+
+fn field<'a>(form: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    form.get(name).map(|v| v.trim()).unwrap_or("")
+}
+
+/// Loopback hosts get a cookie without `Secure` (plain HTTP on one machine).
+fn is_loopback(host: &str) -> bool {
+    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
+    });
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+fn session_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Response {
+    if super::cross_site(&request) {
+        return console
+            .refuse_at(
+                "anonymous",
+                "/console/login",
+                Reason::CsrfMismatch,
+                "cross-site sign-in",
+            )
+            .await;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let form: BTreeMap<String, String> =
+        match <Fields as axum::extract::FromRequest<()>>::from_request(request, &()).await {
+            Ok(Form(form)) => form,
+            Err(rejection) => {
+                return (StatusCode::BAD_REQUEST, format!("{rejection}")).into_response();
+            }
+        };
+    let presented = field(&form, "token");
+    let refused = |message: &str| {
+        let target = format!(
+            "/console/login?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("error", message)
+                .finish()
+        );
+        Redirect::to(&target).into_response()
+    };
+    let record = match crate::tokens::verify(console.gw.pool(), presented).await {
+        Ok(record) => record,
+        Err(rejection) => {
+            let message = rejection.to_string();
+            console
+                .gw
+                .audit()
+                .refuse(
+                    "anonymous",
+                    None,
+                    "console:/console/login",
+                    crate::domain::Refusal::new(Reason::InvalidToken, &message),
+                )
+                .await;
+            return refused(&message);
+        }
+    };
+    let Some(user) = console.gw.config().user(&record.user_email) else {
+        let message = "the token's user is no longer configured";
+        console
+            .gw
+            .audit()
+            .refuse(
+                &record.user_email,
+                None,
+                "console:/console/login",
+                crate::domain::Refusal::new(Reason::UnknownUser, message),
+            )
+            .await;
+        return refused(message);
+    };
+    let claims = Claims {
+        token_id: record.id.clone(),
+        email: user.email.clone(),
+        expires_unix: time::OffsetDateTime::now_utc().unix_timestamp() + LIFETIME_SECS,
+        nonce: hex::encode(rand::random::<[u8; 16]>()),
+    };
+    if let Err(response) = console
+        .audit_action(
+            &user.email,
+            "sign_in",
+            format!("signed in with token {}", record.id),
+        )
+        .await
+    {
+        return response;
+    }
+    let mut response = Redirect::to("/console/me").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(
+            &console.key.seal(&claims),
+            LIFETIME_SECS,
+            !is_loopback(&host),
+        ),
+    );
+    response
+}
+
+/// The CSRF check of every signed-in POST: refused (403, audited) without
+/// this session's token.
+async fn checked(
+    console: &Console,
+    viewer: &Viewer,
+    form: &BTreeMap<String, String>,
+    path: &str,
+) -> Option<Response> {
+    if console
+        .key
+        .csrf_matches(&viewer.claims, field(form, "csrf"))
+    {
+        return None;
+    }
+    Some(
+        console
+            .refuse_at(
+                &viewer.email,
+                path,
+                Reason::CsrfMismatch,
+                "missing or wrong CSRF token",
+            )
+            .await,
+    )
+}
+
+/// A state change only admins may make (and only with the CSRF token).
+async fn admin_post(
+    console: &Console,
+    viewer: &Viewer,
+    form: &BTreeMap<String, String>,
+    path: &str,
+) -> Option<Response> {
+    if let Some(refused) = checked(console, viewer, form, path).await {
+        return Some(refused);
+    }
+    if viewer.admin {
+        return None;
+    }
+    let message = format!("{} is not an admin", viewer.email);
+    Some(
+        console
+            .refuse_at(&viewer.email, path, Reason::NotAdmin, &message)
+            .await,
+    )
+}
+
+fn store_error(e: sqlx::Error) -> Response {
+    tracing::error!(error = %e, "console: store");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        pages::refusal_page("storage_unavailable", "the gateway's store is unavailable"),
+    )
+        .into_response()
+}
+
+fn invalid(reason: Reason, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        pages::refusal_page(reason.code(), message),
+    )
+        .into_response()
+}
+
+pub async fn logout(
+    State(console): State<Arc<Console>>,
+    Extension(viewer): Extension<Viewer>,
+    Form(form): Fields,
+) -> Response {
+    if let Some(refused) = checked(&console, &viewer, &form, "/console/logout").await {
+        return refused;
+    }
+    let mut response = Redirect::to("/console/login").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0, false));
+    response
+}
+
+pub async fn revoke_grant(
+    State(console): State<Arc<Console>>,
+    Extension(viewer): Extension<Viewer>,
+    Form(form): Fields,
+) -> Response {
+    let path = "/console/callers/revoke";
+    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
+        return refused;
+    }
+    let grant_id = field(&form, "grant_id").to_owned();
+    let filter = RevokeFilter {
+        grant_id: Some(grant_id.clone()),
+        ..Default::default()
+    };
+    let (ids, unconfirmed) = match console.gw.delegation().revoke(&filter, &viewer.email).await {
+        Ok(done) => done,
+        Err(e) => return store_error(e),
+    };
+    if ids.is_empty() {
+        return invalid(Reason::NotFound, &format!("no live grant '{grant_id}'"));
+    }
+    let confirmed = unconfirmed.is_empty();
+    if let Err(response) = console
+        .audit_action(
+            &viewer.email,
+            "revoke_grant",
+            format!(
+                "revoked {}; every replica stopped it: {confirmed}",
+                ids.join(", ")
+            ),
+        )
+        .await
+    {
+        return response;
+    }
+    pages_result(
+        &viewer,
+        "Grant revoked",
+        html! {
+            p role="status" id="revoke-result" {
+                "Revoked " code { (ids.join(", ")) } ". "
+                @if confirmed {
+                    "Every gateway replica has stopped it: no call under it can run any more."
+                } @else {
+                    "These replicas did not confirm in time (the grant is refused everywhere else already): " (unconfirmed.join(", "))
+                }
+            }
+            p { a href="/console/callers" { "Back to Workflow Callers" } }
+        },
+    )
+}
+
+fn pages_result(viewer: &Viewer, title: &str, body: maud::Markup) -> Response {
+    pages::page(title, viewer, body).into_response()
+}
+
+pub async fn approve(
+    State(console): State<Arc<Console>>,
+    Extension(viewer): Extension<Viewer>,
+    Form(form): Fields,
+) -> Response {
+    let path = "/console/callers/approve";
+    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
+        return refused;
+    }
+    let mut approval = Approval {
+        id: String::new(),
+        instance: field(&form, "instance").to_owned(),
+        workspace: field(&form, "workspace").to_owned(),
+        flow_path: field(&form, "flow_path").to_owned(),
+        owner: field(&form, "owner").to_owned(),
+        services: field(&form, "services")
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        approved_by: viewer.email.clone(),
+        approved_at: String::new(),
+    };
+    if let Err(message) =
+        crate::admin::validate_approval(console.gw.pool(), console.gw.config(), &approval).await
+    {
+        return invalid(Reason::InvalidApproval, &message);
+    }
+    match store::add_approval(console.gw.pool(), &approval).await {
+        Ok(id) => approval.id = id,
+        Err(e) => return store_error(e),
+    }
+    if let Err(response) = console
+        .audit_action(
+            &viewer.email,
+            "approve",
+            format!(
+                "approved high_risk {} for flow {} of {} on {}/{} ({})",
+                approval.services.join(", "),
+                approval.flow_path,
+                approval.owner,
+                approval.instance,
+                approval.workspace,
+                approval.id
+            ),
+        )
+        .await
+    {
+        return response;
+    }
+    Redirect::to("/console/callers").into_response()
+}
+
+pub async fn withdraw(
+    State(console): State<Arc<Console>>,
+    Extension(viewer): Extension<Viewer>,
+    Form(form): Fields,
+) -> Response {
+    let path = "/console/callers/withdraw";
+    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
+        return refused;
+    }
+    let id = field(&form, "id");
+    match store::withdraw_approval(console.gw.pool(), id, &viewer.email).await {
+        Ok(true) => {}
+        Ok(false) => return invalid(Reason::NotFound, &format!("no active approval '{id}'")),
+        Err(e) => return store_error(e),
+    }
+    if let Err(response) = console
+        .audit_action(&viewer.email, "withdraw_approval", format!("withdrew {id}"))
+        .await
+    {
+        return response;
+    }
+    Redirect::to("/console/callers").into_response()
+}
+
+pub async fn set_delegation(
+    State(console): State<Arc<Console>>,
+    Extension(viewer): Extension<Viewer>,
+    Form(form): Fields,
+) -> Response {
+    let path = "/console/clients/delegation";
+    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
+        return refused;
+    }
+    let enabled = match field(&form, "enabled") {
+        "true" => true,
+        "false" => false,
+        other => {
+            return invalid(
+                Reason::InvalidBody,
+                &format!("enabled: '{other}' is not true or false"),
+            );
+        }
+    };
+    if let Err(e) = store::set_delegation(console.gw.pool(), enabled, &viewer.email).await {
+        return store_error(e);
+    }
+    if let Err(response) = console
+        .audit_action(
+            &viewer.email,
+            "delegation",
+            format!("Delegated Access set to {enabled}"),
+        )
+        .await
+    {
+        return response;
+    }
+    Redirect::to("/console/clients").into_response()
+}
+
+pub async fn put_instance(
+    State(console): State<Arc<Console>>,
+    Extension(viewer): Extension<Viewer>,
+    Form(form): Fields,
+) -> Response {
+    let path = "/console/clients/instances";
+    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
+        return refused;
+    }
+    let flows: Vec<String> = field(&form, "allowed_flows")
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let instance = Instance {
+        name: field(&form, "name").to_owned(),
+        base_url: field(&form, "base_url").to_owned(),
+        workspace: field(&form, "workspace").to_owned(),
+        allowed_flows: (!flows.is_empty()).then_some(flows),
+    };
+    if let Err(message) = instance.validate() {
+        return invalid(Reason::InvalidInstance, &message);
+    }
+    if let Err(e) = store::put_instance(console.gw.pool(), &instance, &viewer.email).await {
+        return store_error(e);
+    }
+    if let Err(response) = console
+        .audit_action(
+            &viewer.email,
+            "put_instance",
+            format!(
+                "Windmill instance {} = {} / {}",
+                instance.name, instance.base_url, instance.workspace
+            ),
+        )
+        .await
+    {
+        return response;
+    }
+    Redirect::to("/console/clients").into_response()
+}
+
+pub async fn remove_instance(
+    State(console): State<Arc<Console>>,
+    Extension(viewer): Extension<Viewer>,
+    Form(form): Fields,
+) -> Response {
+    let path = "/console/clients/instances/remove";
+    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
+        return refused;
+    }
+    let name = field(&form, "name");
+    match store::remove_instance(console.gw.pool(), name).await {
+        Ok(true) => {}
+        Ok(false) => return invalid(Reason::NotFound, &format!("no instance '{name}'")),
+        Err(e) => return store_error(e),
+    }
+    if let Err(response) = console
+        .audit_action(
+            &viewer.email,
+            "remove_instance",
+            format!("removed Windmill instance {name}"),
+        )
+        .await
+    {
+        return response;
+    }
+    Redirect::to("/console/clients").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_hosts_are_recognised_with_or_without_a_port() {
+        for host in ["localhost", "127.0.0.1:8642", "[::1]:80", "localhost:3000"] {
+            assert!(super::is_loopback(host), "{host}");
+        }
+        for host in ["gw.example.com", "10.0.0.1:443", "localhost.evil.com"] {
+            assert!(!super::is_loopback(host), "{host}");
+        }
+    }
+}
