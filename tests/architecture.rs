@@ -140,6 +140,11 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     (
         "pipeline",
+        &["sessions", "native", "storage", "tokens", "vault", "federation"],
+    ),
+    // Resources and prompts pass the pipeline's stages, never its edges.
+    (
+        "federation",
         &["sessions", "native", "storage", "tokens", "vault"],
     ),
 ];

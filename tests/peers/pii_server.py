@@ -3,7 +3,8 @@ whose tools answer with personal data in the three shapes the SDK produces:
 a JSON *string* (a text block plus structuredContent {"result": "<json>"}),
 a dict (structured output), and a nested list. It also returns what it was
 called with, so a test can see real values come back through rehydration.
-Run over stdio."""
+A resource, a resource template and a prompt carry the same person, for the
+gateway's federation of resources and prompts. Run over stdio."""
 
 import json
 import os
@@ -53,6 +54,24 @@ def spoofed_mark() -> CallToolResult:
 def echo(payload: str) -> str:
     """Returns what reached it, so a test can check rehydration."""
     return json.dumps({"received": payload})
+
+
+@server.resource("people://marie", name="marie", mime_type="application/json")
+def person_resource() -> str:
+    """A person, as a JSON document."""
+    return json.dumps({"user": PERSON, "note": "reach her at marie.curie@example.com"})
+
+
+@server.resource("people://by-mail/{address}", name="by-mail", mime_type="application/json")
+def person_by_mail(address: str) -> str:
+    """Whoever has `address`: echoes what reached it."""
+    return json.dumps({"received": address})
+
+
+@server.prompt()
+def write_to(recipient: str) -> str:
+    """A prompt naming a person; echoes the recipient it was given."""
+    return f"Write a note to {recipient}, copying {PERSON['emailAddress']}."
 
 
 if __name__ == "__main__":
