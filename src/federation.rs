@@ -23,7 +23,7 @@ use actors::connector::{self, ConnectorError, UpstreamAnswer, UpstreamAsk};
 use actors::session::SessionTicket;
 use rmcp::model::{
     CompleteRequestParams, CompleteResult, GetPromptResult, JsonObject, Prompt, ReadResourceResult,
-    Reference, Resource, ResourceTemplate,
+    Reference, Resource, ResourceTemplate, ResultType,
 };
 use serde_json::Value;
 use tracing::Instrument;
@@ -174,6 +174,8 @@ pub async fn read_resource(
                     .pii
                     .pseudonymize_resource(&subject, &service, &mut result)
                     .await?;
+                // A legacy upstream omits `resultType`; 2026-07-28 clients require it.
+                result.result_type = Some(ResultType::COMPLETE);
                 // The contents name the resource the client asked for.
                 for contents in result.contents.iter_mut() {
                     map_contents_uri(&service, contents);
@@ -216,6 +218,7 @@ pub async fn get_prompt(
                     .pii
                     .pseudonymize_prompt(&subject, &service, &mut result)
                     .await?;
+                result.result_type = Some(ResultType::COMPLETE);
                 Ok(result)
             },
         )
@@ -240,6 +243,15 @@ pub async fn complete(
             Reason::UnknownResource,
             format!("there is no resource template '{}'", template.uri),
         ),
+        other => {
+            return Err(rmcp::ErrorData::invalid_params(
+                format!(
+                    "completion/complete: unsupported ref type '{}'",
+                    other.reference_type()
+                ),
+                None,
+            ));
+        }
     };
     // What the client typed, and the arguments already chosen: rehydrated
     // (under `value` and `context`) like tool arguments.
@@ -275,6 +287,7 @@ pub async fn complete(
                 match &mut params.r#ref {
                     Reference::Prompt(prompt) => prompt.name = upstream.to_owned(),
                     Reference::Resource(template) => template.uri = upstream.to_owned(),
+                    _ => {}
                 }
                 if let Some(Value::String(value)) = rehydrated.get("value") {
                     params.argument.value = value.clone();
@@ -300,6 +313,7 @@ pub async fn complete(
                     .pii
                     .pseudonymize_completion(&subject, &service, &mut result)
                     .await?;
+                result.result_type = Some(ResultType::COMPLETE);
                 Ok(result)
             },
         )
@@ -619,7 +633,10 @@ impl Governed<'_> {
         let answer = match answer {
             Ok(answer) => answer,
             Err(Err(refusal)) => {
-                return Ended::After(self.refused_after(row, started, refusal, "not_called").await);
+                return Ended::After(
+                    self.refused_after(row, started, refusal, "not_called")
+                        .await,
+                );
             }
             Err(Ok(error)) => return Ended::After(self.failed(row, started, error).await),
         };

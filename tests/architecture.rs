@@ -140,7 +140,14 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     (
         "pipeline",
-        &["sessions", "native", "storage", "tokens", "vault", "federation"],
+        &[
+            "sessions",
+            "native",
+            "storage",
+            "tokens",
+            "vault",
+            "federation",
+        ],
     ),
     // Resources and prompts pass the pipeline's stages, never its edges.
     (

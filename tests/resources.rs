@@ -19,7 +19,10 @@ use support::*;
 const ERAS: [(&str, &str); 2] = [("auto", "2026-07-28"), ("legacy", "2025-11-25")];
 
 fn pii_py() -> String {
-    repo().join("tests/peers/pii_server.py").display().to_string()
+    repo()
+        .join("tests/peers/pii_server.py")
+        .display()
+        .to_string()
 }
 
 /// server-everything and a Python SDK server with personal data, behind the
@@ -94,12 +97,17 @@ async fn resources_and_prompts_are_namespaced_per_service_and_read_in_both_eras(
             "{mode}: {resources:?}"
         );
         assert!(
-            resources.iter().all(|u| u.starts_with("mcpgate://everything/")
-                || u.starts_with("mcpgate://people/")),
+            resources
+                .iter()
+                .all(|u| u.starts_with("mcpgate://everything/")
+                    || u.starts_with("mcpgate://people/")),
             "{mode}: {resources:?}"
         );
         let templates = r[1]["templates"].as_array().unwrap();
-        assert!(templates.contains(&json!(TEXT_TEMPLATE)), "{mode}: {templates:?}");
+        assert!(
+            templates.contains(&json!(TEXT_TEMPLATE)),
+            "{mode}: {templates:?}"
+        );
         assert!(
             templates.contains(&json!("mcpgate://people/people://by-mail/{address}")),
             "{mode}: {templates:?}"
@@ -111,7 +119,10 @@ async fn resources_and_prompts_are_namespaced_per_service_and_read_in_both_eras(
             "everything.completable-prompt",
             "people.write_to",
         ] {
-            assert!(prompts.contains(&json!(name)), "{mode}: {name} in {prompts:?}");
+            assert!(
+                prompts.contains(&json!(name)),
+                "{mode}: {name} in {prompts:?}"
+            );
         }
         // A template's expansion reads the upstream's resource; its contents
         // name the URI the client asked for.
@@ -132,12 +143,19 @@ async fn resources_and_prompts_are_namespaced_per_service_and_read_in_both_eras(
             "{mode}: {r}"
         );
         assert_eq!(r[5]["values"], json!(["Engineering"]), "{mode}");
-        assert_eq!(r[6]["values"], json!(["Alice"]), "{mode}: the context reached the upstream");
+        assert_eq!(
+            r[6]["values"],
+            json!(["Alice"]),
+            "{mode}: the context reached the upstream"
+        );
         assert_eq!(r[7]["values"], json!(["5"]), "{mode}");
         // The upstream's own error for a missing resource reaches the client.
         assert!(r[8]["error"]["message"].is_string(), "{mode}: {}", r[8]);
         assert_eq!(r[9]["error"]["data"]["reason"], "unknown_prompt", "{mode}");
-        assert_eq!(r[10]["error"]["data"]["reason"], "unknown_resource", "{mode}");
+        assert_eq!(
+            r[10]["error"]["data"]["reason"], "unknown_resource",
+            "{mode}"
+        );
     }
     // Each read, get and completion is one row: a read of the service, for
     // alice, by alice; refusals name their reason.
@@ -148,9 +166,15 @@ async fn resources_and_prompts_are_namespaced_per_service_and_read_in_both_eras(
     assert_eq!(allowed.len(), 2, "{reads:#?}");
     for row in &allowed {
         assert_eq!(row.service.as_deref(), Some("everything"));
-        assert_eq!(row.action.as_deref(), Some("demo://resource/dynamic/text/7"));
+        assert_eq!(
+            row.action.as_deref(),
+            Some("demo://resource/dynamic/text/7")
+        );
         assert_eq!(row.risk.map(|r| r.as_str()), Some("read"));
-        assert_eq!((row.subject.as_str(), row.actor.as_str()), ("alice@example.com", "alice@example.com"));
+        assert_eq!(
+            (row.subject.as_str(), row.actor.as_str()),
+            ("alice@example.com", "alice@example.com")
+        );
         assert_eq!(row.upstream_status.as_deref(), Some("ok"));
         assert!(row.completed_at.is_some());
     }
@@ -209,7 +233,11 @@ async fn a_user_without_access_sees_no_resources_or_prompts_and_is_refused_with_
         assert_eq!(r[1]["templates"], json!([]), "{mode}");
         assert_eq!(r[2]["prompts"], json!([]), "{mode}");
         for i in 3..6 {
-            assert_eq!(r[i]["error"]["data"]["reason"], "service_not_allowed", "{mode}: {}", r[i]);
+            assert_eq!(
+                r[i]["error"]["data"]["reason"], "service_not_allowed",
+                "{mode}: {}",
+                r[i]
+            );
         }
     }
     let rows = gw.audit_rows().await;
@@ -221,7 +249,10 @@ async fn a_user_without_access_sees_no_resources_or_prompts_and_is_refused_with_
     for row in refused {
         assert_eq!(row.decision, "refused");
         assert_eq!(row.subject, "bob@example.com");
-        assert!(row.reason.as_deref().unwrap().contains("no access"), "{row:?}");
+        assert!(
+            row.reason.as_deref().unwrap().contains("no access"),
+            "{row:?}"
+        );
         assert!(
             ["resources/read", "prompts/get", "completion/complete"].contains(&row.tool.as_str()),
             "{row:?}"
@@ -254,8 +285,16 @@ async fn personal_data_in_resources_and_prompts_is_pseudonymized_and_rehydrated(
         let doc: Value = serde_json::from_str(text).unwrap();
         let email = doc["user"]["emailAddress"].as_str().unwrap().to_owned();
         assert!(email.ends_with("@pseudonym.invalid"), "{email}");
-        assert!(doc["user"]["displayName"].as_str().unwrap().starts_with("<PERSON_"));
-        assert!(doc["note"].as_str().unwrap().contains(&email), "the same pseudonym: {doc}");
+        assert!(
+            doc["user"]["displayName"]
+                .as_str()
+                .unwrap()
+                .starts_with("<PERSON_")
+        );
+        assert!(
+            doc["note"].as_str().unwrap().contains(&email),
+            "the same pseudonym: {doc}"
+        );
         let prompt = r[1]["messages"][0]["text"].as_str().unwrap();
         assert!(
             !prompt.contains("pierre.curie@example.com") && !prompt.contains("marie.curie@"),
@@ -291,7 +330,10 @@ async fn personal_data_in_resources_and_prompts_is_pseudonymized_and_rehydrated(
         let received: Value =
             serde_json::from_str(r[1]["contents"][0]["text"].as_str().unwrap()).unwrap();
         assert_eq!(received["received"], pierre, "{mode}: {r}");
-        assert_eq!(r[1]["contents"][0]["uri"], uri, "{mode}: no real value in the URI");
+        assert_eq!(
+            r[1]["contents"][0]["uri"], uri,
+            "{mode}: no real value in the URI"
+        );
     }
     let rows = gw.audit_rows().await;
     let rehydrated: Vec<_> = rows
@@ -308,7 +350,10 @@ async fn personal_data_in_resources_and_prompts_is_pseudonymized_and_rehydrated(
                     "args": {"recipient": "person-000000000000@pseudonym.invalid"}}]),
         )
         .await;
-    assert_eq!(out["results"][0]["error"]["data"]["reason"], "unknown_pseudonym");
+    assert_eq!(
+        out["results"][0]["error"]["data"]["reason"],
+        "unknown_pseudonym"
+    );
     gw.stop().await;
 }
 

@@ -25,12 +25,12 @@ use futures::stream::BoxStream;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, RequestParamsMeta, Tool};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, JsonRpcRequest};
 use rmcp::model::{
     CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResult, Prompt,
     ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate,
     SubscribeRequestParams, UnsubscribeRequestParams,
 };
-use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, JsonRpcRequest};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::{
     SseError, StreamableHttpClient, StreamableHttpClientTransportConfig, StreamableHttpError,
@@ -112,10 +112,17 @@ pub struct UpstreamFeatures {
 /// A change an upstream announced, for the gateway to relay to its clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirectoryChange {
-    ResourcesListChanged { service: String },
-    PromptsListChanged { service: String },
+    ResourcesListChanged {
+        service: String,
+    },
+    PromptsListChanged {
+        service: String,
+    },
     /// A resource the gateway subscribed to changed (`uri` is the upstream's).
-    ResourceUpdated { service: String, uri: String },
+    ResourceUpdated {
+        service: String,
+        uri: String,
+    },
 }
 
 impl DirectoryChange {
@@ -289,15 +296,21 @@ pub struct ServiceCall {
 /// What the gateway asks an MCP upstream besides tools.
 #[derive(Debug, Clone)]
 pub enum UpstreamAsk {
-    ReadResource { uri: String },
+    ReadResource {
+        uri: String,
+    },
     GetPrompt {
         name: String,
         arguments: Option<JsonObject>,
     },
     Complete(Box<CompleteRequestParams>),
     /// Counted: the upstream is subscribed once, however many clients ask.
-    Subscribe { uri: String },
-    Unsubscribe { uri: String },
+    Subscribe {
+        uri: String,
+    },
+    Unsubscribe {
+        uri: String,
+    },
 }
 
 /// The upstream's answer to an [`UpstreamAsk`].
@@ -564,9 +577,8 @@ impl Actor for ConnectorActor {
                     let resources_changed = before.as_ref().is_none_or(|b| {
                         b.resources != surface.resources || b.templates != surface.templates
                     });
-                    let prompts_changed = before
-                        .as_ref()
-                        .is_none_or(|b| b.prompts != surface.prompts);
+                    let prompts_changed =
+                        before.as_ref().is_none_or(|b| b.prompts != surface.prompts);
                     state.directory.update(&state.service, |s| {
                         s.generation += 1;
                         state.generation = s.generation;
@@ -724,8 +736,7 @@ impl ConnectorActor {
             if let (Err(_), Some(uri)) = (&outcome, subscribed) {
                 let _ = myself.cast(ConnectorMsg::SubscriptionFailed { uri });
             }
-            if let Err(err @ (ConnectorError::Timeout(_) | ConnectorError::Transport(_))) =
-                &outcome
+            if let Err(err @ (ConnectorError::Timeout(_) | ConnectorError::Transport(_))) = &outcome
             {
                 let _ = myself.cast(ConnectorMsg::UpstreamFault {
                     connection,
@@ -805,7 +816,9 @@ async fn list_surface(peer: &rmcp::Peer<RoleClient>) -> Surface {
         }
         match peer.list_all_resource_templates().await {
             Ok(templates) => surface.templates = templates,
-            Err(e) => tracing::warn!(error = %e, "listing the upstream's resource templates failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the upstream's resource templates failed")
+            }
         }
     }
     if features.prompts {
@@ -870,7 +883,14 @@ const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ
 async fn connect(
     upstream: &UpstreamSpec,
     handler: UpstreamClient,
-) -> Result<(RunningService<RoleClient, UpstreamClient>, Vec<Tool>, Surface), String> {
+) -> Result<
+    (
+        RunningService<RoleClient, UpstreamClient>,
+        Vec<Tool>,
+        Surface,
+    ),
+    String,
+> {
     let client = match upstream {
         UpstreamSpec::Stdio { command, env, cwd } => {
             let (program, args) = command

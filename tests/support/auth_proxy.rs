@@ -33,9 +33,7 @@ impl AuthProxy {
                 .build()
                 .unwrap(),
         };
-        let app = axum::Router::new()
-            .fallback(forward)
-            .with_state(target);
+        let app = axum::Router::new().fallback(forward).with_state(target);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
