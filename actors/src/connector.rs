@@ -765,15 +765,32 @@ async fn run_ask(
         }
         params
     }
+    // An upstream that asks for input (2026-07-28 `input_required`) is
+    // answered as an error of that upstream, not a broken connection: the
+    // gateway does not relay such questions for resources and prompts.
+    let asks_input = || {
+        ServiceError::McpError(rmcp::ErrorData::invalid_request(
+            "the upstream asked for input (input_required), which the gateway does not relay for resources and prompts",
+            None,
+        ))
+    };
     Ok(match ask {
-        UpstreamAsk::ReadResource { uri } => UpstreamAnswer::Resource(
-            peer.read_resource(traced(ReadResourceRequestParams::new(uri), trace))
-                .await?,
-        ),
+        UpstreamAsk::ReadResource { uri } => {
+            let params = traced(ReadResourceRequestParams::new(uri), trace);
+            match peer.read_resource_once(params).await? {
+                rmcp::model::ReadResourceResponse::Complete(result) => {
+                    UpstreamAnswer::Resource(result)
+                }
+                _ => return Err(asks_input()),
+            }
+        }
         UpstreamAsk::GetPrompt { name, arguments } => {
             let mut params = GetPromptRequestParams::new(name);
             params.arguments = arguments;
-            UpstreamAnswer::Prompt(peer.get_prompt(traced(params, trace)).await?)
+            match peer.get_prompt_once(traced(params, trace)).await? {
+                rmcp::model::GetPromptResponse::Complete(result) => UpstreamAnswer::Prompt(result),
+                _ => return Err(asks_input()),
+            }
         }
         UpstreamAsk::Complete(params) => {
             UpstreamAnswer::Completion(peer.complete(traced(*params, trace)).await?)
