@@ -41,7 +41,7 @@ async fn gateway() -> TestGateway {
     command: ["{python}", "-m", "mcp_server_time"]
 users:
   - email: alice@example.com
-    access: {{ everything: write, people: read }}
+    access: {{ everything: write, people: write }}
   - email: bob@example.com
     access: {{ time: read }}
 "#,
@@ -357,7 +357,8 @@ async fn personal_data_in_resources_and_prompts_is_pseudonymized_and_rehydrated(
     gw.stop().await;
 }
 
-/// An rmcp client that hands every `notifications/resources/updated` to a channel.
+/// An rmcp client that hands every resource update (its URI) and prompt
+/// list change (`prompts`) to a channel.
 struct Updates(tokio::sync::mpsc::UnboundedSender<String>);
 
 impl rmcp::ClientHandler for Updates {
@@ -368,6 +369,76 @@ impl rmcp::ClientHandler for Updates {
     ) {
         let _ = self.0.send(params.uri);
     }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.0.send("prompts".into());
+    }
+}
+
+/// An initialize-era rmcp client of `gw` whose notifications arrive on the receiver.
+async fn listening_client(
+    gw: &TestGateway,
+    token: &str,
+) -> (
+    rmcp::service::RunningService<RoleClient, Updates>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let config = StreamableHttpClientTransportConfig::with_uri(gw.url.as_str()).auth_header(token);
+    let client = Updates(tx)
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap();
+    (client, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_prompt_list_is_relayed_to_those_who_may_read_it_in_both_eras() {
+    let gw = gateway().await;
+    let alice = gw.token("alice@example.com").await;
+    let (alice_client, mut alice_hears) = listening_client(&gw, &alice).await;
+    let (bob_client, mut bob_hears) =
+        listening_client(&gw, &gw.token("bob@example.com").await).await;
+    ok(
+        &rmcp_connect(&gw.url, &alice).await,
+        "people_write_actions",
+        json!({"action": "add_prompt", "name": "fresh"}),
+    )
+    .await;
+    let heard = tokio::time::timeout(Duration::from_secs(15), alice_hears.recv())
+        .await
+        .expect("prompts/list_changed within 15 s");
+    assert_eq!(heard.as_deref(), Some("prompts"));
+    // The relisted prompts are already published when the change is told.
+    let prompts = alice_client.peer().list_all_prompts().await.unwrap();
+    assert!(
+        prompts.iter().any(|p| p.name == "people.fresh"),
+        "{prompts:?}"
+    );
+    // 2026-07-28: on a subscriptions/listen stream.
+    let out = gw
+        .py_client(
+            &alice,
+            "auto",
+            json!([{"op": "listen", "prompts": true,
+                    "call": {"tool": "people_write_actions", "args": {"action": "add_prompt", "name": "fresher"}}},
+                   {"op": "prompts"}]),
+        )
+        .await;
+    assert_eq!(out["results"][0]["event"], "PromptsListChanged", "{out}");
+    assert!(
+        out["results"][1]["prompts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("people.fresher")),
+        "{out}"
+    );
+    // Bob may not read the service: he was told nothing (his relay saw the
+    // same change as alice's, which has long been delivered).
+    assert!(bob_hears.try_recv().is_err());
+    alice_client.cancel().await.unwrap();
+    bob_client.cancel().await.unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -377,12 +448,7 @@ async fn resource_updates_reach_the_subscribers_in_both_eras() {
     let token = gw.token("alice@example.com").await;
     let uri = "mcpgate://everything/demo://resource/static/document/architecture.md";
     // Initialize era: resources/subscribe, updates on the session's stream.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let config = StreamableHttpClientTransportConfig::with_uri(gw.url.as_str()).auth_header(&token);
-    let client = Updates(tx)
-        .serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .unwrap();
+    let (client, mut rx) = listening_client(&gw, &token).await;
     client
         .peer()
         .subscribe(SubscribeRequestParams::new(uri))

@@ -8,12 +8,12 @@ usage: py_client.py URL TOKEN MODE STEPS_JSON [ELICIT]
     {"op": "prompts"} | {"op": "read", "uri": U} | {"op": "prompt", "name": N, "args": {...}} |
     {"op": "complete", "ref": {"type": "ref/prompt", "name": N} | {"type": "ref/resource", "uri": U},
      "argument": {"name": A, "value": V}, "context": {...}} |
-    {"op": "listen", "uris": [U...], "call": {"tool": T, "args": {...}}} (2026-07-28: the first
-     resource update within 15 s, after the optional call)
+    {"op": "listen", "uris": [U...], "prompts": bool, "call": {"tool": T, "args": {...}}}
+     (2026-07-28: the first event within 15 s, after the optional call)
 Prints one JSON object: {"protocol": ..., "results": [...]}; each result is
 {"tools": [names]} or {"content": ..., "is_error": bool} or {"error": {...}},
 {"resources"|"templates"|"prompts": [names]}, {"contents": [...]}, {"messages": [...]},
-{"values": [...]} or {"updated": uri}.
+{"values": [...]}, {"updated": uri} or {"event": name}.
 """
 
 import asyncio
@@ -92,15 +92,17 @@ async def main() -> None:
                         done = await client.complete(reference, step["argument"], step.get("context"))
                         results.append({"values": done.completion.values})
                     elif step["op"] == "listen":
-                        async with client.listen(resource_subscriptions=step["uris"]) as sub:
+                        async with client.listen(
+                            resource_subscriptions=step.get("uris", []),
+                            prompts_list_changed=step.get("prompts", False),
+                        ) as sub:
                             if "call" in step:
                                 await client.call_tool(step["call"]["tool"], step["call"].get("args", {}))
                             with anyio.fail_after(15):
                                 async for event in sub:
                                     uri = getattr(event, "uri", None)
-                                    if uri is not None:
-                                        results.append({"updated": str(uri)})
-                                        break
+                                    results.append({"updated": str(uri)} if uri else {"event": type(event).__name__})
+                                    break
                 except MCPError as e:
                     err = e.error
                     results.append({"error": {"code": err.code, "message": err.message, "data": err.data}})

@@ -11,7 +11,8 @@ import os
 import time
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts.base import Prompt
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 server = MCPServer("pii-upstream")
@@ -72,6 +73,14 @@ def person_by_mail(address: str) -> str:
 def write_to(recipient: str) -> str:
     """A prompt naming a person; echoes the recipient it was given."""
     return f"Write a note to {recipient}, copying {PERSON['emailAddress']}."
+
+
+@server.tool()
+async def add_prompt(name: str, ctx: Context) -> str:
+    """Adds a prompt called `name` and announces the changed prompt list."""
+    server.add_prompt(Prompt.from_function(lambda: f"The {name} prompt.", name=name))
+    await ctx.session.send_prompt_list_changed()
+    return "added"
 
 
 if __name__ == "__main__":
