@@ -318,6 +318,8 @@ async fn personal_data_in_resources_and_prompts_is_pseudonymized_and_rehydrated(
                 json!([
                     {"op": "prompt", "name": "people.write_to", "args": {"recipient": pierre}},
                     {"op": "read", "uri": uri},
+                    {"op": "complete", "ref": {"type": "ref/prompt", "name": "people.write_to"},
+                     "argument": {"name": "recipient", "value": pierre}, "context": {"cc": pierre}},
                 ]),
             )
             .await;
@@ -334,13 +336,32 @@ async fn personal_data_in_resources_and_prompts_is_pseudonymized_and_rehydrated(
             r[1]["contents"][0]["uri"], uri,
             "{mode}: no real value in the URI"
         );
+        // The completion's value and context went up real and came back as
+        // the same pseudonyms; the upstream's own suggestion is one too.
+        assert_eq!(
+            r[2]["values"],
+            json!([pierre, pierre, email]),
+            "{mode}: {r}"
+        );
     }
     let rows = gw.audit_rows().await;
     let rehydrated: Vec<_> = rows
         .iter()
-        .filter(|r| r.pii_rehydrated == Some(1) && r.service.as_deref() == Some("people"))
+        .filter(|r| {
+            r.pii_rehydrated == Some(1)
+                && r.service.as_deref() == Some("people")
+                && r.tool != "completion/complete"
+        })
         .collect();
     assert_eq!(rehydrated.len(), 4, "{rows:#?}");
+    let completions = rows
+        .iter()
+        .filter(|r| r.tool == "completion/complete" && r.pii_rehydrated == Some(1))
+        .count();
+    assert_eq!(
+        completions, 2,
+        "one pseudonym (in value and context), in each era"
+    );
     // A pseudonym the gateway never issued is refused, never sent on.
     let out = gw
         .py_client(

@@ -13,7 +13,7 @@ from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import Prompt
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, Completion, TextContent, ToolAnnotations
 
 server = MCPServer("pii-upstream")
 
@@ -73,6 +73,14 @@ def person_by_mail(address: str) -> str:
 def write_to(recipient: str) -> str:
     """A prompt naming a person; echoes the recipient it was given."""
     return f"Write a note to {recipient}, copying {PERSON['emailAddress']}."
+
+
+@server.completion()
+async def complete(ref: Any, argument: Any, context: Any) -> Completion:
+    """Suggests what it was given, then a person: a value typed and a
+    context argument come back, so a test sees rehydration and the PII pass."""
+    chosen = list((context.arguments or {}).values()) if context else []
+    return Completion(values=[argument.value, *chosen, PERSON["emailAddress"]])
 
 
 @server.tool()
