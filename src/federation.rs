@@ -30,6 +30,7 @@ use tracing::Instrument;
 
 use crate::audit::RowStart;
 use crate::domain::{Reason, Refusal, Risk};
+use crate::hooks::CallFacts;
 use crate::pipeline::{Pipeline, audit_span, authorize_service, connector_reason, grant_ended};
 use crate::principal::Principal;
 use crate::stats::CallLabels;
@@ -158,11 +159,12 @@ pub async fn read_resource(
             format!("there is no resource '{uri}'"),
             |_| Ok(()),
             // The URI as rehydrated: a pseudonym in it is the real value upstream.
-            |_, upstream, rehydrated| UpstreamAsk::ReadResource {
+            |service, upstream, rehydrated| UpstreamAsk::ReadResource {
                 uri: rehydrated
                     .get("uri")
                     .and_then(Value::as_str)
                     .and_then(parse_resource_uri)
+                    .filter(|(named, _)| *named == service)
                     .map_or(upstream, |(_, uri)| uri)
                     .to_owned(),
             },
@@ -576,9 +578,43 @@ impl Governed<'_> {
         if let Err(refusal) = check((&service, &upstream_name)) {
             return Ended::Refused(refusal);
         }
+        // Company then user pre-hooks, as for a call: they may refuse or
+        // rewrite the arguments. A read has no way to ask the human, so a
+        // hook that wants a confirmation refuses it (fail closed).
+        let mut arguments = self.arguments.clone();
+        let facts = CallFacts {
+            tool: self.read.method,
+            service: &service,
+            action: &upstream_name,
+            risk: Risk::Read.as_str(),
+            subject: &principal.subject,
+            actor: &principal.actor,
+        };
+        let pre = tracing::info_span!("mcp.hooks.pre").in_scope(|| {
+            pipeline
+                .hooks
+                .current()
+                .run_pre(&facts, &mut arguments, pipeline.hooks.budget)
+        });
+        match pre {
+            Err(refusal) => return Ended::Refused(refusal),
+            Ok(pre) => {
+                if let Some(hook) = pre.confirm {
+                    return Ended::Refused(Refusal::new(
+                        Reason::HookDenied,
+                        format!(
+                            "hook '{hook}' asks for the human's confirmation, which {} cannot carry",
+                            self.read.method
+                        ),
+                    ));
+                }
+                for warning in pre.warnings {
+                    tracing::warn!(service = %service, method = self.read.method, %warning, "hook warning on a read");
+                }
+            }
+        }
         // Pseudonyms in the arguments become the real values again — only
         // this subject's own; anything else is refused.
-        let mut arguments = self.arguments.clone();
         match pipeline
             .pii
             .rehydrate(&principal.subject, &service, &mut arguments)

@@ -28,6 +28,11 @@ fn pii_py() -> String {
 /// server-everything and a Python SDK server with personal data, behind the
 /// gateway; alice reads both, bob neither.
 async fn gateway() -> TestGateway {
+    gateway_with("").await
+}
+
+/// [`gateway`], with `extra` YAML at the end of its config.
+async fn gateway_with(extra: &str) -> TestGateway {
     TestGateway::start(&format!(
         r#"services:
   everything:
@@ -44,7 +49,7 @@ users:
     access: {{ everything: write, people: write }}
   - email: bob@example.com
     access: {{ time: read }}
-"#,
+{extra}"#,
         everything = everything_js(),
         python = python(),
         pii = pii_py(),
@@ -511,5 +516,67 @@ async fn resource_updates_reach_the_subscribers_in_both_eras() {
         && r.subject == "alice@example.com"
         && r.decision == "allowed"));
     client.cancel().await.unwrap();
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn company_hooks_govern_reads_of_resources_and_prompts_too() {
+    let hooks = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(hooks.path().join("company")).unwrap();
+    std::fs::write(
+        hooks.path().join("company/people.yaml"),
+        r#"hooks:
+  - name: no-people-documents
+    match: { service: people, tool: "resources/read" }
+    kind: deny
+    message: People documents stay in the HR system
+  - name: prompts-name-recipients
+    match: { service: people, tool: "prompts/get" }
+    kind: validate
+    required: [recipient]
+"#,
+    )
+    .unwrap();
+    let gw = gateway_with(&format!("hooks:\n  dir: {}\n", hooks.path().display())).await;
+    let alice = gw.token("alice@example.com").await;
+    let out = gw
+        .py_client(
+            &alice,
+            "auto",
+            json!([
+                {"op": "read", "uri": "mcpgate://people/people://marie"},
+                {"op": "prompt", "name": "people.write_to", "args": {}},
+                {"op": "prompt", "name": "people.write_to", "args": {"recipient": "the team"}},
+                {"op": "read", "uri": "mcpgate://everything/demo://resource/dynamic/text/1"},
+            ]),
+        )
+        .await;
+    let r = &out["results"];
+    assert_eq!(r[0]["error"]["data"]["reason"], "hook_denied", "{r}");
+    assert!(
+        r[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("People documents stay in the HR system")
+    );
+    assert_eq!(
+        r[1]["error"]["data"]["reason"], "hook_validation_failed",
+        "{r}"
+    );
+    assert!(
+        r[2]["messages"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("the team"),
+        "{r}"
+    );
+    assert!(
+        r[3]["contents"].is_array(),
+        "other services are untouched: {r}"
+    );
+    let rows = gw.audit_rows().await;
+    assert!(rows.iter().any(|row| row.tool == "resources/read"
+        && row.reason_code.as_deref() == Some("hook_denied")
+        && row.service.as_deref() == Some("people")));
     gw.stop().await;
 }
