@@ -11,7 +11,8 @@
 //! for a completion are **reads** of the service: lists show only services
 //! the caller (or their grant) may read; every read, get and completion is
 //! one audit row (write-ahead, then its outcome) with subject and actor, a
-//! refusal is a row with its reason; pseudonyms in prompt and completion
+//! refusal is a row with its reason; the company and user pre-hooks run
+//! (`tool` is the MCP method); pseudonyms in prompt and completion
 //! arguments are rehydrated like tool arguments, and personal data in
 //! resource contents, prompt messages and completion values is pseudonymized
 //! by the same JSON-aware walker as tool results (failing closed).
@@ -406,8 +407,9 @@ fn unexpected() -> Refusal {
 }
 
 /// The stages every federated request passes, in order: drain, name,
-/// access (the grant's actor under a grant), rehydration, write-ahead row,
-/// the upstream (inside the grant's gate), the answer's PII pass, outcome.
+/// access (the grant's actor under a grant), pre-hooks, rehydration,
+/// write-ahead row, the upstream (inside the grant's gate), the answer's PII
+/// pass, outcome.
 struct Governed<'a> {
     pipeline: &'a Pipeline,
     read: &'a Read<'a>,
@@ -419,8 +421,9 @@ enum Ended<T> {
     Answered(T),
     /// Refused before anything ran: one complete row.
     Refused(Refusal),
-    /// Ran (or was handed over) and then failed or was withheld.
-    After(rmcp::ErrorData),
+    /// Stopped after the write-ahead (refused: withheld, grant ended) or
+    /// failed (the upstream, or recording its outcome).
+    After(Decision, rmcp::ErrorData),
 }
 
 impl Governed<'_> {
@@ -489,8 +492,8 @@ impl Governed<'_> {
                     .await;
                 (Decision::Refused, code, Err(refusal.into_mcp()))
             }
-            Ended::After(error) => (
-                Decision::Failed,
+            Ended::After(decision, error) => (
+                decision,
                 error
                     .data
                     .as_ref()
@@ -635,7 +638,7 @@ impl Governed<'_> {
             .instrument(audit_span("decision"))
             .await
         {
-            return Ended::After(refusal.into_mcp());
+            return Ended::After(Decision::Refused, refusal.into_mcp());
         }
         let deadline = pipeline
             .config
@@ -669,18 +672,21 @@ impl Governed<'_> {
         let answer = match answer {
             Ok(answer) => answer,
             Err(Err(refusal)) => {
-                return Ended::After(
-                    self.refused_after(row, started, refusal, "not_called")
-                        .await,
-                );
+                let error = self
+                    .refused_after(row, started, refusal, "not_called")
+                    .await;
+                return Ended::After(Decision::Refused, error);
             }
-            Err(Ok(error)) => return Ended::After(self.failed(row, started, error).await),
+            Err(Ok(error)) => {
+                return Ended::After(Decision::Failed, self.failed(row, started, error).await);
+            }
         };
         let result = match finish(service.clone(), principal.subject.clone(), answer).await {
             Ok(result) => result,
             Err(refusal) => {
                 tracing::error!(service = %service, reason = refusal.code(), "answer withheld");
-                return Ended::After(self.refused_after(row, started, refusal, "withheld").await);
+                let error = self.refused_after(row, started, refusal, "withheld").await;
+                return Ended::After(Decision::Refused, error);
             }
         };
         let outcome = AuditOutcome {
@@ -699,7 +705,7 @@ impl Governed<'_> {
             .await
         {
             Ok(()) => Ended::Answered(result),
-            Err(unrecorded) => Ended::After(unrecorded.into_mcp()),
+            Err(unrecorded) => Ended::After(Decision::Failed, unrecorded.into_mcp()),
         }
     }
 
