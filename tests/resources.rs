@@ -383,8 +383,8 @@ async fn personal_data_in_resources_and_prompts_is_pseudonymized_and_rehydrated(
     gw.stop().await;
 }
 
-/// An rmcp client that hands every resource update (its URI) and prompt
-/// list change (`prompts`) to a channel.
+/// An rmcp client that hands every resource update (its URI) and list
+/// change (`prompts`, `resources`) to a channel.
 struct Updates(tokio::sync::mpsc::UnboundedSender<String>);
 
 impl rmcp::ClientHandler for Updates {
@@ -398,6 +398,10 @@ impl rmcp::ClientHandler for Updates {
 
     async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
         let _ = self.0.send("prompts".into());
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.0.send("resources".into());
     }
 }
 
@@ -419,7 +423,7 @@ async fn listening_client(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_changed_prompt_list_is_relayed_to_those_who_may_read_it_in_both_eras() {
+async fn changed_prompt_and_resource_lists_are_relayed_to_those_who_may_read_them_in_both_eras() {
     let gw = gateway().await;
     let alice = gw.token("alice@example.com").await;
     let (alice_client, mut alice_hears) = listening_client(&gw, &alice).await;
@@ -431,15 +435,27 @@ async fn a_changed_prompt_list_is_relayed_to_those_who_may_read_it_in_both_eras(
         json!({"action": "add_prompt", "name": "fresh"}),
     )
     .await;
-    let heard = tokio::time::timeout(Duration::from_secs(15), alice_hears.recv())
-        .await
-        .expect("prompts/list_changed within 15 s");
-    assert_eq!(heard.as_deref(), Some("prompts"));
-    // The relisted prompts are already published when the change is told.
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let one = tokio::time::timeout(Duration::from_secs(15), alice_hears.recv())
+            .await
+            .expect("list_changed within 15 s");
+        heard.extend(one);
+    }
+    heard.sort();
+    assert_eq!(heard, ["prompts", "resources"]);
+    // The relisted prompts and resources are published when the change is told.
     let prompts = alice_client.peer().list_all_prompts().await.unwrap();
     assert!(
         prompts.iter().any(|p| p.name == "people.fresh"),
         "{prompts:?}"
+    );
+    let resources = alice_client.peer().list_all_resources().await.unwrap();
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.uri == "mcpgate://people/notes://fresh"),
+        "{resources:?}"
     );
     // 2026-07-28: on a subscriptions/listen stream.
     let out = gw

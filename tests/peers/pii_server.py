@@ -13,6 +13,7 @@ from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import Prompt
+from mcp.server.mcpserver.resources.types import TextResource
 from mcp.types import CallToolResult, Completion, TextContent, ToolAnnotations
 
 server = MCPServer("pii-upstream")
@@ -85,9 +86,11 @@ async def complete(ref: Any, argument: Any, context: Any) -> Completion:
 
 @server.tool()
 async def add_prompt(name: str, ctx: Context) -> str:
-    """Adds a prompt called `name` and announces the changed prompt list."""
+    """Adds a prompt and a resource called `name` and announces both changed lists."""
     server.add_prompt(Prompt.from_function(lambda: f"The {name} prompt.", name=name))
+    server.add_resource(TextResource(uri=f"notes://{name}", name=name, text=f"The {name} note."))
     await ctx.session.send_prompt_list_changed()
+    await ctx.session.send_resource_list_changed()
     return "added"
 
 
