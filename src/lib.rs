@@ -15,6 +15,7 @@ pub mod delegation;
 pub mod discovery;
 pub mod domain;
 pub mod drain;
+pub mod federation;
 pub mod gateway;
 pub mod hooks;
 pub mod http;

@@ -699,7 +699,7 @@ impl Ended {
 
 /// The span of one audit write: `entry` is what is written (`decision`, the
 /// write-ahead or a complete row; `outcome`; `refusal`).
-fn audit_span(entry: &'static str) -> tracing::Span {
+pub(crate) fn audit_span(entry: &'static str) -> tracing::Span {
     tracing::info_span!("mcp.audit.write", mcpgate.audit.entry = entry)
 }
 
@@ -737,7 +737,7 @@ pub fn connector_reason(error: &ConnectorError) -> Reason {
     }
 }
 
-fn grant_ended(grant: &LiveGrant, reason: &EndReason) -> Refusal {
+pub(crate) fn grant_ended(grant: &LiveGrant, reason: &EndReason) -> Refusal {
     Refusal::new(
         end_refusal_reason(reason),
         format!("grant {} has ended: {reason}", grant.scope.grant_id),
@@ -746,8 +746,16 @@ fn grant_ended(grant: &LiveGrant, reason: &EndReason) -> Refusal {
 
 /// Ask the grant's actor; a grant that is gone refuses with its end reason.
 async fn authorize_under_grant(grant: &LiveGrant, decided: &Decided) -> Result<(), Refusal> {
-    let service = decided.service.clone();
-    let risk = decided.risk;
+    authorize_service(grant, &decided.service, decided.risk).await
+}
+
+/// Ask the grant's actor whether `risk` on `service` is in its scope.
+pub(crate) async fn authorize_service(
+    grant: &LiveGrant,
+    service: &str,
+    risk: Risk,
+) -> Result<(), Refusal> {
+    let service = service.to_owned();
     let answer = grant
         .actor
         .call(

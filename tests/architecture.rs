@@ -141,6 +141,18 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     (
         "pipeline",
+        &[
+            "sessions",
+            "native",
+            "storage",
+            "tokens",
+            "vault",
+            "federation",
+        ],
+    ),
+    // Resources and prompts pass the pipeline's stages, never its edges.
+    (
+        "federation",
         &["sessions", "native", "storage", "tokens", "vault"],
     ),
 ];

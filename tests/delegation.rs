@@ -269,6 +269,54 @@ async fn calls_outside_the_grant_are_refused_with_precise_reasons() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_reads_no_resources_or_prompts_of_a_service_outside_it() {
+    let w = world().await;
+    let step = w.wm.start_flow("alice", "f/finance/nightly_pnl");
+    let (token, grant_id) = w.grant_token(&step, DECLARATION).await;
+    let client = rmcp_connect(&w.gw.url, &token).await;
+    // The warehouse is alice's to read, but not the grant's.
+    let read = client
+        .peer()
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "mcpgate://warehouse/db://tables/orders",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&read), "service_not_declared");
+    let prompt = client
+        .peer()
+        .get_prompt(rmcp::model::GetPromptRequestParams::new("warehouse.report"))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&prompt), "service_not_declared");
+    let rows = w.gw.audit_rows().await;
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|r| r.reason_code.as_deref() == Some("service_not_declared"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{rows:#?}");
+    for row in refused {
+        assert_eq!(row.subject, "alice@example.com");
+        assert_eq!(row.actor, "windmill:prod/finance/f/finance/nightly_pnl");
+        assert_eq!(row.grant_id.as_deref(), Some(grant_id.as_str()));
+        assert_eq!(row.service.as_deref(), Some("warehouse"));
+    }
+    // A declared service passes the grant and reaches its upstream (which
+    // has no resources, and says so).
+    let declared = client
+        .peer()
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "mcpgate://bigquery/db://tables/orders",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&declared), "upstream_error");
+    assert_eq!(w.warehouse.count(), 0);
+    client.cancel().await.unwrap();
+    w.gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_unverifiable_exchange_is_refused_and_audited() {
     let w = world().await;
     let alice = w.wm.start_flow("alice", "f/finance/nightly_pnl");

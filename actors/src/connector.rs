@@ -7,6 +7,13 @@
 //! never queues the next. A transport failure or a timeout makes the actor fail
 //! on purpose: its supervisor restarts it with backoff and the child process is
 //! replaced, while other services are untouched.
+//!
+//! Beyond tools, an upstream's resources, resource templates and prompts are
+//! listed at connect (and again when it announces a change) and published the
+//! same way; reads, prompt gets, completions and resource subscriptions go
+//! through the mailbox as an [`UpstreamRequest`], and what the upstream
+//! announces (`list_changed`, `resources/updated`) goes out on the
+//! directory's change channel for the gateway to relay to its clients.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -19,6 +26,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, RequestParamsMeta, Tool};
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, JsonRpcRequest};
+use rmcp::model::{
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResult, Prompt,
+    ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate,
+    SubscribeRequestParams, UnsubscribeRequestParams,
+};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::{
     SseError, StreamableHttpClient, StreamableHttpClientTransportConfig, StreamableHttpError,
@@ -68,6 +80,8 @@ pub struct ConnectorStatus {
     pub state: ConnectorState,
     /// The upstream's tools as of the current connection.
     pub tools: Arc<Vec<Tool>>,
+    /// Its resources, resource templates and prompts (empty if it has none).
+    pub surface: Arc<Surface>,
     /// Increases with every successful connection; lets readers cache derived views.
     pub generation: u64,
     pub starts: u64,
@@ -77,18 +91,98 @@ pub struct ConnectorStatus {
     pub breaker: Option<String>,
 }
 
+/// What an MCP upstream offers besides tools, as of its current connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Surface {
+    pub resources: Vec<Resource>,
+    pub templates: Vec<ResourceTemplate>,
+    pub prompts: Vec<Prompt>,
+    pub features: UpstreamFeatures,
+}
+
+/// What the upstream declared in its capabilities.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamFeatures {
+    pub resources: bool,
+    pub subscribe: bool,
+    pub prompts: bool,
+    pub completions: bool,
+}
+
+/// A change an upstream announced, for the gateway to relay to its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryChange {
+    ResourcesListChanged {
+        service: String,
+    },
+    PromptsListChanged {
+        service: String,
+    },
+    /// A resource the gateway subscribed to changed (`uri` is the upstream's).
+    ResourceUpdated {
+        service: String,
+        uri: String,
+    },
+}
+
+impl DirectoryChange {
+    pub fn service(&self) -> &str {
+        match self {
+            DirectoryChange::ResourcesListChanged { service }
+            | DirectoryChange::PromptsListChanged { service }
+            | DirectoryChange::ResourceUpdated { service, .. } => service,
+        }
+    }
+}
+
 /// Shared, lock-striped view of every connector's state and tools.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServiceDirectory {
     services: Arc<DashMap<String, ConnectorStatus>>,
     /// Each service's current connector, registered by the actor as it starts.
     connectors: Arc<DashMap<String, ConnectorRef>>,
+    /// The MCP connectors' requests beyond tools (native services have none).
+    upstreams: Arc<DashMap<String, UpstreamRef>>,
+    /// What upstreams announce; a slow listener misses changes (and is told).
+    changes: tokio::sync::broadcast::Sender<DirectoryChange>,
+}
+
+impl Default for ServiceDirectory {
+    fn default() -> Self {
+        Self {
+            services: Default::default(),
+            connectors: Default::default(),
+            upstreams: Default::default(),
+            changes: tokio::sync::broadcast::channel(256).0,
+        }
+    }
 }
 
 impl ServiceDirectory {
     /// Called by a connector actor as it starts (and restarts).
     pub fn register(&self, service: &str, connector: ConnectorRef) {
         self.connectors.insert(service.to_owned(), connector);
+    }
+
+    /// Called by an MCP connector as it starts: where its resources, prompts
+    /// and completions are asked for.
+    pub fn register_upstream(&self, service: &str, upstream: UpstreamRef) {
+        self.upstreams.insert(service.to_owned(), upstream);
+    }
+
+    /// The MCP connector serving `service`, if it is an MCP upstream that started.
+    pub fn upstream(&self, service: &str) -> Option<UpstreamRef> {
+        self.upstreams.get(service).map(|c| c.value().clone())
+    }
+
+    /// Listen to what upstreams announce from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<DirectoryChange> {
+        self.changes.subscribe()
+    }
+
+    /// Tell every listener (none listening is fine).
+    pub fn announce(&self, change: DirectoryChange) {
+        let _ = self.changes.send(change);
     }
 
     /// The connector serving `service`, if one has started.
@@ -114,6 +208,7 @@ impl ServiceDirectory {
                 .or_insert_with(|| ConnectorStatus {
                     state: ConnectorState::Starting,
                     tools: Arc::new(Vec::new()),
+                    surface: Arc::new(Surface::default()),
                     generation: 0,
                     starts: 0,
                     last_error: None,
@@ -152,8 +247,21 @@ pub enum ConnectorMsg {
     /// Sent to itself after start: connect and list tools.
     Connect,
     Call(ServiceCall),
+    /// A read, prompt, completion or subscription for the upstream.
+    Upstream(UpstreamRequest),
     /// The upstream announced a new tool list: fetch it (off the mailbox).
     RefreshTools,
+    /// The upstream announced new resources or prompts: list them again.
+    RefreshSurface,
+    /// Internal: the relisted surface for connection `generation`.
+    SurfaceRefreshed {
+        generation: u64,
+        surface: Surface,
+    },
+    /// Internal: an upstream subscription that failed is forgotten.
+    SubscriptionFailed {
+        uri: String,
+    },
     /// Internal: the refreshed list for connection `generation`.
     ToolsRefreshed {
         generation: u64,
@@ -183,6 +291,85 @@ pub struct ServiceCall {
     /// The W3C Trace Context of the gateway's span for this upstream call.
     pub trace: TraceContext,
     pub reply: RpcReplyPort<Result<CallToolResult, ConnectorError>>,
+}
+
+/// What the gateway asks an MCP upstream besides tools.
+#[derive(Debug, Clone)]
+pub enum UpstreamAsk {
+    ReadResource {
+        uri: String,
+    },
+    GetPrompt {
+        name: String,
+        arguments: Option<JsonObject>,
+    },
+    Complete(Box<CompleteRequestParams>),
+    /// Counted: the upstream is subscribed once, however many clients ask.
+    Subscribe {
+        uri: String,
+    },
+    Unsubscribe {
+        uri: String,
+    },
+}
+
+/// The upstream's answer to an [`UpstreamAsk`].
+#[derive(Debug, Clone)]
+pub enum UpstreamAnswer {
+    Resource(ReadResourceResult),
+    Prompt(GetPromptResult),
+    Completion(CompleteResult),
+    Done,
+}
+
+/// An [`UpstreamAsk`] with its reply port; MCP connectors only.
+pub struct UpstreamRequest {
+    pub ask: UpstreamAsk,
+    pub trace: TraceContext,
+    pub reply: RpcReplyPort<Result<UpstreamAnswer, ConnectorError>>,
+}
+
+/// An MCP connector as the gateway's resource and prompt federation sees it.
+pub type UpstreamRef = ractor::DerivedActorRef<UpstreamRequest>;
+
+impl From<UpstreamRequest> for ConnectorMsg {
+    fn from(request: UpstreamRequest) -> Self {
+        ConnectorMsg::Upstream(request)
+    }
+}
+
+impl TryFrom<ConnectorMsg> for UpstreamRequest {
+    type Error = ConnectorMsg;
+
+    fn try_from(message: ConnectorMsg) -> Result<Self, ConnectorMsg> {
+        match message {
+            ConnectorMsg::Upstream(request) => Ok(request),
+            other => Err(other),
+        }
+    }
+}
+
+/// Ask `service`'s MCP connector; `deadline` bounds the whole exchange.
+pub async fn ask(
+    upstream: &UpstreamRef,
+    service: &str,
+    ask: UpstreamAsk,
+    trace: TraceContext,
+    deadline: Duration,
+) -> Result<UpstreamAnswer, ConnectorError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    upstream
+        .send_message(UpstreamRequest {
+            ask,
+            trace,
+            reply: reply.into(),
+        })
+        .map_err(|_| ConnectorError::Unavailable(service.to_owned()))?;
+    match tokio::time::timeout(deadline, answer).await {
+        Ok(Ok(result)) => result,
+        Err(_) => Err(ConnectorError::Timeout(deadline)),
+        Ok(Err(_)) => Err(ConnectorError::Unavailable(service.to_owned())),
+    }
 }
 
 /// The W3C Trace Context of a call's upstream span, as `(key, value)` pairs:
@@ -232,6 +419,8 @@ pub struct ConnectorActorState {
     connection: u64,
     /// The directory generation this actor last published.
     generation: u64,
+    /// Upstream resource subscriptions: URI → how many clients hold one.
+    subscriptions: HashMap<String, usize>,
 }
 
 impl Actor for ConnectorActor {
@@ -252,6 +441,8 @@ impl Actor for ConnectorActor {
         // the supervisor that started us is not blocked meanwhile.
         myself.send_message(ConnectorMsg::Connect)?;
         args.directory.register(&args.service, myself.get_derived());
+        args.directory
+            .register_upstream(&args.service, myself.get_derived());
         Ok(ConnectorActorState {
             service: args.service,
             upstream: args.upstream,
@@ -261,6 +452,7 @@ impl Actor for ConnectorActor {
             client: None,
             connection: 0,
             generation: 0,
+            subscriptions: HashMap::new(),
         })
     }
 
@@ -274,13 +466,15 @@ impl Actor for ConnectorActor {
             ConnectorMsg::Connect => {
                 let handler = UpstreamClient {
                     connector: myself.clone(),
+                    service: state.service.clone(),
+                    directory: state.directory.clone(),
                 };
                 let connected =
                     tokio::time::timeout(state.connect_timeout, connect(&state.upstream, handler))
                         .await
                         .map_err(|_| format!("no answer within {:?}", state.connect_timeout))
                         .and_then(|r| r);
-                let (client, tools) = match connected {
+                let (client, tools, surface) = match connected {
                     Ok(ok) => ok,
                     Err(error) => {
                         let error = format!("connecting to upstream: {error}");
@@ -299,6 +493,7 @@ impl Actor for ConnectorActor {
                     s.generation += 1;
                     state.generation = s.generation;
                     s.tools = Arc::new(tools);
+                    s.surface = Arc::new(surface);
                     s.state = ConnectorState::Running;
                 });
                 tracing::info!(service = %state.service, generation = state.generation, "connector running");
@@ -354,6 +549,63 @@ impl Actor for ConnectorActor {
                     }
                     let _ = reply.send(outcome);
                 });
+            }
+            ConnectorMsg::Upstream(request) => self.upstream(&myself, request, state),
+            ConnectorMsg::RefreshSurface => {
+                if let Some(client) = state.client.as_ref() {
+                    let peer = client.peer().clone();
+                    let generation = state.generation;
+                    let myself = myself.clone();
+                    let timeout = state.call_timeout;
+                    tokio::spawn(async move {
+                        let surface = tokio::time::timeout(timeout, list_surface(&peer)).await;
+                        if let Ok(surface) = surface {
+                            let _ = myself.cast(ConnectorMsg::SurfaceRefreshed {
+                                generation,
+                                surface,
+                            });
+                        }
+                    });
+                }
+            }
+            ConnectorMsg::SurfaceRefreshed {
+                generation,
+                surface,
+            } => {
+                if generation == state.generation {
+                    let before = state.directory.get(&state.service).map(|s| s.surface);
+                    let resources_changed = before.as_ref().is_none_or(|b| {
+                        b.resources != surface.resources || b.templates != surface.templates
+                    });
+                    let prompts_changed =
+                        before.as_ref().is_none_or(|b| b.prompts != surface.prompts);
+                    state.directory.update(&state.service, |s| {
+                        s.generation += 1;
+                        state.generation = s.generation;
+                        s.surface = Arc::new(surface);
+                    });
+                    let service = state.service.clone();
+                    if resources_changed {
+                        state
+                            .directory
+                            .announce(DirectoryChange::ResourcesListChanged {
+                                service: service.clone(),
+                            });
+                    }
+                    if prompts_changed {
+                        state
+                            .directory
+                            .announce(DirectoryChange::PromptsListChanged { service });
+                    }
+                }
+            }
+            ConnectorMsg::SubscriptionFailed { uri } => {
+                if let Some(count) = state.subscriptions.get_mut(&uri) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        state.subscriptions.remove(&uri);
+                    }
+                }
             }
             ConnectorMsg::RefreshTools => {
                 if let Some(client) = state.client.as_ref() {
@@ -419,15 +671,219 @@ impl Actor for ConnectorActor {
     }
 }
 
+impl ConnectorActor {
+    /// A read, prompt, completion or subscription: run on its own task, like
+    /// a call; a broken or hung transport is a fault of the connection.
+    fn upstream(
+        &self,
+        myself: &ActorRef<ConnectorMsg>,
+        request: UpstreamRequest,
+        state: &mut ConnectorActorState,
+    ) {
+        let UpstreamRequest { ask, trace, reply } = request;
+        let Some(client) = state.client.as_ref() else {
+            let _ = reply.send(Err(ConnectorError::Unavailable(state.service.clone())));
+            return;
+        };
+        // Subscriptions are shared: the upstream hears the first and the last.
+        let ask = match ask {
+            UpstreamAsk::Subscribe { uri } => {
+                let count = state.subscriptions.entry(uri.clone()).or_default();
+                *count += 1;
+                if *count > 1 {
+                    let _ = reply.send(Ok(UpstreamAnswer::Done));
+                    return;
+                }
+                UpstreamAsk::Subscribe { uri }
+            }
+            UpstreamAsk::Unsubscribe { uri } => {
+                match state.subscriptions.get_mut(&uri) {
+                    Some(count) if *count > 1 => {
+                        *count -= 1;
+                        let _ = reply.send(Ok(UpstreamAnswer::Done));
+                        return;
+                    }
+                    Some(_) => {
+                        state.subscriptions.remove(&uri);
+                    }
+                    None => {
+                        let _ = reply.send(Ok(UpstreamAnswer::Done));
+                        return;
+                    }
+                }
+                UpstreamAsk::Unsubscribe { uri }
+            }
+            other => other,
+        };
+        let peer = client.peer().clone();
+        let timeout = state.call_timeout;
+        let connection = state.connection;
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let subscribed = match &ask {
+                UpstreamAsk::Subscribe { uri } => Some(uri.clone()),
+                _ => None,
+            };
+            let outcome = match tokio::time::timeout(timeout, run_ask(&peer, ask, &trace)).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(ServiceError::McpError(e))) => Err(ConnectorError::Upstream {
+                    code: e.code.0,
+                    message: e.message.to_string(),
+                }),
+                Ok(Err(other)) => Err(ConnectorError::Transport(other.to_string())),
+                Err(_) => Err(ConnectorError::Timeout(timeout)),
+            };
+            if let (Err(_), Some(uri)) = (&outcome, subscribed) {
+                let _ = myself.cast(ConnectorMsg::SubscriptionFailed { uri });
+            }
+            if let Err(err @ (ConnectorError::Timeout(_) | ConnectorError::Transport(_))) = &outcome
+            {
+                let _ = myself.cast(ConnectorMsg::UpstreamFault {
+                    connection,
+                    reason: err.to_string(),
+                });
+            }
+            let _ = reply.send(outcome);
+        });
+    }
+}
+
+/// Send `ask` to the upstream, with the trace context in its `_meta`.
+#[allow(deprecated)] // resources/subscribe: the upstream may be initialize-era
+async fn run_ask(
+    peer: &rmcp::Peer<RoleClient>,
+    ask: UpstreamAsk,
+    trace: &TraceContext,
+) -> Result<UpstreamAnswer, ServiceError> {
+    fn traced<P: RequestParamsMeta>(mut params: P, trace: &TraceContext) -> P {
+        for (key, value) in trace {
+            match key.as_str() {
+                "traceparent" => params.set_traceparent(value),
+                "tracestate" => params.set_tracestate(value),
+                _ => {}
+            }
+        }
+        params
+    }
+    // An upstream that asks for input (2026-07-28 `input_required`) is
+    // answered as an error of that upstream, not a broken connection: the
+    // gateway does not relay such questions for resources and prompts.
+    let asks_input = || {
+        ServiceError::McpError(rmcp::ErrorData::invalid_request(
+            "the upstream asked for input (input_required), which the gateway does not relay for resources and prompts",
+            None,
+        ))
+    };
+    Ok(match ask {
+        UpstreamAsk::ReadResource { uri } => {
+            let params = traced(ReadResourceRequestParams::new(uri), trace);
+            match peer.read_resource_once(params).await? {
+                rmcp::model::ReadResourceResponse::Complete(result) => {
+                    UpstreamAnswer::Resource(result)
+                }
+                _ => return Err(asks_input()),
+            }
+        }
+        UpstreamAsk::GetPrompt { name, arguments } => {
+            let mut params = GetPromptRequestParams::new(name);
+            params.arguments = arguments;
+            match peer.get_prompt_once(traced(params, trace)).await? {
+                rmcp::model::GetPromptResponse::Complete(result) => UpstreamAnswer::Prompt(result),
+                _ => return Err(asks_input()),
+            }
+        }
+        UpstreamAsk::Complete(params) => {
+            UpstreamAnswer::Completion(peer.complete(traced(*params, trace)).await?)
+        }
+        UpstreamAsk::Subscribe { uri } => {
+            peer.subscribe(SubscribeRequestParams::new(uri)).await?;
+            UpstreamAnswer::Done
+        }
+        UpstreamAsk::Unsubscribe { uri } => {
+            peer.unsubscribe(UnsubscribeRequestParams::new(uri)).await?;
+            UpstreamAnswer::Done
+        }
+    })
+}
+
+/// The upstream's resources, templates and prompts, as far as it declares
+/// them. A list that fails stays empty: the tools still serve.
+async fn list_surface(peer: &rmcp::Peer<RoleClient>) -> Surface {
+    let capabilities = peer.peer_info().map(|i| i.capabilities.clone());
+    let features = capabilities
+        .map(|c| UpstreamFeatures {
+            resources: c.resources.is_some(),
+            subscribe: c
+                .resources
+                .as_ref()
+                .and_then(|r| r.subscribe)
+                .unwrap_or(false),
+            prompts: c.prompts.is_some(),
+            completions: c.completions.is_some(),
+        })
+        .unwrap_or_default();
+    let mut surface = Surface {
+        features,
+        ..Surface::default()
+    };
+    if features.resources {
+        match peer.list_all_resources().await {
+            Ok(resources) => surface.resources = resources,
+            Err(e) => tracing::warn!(error = %e, "listing the upstream's resources failed"),
+        }
+        match peer.list_all_resource_templates().await {
+            Ok(templates) => surface.templates = templates,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the upstream's resource templates failed")
+            }
+        }
+    }
+    if features.prompts {
+        match peer.list_all_prompts().await {
+            Ok(prompts) => surface.prompts = prompts,
+            Err(e) => tracing::warn!(error = %e, "listing the upstream's prompts failed"),
+        }
+    }
+    surface
+}
+
 /// The gateway's side of an upstream connection: it notices when the
-/// upstream's tool list changes and asks the connector to list it again.
+/// upstream's tools, resources or prompts change and asks the connector to
+/// list them again; resource updates go straight to the directory.
 pub struct UpstreamClient {
     connector: ActorRef<ConnectorMsg>,
+    service: String,
+    directory: ServiceDirectory,
 }
 
 impl rmcp::ClientHandler for UpstreamClient {
     async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
         let _ = self.connector.cast(ConnectorMsg::RefreshTools);
+    }
+
+    async fn on_resource_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        let _ = self.connector.cast(ConnectorMsg::RefreshSurface);
+    }
+
+    async fn on_prompt_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        let _ = self.connector.cast(ConnectorMsg::RefreshSurface);
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.directory.announce(DirectoryChange::ResourceUpdated {
+            service: self.service.clone(),
+            uri: params.uri,
+        });
     }
 
     fn get_info(&self) -> rmcp::model::ClientConfig {
@@ -444,7 +900,14 @@ const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ
 async fn connect(
     upstream: &UpstreamSpec,
     handler: UpstreamClient,
-) -> Result<(RunningService<RoleClient, UpstreamClient>, Vec<Tool>), String> {
+) -> Result<
+    (
+        RunningService<RoleClient, UpstreamClient>,
+        Vec<Tool>,
+        Surface,
+    ),
+    String,
+> {
     let client = match upstream {
         UpstreamSpec::Stdio { command, env, cwd } => {
             let (program, args) = command
@@ -494,7 +957,8 @@ async fn connect(
         .list_all_tools()
         .await
         .map_err(|e| format!("listing tools: {e}"))?;
-    Ok((client, tools))
+    let surface = list_surface(client.peer()).await;
+    Ok((client, tools, surface))
 }
 
 /// The HTTP client of a Streamable HTTP upstream. Connections are kept and

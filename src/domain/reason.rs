@@ -83,6 +83,9 @@ reasons! {
     UnknownAction = "unknown_action", Invalid;
     InvalidArguments = "invalid_arguments", Invalid;
     WrongTool = "wrong_tool", Invalid;
+    /// A resource URI or prompt name that names no upstream's (see federation.rs).
+    UnknownResource = "unknown_resource", Invalid;
+    UnknownPrompt = "unknown_prompt", Invalid;
 
     // Access and policy.
     ServiceNotAllowed = "service_not_allowed", Refused;

@@ -10,7 +10,10 @@ pub mod store;
 use std::collections::BTreeMap;
 
 use dashmap::DashMap;
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject, ResourceContents};
+use rmcp::model::{
+    CallToolResult, CompleteResult, ContentBlock, GetPromptResult, JsonObject, ReadResourceResult,
+    ResourceContents,
+};
 use serde_json::Value;
 
 use crate::domain::{Reason, Refusal, glob_match};
@@ -184,6 +187,78 @@ impl Pii {
         service: &str,
         result: &mut CallToolResult,
     ) -> Result<Counts, PiiRefusal> {
+        self.pseudonymize_with(subject, service, |walk, mode| {
+            if let Some(structured) = result.structured_content.as_mut() {
+                walk.value(structured, "", None, mode);
+            }
+            // Every block that can carry text passes the same JSON-aware walk.
+            for block in result.content.iter_mut() {
+                walk.block(block, mode);
+            }
+        })
+        .await
+    }
+
+    /// The same for a resource read: every text content (JSON walked as JSON).
+    pub async fn pseudonymize_resource(
+        &self,
+        subject: &str,
+        service: &str,
+        result: &mut ReadResourceResult,
+    ) -> Result<Counts, PiiRefusal> {
+        self.pseudonymize_with(subject, service, |walk, mode| {
+            for contents in result.contents.iter_mut() {
+                walk.contents(contents, mode);
+            }
+        })
+        .await
+    }
+
+    /// The same for a prompt: its description and every message's content.
+    pub async fn pseudonymize_prompt(
+        &self,
+        subject: &str,
+        service: &str,
+        result: &mut GetPromptResult,
+    ) -> Result<Counts, PiiRefusal> {
+        self.pseudonymize_with(subject, service, |walk, mode| {
+            if let Some(description) = result.description.as_mut()
+                && let Some(replaced) = walk.text_or_json(description, mode)
+            {
+                *description = replaced;
+            }
+            for message in result.messages.iter_mut() {
+                walk.block(&mut message.content, mode);
+            }
+        })
+        .await
+    }
+
+    /// The same for completion values (a name suggested is a name).
+    pub async fn pseudonymize_completion(
+        &self,
+        subject: &str,
+        service: &str,
+        result: &mut CompleteResult,
+    ) -> Result<Counts, PiiRefusal> {
+        self.pseudonymize_with(subject, service, |walk, mode| {
+            for value in result.completion.values.iter_mut() {
+                if let Some(replaced) = walk.text_or_json(value, mode) {
+                    *value = replaced;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Walk what `visit` hands the walker, then store the pseudonyms it
+    /// issued; if they cannot be stored, the answer is withheld.
+    async fn pseudonymize_with(
+        &self,
+        subject: &str,
+        service: &str,
+        visit: impl FnOnce(&mut Walk<'_>, Mode),
+    ) -> Result<Counts, PiiRefusal> {
         let service_mode = self.service_mode(service);
         let has_field_rules = self
             .config
@@ -202,39 +277,11 @@ impl Pii {
             remember: Vec::new(),
             counts: Counts::default(),
         };
-        if let Some(structured) = result.structured_content.as_mut() {
-            walk.value(structured, "", None, service_mode);
-        }
-        // Every block that can carry text passes the same JSON-aware walk.
-        for block in result.content.iter_mut() {
-            match block {
-                ContentBlock::Text(text) => {
-                    if let Some(replaced) = walk.text_or_json(&text.text, service_mode) {
-                        text.text = replaced;
-                    }
-                }
-                ContentBlock::Resource(embedded) => {
-                    if let ResourceContents::TextResourceContents { text, .. } =
-                        &mut embedded.resource
-                        && let Some(replaced) = walk.text_or_json(text, service_mode)
-                    {
-                        *text = replaced;
-                    }
-                }
-                ContentBlock::ResourceLink(link) => {
-                    for field in [&mut link.title, &mut link.description]
-                        .into_iter()
-                        .flatten()
-                    {
-                        if let Some(replaced) = walk.text_or_json(field, service_mode) {
-                            *field = replaced;
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (pseudonym, entity, value) in &walk.remember {
+        visit(&mut walk, service_mode);
+        let Walk {
+            remember, counts, ..
+        } = walk;
+        for (pseudonym, entity, value) in &remember {
             self.store
                 .remember(&scope.scope_id, pseudonym, entity, value)
                 .await
@@ -245,13 +292,13 @@ impl Pii {
                     ),
                 })?;
         }
-        for (entity, n) in &walk.counts.0 {
+        for (entity, n) in &counts.0 {
             self.stats
                 .entry((service.to_owned(), entity.clone()))
                 .or_default()
                 .0 += n;
         }
-        Ok(walk.counts)
+        Ok(counts)
     }
 
     /// Put the real values back into `arguments`; refuse pseudonyms of
@@ -364,6 +411,45 @@ fn replace_pseudonyms(value: &mut Value, real: &BTreeMap<String, String>) {
 }
 
 impl Walk<'_> {
+    /// A content block: text, an embedded resource's text, a resource
+    /// link's title and description.
+    fn block(&mut self, block: &mut ContentBlock, mode: Mode) {
+        match block {
+            ContentBlock::Text(text) => {
+                if let Some(replaced) = self.text_or_json(&text.text, mode) {
+                    text.text = replaced;
+                }
+            }
+            ContentBlock::Resource(embedded) => self.contents(&mut embedded.resource, mode),
+            ContentBlock::ResourceLink(link) => {
+                for field in [&mut link.title, &mut link.description]
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(replaced) = self.text_or_json(field, mode) {
+                        *field = replaced;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A resource's contents: text is walked; a blob is opaque bytes. Its
+    /// URI can carry what a template was expanded with (an address).
+    fn contents(&mut self, contents: &mut ResourceContents, mode: Mode) {
+        if let ResourceContents::TextResourceContents { uri, .. }
+        | ResourceContents::BlobResourceContents { uri, .. } = contents
+        {
+            *uri = self.text(uri, mode);
+        }
+        if let ResourceContents::TextResourceContents { text, .. } = contents
+            && let Some(replaced) = self.text_or_json(text, mode)
+        {
+            *text = replaced;
+        }
+    }
+
     fn replacement(&mut self, entity: Entity, value: &str, mode: Mode) -> String {
         let label = match entity {
             Entity::Custom(i) => self

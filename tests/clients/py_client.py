@@ -4,19 +4,28 @@ usage: py_client.py URL TOKEN MODE STEPS_JSON [ELICIT]
   MODE: auto (negotiates 2026-07-28, stateless) or legacy (initialize + session)
   ELICIT: approve | decline — declare form elicitation and answer every request so
   STEPS_JSON: [{"op": "list"} | {"op": "call", "tool": T, "args": {...}}, ...]
+    and for resources and prompts: {"op": "resources"} | {"op": "templates"} |
+    {"op": "prompts"} | {"op": "read", "uri": U} | {"op": "prompt", "name": N, "args": {...}} |
+    {"op": "complete", "ref": {"type": "ref/prompt", "name": N} | {"type": "ref/resource", "uri": U},
+     "argument": {"name": A, "value": V}, "context": {...}} |
+    {"op": "listen", "uris": [U...], "prompts": bool, "call": {"tool": T, "args": {...}}}
+     (2026-07-28: the first event within 15 s, after the optional call)
 Prints one JSON object: {"protocol": ..., "results": [...]}; each result is
-{"tools": [names]} or {"content": ..., "is_error": bool} or {"error": {...}}.
+{"tools": [names]} or {"content": ..., "is_error": bool} or {"error": {...}},
+{"resources"|"templates"|"prompts": [names]}, {"contents": [...]}, {"messages": [...]},
+{"values": [...]}, {"updated": uri} or {"event": name}.
 """
 
 import asyncio
 import json
 import sys
 
+import anyio
 import httpx2
 from mcp import Client, MCPError, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.types import Implementation
+from mcp.types import Implementation, PromptReference, ResourceTemplateReference
 
 
 ASKED: list[str] = []
@@ -56,6 +65,44 @@ async def main() -> None:
                         results.append(
                             {"content": texts, "is_error": bool(out.is_error), "structured": out.structured_content}
                         )
+                    elif step["op"] == "resources":
+                        listed_r = await client.list_resources()
+                        results.append({"resources": sorted(str(r.uri) for r in listed_r.resources)})
+                    elif step["op"] == "templates":
+                        listed_t = await client.list_resource_templates()
+                        results.append({"templates": sorted(t.uri_template for t in listed_t.resource_templates)})
+                    elif step["op"] == "prompts":
+                        listed_p = await client.list_prompts()
+                        results.append({"prompts": sorted(p.name for p in listed_p.prompts)})
+                    elif step["op"] == "read":
+                        read = await client.read_resource(step["uri"])
+                        results.append({"contents": [c.model_dump(mode="json", exclude_none=True) for c in read.contents]})
+                    elif step["op"] == "prompt":
+                        got = await client.get_prompt(step["name"], step.get("args"))
+                        results.append(
+                            {"messages": [m.content.model_dump(mode="json", exclude_none=True) for m in got.messages]}
+                        )
+                    elif step["op"] == "complete":
+                        ref = step["ref"]
+                        reference = (
+                            PromptReference(type="ref/prompt", name=ref["name"])
+                            if ref["type"] == "ref/prompt"
+                            else ResourceTemplateReference(type="ref/resource", uri=ref["uri"])
+                        )
+                        done = await client.complete(reference, step["argument"], step.get("context"))
+                        results.append({"values": done.completion.values})
+                    elif step["op"] == "listen":
+                        async with client.listen(
+                            resource_subscriptions=step.get("uris", []),
+                            prompts_list_changed=step.get("prompts", False),
+                        ) as sub:
+                            if "call" in step:
+                                await client.call_tool(step["call"]["tool"], step["call"].get("args", {}))
+                            with anyio.fail_after(15):
+                                async for event in sub:
+                                    uri = getattr(event, "uri", None)
+                                    results.append({"updated": str(uri)} if uri else {"event": type(event).__name__})
+                                    break
                 except MCPError as e:
                     err = e.error
                     results.append({"error": {"code": err.code, "message": err.message, "data": err.data}})

@@ -1,6 +1,7 @@
 //! Test harness: an in-process gateway on a random port with real peers.
 #![allow(dead_code)]
 
+pub mod auth_proxy;
 pub mod fake_jira;
 pub mod fake_windmill;
 pub mod recorder;
