@@ -75,7 +75,12 @@ pub struct ServiceCatalog {
 /// The operator's classification of `service.action`, if any: the service's own
 /// `risk:` (exact name, then the longest matching glob), then the gateway
 /// policy's `service.action` globs (longest match).
-fn classify(service: &str, action: &str, config: &ServiceConfig, policy: &Policy) -> Option<Risk> {
+pub fn classify(
+    service: &str,
+    action: &str,
+    config: &ServiceConfig,
+    policy: &Policy,
+) -> Option<Risk> {
     if let Some(risk) = config.risk.get(action) {
         return Some(*risk);
     }

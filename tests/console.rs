@@ -246,7 +246,7 @@ async fn a_non_admin_is_refused_on_every_admin_page_and_a_forged_csrf_token_too(
             .collect();
     assert_eq!(
         refusals.iter().filter(|c| *c == "not_admin").count(),
-        4,
+        8,
         "{refusals:?}"
     );
     assert_eq!(
@@ -307,5 +307,83 @@ async fn a_revoked_token_signs_its_console_session_out() {
         .unwrap();
     assert_eq!(me.status(), 303, "back to sign-in");
     assert_eq!(me.headers()["location"], "/console/login");
+    w.gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operators_other_panels_change_what_they_show() {
+    let w = world().await;
+    let step = w.wm.start_flow("alice", "f/finance/nightly_pnl");
+    let (token, _) = w.grant_token(&step, DECLARATION).await;
+    let client = rmcp_connect(&w.gw.url, &token).await;
+    call(
+        &client,
+        "bigquery_read_actions",
+        json!({"action": "query", "sql": "select 1"}),
+    )
+    .await
+    .unwrap();
+
+    let seen = browser(&w, "operate", &w.admin_token, &[]);
+    // Services: the override is listed and the action's class and source follow it.
+    assert!(
+        seen["overrides"][0]
+            .as_str()
+            .unwrap()
+            .contains("bigquery.query"),
+        "{seen}"
+    );
+    let action = seen["action_row"].as_str().unwrap();
+    assert!(
+        action.contains("high_risk") && action.contains("override"),
+        "{seen}"
+    );
+    assert_eq!(
+        w.gw.gw
+            .catalogs()
+            .overrides()
+            .get("bigquery.query")
+            .map(|r| r.as_str()),
+        Some("high_risk")
+    );
+    // Users: the token created for bob works on /mcp.
+    let new_token = seen["new_token"].as_str().unwrap();
+    assert!(new_token.starts_with("mgt_"), "{seen}");
+    assert!(
+        seen["token_rows"][0]
+            .as_str()
+            .unwrap()
+            .contains("bob@example.com"),
+        "{seen}"
+    );
+    let bob = rmcp_connect(&w.gw.url, new_token).await;
+    assert!(bob.peer().list_all_tools().await.is_ok());
+    bob.cancel().await.ok();
+    // Hooks and PII: reloaded (no hook directory: none active).
+    assert_eq!(seen["hooks_heading"], "Active hooks (0)");
+    // Dashboard: the charts are drawn from the call just made.
+    assert_eq!(seen["charts"], 4, "{seen}");
+    assert!(seen["bars"].as_u64().unwrap() >= 3, "{seen}");
+    assert_eq!(seen["live_grants"], "1");
+    assert_ne!(seen["live_sessions"], "0");
+
+    let actions: Vec<String> =
+        w.gw.audit_rows()
+            .await
+            .into_iter()
+            .filter(|r| r.tool.starts_with("console:") && r.subject == "root@example.com")
+            .map(|r| r.tool.clone())
+            .collect();
+    for expected in [
+        "console:set_override",
+        "console:create_token",
+        "console:reload_hooks",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} not audited: {actions:?}"
+        );
+    }
+    client.cancel().await.ok();
     w.gw.stop().await;
 }

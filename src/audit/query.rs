@@ -102,3 +102,24 @@ fn read(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {
         latency_ms: r.try_get("latency_ms")?,
     })
 }
+
+/// Calls per minute and decision since `since` (RFC 3339): the console's
+/// dashboard. Minutes are the first 16 characters of `started_at`.
+pub async fn per_minute(pool: &Db, since: &str) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT substr(started_at, 1, 16) AS minute, decision, COUNT(*) AS n FROM audit_events \
+         WHERE started_at >= $1 GROUP BY substr(started_at, 1, 16), decision ORDER BY minute",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("minute")?,
+                r.try_get("decision")?,
+                r.try_get("n")?,
+            ))
+        })
+        .collect()
+}

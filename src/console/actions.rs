@@ -15,9 +15,9 @@ use super::{Console, Viewer, pages};
 use crate::delegation::store::{self, Approval, Instance, RevokeFilter};
 use crate::domain::Reason;
 
-type Fields = Form<BTreeMap<String, String>>;
+pub(super) type Fields = Form<BTreeMap<String, String>>;
 
-fn field<'a>(form: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+pub(super) fn field<'a>(form: &'a BTreeMap<String, String>, name: &str) -> &'a str {
     form.get(name).map(|v| v.trim()).unwrap_or("")
 }
 
@@ -136,7 +136,7 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
 
 /// The CSRF check of every signed-in POST: refused (403, audited) without
 /// this session's token.
-async fn checked(
+pub(super) async fn checked(
     console: &Console,
     viewer: &Viewer,
     form: &BTreeMap<String, String>,
@@ -161,7 +161,7 @@ async fn checked(
 }
 
 /// A state change only admins may make (and only with the CSRF token).
-async fn admin_post(
+pub(super) async fn admin_post(
     console: &Console,
     viewer: &Viewer,
     form: &BTreeMap<String, String>,
@@ -190,7 +190,7 @@ fn store_error(e: sqlx::Error) -> Response {
         .into_response()
 }
 
-fn invalid(reason: Reason, message: &str) -> Response {
+pub(super) fn invalid(reason: Reason, message: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
         pages::refusal_page(reason.code(), message),

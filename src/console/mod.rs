@@ -11,11 +11,16 @@
 //! | `/console/callers`   | admins   | live grants (revoke), approvals, refused high_risk attempts |
 //! | `/console/clients`   | admins   | the Delegated Access flag, Windmill instances |
 //! | `/console/audit`     | admins   | the audit log, filtered; CSV/JSONL export      |
+//! | `/console/services`  | admins   | connectors, actions with risk and its source, overrides |
+//! | `/console/users`     | admins   | users, access, flags; gateway tokens (create, revoke) |
+//! | `/console/hooks`     | admins   | active hooks, last reload error, reload; PII modes and counters |
+//! | `/console/dashboard` | admins   | calls over time, per service, refusals, latency, live sessions and grants |
 //!
 //! Every state change is a POST with the session's CSRF token, refused (and
 //! audited) without it; every admin action is audited under the admin's name.
 
 mod actions;
+mod operate;
 mod pages;
 pub mod session;
 
@@ -58,6 +63,18 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/console/clients", get(pages::clients))
         .route("/console/audit", get(pages::audit))
         .route("/console/audit/export", get(pages::audit_export))
+        .route("/console/services", get(operate::services))
+        .route("/console/services/overrides", post(operate::set_override))
+        .route(
+            "/console/services/overrides/remove",
+            post(operate::remove_override),
+        )
+        .route("/console/users", get(operate::users))
+        .route("/console/tokens", post(operate::create_token))
+        .route("/console/tokens/revoke", post(operate::revoke_token))
+        .route("/console/hooks", get(operate::hooks_pii))
+        .route("/console/hooks/reload", post(operate::reload_hooks))
+        .route("/console/dashboard", get(operate::dashboard))
         .route("/console/logout", post(actions::logout))
         .route("/console/callers/revoke", post(actions::revoke_grant))
         .route("/console/callers/approve", post(actions::approve))

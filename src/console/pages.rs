@@ -38,6 +38,10 @@ fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Html<String> {
                                     a href="/console/callers" { "Workflow Callers" }
                                     a href="/console/clients" { "General → Clients" }
                                     a href="/console/audit" { "Audit" }
+                                a href="/console/services" { "Services" }
+                                a href="/console/users" { "Users and access" }
+                                a href="/console/hooks" { "Hooks and PII" }
+                                a href="/console/dashboard" { "Dashboard" }
                                 }
                                 form method="post" action="/console/logout" class="inline" {
                                     input type="hidden" name="csrf" value=(v.csrf);
@@ -69,7 +73,7 @@ pub fn refusal_page(code: &str, message: &str) -> Html<String> {
 }
 
 /// A page only admins see; anyone else is refused (403, audited).
-async fn admin_only(console: &Console, viewer: &Viewer, path: &str) -> Option<Response> {
+pub(super) async fn admin_only(console: &Console, viewer: &Viewer, path: &str) -> Option<Response> {
     if viewer.admin {
         return None;
     }
@@ -81,7 +85,7 @@ async fn admin_only(console: &Console, viewer: &Viewer, path: &str) -> Option<Re
     )
 }
 
-fn store_error(e: sqlx::Error) -> Response {
+pub(super) fn store_error(e: sqlx::Error) -> Response {
     tracing::error!(error = %e, "console: store");
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -162,12 +166,17 @@ pub async fn me(
         Ok(rows) => rows,
         Err(e) => return store_error(e),
     };
+    let tokens = match crate::tokens::list(console.gw.pool()).await {
+        Ok(tokens) => tokens,
+        Err(e) => return store_error(e),
+    };
     layout(
         "Done in my name",
         Some(&viewer),
         html! {
             p { "What the gateway did with you as the subject: your own calls, and those a workflow made as you (its flow is the actor). Newest first; at most " (PAGE_ROWS) "." }
             @if rows.is_empty() { p { "Nothing yet." } } @else { (rows_table(&rows)) }
+            (super::operate::my_tokens(&viewer, &tokens))
         },
     )
     .into_response()

@@ -514,6 +514,8 @@ pub struct Hooks {
     current: RwLock<Arc<HookSet>>,
     /// Newest modification seen under `dir` (for the file watcher).
     seen: RwLock<Option<SystemTime>>,
+    /// Why the last reload failed (cleared by a good one): the console shows it.
+    last_error: RwLock<Option<String>>,
     pub budget: Duration,
 }
 
@@ -525,6 +527,7 @@ impl Hooks {
             dir: dir.to_owned(),
             current: RwLock::new(Arc::new(set)),
             seen: RwLock::new(newest_change(dir)),
+            last_error: RwLock::new(None),
             budget,
         })
     }
@@ -545,11 +548,13 @@ impl Hooks {
                 let count = set.len();
                 *self.current.write().expect("hook set lock") = Arc::new(set);
                 *self.seen.write().expect("hook stamp lock") = stamp;
+                *self.last_error.write().expect("hook error lock") = None;
                 tracing::info!(hooks = count, dir = %self.dir.display(), "hooks reloaded");
                 Ok(count)
             }
             Err(e) => {
                 *self.seen.write().expect("hook stamp lock") = stamp;
+                *self.last_error.write().expect("hook error lock") = Some(e.to_string());
                 tracing::error!(error = %e, "hooks not reloaded; the previous set stays active");
                 Err(e)
             }
@@ -575,6 +580,11 @@ impl Hooks {
                 }
             }
         });
+    }
+
+    /// Why the last reload failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().expect("hook error lock").clone()
     }
 
     pub fn changed_on_disk(&self) -> bool {

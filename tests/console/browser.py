@@ -96,7 +96,16 @@ def me(page: Page, a: argparse.Namespace) -> dict[str, Any]:
 def forbidden(page: Page, a: argparse.Namespace) -> dict[str, Any]:
     """A non-admin on every admin page, and a forged CSRF token on a POST."""
     statuses = {}
-    for path in ["/console/callers", "/console/clients", "/console/audit", "/console/audit/export"]:
+    for path in [
+        "/console/callers",
+        "/console/clients",
+        "/console/audit",
+        "/console/audit/export",
+        "/console/services",
+        "/console/users",
+        "/console/hooks",
+        "/console/dashboard",
+    ]:
         response = page.goto(f"{a.url}{path}")
         statuses[path] = response.status if response else None
     # The browser's own cookies, a token that is not this session's.
@@ -115,7 +124,49 @@ def forbidden(page: Page, a: argparse.Namespace) -> dict[str, Any]:
     return {"statuses": statuses, "forged_csrf": forged.status, "cross_site": cross_site.status}
 
 
+def operate(page: Page, a: argparse.Namespace) -> dict[str, Any]:
+    """Services (a risk override), Users (a token), Hooks and PII, Dashboard."""
+    page.goto(f"{a.url}/console/services")
+    page.get_by_label("Pattern (service.action, globs allowed)").fill("bigquery.query")
+    page.get_by_label("Risk").select_option("high_risk")
+    page.get_by_role("button", name="Set override").click()
+    page.wait_for_url(f"{a.url}/console/services")
+    shot(page, a.shots, "services")
+    override_rows = page.locator("tr", has=page.get_by_role("button", name="Remove")).all_inner_texts()
+    action_row = page.locator("#svc-bigquery + table tr", has_text="query").first.inner_text()
+
+    page.goto(f"{a.url}/console/users")
+    page.get_by_label("User", exact=True).select_option("bob@example.com")
+    page.get_by_label("Name").fill("from the console")
+    page.get_by_role("button", name="Create token").click()
+    new_token = page.locator("#new-token").inner_text()
+    page.goto(f"{a.url}/console/users")
+    shot(page, a.shots, "users")
+    token_rows = page.locator("tr", has_text="from the console").all_inner_texts()
+
+    page.goto(f"{a.url}/console/hooks")
+    page.get_by_role("button", name="Reload hooks from", exact=False).click()
+    page.wait_for_url(f"{a.url}/console/hooks")
+    shot(page, a.shots, "hooks-and-pii")
+    hooks_heading = page.locator("h2").first.inner_text()
+
+    page.goto(f"{a.url}/console/dashboard")
+    shot(page, a.shots, "dashboard")
+    return {
+        "overrides": override_rows,
+        "action_row": action_row,
+        "new_token": new_token,
+        "token_rows": token_rows,
+        "hooks_heading": hooks_heading,
+        "charts": page.locator("figure svg").count(),
+        "bars": page.locator("figure svg rect").count(),
+        "live_sessions": page.locator("#live-sessions").inner_text(),
+        "live_grants": page.locator("#live-grants").inner_text(),
+    }
+
+
 STEPS = {
+    "operate": operate,
     "setup": setup,
     "revoke": revoke,
     "approve": approve,
