@@ -387,3 +387,121 @@ async fn the_operators_other_panels_change_what_they_show() {
     client.cancel().await.ok();
     w.gw.stop().await;
 }
+
+/// A native service people connect with their own account, and nothing else.
+const NOTES_CATALOG: &str = r#"
+service: notes
+auth: bearer
+actions:
+  - name: list_notes
+    description: The person's notes.
+    risk: read
+    method: GET
+    path: /v1/notes
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_person_sees_and_disconnects_their_connected_service() {
+    let catalogs = tempfile::tempdir().unwrap();
+    std::fs::write(catalogs.path().join("notes.yaml"), NOTES_CATALOG).unwrap();
+    let gw = support::TestGateway::start(&format!(
+        "catalog_dir: {}\nservices:\n  notes: {{ kind: native, catalog: notes, base_url: \"http://127.0.0.1:9\", oauth: {{ authorize_url: \"https://id.example/authorize\", token_url: \"https://id.example/token\", client_id: gw }} }}\nusers:\n  - email: alice@example.com\n    access: {{ notes: read }}\n  - email: bob@example.com\n    access: {{ notes: read }}\n",
+        catalogs.path().display()
+    ))
+    .await;
+    support::store_credential(
+        &gw,
+        "alice@example.com",
+        "notes",
+        mcpgate::vault::CredentialKind::Token,
+        "alice-notes-token",
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |token: String| {
+        let http = http.clone();
+        let base = gw.base.clone();
+        async move {
+            let login = http
+                .post(format!("{base}/console/login"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(login.status(), 303);
+            login.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let me = |cookie: String| {
+        let http = http.clone();
+        let base = gw.base.clone();
+        async move {
+            http.get(format!("{base}/console/me"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let alice = sign_in(gw.token("alice@example.com").await).await;
+    let page = me(alice.clone()).await;
+    assert!(
+        page.contains("Reconnect") && page.contains("Disconnect"),
+        "{page}"
+    );
+    assert!(page.contains("/connect/notes?ticket="), "{page}");
+    let bob = sign_in(gw.token("bob@example.com").await).await;
+    let page_of_bob = me(bob).await;
+    assert!(page_of_bob.contains("not connected") && !page_of_bob.contains("Disconnect"));
+
+    // Disconnect, with the CSRF token of alice's page.
+    let csrf = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let disconnect = |csrf: String| {
+        let http = http.clone();
+        let base = gw.base.clone();
+        let alice = alice.clone();
+        async move {
+            http.post(format!("{base}/console/me/disconnect"))
+                .header("cookie", alice)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}&service=notes"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(disconnect("forged".into()).await, 403);
+    assert_eq!(mcpgate::vault::list(gw.gw.pool()).await.unwrap().len(), 1);
+    assert_eq!(disconnect(csrf).await, 303);
+    assert!(mcpgate::vault::list(gw.gw.pool()).await.unwrap().is_empty());
+    assert!(me(alice).await.contains("not connected"));
+    let rows = gw.audit_rows().await;
+    assert!(
+        rows.iter()
+            .any(|r| r.tool == "console:disconnect" && r.subject == "alice@example.com")
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.reason_code.as_deref() == Some("csrf_mismatch"))
+    );
+    gw.stop().await;
+}

@@ -75,6 +75,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/console/hooks", get(operate::hooks_pii))
         .route("/console/hooks/reload", post(operate::reload_hooks))
         .route("/console/dashboard", get(operate::dashboard))
+        .route("/console/me/disconnect", post(operate::disconnect))
         .route("/console/logout", post(actions::logout))
         .route("/console/callers/revoke", post(actions::revoke_grant))
         .route("/console/callers/approve", post(actions::approve))

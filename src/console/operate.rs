@@ -673,3 +673,95 @@ mod tests {
         assert_eq!(super::quantile(&cumulative, 0, 0.5), None);
     }
 }
+
+/// A person's connected services (native services with an OAuth connect
+/// flow, among those they may use) and their own hooks, on *Done in my name*.
+pub async fn my_services_and_hooks(console: &Console, viewer: &Viewer) -> Result<Markup, Response> {
+    let config = console.gw.config();
+    let Some(user) = config.user(&viewer.email) else {
+        return Ok(html! {});
+    };
+    let credentials = crate::vault::list(console.gw.pool())
+        .await
+        .map_err(store_error)?;
+    let connectable: Vec<&String> = config
+        .services
+        .iter()
+        .filter(|(name, s)| {
+            s.native().is_some_and(|n| n.oauth.is_some()) && user.access_to(name).is_some()
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let hooks = console.gw.hooks().current();
+    let mine: Vec<_> = hooks
+        .hooks()
+        .iter()
+        .filter(|h| matches!(&h.layer, crate::hooks::Layer::User(u) if u.eq_ignore_ascii_case(&viewer.email)))
+        .collect();
+    Ok(html! {
+        h2 { "My connected services" }
+        @if connectable.is_empty() { p { "No service here connects with your own account." } } @else {
+            table {
+                thead { tr { th scope="col" { "Service" } th scope="col" { "Credential" } th scope="col" { "" } } }
+                tbody {
+                    @for service in &connectable {
+                        @let held = credentials.iter().find(|c| c.user.eq_ignore_ascii_case(&viewer.email) && &&c.service == service);
+                        tr {
+                            td { (service) }
+                            td { @match held { Some(c) => { (c.kind) ", updated " (c.updated_at) }, None => "not connected" } }
+                            td {
+                                a href={ "/connect/" (service) "?ticket=" (crate::native::connect::ticket(console.gw.master_key(), &viewer.email, service)) } {
+                                    @if held.is_some() { "Reconnect" } @else { "Connect" }
+                                }
+                                @if held.is_some() {
+                                    form method="post" action="/console/me/disconnect" class="inline" {
+                                        input type="hidden" name="csrf" value=(viewer.csrf);
+                                        input type="hidden" name="service" value=(service);
+                                        button type="submit" aria-label={ "Disconnect " (service) } { "Disconnect" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "My hooks" }
+        @if mine.is_empty() { p { "None (set them from your AI client with gateway_my_hooks)." } } @else {
+            ul { @for h in &mine { li { (h.spec.name) " (" (format!("{:?}", h.spec.phase).to_lowercase()) ")" } } }
+        }
+    })
+}
+
+pub async fn disconnect(
+    State(console): State<Arc<Console>>,
+    Extension(viewer): Extension<Viewer>,
+    axum::Form(form): Fields,
+) -> Response {
+    let path = "/console/me/disconnect";
+    if let Some(refused) = super::actions::checked(&console, &viewer, &form, path).await {
+        return refused;
+    }
+    let service = field(&form, "service");
+    match crate::vault::delete(console.gw.pool(), &viewer.email, service).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return invalid(
+                Reason::NotFound,
+                &format!("no credential of yours for '{service}'"),
+            );
+        }
+        Err(e) => return store_error(e),
+    }
+    if let Err(response) = console
+        .audit_action(
+            &viewer.email,
+            "disconnect",
+            format!("removed their {service} credential"),
+        )
+        .await
+    {
+        return response;
+    }
+    Redirect::to("/console/me").into_response()
+}

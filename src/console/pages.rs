@@ -170,12 +170,17 @@ pub async fn me(
         Ok(tokens) => tokens,
         Err(e) => return store_error(e),
     };
+    let services_and_hooks = match super::operate::my_services_and_hooks(&console, &viewer).await {
+        Ok(markup) => markup,
+        Err(response) => return response,
+    };
     layout(
         "Done in my name",
         Some(&viewer),
         html! {
             p { "What the gateway did with you as the subject: your own calls, and those a workflow made as you (its flow is the actor). Newest first; at most " (PAGE_ROWS) "." }
             @if rows.is_empty() { p { "Nothing yet." } } @else { (rows_table(&rows)) }
+            (services_and_hooks)
             (super::operate::my_tokens(&viewer, &tokens))
         },
     )
