@@ -659,21 +659,6 @@ pub async fn dashboard(
     .into_response()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quantiles_are_bucket_upper_bounds() {
-        // 10 calls: 5 within 1 ms, 4 more within 5 ms, 1 more within 10 ms.
-        let mut cumulative = [10u64; 12];
-        cumulative[0] = 5;
-        cumulative[1] = 9;
-        assert_eq!(super::quantile(&cumulative, 10, 0.5), Some(0.001));
-        assert_eq!(super::quantile(&cumulative, 10, 0.9), Some(0.005));
-        assert_eq!(super::quantile(&cumulative, 10, 0.99), Some(0.01));
-        assert_eq!(super::quantile(&cumulative, 0, 0.5), None);
-    }
-}
-
 /// A person's connected services (native services with an OAuth connect
 /// flow, among those they may use) and their own hooks, on *Done in my name*.
 pub async fn my_services_and_hooks(console: &Console, viewer: &Viewer) -> Result<Markup, Response> {
@@ -764,4 +749,19 @@ pub async fn disconnect(
         return response;
     }
     Redirect::to("/console/me").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quantiles_are_bucket_upper_bounds() {
+        // 10 calls: 5 within 1 ms, 4 more within 5 ms, 1 more within 10 ms.
+        let mut cumulative = [10u64; 12];
+        cumulative[0] = 5;
+        cumulative[1] = 9;
+        assert_eq!(super::quantile(&cumulative, 10, 0.5), Some(0.001));
+        assert_eq!(super::quantile(&cumulative, 10, 0.9), Some(0.005));
+        assert_eq!(super::quantile(&cumulative, 10, 0.99), Some(0.01));
+        assert_eq!(super::quantile(&cumulative, 0, 0.5), None);
+    }
 }
