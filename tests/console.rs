@@ -83,6 +83,7 @@ async fn the_operator_journey_of_the_guide() {
     // Workflow Callers: its grant is listed; the operator revokes it.
     let seen = browser(&w, "revoke", &w.admin_token, &["--flow", flow]);
     assert_eq!(seen["grant"], grant_id.as_str());
+    assert_eq!(seen["calls"], "1", "calls so far under the grant: {seen}");
     assert!(
         seen["result"]
             .as_str()

@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use supervision::Registry;
 
-pub use query::{AuditFilter, AuditRow, per_minute, query};
+pub use query::{AuditFilter, AuditRow, calls_per_grant, per_minute, query};
 
 use actors::audit_chain::CheckpointKey;
 

@@ -123,3 +123,30 @@ pub async fn per_minute(pool: &Db, since: &str) -> Result<Vec<(String, String, i
         })
         .collect()
 }
+
+/// Calls made so far under each of `grants` (their exchange not counted).
+pub async fn calls_per_grant(
+    pool: &Db,
+    grants: &[String],
+) -> Result<std::collections::BTreeMap<String, i64>, sqlx::Error> {
+    if grants.is_empty() {
+        return Ok(Default::default());
+    }
+    let placeholders: Vec<String> = (1..=grants.len()).map(|i| format!("${i}")).collect();
+    // Only placeholders are spliced in; the ids are bound.
+    let sql = format!(
+        "SELECT grant_id, COUNT(*) AS n FROM audit_events WHERE grant_id IN ({}) \
+         AND tool <> 'oauth/token-exchange' GROUP BY grant_id",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in grants {
+        query = query.bind(id);
+    }
+    query
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("grant_id")?, r.try_get("n")?)))
+        .collect()
+}

@@ -216,6 +216,11 @@ pub async fn callers(
         Ok(rows) => rows,
         Err(e) => return store_error(e),
     };
+    let ids: Vec<String> = grants.iter().take(500).map(|g| g.id.clone()).collect();
+    let calls = match crate::audit::calls_per_grant(pool, &ids).await {
+        Ok(calls) => calls,
+        Err(e) => return store_error(e),
+    };
     let csrf = &viewer.csrf;
     layout(
         "Workflow Callers",
@@ -227,7 +232,8 @@ pub async fn callers(
                     thead { tr {
                         th scope="col" { "Grant" } th scope="col" { "Subject" } th scope="col" { "Flow (actor)" }
                         th scope="col" { "Instance / workspace" } th scope="col" { "Services" }
-                        th scope="col" { "Since" } th scope="col" { "Expires" } th scope="col" { "" }
+                        th scope="col" { "Since" } th scope="col" { "Expires" } th scope="col" { "Calls" }
+                        th scope="col" { "" }
                     } }
                     tbody {
                         @for g in &grants {
@@ -239,6 +245,7 @@ pub async fn callers(
                                 td { @for (service, class) in &g.services { (service) ": " (class) br; } }
                                 td { (g.created_at) }
                                 td { (g.expires_at) }
+                                td { (calls.get(&g.id).copied().unwrap_or(0)) }
                                 td {
                                     form method="post" action="/console/callers/revoke" {
                                         input type="hidden" name="csrf" value=(csrf);

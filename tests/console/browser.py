@@ -56,10 +56,11 @@ def revoke(page: Page, a: argparse.Namespace) -> dict[str, Any]:
     page.goto(f"{a.url}/console/callers")
     row = page.locator("tr", has_text=a.flow).first
     grant = row.locator("code").first.inner_text()
+    calls = row.locator("td").nth(7).inner_text()
     shot(page, a.shots, "workflow-callers")
     row.get_by_role("button", name="Revoke").click()
     result = page.locator("#revoke-result").inner_text()
-    return {"grant": grant, "result": result}
+    return {"grant": grant, "calls": calls, "result": result}
 
 
 def approve(page: Page, a: argparse.Namespace) -> dict[str, Any]:
