@@ -246,7 +246,15 @@ impl ServerHandler for McpHandler {
             round_trip: mrtr,
             parent,
         };
-        self.pipeline.run(call).await.map_err(Refusal::into_mcp)
+        match self.pipeline.run(call).await {
+            Ok(answer) => Ok(answer),
+            // Input validation errors are tool execution errors (SEP-1303,
+            // MCP 2025-11-25): the model reads them and corrects its call.
+            Err(refusal) if refusal.reason == Reason::InvalidArguments => {
+                Ok(CallToolResponse::Complete(invalid_arguments(refusal)))
+            }
+            Err(refusal) => Err(refusal.into_mcp()),
+        }
     }
 
     async fn list_resources(
@@ -642,3 +650,20 @@ async fn relay(
         }
     }
 }
+
+/// A refused call's arguments as a tool error result: the message in the
+/// text, the reason code in `_meta` (the refusal is already audited).
+fn invalid_arguments(refusal: Refusal) -> rmcp::model::CallToolResult {
+    use rmcp::model::{CallToolResult, ContentBlock, MetaObject};
+    let mut result = CallToolResult::error(vec![ContentBlock::text(refusal.to_string())]);
+    let mut meta = rmcp::model::JsonObject::new();
+    meta.insert(
+        REASON_META.to_owned(),
+        serde_json::Value::String(refusal.reason.code().to_owned()),
+    );
+    result.meta = Some(MetaObject(meta));
+    result
+}
+
+/// The `_meta` key naming a gateway refusal's reason on a tool error result.
+pub const REASON_META: &str = "io.mcpgate/reason";

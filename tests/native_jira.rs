@@ -10,7 +10,7 @@ use mcpgate::vault::CredentialKind;
 use serde_json::{Value, json};
 use support::fake_jira::FakeJira;
 use support::{
-    TestGateway, call, confirmed_answer, failed_text, read, reason_of, rmcp_connect,
+    TestGateway, call, confirmed_answer, failed_text, read, reason_of, refusal_of, rmcp_connect,
     store_credential, structured, text_of, tool_names, write,
 };
 
@@ -352,9 +352,8 @@ async fn jira_reads_follow_the_spec_and_search_follows_token_pages() {
         "jira_read_actions",
         json!({"action": "search", "jql": jql, "pages": 6}),
     )
-    .await
-    .unwrap_err();
-    assert_eq!(reason_of(&err), "invalid_arguments");
+    .await;
+    assert_eq!(refusal_of(err), "invalid_arguments");
     assert_eq!(jira.hits("GET", "/rest/api/3/search/jql"), before);
 
     // JQL with explicit fields, filters and order.
@@ -663,9 +662,8 @@ async fn jira_writes_change_the_issue_as_the_subject() {
         "jira_write_actions",
         json!({"action": "transition_issue", "issueIdOrKey": "OPS-1", "transition": {"name": "Done"}}),
     )
-    .await
-    .unwrap_err();
-    assert_eq!(reason_of(&err), "invalid_arguments");
+    .await;
+    assert_eq!(refusal_of(err), "invalid_arguments");
     // Done, with the screen's resolution and a comment.
     let note = json!({"type": "doc", "version": 1, "content": [
         {"type": "paragraph", "content": [{"type": "text", "text": "Roller replaced."}]}]});

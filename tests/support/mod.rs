@@ -362,6 +362,28 @@ pub fn reason_of(error: &ServiceError) -> String {
     }
 }
 
+/// The gateway's reason code of a refused call, whichever way it came back:
+/// a JSON-RPC error, or (argument validation, SEP-1303) a tool error result.
+pub fn refusal_of(outcome: Result<CallToolResult, ServiceError>) -> String {
+    match outcome {
+        Err(error) => reason_of(&error),
+        Ok(result) => {
+            assert_eq!(
+                result.is_error,
+                Some(true),
+                "the call was not refused: {result:?}"
+            );
+            result
+                .meta
+                .as_ref()
+                .and_then(|m| m.0.get(mcpgate::mcp::REASON_META))
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("a tool error without the gateway's reason: {result:?}"))
+                .to_owned()
+        }
+    }
+}
+
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
