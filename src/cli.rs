@@ -388,6 +388,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    // The bound address, not the configured one: `listen: 127.0.0.1:0` asks
+    // the kernel for a free port, and this line says which.
+    let listen = listener.local_addr().unwrap_or(listen);
     tracing::info!(%listen, services = gw.config().services.len(), "mcpgate listening");
     crate::http::serve(gw, listener, shutdown_signal()).await?;
     Ok(())

@@ -429,31 +429,7 @@ async fn two_hundred_concurrent_sessions_each_get_their_own_answer_and_one_audit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upstream_over_streamable_http_works_like_a_local_one() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut upstream = tokio::process::Command::new("node")
-        .arg(everything_js())
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait for the upstream to listen.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server-everything did not listen"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (mut upstream, port) = everything_over_http().await;
     let gw = TestGateway::start(&format!(
         "services:\n  remote:\n    kind: mcp\n    url: http://127.0.0.1:{port}/mcp\n    risk: {{ get-sum: high_risk }}\nusers:\n  - email: alice@example.com\n    access: {{ remote: write }}\n"
     ))
@@ -637,4 +613,51 @@ async fn calls_wait_for_an_upstream_that_is_still_starting_and_readiness_says_so
         .unwrap();
     assert_eq!(ready.status(), 200);
     gw.stop().await;
+}
+
+/// server-everything over Streamable HTTP, on a port it says it bound. It
+/// cannot be asked for a kernel-picked port (it reports `PORT=0` as 0), so
+/// the port is drawn below the ephemeral range (where no outgoing connection
+/// takes one) and drawn again if the server finds it taken.
+async fn everything_over_http() -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    for _ in 0..5 {
+        let port = port_below_ephemeral();
+        let mut child = tokio::process::Command::new("node")
+            .arg(everything_js())
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("listening on port") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if listening == Ok(true) {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, port);
+        }
+        child.kill().await.ok();
+    }
+    panic!("server-everything could not listen on any of 5 ports");
+}
+
+/// A free loopback port in 20000–32000: below Linux's ephemeral range
+/// (32768–60999), so only another server's explicit bind can take it.
+fn port_below_ephemeral() -> u16 {
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }

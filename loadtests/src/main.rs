@@ -154,9 +154,6 @@ async fn start_gateway(
         );
     }
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     let config = dir.path().join("config.yaml");
     let data = dir.path().join("data");
     let store = match database {
@@ -174,7 +171,7 @@ async fn start_gateway(
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\n{store}data_dir: {}\nlimits: {{ audit_sync: {audit_sync} }}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
+            "listen: 127.0.0.1:0\n{store}data_dir: {}\nlimits: {{ audit_sync: {audit_sync} }}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
             data.display()
         ),
     )?;
@@ -196,11 +193,39 @@ async fn start_gateway(
         );
     }
     let token = String::from_utf8(out.stdout)?.trim().to_owned();
-    let child = tokio::process::Command::new(bin)
+    // The kernel picks the port (`listen: 127.0.0.1:0`); the gateway's
+    // "mcpgate listening" line says which. Its other lines pass through.
+    let mut child = tokio::process::Command::new(bin)
         .args(["--config", config.to_str().unwrap(), "serve"])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,mcpgate::cli=info")
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stderr.take().unwrap()));
+    let listen = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && json["fields"]["message"] == "mcpgate listening"
+                && let Some(listen) = json["fields"]["listen"].as_str()
+            {
+                return Ok(listen.to_owned());
+            }
+            eprintln!("{line}");
+        }
+        bail!("the gateway exited before listening")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the gateway did not listen within 30 s"))??;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+        }
+    });
+    let port: u16 = listen
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("unexpected listen address {listen}"))?;
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
