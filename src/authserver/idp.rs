@@ -403,7 +403,7 @@ mod tests {
         let hs = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims(),
-            &EncodingKey::from_secret(b"public"),
+            &EncodingKey::from_secret(b"public-key-bytes-used-as-an-hmac-secret").unwrap(),
         )
         .unwrap();
         assert_eq!(
