@@ -1,6 +1,7 @@
 //! Test harness: an in-process gateway on a random port with real peers.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_jira;
 pub mod fake_windmill;
 pub mod recorder;
@@ -153,6 +154,18 @@ impl TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let t = Self::launch_on(listener, &body(&base), store).await;
+        t.wait_all_running().await;
+        t
+    }
+
+    /// Start on `listener` (bound earlier, so a peer could be told the
+    /// gateway's address first) and wait for every connector.
+    pub async fn start_on_listener(
+        listener: tokio::net::TcpListener,
+        body: &str,
+        store: Option<&SharedStore>,
+    ) -> TestGateway {
+        let t = Self::launch_on(listener, body, store).await;
         t.wait_all_running().await;
         t
     }
