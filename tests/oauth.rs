@@ -432,8 +432,9 @@ async fn authorization_attacks_are_refused_and_audited() {
         p.extend(extra.iter().cloned());
         p
     };
-    // Refused back at the client: (extra parameters, OAuth error, reason).
-    let to_client: Vec<(Vec<(&str, String)>, &str, &str)> = vec![
+    // Refused back at the client: (parameters, OAuth error, reason).
+    type Case<'a> = (Vec<(&'a str, String)>, &'a str, &'a str);
+    let to_client: Vec<Case> = vec![
         (base_params(&[]), "invalid_request", "pkce_required"),
         (
             base_params(&[
