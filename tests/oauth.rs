@@ -941,3 +941,82 @@ async fn the_python_sdk_signs_in_lists_tools_and_refreshes() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_sign_in_is_served_by_every_replica_and_revoked_on_all_at_once() {
+    // Two gateways behind one load balancer: one config (one public URL), one store.
+    let store = support::SharedStore::create().await;
+    let upstream = Recorder::start().await;
+    let body = config("https://mcp.example.test", &upstream.url, "");
+    let a = TestGateway::start_on(&body, Some(&store)).await;
+    let b = TestGateway::start_on(&body, Some(&store)).await;
+    let client_id = register(&a, REDIRECT).await;
+    let (verifier, challenge) = pkce();
+    // Consent given on replica A…
+    let code =
+        a.gw.authserver()
+            .issue_code(
+                &mcpgate::authserver::tokens::Authorization {
+                    client_id: client_id.clone(),
+                    client_name: "Test Client".into(),
+                    redirect_uri: REDIRECT.into(),
+                    state: None,
+                    code_challenge: challenge,
+                    resource: "https://mcp.example.test/mcp".into(),
+                    scope: "mcp".into(),
+                },
+                "alice@example.com",
+            )
+            .await
+            .unwrap();
+    // …the code exchanged on replica B (a client registered on A is known there)…
+    let (status, tokens) = exchange_at(&b, &client_id, &code, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    // …and the token good on both.
+    assert_eq!(list_tools(&a, access).await.0, 200);
+    assert_eq!(list_tools(&b, access).await.0, 200);
+    // The person revokes on A: the very next request on B is refused.
+    let revoked = reqwest::Client::new()
+        .delete(format!(
+            "{}/oauth/clients?{}",
+            a.base,
+            form_body(&[("client_id", &client_id)])
+        ))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(list_tools(&b, access).await.0, 401);
+    assert_eq!(list_tools(&a, access).await.0, 401);
+    let (status, refused) =
+        refresh(&b, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, refused["reason"].as_str()),
+        (400, Some("invalid_refresh_token"))
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The code exchange with the load balancer's resource (both replicas' `/mcp`).
+async fn exchange_at(
+    gw: &TestGateway,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+) -> (u16, Value) {
+    token(
+        gw,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("redirect_uri", REDIRECT),
+            ("resource", "https://mcp.example.test/mcp"),
+        ],
+    )
+    .await
+}
