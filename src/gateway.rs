@@ -401,6 +401,7 @@ impl Gateway {
         ));
         hooks.spawn_watcher(config.hooks.reload_poll, drain.clone());
         pii.spawn_expiry(drain.clone());
+        authserver.spawn_prune(drain.clone());
         if let Some(older_than) = config.audit.retention {
             audit::retention::spawn(
                 pool.clone(),

@@ -68,6 +68,29 @@ impl AuthServer {
         })
     }
 
+    /// Every ten minutes, remove expired codes, tokens, families, links and
+    /// browser sessions (`tokens::prune`); ends when the gateway drains.
+    pub fn spawn_prune(self: &Arc<Self>, drain: Arc<crate::drain::Drain>) {
+        let server = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let Some(server) = server.upgrade() else {
+                    return;
+                };
+                if drain.is_draining() {
+                    return;
+                }
+                match tokens::prune(&server.pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(rows = n, "oauth: expired rows removed"),
+                    Err(e) => tracing::warn!(error = %e, "oauth: could not remove expired rows"),
+                }
+            }
+        });
+    }
+
     /// Where the company's OpenID provider sends the browser back.
     pub fn idp_redirect_uri(&self) -> String {
         format!("{}/oauth/callback", self.issuer())

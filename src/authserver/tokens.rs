@@ -567,3 +567,85 @@ pub async fn revoke_client(pool: &Db, user: &str, client_id: &str) -> Result<u64
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Remove what can no longer be used: expired codes and access tokens, and
+/// families (with their refresh tokens) past their lifetime. A revoked
+/// family stays until then, so a late reuse of its refresh token is still
+/// recognized. Answers how many rows went.
+pub async fn prune(pool: &Db) -> Result<u64, sqlx::Error> {
+    let now = now();
+    let mut removed = 0;
+    for statement in [
+        "DELETE FROM oauth_codes WHERE expires_at < $1",
+        "DELETE FROM oauth_access_tokens WHERE expires_at < $1",
+        "DELETE FROM oauth_refresh_tokens WHERE family_id IN \
+         (SELECT id FROM oauth_families WHERE expires_at < $1)",
+        "DELETE FROM oauth_families WHERE expires_at < $1",
+        "DELETE FROM oauth_signin_links WHERE expires_at < $1",
+        "DELETE FROM oauth_browser_sessions WHERE expires_at < $1",
+    ] {
+        removed += sqlx::query(statement)
+            .bind(&now)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pruning_removes_only_what_has_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::storage::open(dir.path()).await.unwrap();
+        let past = "2000-01-01T00:00:00.000000Z";
+        let future = "2999-01-01T00:00:00.000000Z";
+        for (id, expires) in [("old", past), ("new", future)] {
+            sqlx::query(
+                "INSERT INTO oauth_families (id, client_id, client_name, user_email, resource, scope, created_at, expires_at) \
+                 VALUES ($1, 'c', 'C', 'a@x', 'r', 'mcp', $2, $3)",
+            )
+            .bind(id)
+            .bind(past)
+            .bind(expires)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO oauth_refresh_tokens (id, family_id, secret_sha256) VALUES ($1, $2, $3)",
+            )
+            .bind(format!("r-{id}"))
+            .bind(id)
+            .bind(vec![0u8; 32])
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO oauth_access_tokens (id, family_id, secret_sha256, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(format!("a-{id}"))
+            .bind(id)
+            .bind(vec![0u8; 32])
+            .bind(expires)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        assert_eq!(prune(&pool).await.unwrap(), 3);
+        for table in [
+            "oauth_families",
+            "oauth_refresh_tokens",
+            "oauth_access_tokens",
+        ] {
+            let left: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(left, 1, "{table}");
+        }
+    }
+}
