@@ -359,7 +359,11 @@ fn unauthorized(gw: &Gateway, error: Option<&str>) -> Response {
         StatusCode::UNAUTHORIZED,
         Json(json!({
             "error": if error.is_some() { "invalid_token" } else { "unauthenticated" },
-            "message": error.unwrap_or("a gateway token is required: Authorization: Bearer <token>"),
+            "message": error.unwrap_or(if gw.config().oauth.enabled {
+                "sign in (OAuth: see WWW-Authenticate) or present a gateway token: Authorization: Bearer <token>"
+            } else {
+                "a gateway token is required: Authorization: Bearer <token>"
+            }),
         })),
     )
         .into_response();
