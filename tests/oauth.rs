@@ -652,6 +652,46 @@ async fn token_endpoint_attacks_are_refused_and_audited() {
         (400, Some("invalid_target"))
     );
 
+    // HTTP Basic client authentication naming the client (no secret exists)…
+    let basic = |id: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:"))
+        )
+    };
+    let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
+    let body = form_body(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("code_verifier", &verifier),
+        ("redirect_uri", REDIRECT),
+    ]);
+    let http = reqwest::Client::new();
+    let post = |authorization: String, body: String| {
+        http.post(format!("{}/oauth/token", gw.base))
+            .header("authorization", authorization)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(basic(&client_id), body).await.unwrap().status(), 200);
+    // …and one that contradicts the form's client_id.
+    let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
+    let body = form_body(&[
+        ("grant_type", "authorization_code"),
+        ("client_id", &client_id),
+        ("code", &code),
+        ("code_verifier", &verifier),
+        ("redirect_uri", REDIRECT),
+    ]);
+    let resp = post(basic("mgc_other"), body).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+
     // Repeated parameters.
     let (status, body) = token(
         &gw,

@@ -20,7 +20,11 @@ use crate::delegation::exchange::{self, ExchangeError, ExchangeRequest, TOKEN_TY
 use crate::domain::Reason;
 use crate::gateway::Gateway;
 
-pub async fn token(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
+pub async fn token(
+    State(gw): State<Arc<Gateway>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let grant_type = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "grant_type")
         .map(|(_, v)| v.into_owned());
@@ -29,7 +33,7 @@ pub async fn token(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> R
         Some("authorization_code") | Some("refresh_token")
     ) && gw.config().oauth.enabled
     {
-        return server::token(gw.authserver(), &body).await;
+        return server::token(gw.authserver(), &headers, &body).await;
     }
     let delegation = gw.delegation();
     // Parsed by hand so that a malformed body is an OAuth error, not axum's text.

@@ -807,8 +807,29 @@ async fn register(State(server): State<Arc<AuthServer>>, body: axum::body::Bytes
     }
 }
 
+/// The client id of HTTP Basic client authentication (RFC 6749 §2.3.1), as
+/// some clients send it even when registered as public: the id only — this
+/// server issues no secrets, so the client is bound by PKCE, not a secret.
+fn basic_client_id(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let encoded = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, _) = text.split_once(':')?;
+    let id = form_urlencoded::parse(format!("id={id}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())?;
+    (!id.is_empty()).then_some(id)
+}
+
 /// `POST /oauth/token` with `authorization_code` or `refresh_token`.
-pub async fn token(server: &Arc<AuthServer>, body: &[u8]) -> Response {
+pub async fn token(server: &Arc<AuthServer>, headers: &HeaderMap, body: &[u8]) -> Response {
     let form = match fields(body) {
         Ok(f) => f,
         Err(e) => {
@@ -830,16 +851,34 @@ pub async fn token(server: &Arc<AuthServer>, body: &[u8]) -> Response {
     } else {
         "oauth:token"
     };
-    let Some(client_id) = get("client_id") else {
-        let refusal = server
-            .refuse(
-                "anonymous",
-                None,
-                tool,
-                Refusal::new(Reason::InvalidClient, "client_id is required"),
-            )
-            .await;
-        return oauth_error(&refusal);
+    let basic = basic_client_id(headers);
+    let client_id = match (get("client_id"), basic.as_deref()) {
+        (Some(form), Some(basic)) if form != basic => {
+            let refusal = server
+                .refuse(
+                    "anonymous",
+                    Some(form),
+                    tool,
+                    Refusal::new(
+                        Reason::InvalidClient,
+                        "client_id differs from the Basic authentication's",
+                    ),
+                )
+                .await;
+            return oauth_error(&refusal);
+        }
+        (Some(id), _) | (None, Some(id)) => id,
+        (None, None) => {
+            let refusal = server
+                .refuse(
+                    "anonymous",
+                    None,
+                    tool,
+                    Refusal::new(Reason::InvalidClient, "client_id is required"),
+                )
+                .await;
+            return oauth_error(&refusal);
+        }
     };
     let outcome = if grant_type == "refresh_token" {
         match get("refresh_token") {
@@ -1040,6 +1079,27 @@ async fn revoke_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_basic_header_names_the_client() {
+        let mut headers = HeaderMap::new();
+        // base64("mgc_abc:") and base64("https%3A%2F%2Fapp.example%2Fc.json:x")
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic bWdjX2FiYzo="),
+        );
+        assert_eq!(basic_client_id(&headers).as_deref(), Some("mgc_abc"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic aHR0cHMlM0ElMkYlMkZhcHAuZXhhbXBsZSUyRmMuanNvbjp4"),
+        );
+        assert_eq!(
+            basic_client_id(&headers).as_deref(),
+            Some("https://app.example/c.json")
+        );
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(basic_client_id(&headers), None);
+    }
 
     #[test]
     fn parameters_decode_and_repeats_are_refused() {
