@@ -982,6 +982,135 @@ async fn the_python_sdk_signs_in_lists_tools_and_refreshes() {
     gw.stop().await;
 }
 
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl:
+/// (CA certificate, leaf certificate, leaf key) paths.
+fn loopback_certificate(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=test CA",
+        "-days",
+        "1",
+        "-keyout",
+        &path("ca.key"),
+        "-out",
+        &path("ca.pem"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &path("leaf.key"),
+        "-out",
+        &path("leaf.csr"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("leaf.csr"),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &path("leaf.ext"),
+        "-out",
+        &path("leaf.pem"),
+    ]);
+    (path("ca.pem"), path("leaf.pem"), path("leaf.key"))
+}
+
+#[tokio::test]
+async fn the_python_sdk_registers_by_client_metadata_document() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = loopback_certificate(certs.path());
+    // The document is served on loopback over HTTPS by a CA only this
+    // gateway trusts (a lab's setup; never allow private addresses outside one).
+    let (gw, _upstream) = gateway(&format!(
+        "  client_metadata_documents: {{ allow_private_addresses: true, extra_ca_file: \"{ca}\" }}\n"
+    ))
+    .await;
+    let link = format!(
+        "{}/oauth/signin?link={}",
+        gw.base,
+        link_for(&gw, "alice@example.com").await
+    );
+    let out = tokio::process::Command::new(support::python())
+        .arg(support::repo().join("tests/clients/py_oauth.py"))
+        .args([
+            gw.url.as_str(),
+            link.as_str(),
+            "0",
+            cert.as_str(),
+            key.as_str(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python OAuth client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let document = result["metadata_url"].as_str().unwrap();
+    assert!(document.starts_with("https://127.0.0.1:"), "{result}");
+    assert_eq!(
+        result["client_id"], document,
+        "the URL is the client_id: {result}"
+    );
+    assert!(
+        result["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("warehouse_read_actions"))
+    );
+    let rows = gw.audit_rows().await;
+    assert!(
+        !rows.iter().any(|r| r.tool == "oauth:register"),
+        "no DCR happened"
+    );
+    assert!(rows.iter().any(|r| r.tool == "oauth:token"
+        && r.client_name.as_deref() == Some(document)
+        && r.reason_code.is_none()));
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_typescript_sdk_signs_in_lists_tools_and_refreshes() {
     let (gw, _upstream) = gateway("  access_token_ttl: 2s\n").await;

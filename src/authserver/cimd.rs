@@ -36,6 +36,8 @@ struct Raw {
 
 pub struct CimdCache {
     config: CimdConfig,
+    /// `extra_ca_file`, read once at start.
+    extra_ca: Option<reqwest::Certificate>,
     entries: DashMap<String, (Instant, Document)>,
 }
 
@@ -46,11 +48,29 @@ pub fn is_document_id(client_id: &str) -> bool {
 }
 
 impl CimdCache {
-    pub fn new(config: CimdConfig) -> Self {
-        Self {
+    pub fn new(config: CimdConfig) -> Result<Self, String> {
+        let extra_ca = match &config.extra_ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    format!(
+                        "oauth.client_metadata_documents.extra_ca_file {}: {e}",
+                        path.display()
+                    )
+                })?;
+                Some(reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                    format!(
+                        "oauth.client_metadata_documents.extra_ca_file {}: {e}",
+                        path.display()
+                    )
+                })?)
+            }
+            None => None,
+        };
+        Ok(Self {
             config,
+            extra_ca,
             entries: DashMap::new(),
-        }
+        })
     }
 
     /// The document at `client_id`, from the cache or fetched now.
@@ -66,7 +86,7 @@ impl CimdCache {
         {
             return Ok(entry.1.clone());
         }
-        let document = fetch(&self.config, client_id).await?;
+        let document = fetch(&self.config, self.extra_ca.as_ref(), client_id).await?;
         self.remember(client_id, document.clone());
         Ok(document)
     }
@@ -138,7 +158,11 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 /// Fetch and check the document at `client_id`.
-pub async fn fetch(config: &CimdConfig, client_id: &str) -> Result<Document, Refusal> {
+pub async fn fetch(
+    config: &CimdConfig,
+    extra_ca: Option<&reqwest::Certificate>,
+    client_id: &str,
+) -> Result<Document, Refusal> {
     let invalid = |m: String| refused(Reason::ClientMetadataInvalid, m);
     let url = Url::parse(client_id).map_err(|e| invalid(format!("client_id is not a URL: {e}")))?;
     match url.scheme() {
@@ -200,18 +224,20 @@ pub async fn fetch(config: &CimdConfig, client_id: &str) -> Result<Document, Ref
             ),
         ));
     }
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(config.timeout)
         .connect_timeout(config.timeout)
-        .resolve(bare, first)
-        .build()
-        .map_err(|e| {
-            refused(
-                Reason::ClientMetadataUnavailable,
-                format!("http client: {e}"),
-            )
-        })?;
+        .resolve(bare, first);
+    if let Some(ca) = extra_ca {
+        builder = builder.add_root_certificate(ca.clone());
+    }
+    let client = builder.build().map_err(|e| {
+        refused(
+            Reason::ClientMetadataUnavailable,
+            format!("http client: {e}"),
+        )
+    })?;
     let started = Instant::now();
     let response = client
         .get(url.clone())

@@ -56,7 +56,7 @@ impl AuthServer {
         audit: AuditLog,
         master: &MasterKey,
     ) -> Result<Self, String> {
-        let cimd = cimd::CimdCache::new(config.oauth.client_metadata_documents.clone());
+        let cimd = cimd::CimdCache::new(config.oauth.client_metadata_documents.clone())?;
         let idp = config.oauth.oidc.clone().map(idp::Idp::new).transpose()?;
         Ok(Self {
             config,

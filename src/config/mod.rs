@@ -482,6 +482,11 @@ impl Config {
             if config.hooks.dir.is_relative() {
                 config.hooks.dir = dir.join(&config.hooks.dir);
             }
+            if let Some(ca) = &config.oauth.client_metadata_documents.extra_ca_file
+                && ca.is_relative()
+            {
+                config.oauth.client_metadata_documents.extra_ca_file = Some(dir.join(ca));
+            }
             if let Some(catalogs) = &config.catalog_dir
                 && catalogs.is_relative()
             {

@@ -89,6 +89,10 @@ pub struct CimdConfig {
     /// Documents kept in memory at most.
     #[serde(default = "default_cimd_cache_entries")]
     pub cache_entries: usize,
+    /// A PEM CA certificate trusted for these fetches besides the system's
+    /// roots (a lab's own CA). Relative to the config file.
+    #[serde(default)]
+    pub extra_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for CimdConfig {
@@ -101,6 +105,7 @@ impl Default for CimdConfig {
             max_bytes: default_cimd_max_bytes(),
             cache_ttl: default_cimd_cache_ttl(),
             cache_entries: default_cimd_cache_entries(),
+            extra_ca_file: None,
         }
     }
 }

@@ -1,6 +1,10 @@
 """The official Python SDK's OAuth client provider against mcpgate, unattended.
 
-usage: py_oauth.py MCP_URL SIGNIN_LINK SLEEP_SECS
+usage: py_oauth.py MCP_URL SIGNIN_LINK SLEEP_SECS [CERT_PEM KEY_PEM]
+
+With CERT_PEM and KEY_PEM the client registers by Client ID Metadata Document
+instead: this script serves its document over HTTPS on loopback with that
+certificate, and the client's `client_id` is the document's URL.
 
 The SDK does everything a real client does: it gets the 401, discovers the
 protected resource and authorization server metadata, registers itself (RFC
@@ -13,9 +17,12 @@ tool — the SDK refreshes its token — and prints one JSON object.
 """
 
 import asyncio
+import http.server
 import json
 import re
+import ssl
 import sys
+import threading
 from urllib.parse import parse_qs, urlparse
 
 import httpx2
@@ -91,8 +98,46 @@ class Browser:
         return self.result
 
 
+def serve_document(cert: str, key: str, document: dict[str, object]) -> str:
+    """Serve `document` (its client_id filled in) over HTTPS; return its URL."""
+    body: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body[0])))
+            self.end_headers()
+            self.wfile.write(body[0])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    url = f"https://127.0.0.1:{server.server_address[1]}/oauth/client.json"
+    body.append(json.dumps({**document, "client_id": url}).encode())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return url
+
+
 async def main() -> None:
     url, link, sleep_secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    metadata_url = None
+    if len(sys.argv) > 5:
+        metadata_url = serve_document(
+            sys.argv[4],
+            sys.argv[5],
+            {
+                "client_name": "py-sdk-cimd-test",
+                "redirect_uris": [REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+            },
+        )
     storage = Memory()
     browser = Browser(link)
     provider = OAuthClientProvider(
@@ -107,6 +152,7 @@ async def main() -> None:
         storage=storage,
         redirect_handler=browser.open,
         callback_handler=browser.callback,
+        client_metadata_url=metadata_url,
     )
     out: dict[str, object] = {}
     async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
@@ -122,6 +168,7 @@ async def main() -> None:
             called = await client.call_tool("gateway_my_activity", {})
             out["call_after_refresh_is_error"] = bool(called.is_error)
     out["client_id"] = storage.client.client_id if storage.client else None
+    out["metadata_url"] = metadata_url
     out["token_sets"] = len(storage.history)
     out["last_access"] = storage.tokens.access_token if storage.tokens else None
     out["last_refresh"] = storage.tokens.refresh_token if storage.tokens else None
