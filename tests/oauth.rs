@@ -542,6 +542,18 @@ async fn authorization_attacks_are_refused_and_audited() {
         .await;
     assert_eq!(elsewhere.status, 403);
     assert!(elsewhere.location.is_none());
+    // A consent form is answered once (the browser's cookies, a second tab).
+    let once = browser.get(&authorize_url(&gw, &client_id, &params)).await;
+    let once = ticket_of(&once);
+    for (status, what) in [(303, "answered"), (403, "already answered")] {
+        let page = browser
+            .post(
+                &format!("{}/oauth/consent", gw.base),
+                &[("ticket", &once), ("decision", "approve")],
+            )
+            .await;
+        assert_eq!(page.status, status, "{what}: {}", page.body);
+    }
     // Deny: the client hears access_denied.
     let denied = browser
         .post(
@@ -1190,6 +1202,7 @@ async fn a_sign_in_is_served_by_every_replica_and_revoked_on_all_at_once() {
                     scope: "mcp".into(),
                 },
                 "alice@example.com",
+                "consent-1",
             )
             .await
             .unwrap();

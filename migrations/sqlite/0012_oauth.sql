@@ -24,7 +24,9 @@ CREATE TABLE oauth_families (
     created_at     TEXT NOT NULL,
     expires_at     TEXT NOT NULL,
     revoked_at     TEXT,
-    revoked_reason TEXT
+    revoked_reason TEXT,
+    -- The consent form that started it: each form is answered once.
+    consent_id     TEXT UNIQUE
 );
 CREATE INDEX oauth_families_user ON oauth_families (user_email);
 

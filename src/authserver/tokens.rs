@@ -99,15 +99,21 @@ fn now() -> String {
 }
 
 impl AuthServer {
-    /// The person consented: start the family and hand out its code.
-    pub async fn issue_code(&self, auth: &Authorization, user: &str) -> Result<String, Refusal> {
+    /// The person consented (on the form `consent_id`, answered once): start
+    /// the family and hand out its code.
+    pub async fn issue_code(
+        &self,
+        auth: &Authorization,
+        user: &str,
+        consent_id: &str,
+    ) -> Result<String, Refusal> {
         let family_id = new_id();
         let code = new_secret();
         let oauth = &self.config.oauth;
         let mut tx = self.pool.begin().await.map_err(storage_refusal)?;
         sqlx::query(
-            "INSERT INTO oauth_families (id, client_id, client_name, user_email, resource, scope, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO oauth_families (id, client_id, client_name, user_email, resource, scope, created_at, expires_at, consent_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&family_id)
         .bind(&auth.client_id)
@@ -117,9 +123,16 @@ impl AuthServer {
         .bind(&auth.scope)
         .bind(now())
         .bind(after(oauth.refresh_token_ttl))
+        .bind(consent_id)
         .execute(&mut *tx)
         .await
-        .map_err(storage_refusal)?;
+        .map_err(|e| match e.as_database_error() {
+            Some(db) if db.is_unique_violation() => Refusal::new(
+                Reason::InvalidConsent,
+                "this consent form was already answered: start again from your client",
+            ),
+            _ => storage_refusal(e),
+        })?;
         sqlx::query(
             "INSERT INTO oauth_codes (code_sha256, family_id, client_id, redirect_uri, code_challenge, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",

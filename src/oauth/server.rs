@@ -231,6 +231,8 @@ async fn refuse_to_client(
 /// was asked, in which browser session, until when.
 #[derive(Serialize, Deserialize)]
 struct ConsentTicket {
+    /// Answered once: the family it starts records it.
+    id: String,
     auth: Authorization,
     user: String,
     session: String,
@@ -470,6 +472,7 @@ async fn consent_page(
     let ticket = server.seal(
         "consent",
         &ConsentTicket {
+            id: hex::encode(rand::random::<[u8; 16]>()),
             auth: auth.clone(),
             user: user.clone(),
             session: session.id.clone(),
@@ -552,8 +555,11 @@ async fn consent(
         )
         .await;
     }
-    let code = match server.issue_code(&auth, &ticket.user).await {
+    let code = match server.issue_code(&auth, &ticket.user, &ticket.id).await {
         Ok(code) => code,
+        Err(refusal) if refusal.reason == Reason::InvalidConsent => {
+            return refused_page(&server, &ticket.user, Some(&auth.client_id), TOOL, refusal).await;
+        }
         Err(refusal) => {
             return refuse_to_client(
                 &server,
