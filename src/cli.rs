@@ -86,6 +86,31 @@ pub enum Command {
     /// Native service catalogs: check them against their specs, import new ones.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Sign-in for AI clients: one-time sign-in links, people's authorized clients.
+    #[command(subcommand)]
+    Oauth(OauthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// Mint a one-time sign-in link for a configured person (for installs
+    /// without a company IdP); print it once.
+    SigninLink {
+        /// The person's email, as in the config's `users:`.
+        user: String,
+        /// How long the link may be used, e.g. 15m, 1h.
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+    },
+    /// The clients a person authorized (live only).
+    Clients { user: String },
+    /// Revoke a person's authorization of a client: its tokens are refused
+    /// from the next request on.
+    Revoke {
+        user: String,
+        #[arg(long)]
+        client_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +249,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve => serve(config).await,
         Command::Token(command) => token(config, command).await,
+        Command::Oauth(command) => oauth(config, command).await,
         Command::Delegation(command) => cli_operator::delegation(config, command).await,
         Command::Windmill(command) => cli_operator::windmill(config, command).await,
         Command::Approval(command) => cli_operator::approval(config, command).await,
@@ -465,6 +491,40 @@ async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
                     }
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+async fn oauth(config: Config, command: OauthCommand) -> anyhow::Result<()> {
+    use crate::authserver::{signin, tokens as oauth_tokens};
+    let pool = storage::connect(&config).await?;
+    match command {
+        OauthCommand::SigninLink { user, ttl } => {
+            let user = signin::may_sign_in(&config, &user).map_err(|r| anyhow::anyhow!("{r}"))?;
+            let ttl = humantime::parse_duration(&ttl)
+                .with_context(|| format!("--ttl '{ttl}': expected a duration like 15m"))?;
+            let link = signin::mint_link(&pool, &user, ttl).await?;
+            eprintln!(
+                "one-time sign-in link for {user}, valid {} (shown once; give it to them only):",
+                humantime::format_duration(ttl)
+            );
+            println!("{}/oauth/signin?link={link}", config.public_url());
+        }
+        OauthCommand::Clients { user } => {
+            for c in oauth_tokens::authorized_clients(&pool, &user).await? {
+                println!(
+                    "{}  {:<24} {}  since {}  until {}",
+                    c.family_id, c.client_name, c.client_id, c.created_at, c.expires_at
+                );
+            }
+        }
+        OauthCommand::Revoke { user, client_id } => {
+            let n = oauth_tokens::revoke_client(&pool, &user, &client_id).await?;
+            if n == 0 {
+                anyhow::bail!("{user} has no live authorization of '{client_id}'");
+            }
+            println!("revoked {n} authorization(s) of {client_id} for {user}");
         }
     }
     Ok(())

@@ -29,6 +29,7 @@ use supervision::{
 };
 
 use crate::audit::{self, AuditLog};
+use crate::authserver::AuthServer;
 use crate::config::{Config, NativeService, ServiceConfig, Upstream};
 use crate::delegation::Delegation;
 use crate::drain::Drain;
@@ -60,6 +61,7 @@ pub struct Gateway {
     delegation: Arc<Delegation>,
     pipeline: Arc<Pipeline>,
     connect: Arc<ConnectState>,
+    authserver: Arc<AuthServer>,
     master_key: MasterKey,
     pii: Arc<Pii>,
     hooks: Arc<Hooks>,
@@ -381,6 +383,18 @@ impl Gateway {
             flows: Default::default(),
             audit: audit.clone(),
         });
+        if config.oauth.enabled && config.public_url.is_none() && !config.listen.ip().is_loopback()
+        {
+            tracing::warn!(
+                "oauth: public_url is not set; AI clients will be told the issuer is http://{}, \
+                 which they may not reach: set public_url to the address they use",
+                config.listen
+            );
+        }
+        let authserver = Arc::new(
+            AuthServer::new(config.clone(), pool.clone(), audit.clone(), &master_key)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
         let sessions = Arc::new(Sessions::new(
             registry.clone(),
             config.limits.session_idle_timeout,
@@ -391,6 +405,7 @@ impl Gateway {
         }));
         hooks.spawn_watcher(config.hooks.reload_poll, drain.clone());
         pii.spawn_expiry(drain.clone());
+        authserver.spawn_prune(drain.clone());
         if let Some(older_than) = config.audit.retention {
             audit::retention::spawn(
                 pool.clone(),
@@ -413,6 +428,7 @@ impl Gateway {
             delegation,
             pipeline,
             connect,
+            authserver,
             master_key,
             pii,
             hooks,
@@ -466,6 +482,11 @@ impl Gateway {
 
     pub fn connect(&self) -> &Arc<ConnectState> {
         &self.connect
+    }
+
+    /// The OAuth 2.1 authorization server of `/mcp` (AI-client sign-in).
+    pub fn authserver(&self) -> &Arc<AuthServer> {
+        &self.authserver
     }
 
     pub fn pii(&self) -> &Arc<Pii> {

@@ -5,7 +5,8 @@
 //! | `/mcp`       | Bearer token  | MCP Streamable HTTP (both protocol eras)|
 //! | `/health`    | none          | liveness and each connector's state    |
 //! | `/metrics`   | none          | Prometheus text: calls, actors, connectors |
-//! | `/oauth/token` | actor token in the form | RFC 8693 token exchange (delegation) |
+//! | `/oauth/token` | actor token in the form | RFC 8693 token exchange (delegation); code and refresh grants |
+//! | `/.well-known/…`, `/oauth/…` | public / sign-in | the authorization server of `/mcp` (`oauth/server.rs`) |
 //! | `/admin/api/…` | an admin's Bearer token | operator API (see `admin.rs`)     |
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::authserver::tokens::ACCESS_PREFIX as OAUTH_ACCESS_PREFIX;
 use crate::delegation::grants::ACCESS_TOKEN_PREFIX;
 use crate::domain::{Reason, Refusal};
 use crate::gateway::Gateway;
@@ -65,11 +67,9 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
         .route("/metrics", get(metrics))
         .route_service("/mcp", mcp)
         .with_state(gw.clone())
-        .merge(
-            Router::new()
-                .route("/oauth/token", axum::routing::post(crate::oauth::token))
-                .with_state(gw.delegation().clone()),
-        )
+        .route("/oauth/token", axum::routing::post(crate::oauth::token))
+        .with_state(gw.clone())
+        .merge(crate::oauth::server::routes(gw.clone()))
         .merge(crate::native::connect::routes(gw.connect().clone()))
         .merge(crate::console::routes(gw.clone()))
         .merge(crate::admin::routes(gw))
@@ -218,9 +218,43 @@ async fn principal_of(
             "no bearer token",
         )
         .await;
-        return Err(unauthorized(None));
+        return Err(unauthorized(gw, None));
     };
-    let principal = if presented.starts_with(ACCESS_TOKEN_PREFIX) {
+    let principal = if presented.starts_with(OAUTH_ACCESS_PREFIX) && gw.config().oauth.enabled {
+        // An access token of the gateway's own authorization server: one
+        // store read, like a gateway token; the family id is the credential,
+        // so a refreshed token keeps its MCP session.
+        let grant = match gw.authserver().verify_access(presented).await {
+            Ok(grant) => grant,
+            Err(rejection) => {
+                let subject = rejection.user.as_deref().unwrap_or("anonymous");
+                audit_http_refusal(
+                    gw,
+                    subject,
+                    session_id,
+                    rejection.refusal.reason,
+                    &rejection.refusal.message,
+                )
+                .await;
+                return Err(unauthorized(gw, Some(&rejection.refusal.message)));
+            }
+        };
+        let user = match gw.config().user(&grant.user) {
+            Some(user) if !user.service_account => user,
+            _ => {
+                let reason = "the token's user is no longer configured for sign-in";
+                audit_http_refusal(gw, &grant.user, session_id, Reason::UnknownUser, reason).await;
+                return Err(unauthorized(gw, Some(reason)));
+            }
+        };
+        Principal {
+            credential_id: format!("oauth:{}", grant.family_id),
+            subject: user.email.clone(),
+            actor: user.email.clone(),
+            user: Arc::new(user.clone()),
+            grant: None,
+        }
+    } else if presented.starts_with(ACCESS_TOKEN_PREFIX) {
         match gw.delegation().authenticate(presented).await {
             Ok(grant) => Principal {
                 credential_id: grant.scope.grant_id.clone(),
@@ -239,7 +273,7 @@ async fn principal_of(
                     &rejection.message,
                 )
                 .await;
-                return Err(unauthorized(Some(&rejection.message)));
+                return Err(unauthorized(gw, Some(&rejection.message)));
             }
         }
     } else {
@@ -263,7 +297,7 @@ async fn principal_of(
                     &rejection.to_string(),
                 )
                 .await;
-                return Err(unauthorized(Some(&rejection.to_string())));
+                return Err(unauthorized(gw, Some(&rejection.to_string())));
             }
         };
         let Some(user) = gw.config().user(&record.user_email) else {
@@ -276,7 +310,7 @@ async fn principal_of(
                 reason,
             )
             .await;
-            return Err(unauthorized(Some(reason)));
+            return Err(unauthorized(gw, Some(reason)));
         };
         Principal {
             credential_id: record.id,
@@ -308,19 +342,32 @@ async fn principal_of(
     Ok(principal)
 }
 
-fn unauthorized(error: Option<&str>) -> Response {
-    let challenge = match error {
-        None => r#"Bearer realm="mcpgate""#.to_owned(),
-        Some(description) => format!(
-            r#"Bearer realm="mcpgate", error="invalid_token", error_description="{}""#,
-            description.replace('"', "'")
-        ),
-    };
+/// A 401 from `/mcp`. With the authorization server on, the challenge names
+/// its protected resource metadata (RFC 9728 §5.1), where a client starts.
+fn unauthorized(gw: &Gateway, error: Option<&str>) -> Response {
+    let mut challenge = r#"Bearer realm="mcpgate""#.to_owned();
+    if gw.config().oauth.enabled {
+        challenge.push_str(&format!(
+            r#", resource_metadata="{}", scope="{}""#,
+            gw.authserver().resource_metadata_url(),
+            crate::authserver::SCOPE
+        ));
+    }
+    if let Some(description) = error {
+        challenge.push_str(&format!(
+            r#", error="invalid_token", error_description="{}""#,
+            description.replace(['"', '\\'], "'")
+        ));
+    }
     let mut response = (
         StatusCode::UNAUTHORIZED,
         Json(json!({
             "error": if error.is_some() { "invalid_token" } else { "unauthenticated" },
-            "message": error.unwrap_or("a gateway token is required: Authorization: Bearer <token>"),
+            "message": error.unwrap_or(if gw.config().oauth.enabled {
+                "sign in (OAuth: see WWW-Authenticate) or present a gateway token: Authorization: Bearer <token>"
+            } else {
+                "a gateway token is required: Authorization: Bearer <token>"
+            }),
         })),
     )
         .into_response();

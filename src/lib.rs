@@ -5,6 +5,7 @@ pub mod activity;
 pub mod adf;
 pub mod admin;
 pub mod audit;
+pub mod authserver;
 pub mod catalog;
 pub mod classify;
 pub mod cli;

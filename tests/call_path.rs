@@ -294,9 +294,13 @@ async fn missing_bad_and_revoked_tokens_get_401_with_a_bearer_challenge() {
     };
     let none = post(None).await.unwrap();
     assert_eq!(none.status(), 401);
-    assert_eq!(
-        none.headers()["www-authenticate"],
-        r#"Bearer realm="mcpgate""#
+    // RFC 9728 §5.1: the challenge names the protected resource metadata.
+    let challenge = none.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with(r#"Bearer realm="mcpgate", resource_metadata="http"#)
+            && challenge.contains(r#"/.well-known/oauth-protected-resource/mcp", scope="mcp""#)
+            && !challenge.contains("error="),
+        "{challenge}"
     );
 
     let last = if alice.ends_with('0') { '1' } else { '0' };

@@ -601,3 +601,59 @@ fn credentials_are_stored_sealed_never_shown_and_rotate_with_the_key() {
     );
     assert!(out.status.success());
 }
+
+#[test]
+fn oauth_signin_links_and_authorized_clients_on_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "public_url: https://mcp.example.test\nusers:\n  - email: alice@example.com\n  - email: robot@example.com\n    service_account: true\n",
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--config", "c.yaml"];
+        all.extend_from_slice(args);
+        run(&all, &[], dir.path())
+    };
+    let out = cli(&["oauth", "signin-link", "alice@example.com", "--ttl", "5m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let link = url
+        .strip_prefix("https://mcp.example.test/oauth/signin?link=")
+        .unwrap_or_else(|| panic!("{url}"))
+        .to_owned();
+    // The link the CLI stored works, once, for Alice.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = mcpgate::storage::open(&dir.path().join("mcpgate-data"))
+            .await
+            .unwrap();
+        let redeem = mcpgate::authserver::signin::redeem_link;
+        assert_eq!(redeem(&pool, &link).await.unwrap(), "alice@example.com");
+        assert!(redeem(&pool, &link).await.is_err());
+    });
+    for (who, why) in [
+        ("robot@example.com", "service account"),
+        ("nobody@example.com", "not a user"),
+    ] {
+        let out = cli(&["oauth", "signin-link", who]);
+        assert!(!out.status.success(), "{who}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{who}");
+    }
+    let out = cli(&["oauth", "clients", "alice@example.com"]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let out = cli(&[
+        "oauth",
+        "revoke",
+        "alice@example.com",
+        "--client-id",
+        "mgc_x",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no live authorization"));
+}

@@ -65,6 +65,11 @@ struct Args {
     /// dwarfs any real overhead), not a speed target.
     #[arg(long)]
     max_p50_overhead_ms: Option<f64>,
+    /// The gateway credential the clients present: `gateway` (an API token)
+    /// or `oauth` (an access token of the gateway's own authorization
+    /// server, obtained through the whole sign-in flow first).
+    #[arg(long, default_value = "gateway")]
+    credential: String,
 }
 
 #[derive(Clone)]
@@ -138,6 +143,7 @@ struct Gateway {
     child: tokio::process::Child,
     url: String,
     token: String,
+    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -248,8 +254,122 @@ async fn start_gateway(
         child,
         url: format!("{base}/mcp"),
         token,
+        config,
         _dir: dir,
     })
+}
+
+/// An OAuth access token for bench@example.com, the way an AI client gets
+/// one: registration, PKCE, a one-time sign-in link, consent, the code
+/// exchanged at the token endpoint.
+async fn oauth_token(bin: &PathBuf, gateway: &Gateway) -> anyhow::Result<String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let base = gateway.url.trim_end_matches("/mcp").to_owned();
+    let encode = |pairs: &[(&str, &str)]| {
+        reqwest::Url::parse_with_params("http://x/", pairs)
+            .map(|u| u.query().unwrap_or_default().to_owned())
+    };
+    let out = tokio::process::Command::new(bin)
+        .arg("--config")
+        .arg(&gateway.config)
+        .args(["oauth", "signin-link", "bench@example.com"])
+        .output()
+        .await?;
+    let link_url = String::from_utf8(out.stdout)?.trim().to_owned();
+    let link = link_url
+        .split_once("link=")
+        .map(|(_, l)| l.to_owned())
+        .context("no sign-in link printed")?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let redirect = "http://127.0.0.1:53682/callback";
+    let registered: serde_json::Value = http
+        .post(format!("{base}/oauth/register"))
+        .json(&serde_json::json!({"client_name": "loadtests", "redirect_uris": [redirect]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let client_id = registered["client_id"].as_str().context("no client_id")?;
+    let verifier =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let resource = gateway.url.as_str();
+    let query = encode(&[
+        ("client_id", client_id),
+        ("response_type", "code"),
+        ("redirect_uri", redirect),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("resource", resource),
+    ])?;
+    let cookies = |r: &reqwest::Response| -> Vec<String> {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+            .collect()
+    };
+    let pending = http
+        .get(format!("{base}/oauth/authorize?{query}"))
+        .send()
+        .await?;
+    let mut jar = cookies(&pending);
+    let signed_in = http
+        .post(format!("{base}/oauth/signin"))
+        .header("cookie", jar.join("; "))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(&[("link", &link)])?)
+        .send()
+        .await?;
+    jar.extend(cookies(&signed_in));
+    let page = signed_in.text().await?;
+    let ticket = page
+        .split("name=ticket value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .context("no consent page")?
+        .to_owned();
+    let consented = http
+        .post(format!("{base}/oauth/consent"))
+        .header("cookie", jar.join("; "))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(&[("ticket", &ticket), ("decision", "approve")])?)
+        .send()
+        .await?;
+    let location = consented
+        .headers()
+        .get("location")
+        .context("consent did not redirect")?
+        .to_str()?
+        .to_owned();
+    let code = reqwest::Url::parse(&location)?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .context("no code")?;
+    let tokens: serde_json::Value = http
+        .post(format!("{base}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("redirect_uri", redirect),
+            ("resource", resource),
+        ])?)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(tokens["access_token"]
+        .as_str()
+        .with_context(|| format!("no access token: {tokens}"))?
+        .to_owned())
 }
 
 static MODERN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -380,6 +500,11 @@ async fn main() -> anyhow::Result<()> {
         args.database.as_deref(),
     )
     .await?;
+    match args.credential.as_str() {
+        "gateway" => {}
+        "oauth" => gateway.token = oauth_token(&args.gateway_bin, &gateway).await?,
+        other => bail!("--credential must be gateway or oauth, not {other}"),
+    }
     println!("| concurrency | path | calls/s | p50 ms | p99 ms |");
     println!("|---:|---|---:|---:|---:|");
     let mut summary = Vec::new();

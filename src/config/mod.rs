@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 
 pub mod audit;
 pub mod classify;
+pub mod oauth;
 pub mod pii;
 
 pub use classify::ClassifyRule;
@@ -69,6 +70,9 @@ pub struct Config {
     /// Audit log signing and retention.
     #[serde(default)]
     pub audit: audit::AuditConfig,
+    /// Sign-in for AI clients: mcpgate as the OAuth 2.1 authorization server of `/mcp`.
+    #[serde(default)]
+    pub oauth: oauth::OauthServerConfig,
     /// Digest of the config text: confirmation tokens are bound to it, so a
     /// policy change voids tokens issued under the old one.
     #[serde(skip)]
@@ -453,6 +457,7 @@ impl Default for Config {
             hooks: HooksConfig::default(),
             pii: pii::PiiConfig::default(),
             audit: audit::AuditConfig::default(),
+            oauth: oauth::OauthServerConfig::default(),
             policy_version: policy_version(""),
         }
     }
@@ -476,6 +481,11 @@ impl Config {
             }
             if config.hooks.dir.is_relative() {
                 config.hooks.dir = dir.join(&config.hooks.dir);
+            }
+            if let Some(ca) = &config.oauth.client_metadata_documents.extra_ca_file
+                && ca.is_relative()
+            {
+                config.oauth.client_metadata_documents.extra_ca_file = Some(dir.join(ca));
             }
             if let Some(catalogs) = &config.catalog_dir
                 && catalogs.is_relative()
@@ -719,6 +729,7 @@ impl Config {
                 "delegation.verification_cache must be at most 60s".into(),
             ));
         }
+        self.validate_oauth(text, file)?;
         let mut seen = HashSet::new();
         for user in &self.users {
             if !user.email.contains('@') {
@@ -744,6 +755,44 @@ impl Config {
                     });
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The `oauth:` section's checks that span fields: pre-registered clients
+    /// have distinct ids and redirect URIs.
+    fn validate_oauth(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let at = |needle: &str, message: String| ConfigError {
+            location: locate(text, file, needle),
+            message,
+        };
+        let mut ids = HashSet::new();
+        for client in &self.oauth.clients {
+            if client.client_id.is_empty() || !ids.insert(client.client_id.clone()) {
+                return Err(at(
+                    &client.client_id,
+                    format!(
+                        "oauth client '{}': client_id must be non-empty and unique",
+                        client.client_id
+                    ),
+                ));
+            }
+            if client.redirect_uris.is_empty() {
+                return Err(at(
+                    &client.client_id,
+                    format!("oauth client '{}': needs redirect_uris", client.client_id),
+                ));
+            }
+        }
+        if let Some(oidc) = &self.oauth.oidc
+            && !(oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://"))
+        {
+            return Err(at(
+                "issuer:",
+                "oauth.oidc.issuer must be an http(s) URL".into(),
+            ));
         }
         Ok(())
     }

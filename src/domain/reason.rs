@@ -185,6 +185,32 @@ reasons! {
     OwnerNotWorkspaceUser = "owner_not_workspace_user", Exchange;
     OwnerDisabled = "owner_disabled", Exchange;
 
+    // The authorization server of `/mcp` (OAuth 2.1 for AI clients):
+    // `/oauth/authorize`, `/oauth/token`, `/oauth/register`, `/oauth/revoke`.
+    InvalidClient = "invalid_client", Exchange;
+    InvalidRedirectUri = "invalid_redirect_uri", Exchange;
+    UnsupportedResponseType = "unsupported_response_type", Exchange;
+    PkceRequired = "pkce_required", Exchange;
+    PkcePlainRefused = "pkce_plain_refused", Exchange;
+    PkceMismatch = "pkce_mismatch", Exchange;
+    InvalidCode = "invalid_code", Exchange;
+    /// A used code presented again: the tokens minted from it are revoked.
+    CodeReplayed = "code_replayed", Exchange;
+    InvalidRefreshToken = "invalid_refresh_token", Exchange;
+    /// A rotated refresh token presented again: its whole family is revoked.
+    RefreshReused = "refresh_reused", Exchange;
+    /// RFC 8707: the `resource` is not this gateway's `/mcp`.
+    InvalidTarget = "invalid_target", Exchange;
+    InvalidClientMetadata = "invalid_client_metadata", Exchange;
+    /// Client ID Metadata Documents: where and what the gateway will fetch.
+    ClientMetadataForbiddenAddress = "client_metadata_forbidden_address", Exchange;
+    ClientMetadataTooLarge = "client_metadata_too_large", Exchange;
+    ClientMetadataMismatch = "client_metadata_mismatch", Exchange;
+    ClientMetadataUnavailable = "client_metadata_unavailable", Exchange;
+    ClientMetadataInvalid = "client_metadata_invalid", Exchange;
+    /// An access token minted for another resource than this `/mcp`.
+    WrongAudience = "wrong_audience", Unauthenticated;
+
     // The admin API and the connect pages.
     NotAdmin = "not_admin", Http;
     NotFound = "not_found", Http;
@@ -198,6 +224,18 @@ reasons! {
     InvalidState = "invalid_state", Http;
     ConsentDenied = "consent_denied", Http;
     ConnectFailed = "connect_failed", Http;
+    /// Sign-in at the gateway (a one-time link): unknown, used or expired.
+    SigninLinkInvalid = "signin_link_invalid", Http;
+    /// The person is not a configured user, or is a service account.
+    SigninRefused = "signin_refused", Http;
+    /// The consent form is forged, stale or from another browser.
+    InvalidConsent = "invalid_consent", Http;
+    /// Sign-in through the company's OpenID provider.
+    IdpUnavailable = "idp_unavailable", Http;
+    IdpDenied = "idp_denied", Http;
+    IdTokenInvalid = "id_token_invalid", Http;
+    IdTokenNonceMismatch = "id_token_nonce_mismatch", Http;
+    EmailNotVerified = "email_not_verified", Http;
     CsrfMismatch = "csrf_mismatch", Http;
 }
 
@@ -216,7 +254,15 @@ impl Reason {
             Class::Unauthenticated => 401,
             Class::Exchange => self.oauth_status(),
             Class::Http => match self {
-                Reason::NotAdmin | Reason::CsrfMismatch => 403,
+                Reason::NotAdmin
+                | Reason::CsrfMismatch
+                | Reason::SigninRefused
+                | Reason::InvalidConsent
+                | Reason::IdpDenied
+                | Reason::IdTokenInvalid
+                | Reason::IdTokenNonceMismatch
+                | Reason::EmailNotVerified => 403,
+                Reason::IdpUnavailable => 502,
                 Reason::NotFound | Reason::UnknownService => 404,
                 Reason::ConnectFailed => 502,
                 _ => 400,
@@ -231,6 +277,18 @@ impl Reason {
                 "invalid_request"
             }
             Reason::UnsupportedGrantType => "unsupported_grant_type",
+            Reason::InvalidClient
+            | Reason::ClientMetadataForbiddenAddress
+            | Reason::ClientMetadataTooLarge
+            | Reason::ClientMetadataMismatch
+            | Reason::ClientMetadataUnavailable
+            | Reason::ClientMetadataInvalid => "invalid_client",
+            Reason::InvalidRedirectUri => "invalid_redirect_uri",
+            Reason::UnsupportedResponseType => "unsupported_response_type",
+            Reason::PkceRequired | Reason::PkcePlainRefused => "invalid_request",
+            Reason::InvalidTarget => "invalid_target",
+            Reason::InvalidClientMetadata => "invalid_client_metadata",
+            Reason::ConsentDenied => "access_denied",
             Reason::InvalidActorToken
             | Reason::ActorNotServiceAccount
             | Reason::DelegationDisabled
@@ -248,7 +306,7 @@ impl Reason {
     /// The HTTP status RFC 6749 gives [`Self::oauth_error`].
     pub const fn oauth_status(self) -> u16 {
         match self.oauth_error().as_bytes() {
-            b"unauthorized_client" => 401,
+            b"unauthorized_client" | b"invalid_client" => 401,
             b"temporarily_unavailable" => 503,
             _ => 400,
         }

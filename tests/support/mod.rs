@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod auth_proxy;
+pub mod browser;
 pub mod fake_jira;
 pub mod fake_windmill;
 pub mod recorder;
@@ -141,6 +142,40 @@ impl TestGateway {
 
     /// Start serving without waiting for the upstreams to connect.
     pub async fn launch(body: &str, store: Option<&SharedStore>) -> TestGateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::launch_on(listener, body, store).await
+    }
+
+    /// Start on a listener already bound: a config that names the gateway's
+    /// own address (`public_url`) is written once the port is known.
+    pub async fn start_at(
+        body: impl FnOnce(&str) -> String,
+        store: Option<&SharedStore>,
+    ) -> TestGateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let t = Self::launch_on(listener, &body(&base), store).await;
+        t.wait_all_running().await;
+        t
+    }
+
+    /// Start on `listener` (bound earlier, so a peer could be told the
+    /// gateway's address first) and wait for every connector.
+    pub async fn start_on_listener(
+        listener: tokio::net::TcpListener,
+        body: &str,
+        store: Option<&SharedStore>,
+    ) -> TestGateway {
+        let t = Self::launch_on(listener, body, store).await;
+        t.wait_all_running().await;
+        t
+    }
+
+    async fn launch_on(
+        listener: tokio::net::TcpListener,
+        body: &str,
+        store: Option<&SharedStore>,
+    ) -> TestGateway {
         if std::env::var_os("MCPGATE_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::from_env("MCPGATE_TEST_LOG"))
@@ -162,7 +197,6 @@ impl TestGateway {
         config.data_dir = data;
         let pool = mcpgate::storage::connect(&config).await.unwrap();
         let gw = Gateway::start(config, pool).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let server_gw = gw.clone();

@@ -1,6 +1,12 @@
-//! `POST /oauth/token`: the RFC 8693 token exchange endpoint (delegation).
-//! Form-encoded in, JSON out; errors are RFC 6749 §5.2 objects that also
-//! carry mcpgate's machine-readable `reason`.
+//! The OAuth edge. `POST /oauth/token` is one token endpoint for two grants
+//! families: the RFC 8693 token exchange (delegation, here) and the
+//! authorization server's `authorization_code` / `refresh_token` grants
+//! (`server.rs`, with the rest of the AI-client sign-in routes). Form-encoded
+//! in, JSON out; errors are RFC 6749 §5.2 objects that also carry mcpgate's
+//! machine-readable `reason`.
+
+pub mod pages;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -10,11 +16,26 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::delegation::Delegation;
 use crate::delegation::exchange::{self, ExchangeError, ExchangeRequest, TOKEN_TYPE_ACCESS_TOKEN};
 use crate::domain::Reason;
+use crate::gateway::Gateway;
 
-pub async fn token(State(delegation): State<Arc<Delegation>>, body: axum::body::Bytes) -> Response {
+pub async fn token(
+    State(gw): State<Arc<Gateway>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let grant_type = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "grant_type")
+        .map(|(_, v)| v.into_owned());
+    if matches!(
+        grant_type.as_deref(),
+        Some("authorization_code") | Some("refresh_token")
+    ) && gw.config().oauth.enabled
+    {
+        return server::token(gw.authserver(), &headers, &body).await;
+    }
+    let delegation = gw.delegation();
     // Parsed by hand so that a malformed body is an OAuth error, not axum's text.
     let request: ExchangeRequest = match parse_form(&body) {
         Ok(request) => request,
@@ -22,7 +43,7 @@ pub async fn token(State(delegation): State<Arc<Delegation>>, body: axum::body::
             return error_response(&ExchangeError::new(Reason::InvalidRequest, description));
         }
     };
-    match exchange::exchange(&delegation, request).await {
+    match exchange::exchange(delegation, request).await {
         Ok(issued) => no_store(
             (
                 StatusCode::OK,
@@ -79,7 +100,7 @@ fn error_response(error: &ExchangeError) -> Response {
 }
 
 /// RFC 6749 §5.1: token responses are not cached.
-fn no_store(mut response: Response) -> Response {
+pub(crate) fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -1,0 +1,664 @@
+//! Codes and tokens. A consent starts a *family* (client, person, resource);
+//! its code, access tokens and refresh tokens all hang on it, so revoking it
+//! — by the person, on refresh-token reuse, on code replay — refuses every
+//! token of it on the next request, on every replica.
+//!
+//! Formats: access `mgo_<id>_<secret>`, refresh `mgr_<id>_<secret>`, code 64
+//! hex characters. Access tokens are opaque and checked with one primary-key
+//! read joined to their family: the same single store round trip as a
+//! gateway token.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{
+    AuthServer, after, digest, digest_matches, new_id, new_secret, pkce, split_token,
+    storage_refusal,
+};
+use crate::domain::{Reason, Refusal};
+use crate::storage::Db;
+
+pub const ACCESS_PREFIX: &str = "mgo_";
+pub const REFRESH_PREFIX: &str = "mgr_";
+
+/// An authorization request that passed every check of `/oauth/authorize`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Authorization {
+    pub client_id: String,
+    pub client_name: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub resource: String,
+    pub scope: String,
+}
+
+/// What the token endpoint hands out.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+    pub scope: String,
+    pub family_id: String,
+    pub user: String,
+    pub client_id: String,
+}
+
+/// Who an access token speaks for.
+#[derive(Debug, Clone)]
+pub struct AccessGrant {
+    pub token_id: String,
+    pub family_id: String,
+    pub user: String,
+    pub client_id: String,
+    pub client_name: String,
+}
+
+/// Why an access token is refused at `/mcp`, with the user when known.
+#[derive(Debug, Clone)]
+pub struct AccessRejection {
+    pub user: Option<String>,
+    pub refusal: Refusal,
+}
+
+/// A client a person authorized, as they see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Authorized {
+    pub family_id: String,
+    pub client_id: String,
+    pub client_name: String,
+    pub scope: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+/// A token-endpoint failure: the refusal and, when known, whose it was.
+#[derive(Debug)]
+pub struct TokenFailure {
+    pub user: Option<String>,
+    pub refusal: Refusal,
+}
+
+fn fail(user: Option<String>, reason: Reason, message: impl Into<String>) -> TokenFailure {
+    TokenFailure {
+        user,
+        refusal: Refusal::new(reason, message),
+    }
+}
+
+fn store(e: sqlx::Error) -> TokenFailure {
+    TokenFailure {
+        user: None,
+        refusal: storage_refusal(e),
+    }
+}
+
+fn now() -> String {
+    actors::now_rfc3339()
+}
+
+impl AuthServer {
+    /// The person consented (on the form `consent_id`, answered once): start
+    /// the family and hand out its code.
+    pub async fn issue_code(
+        &self,
+        auth: &Authorization,
+        user: &str,
+        consent_id: &str,
+    ) -> Result<String, Refusal> {
+        let family_id = new_id();
+        let code = new_secret();
+        let oauth = &self.config.oauth;
+        let mut tx = self.pool.begin().await.map_err(storage_refusal)?;
+        sqlx::query(
+            "INSERT INTO oauth_families (id, client_id, client_name, user_email, resource, scope, created_at, expires_at, consent_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&family_id)
+        .bind(&auth.client_id)
+        .bind(&auth.client_name)
+        .bind(user)
+        .bind(&auth.resource)
+        .bind(&auth.scope)
+        .bind(now())
+        .bind(after(oauth.refresh_token_ttl))
+        .bind(consent_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match e.as_database_error() {
+            Some(db) if db.is_unique_violation() => Refusal::new(
+                Reason::InvalidConsent,
+                "this consent form was already answered: start again from your client",
+            ),
+            _ => storage_refusal(e),
+        })?;
+        sqlx::query(
+            "INSERT INTO oauth_codes (code_sha256, family_id, client_id, redirect_uri, code_challenge, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(hex::encode(digest(&code)))
+        .bind(&family_id)
+        .bind(&auth.client_id)
+        .bind(&auth.redirect_uri)
+        .bind(&auth.code_challenge)
+        .bind(after(oauth.code_ttl))
+        .execute(&mut *tx)
+        .await
+        .map_err(storage_refusal)?;
+        tx.commit().await.map_err(storage_refusal)?;
+        Ok(code)
+    }
+
+    /// `grant_type=authorization_code`: one use per code; a replay revokes
+    /// what the code minted.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        verifier: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<Issued, TokenFailure> {
+        let key = hex::encode(digest(code));
+        let row = sqlx::query(
+            "SELECT c.family_id, c.client_id, c.redirect_uri, c.code_challenge, c.expires_at, c.used_at, \
+                    f.user_email, f.resource, f.scope \
+             FROM oauth_codes c JOIN oauth_families f ON f.id = c.family_id WHERE c.code_sha256 = $1",
+        )
+        .bind(&key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store)?;
+        let Some(row) = row else {
+            return Err(fail(None, Reason::InvalidCode, "the code is not known"));
+        };
+        let family_id: String = row.get("family_id");
+        let user: String = row.get("user_email");
+        let who = Some(user.clone());
+        // Single use, decided by the store: of two racing exchanges one wins.
+        let won = sqlx::query(
+            "UPDATE oauth_codes SET used_at = $1 WHERE code_sha256 = $2 AND used_at IS NULL",
+        )
+        .bind(now())
+        .bind(&key)
+        .execute(&self.pool)
+        .await
+        .map_err(store)?
+        .rows_affected()
+            == 1;
+        if !won {
+            self.revoke_family(&family_id, "authorization code replayed")
+                .await
+                .map_err(store)?;
+            return Err(fail(
+                who,
+                Reason::CodeReplayed,
+                "the code was already used; the tokens minted from it are revoked",
+            ));
+        }
+        let expires_at: String = row.get("expires_at");
+        if expires_at.as_str() <= now().as_str() {
+            return Err(fail(who, Reason::InvalidCode, "the code has expired"));
+        }
+        let code_client: String = row.get("client_id");
+        if code_client != client_id {
+            return Err(fail(
+                who,
+                Reason::InvalidCode,
+                "the code was issued to another client",
+            ));
+        }
+        let code_redirect: String = row.get("redirect_uri");
+        if code_redirect != redirect_uri {
+            return Err(fail(
+                who,
+                Reason::InvalidCode,
+                "redirect_uri differs from the authorization request's",
+            ));
+        }
+        let Some(verifier) = verifier else {
+            return Err(fail(
+                who,
+                Reason::PkceRequired,
+                "code_verifier is required (PKCE)",
+            ));
+        };
+        let challenge: String = row.get("code_challenge");
+        if !pkce::verify_s256(verifier, &challenge) {
+            self.revoke_family(&family_id, "wrong PKCE verifier")
+                .await
+                .map_err(store)?;
+            return Err(fail(
+                who,
+                Reason::PkceMismatch,
+                "code_verifier does not match the code_challenge",
+            ));
+        }
+        let bound: String = row.get("resource");
+        if let Some(resource) = resource
+            && resource != bound
+        {
+            return Err(fail(
+                who,
+                Reason::InvalidTarget,
+                format!("resource must be {bound}"),
+            ));
+        }
+        let scope: String = row.get("scope");
+        self.mint(&family_id, &user, client_id, &scope)
+            .await
+            .map_err(store)
+    }
+
+    /// `grant_type=refresh_token`: each refresh token works once and is
+    /// replaced; one presented again revokes its whole family.
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        client_id: &str,
+        resource: Option<&str>,
+    ) -> Result<Issued, TokenFailure> {
+        let Some((id, secret)) = split_token(presented, REFRESH_PREFIX) else {
+            return Err(fail(
+                None,
+                Reason::InvalidRefreshToken,
+                "not a refresh token of this gateway",
+            ));
+        };
+        let row = sqlx::query(
+            "SELECT r.family_id, r.secret_sha256, r.used_at, f.user_email, f.client_id, f.resource, \
+                    f.scope, f.expires_at, f.revoked_at \
+             FROM oauth_refresh_tokens r JOIN oauth_families f ON f.id = r.family_id WHERE r.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store)?;
+        let Some(row) = row else {
+            return Err(fail(
+                None,
+                Reason::InvalidRefreshToken,
+                "the refresh token is not known",
+            ));
+        };
+        let stored: Vec<u8> = row.get("secret_sha256");
+        if !digest_matches(secret, &stored) {
+            return Err(fail(
+                None,
+                Reason::InvalidRefreshToken,
+                "the refresh token is not known",
+            ));
+        }
+        let family_id: String = row.get("family_id");
+        let user: String = row.get("user_email");
+        let who = Some(user.clone());
+        let family_client: String = row.get("client_id");
+        if family_client != client_id {
+            return Err(fail(
+                who,
+                Reason::InvalidRefreshToken,
+                "the refresh token was issued to another client",
+            ));
+        }
+        let used: Option<String> = row.get("used_at");
+        let won = used.is_none()
+            && sqlx::query(
+                "UPDATE oauth_refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
+            )
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(store)?
+            .rows_affected()
+                == 1;
+        if !won {
+            self.revoke_family(&family_id, "refresh token reused")
+                .await
+                .map_err(store)?;
+            return Err(fail(
+                who,
+                Reason::RefreshReused,
+                "the refresh token was already used; every token of this sign-in is revoked",
+            ));
+        }
+        let revoked: Option<String> = row.get("revoked_at");
+        if revoked.is_some() {
+            return Err(fail(
+                who,
+                Reason::InvalidRefreshToken,
+                "the authorization was revoked",
+            ));
+        }
+        let expires_at: String = row.get("expires_at");
+        if expires_at.as_str() <= now().as_str() {
+            return Err(fail(
+                who,
+                Reason::InvalidRefreshToken,
+                "the authorization has expired: sign in again",
+            ));
+        }
+        let bound: String = row.get("resource");
+        if let Some(resource) = resource
+            && resource != bound
+        {
+            return Err(fail(
+                who,
+                Reason::InvalidTarget,
+                format!("resource must be {bound}"),
+            ));
+        }
+        let scope: String = row.get("scope");
+        self.mint(&family_id, &user, client_id, &scope)
+            .await
+            .map_err(store)
+    }
+
+    /// A new access token and refresh token in `family_id`.
+    async fn mint(
+        &self,
+        family_id: &str,
+        user: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<Issued, sqlx::Error> {
+        let ttl = self.config.oauth.access_token_ttl;
+        let (access_id, access_secret) = (new_id(), new_secret());
+        let (refresh_id, refresh_secret) = (new_id(), new_secret());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO oauth_access_tokens (id, family_id, secret_sha256, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&access_id)
+        .bind(family_id)
+        .bind(digest(&access_secret))
+        .bind(after(ttl))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO oauth_refresh_tokens (id, family_id, secret_sha256) VALUES ($1, $2, $3)",
+        )
+        .bind(&refresh_id)
+        .bind(family_id)
+        .bind(digest(&refresh_secret))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Issued {
+            access_token: format!("{ACCESS_PREFIX}{access_id}_{access_secret}"),
+            refresh_token: format!("{REFRESH_PREFIX}{refresh_id}_{refresh_secret}"),
+            expires_in: ttl.as_secs(),
+            scope: scope.to_owned(),
+            family_id: family_id.to_owned(),
+            user: user.to_owned(),
+            client_id: client_id.to_owned(),
+        })
+    }
+
+    /// Check an access token presented at `/mcp`: one read (token joined to
+    /// its family), digest compared in constant time, then revocation,
+    /// expiry and audience.
+    pub async fn verify_access(&self, presented: &str) -> Result<AccessGrant, AccessRejection> {
+        let reject = |user: Option<String>, reason: Reason, message: &str| AccessRejection {
+            user,
+            refusal: Refusal::new(reason, message),
+        };
+        let Some((id, secret)) = split_token(presented, ACCESS_PREFIX) else {
+            return Err(reject(
+                None,
+                Reason::InvalidToken,
+                "the token is not an access token of this gateway",
+            ));
+        };
+        let row = sqlx::query(
+            "SELECT t.family_id, t.secret_sha256, t.expires_at, t.revoked_at, \
+                    f.user_email, f.client_id, f.client_name, f.resource, f.revoked_at AS family_revoked_at \
+             FROM oauth_access_tokens t JOIN oauth_families f ON f.id = t.family_id WHERE t.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "access token check: store");
+            reject(
+                None,
+                Reason::TemporarilyUnavailable,
+                "the token store is unavailable",
+            )
+        })?;
+        let Some(row) = row else {
+            let _ = digest_matches(secret, &[0u8; 32]);
+            return Err(reject(None, Reason::InvalidToken, "the token is not known"));
+        };
+        let stored: Vec<u8> = row.get("secret_sha256");
+        if !digest_matches(secret, &stored) {
+            return Err(reject(None, Reason::InvalidToken, "the token is not known"));
+        }
+        let user: String = row.get("user_email");
+        let revoked: Option<String> = row.get("revoked_at");
+        let family_revoked: Option<String> = row.get("family_revoked_at");
+        if revoked.is_some() || family_revoked.is_some() {
+            return Err(reject(
+                Some(user),
+                Reason::InvalidToken,
+                "the token was revoked",
+            ));
+        }
+        let expires_at: String = row.get("expires_at");
+        if expires_at.as_str() <= now().as_str() {
+            return Err(reject(
+                Some(user),
+                Reason::InvalidToken,
+                "the token has expired",
+            ));
+        }
+        let resource: String = row.get("resource");
+        if resource != self.resource() {
+            return Err(reject(
+                Some(user),
+                Reason::WrongAudience,
+                "the token was issued for another resource",
+            ));
+        }
+        Ok(AccessGrant {
+            token_id: id.to_owned(),
+            family_id: row.get("family_id"),
+            user,
+            client_id: row.get("client_id"),
+            client_name: row.get("client_name"),
+        })
+    }
+
+    /// End a family: every token of it is refused from the next request on.
+    pub async fn revoke_family(&self, family_id: &str, why: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE oauth_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(why)
+        .bind(family_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// RFC 7009: revoke `presented` (a refresh token ends its family, an
+    /// access token only itself). Unknown tokens are not an error (§2.2);
+    /// the answer is whose token it was and what ended, if anything.
+    pub async fn revoke_token(
+        &self,
+        presented: &str,
+        client_id: Option<&str>,
+    ) -> Result<Option<(String, String)>, Refusal> {
+        if let Some((id, secret)) = split_token(presented, REFRESH_PREFIX) {
+            let row = sqlx::query(
+                "SELECT r.family_id, r.secret_sha256, f.user_email, f.client_id \
+                 FROM oauth_refresh_tokens r JOIN oauth_families f ON f.id = r.family_id WHERE r.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage_refusal)?;
+            if let Some(row) = row {
+                let stored: Vec<u8> = row.get("secret_sha256");
+                let owner: String = row.get("client_id");
+                if digest_matches(secret, &stored) && client_id.is_none_or(|c| c == owner) {
+                    let family: String = row.get("family_id");
+                    self.revoke_family(&family, "revoked by the client")
+                        .await
+                        .map_err(storage_refusal)?;
+                    return Ok(Some((
+                        row.get("user_email"),
+                        format!("refresh token family {family}"),
+                    )));
+                }
+            }
+        } else if let Some((id, secret)) = split_token(presented, ACCESS_PREFIX) {
+            let row = sqlx::query(
+                "SELECT t.secret_sha256, f.user_email, f.client_id \
+                 FROM oauth_access_tokens t JOIN oauth_families f ON f.id = t.family_id WHERE t.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage_refusal)?;
+            if let Some(row) = row {
+                let stored: Vec<u8> = row.get("secret_sha256");
+                let owner: String = row.get("client_id");
+                if digest_matches(secret, &stored) && client_id.is_none_or(|c| c == owner) {
+                    sqlx::query(
+                        "UPDATE oauth_access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                    )
+                    .bind(now())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(storage_refusal)?;
+                    return Ok(Some((row.get("user_email"), format!("access token {id}"))));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The clients `user` authorized that still hold a live family.
+pub async fn authorized_clients(pool: &Db, user: &str) -> Result<Vec<Authorized>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, client_id, client_name, scope, created_at, expires_at FROM oauth_families \
+         WHERE user_email = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at",
+    )
+    .bind(user)
+    .bind(now())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Authorized {
+            family_id: r.get("id"),
+            client_id: r.get("client_id"),
+            client_name: r.get("client_name"),
+            scope: r.get("scope"),
+            created_at: r.get("created_at"),
+            expires_at: r.get("expires_at"),
+        })
+        .collect())
+}
+
+/// `user` withdraws `client_id`: every family of theirs for it ends.
+pub async fn revoke_client(pool: &Db, user: &str, client_id: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE oauth_families SET revoked_at = $1, revoked_reason = $2 \
+         WHERE user_email = $3 AND client_id = $4 AND revoked_at IS NULL",
+    )
+    .bind(now())
+    .bind("revoked by the person")
+    .bind(user)
+    .bind(client_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Remove what can no longer be used: expired codes and access tokens, and
+/// families (with their refresh tokens) past their lifetime. A revoked
+/// family stays until then, so a late reuse of its refresh token is still
+/// recognized. Answers how many rows went.
+pub async fn prune(pool: &Db) -> Result<u64, sqlx::Error> {
+    let now = now();
+    let mut removed = 0;
+    for statement in [
+        "DELETE FROM oauth_codes WHERE expires_at < $1",
+        "DELETE FROM oauth_access_tokens WHERE expires_at < $1",
+        "DELETE FROM oauth_refresh_tokens WHERE family_id IN \
+         (SELECT id FROM oauth_families WHERE expires_at < $1)",
+        "DELETE FROM oauth_families WHERE expires_at < $1",
+        "DELETE FROM oauth_signin_links WHERE expires_at < $1",
+        "DELETE FROM oauth_browser_sessions WHERE expires_at < $1",
+    ] {
+        removed += sqlx::query(statement)
+            .bind(&now)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pruning_removes_only_what_has_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::storage::open(dir.path()).await.unwrap();
+        let past = "2000-01-01T00:00:00.000000Z";
+        let future = "2999-01-01T00:00:00.000000Z";
+        for (id, expires) in [("old", past), ("new", future)] {
+            sqlx::query(
+                "INSERT INTO oauth_families (id, client_id, client_name, user_email, resource, scope, created_at, expires_at) \
+                 VALUES ($1, 'c', 'C', 'a@x', 'r', 'mcp', $2, $3)",
+            )
+            .bind(id)
+            .bind(past)
+            .bind(expires)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO oauth_refresh_tokens (id, family_id, secret_sha256) VALUES ($1, $2, $3)",
+            )
+            .bind(format!("r-{id}"))
+            .bind(id)
+            .bind(vec![0u8; 32])
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO oauth_access_tokens (id, family_id, secret_sha256, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(format!("a-{id}"))
+            .bind(id)
+            .bind(vec![0u8; 32])
+            .bind(expires)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        assert_eq!(prune(&pool).await.unwrap(), 3);
+        for table in [
+            "oauth_families",
+            "oauth_refresh_tokens",
+            "oauth_access_tokens",
+        ] {
+            let left: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(left, 1, "{table}");
+        }
+    }
+}
