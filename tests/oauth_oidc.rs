@@ -111,7 +111,19 @@ async fn sign_in_at_idp(
     let (_, challenge) = pkce();
     let to_idp = browser.get(&authorize_url(gw, client_id, &challenge)).await;
     assert_eq!(to_idp.status, 303, "{}", to_idp.body);
-    let mut url = tamper(to_idp.location.unwrap());
+    let url = tamper(to_idp.location.unwrap());
+    through_idp(browser, gw, idp, url, login).await
+}
+
+/// From the IdP's authorization URL back to the gateway's callback, as
+/// `login`: the page the gateway answers there.
+async fn through_idp(
+    browser: &mut Browser,
+    gw: &TestGateway,
+    idp: &Idp,
+    mut url: String,
+    login: &str,
+) -> Page {
     assert!(url.starts_with(&idp.issuer), "{url}");
     // Follow the IdP until it sends the browser back to the gateway,
     // answering its login and consent forms on the way.
@@ -258,6 +270,35 @@ oauth:
         .await;
     assert_eq!(mixed.status, 400);
     assert!(mixed.body.contains("invalid_state"));
+
+    // The console: "Sign in with your company account" goes the same way,
+    // and the browser session it ends with opens a console session.
+    let mut browser = Browser::new();
+    let login = browser.get(&format!("{}/console/login", gw.base)).await;
+    assert!(
+        login.body.contains("/oauth/signin/console"),
+        "{}",
+        login.body
+    );
+    let to_idp = browser
+        .get(&format!("{}/oauth/signin/console", gw.base))
+        .await;
+    assert_eq!(to_idp.status, 303, "{}", to_idp.body);
+    let back = through_idp(&mut browser, &gw, &idp, to_idp.location.unwrap(), "alice").await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert_eq!(back.location.as_deref(), Some("/console/sso"));
+    let sso = browser.get(&format!("{}/console/sso", gw.base)).await;
+    assert_eq!(sso.status, 303, "{}", sso.body);
+    assert_eq!(sso.location.as_deref(), Some("/console/me"));
+    let me = browser.get(&format!("{}/console/me", gw.base)).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert!(me.body.contains("alice@example.com") && me.body.contains("Done in my name"));
+    // Without the company sign-in's session there is no console session.
+    let stranger = Browser::new()
+        .get(&format!("{}/console/sso", gw.base))
+        .await;
+    assert_eq!(stranger.status, 303);
+    assert!(stranger.location.unwrap().starts_with("/console/login"));
 
     let rows = gw.audit_rows().await;
     for code in [

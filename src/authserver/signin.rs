@@ -120,6 +120,21 @@ pub async fn open_session(
     ))
 }
 
+/// The person of browser session `id` while it is live (not revoked, not
+/// expired): a console session opened from it lives only as long.
+pub async fn session_user(pool: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT user_email, expires_at FROM oauth_browser_sessions WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|row| {
+        let expires_at: String = row.get("expires_at");
+        (expires_at.as_str() > actors::now_rfc3339().as_str()).then(|| row.get("user_email"))
+    }))
+}
+
 /// The session a cookie value names, if it is live.
 pub async fn session(pool: &Db, cookie: &str) -> Option<BrowserSession> {
     let (id, secret) = split_token(cookie, SESSION_PREFIX)?;

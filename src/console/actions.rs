@@ -107,7 +107,7 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
         return refused(message);
     };
     let claims = Claims {
-        token_id: record.id.clone(),
+        credential: format!("token:{}", record.id),
         email: user.email.clone(),
         expires_unix: time::OffsetDateTime::now_utc().unix_timestamp() + LIFETIME_SECS,
         nonce: hex::encode(rand::random::<[u8; 16]>()),
@@ -122,16 +122,73 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
     {
         return response;
     }
+    signed_in(&console, &claims, &host)
+}
+
+fn signed_in(console: &Console, claims: &Claims, host: &str) -> Response {
     let mut response = Redirect::to("/console/me").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(
-            &console.key.seal(&claims),
-            LIFETIME_SECS,
-            !is_loopback(&host),
-        ),
+        session_cookie(&console.key.seal(claims), LIFETIME_SECS, !is_loopback(host)),
     );
     response
+}
+
+/// The company sign-in's browser session (`mcpgate_signin`, set by
+/// `/oauth/signin/console` or any sign-in at the authorization server)
+/// opens a console session for the same person.
+pub async fn sso(State(console): State<Arc<Console>>, request: Request) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let value = request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == "mcpgate_signin")
+        .map(|(_, value)| value.to_owned());
+    let session = match value {
+        Some(value) => crate::authserver::signin::session(console.gw.pool(), &value).await,
+        None => None,
+    };
+    let Some(session) = session else {
+        return Redirect::to("/console/login?error=the+company+sign-in+did+not+complete")
+            .into_response();
+    };
+    let Some(user) = console.gw.config().user(&session.user) else {
+        let message = "the signed-in person is not a user of this gateway";
+        return console
+            .refuse_at(
+                &session.user,
+                "/console/sso",
+                Reason::SigninRefused,
+                message,
+            )
+            .await;
+    };
+    let claims = Claims {
+        credential: format!("signin:{}", session.id),
+        email: user.email.clone(),
+        expires_unix: time::OffsetDateTime::now_utc().unix_timestamp() + LIFETIME_SECS,
+        nonce: hex::encode(rand::random::<[u8; 16]>()),
+    };
+    if let Err(response) = console
+        .audit_action(
+            &user.email,
+            "sign_in",
+            "signed in with the company sign-in".into(),
+        )
+        .await
+    {
+        return response;
+    }
+    signed_in(&console, &claims, &host)
 }
 
 /// The CSRF check of every signed-in POST: refused (403, audited) without

@@ -92,6 +92,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         ));
     Router::new()
         .route("/console/login", get(pages::login).post(actions::login))
+        .route("/console/sso", get(actions::sso))
         .route("/console/assets/console.css", get(stylesheet))
         .merge(signed_in)
         .layer(middleware::from_fn(security_headers))
@@ -165,9 +166,15 @@ async fn require_session(
     let Some(claims) = claims else {
         return Redirect::to("/console/login").into_response();
     };
-    // The token it was opened with must still be active (revocation reaches
+    // What it was opened with must still be active (revocation reaches
     // every replica through the store).
-    let user = match crate::tokens::active_user(console.gw.pool(), &claims.token_id).await {
+    let pool = console.gw.pool();
+    let active = match claims.credential.split_once(':') {
+        Some(("token", id)) => crate::tokens::active_user(pool, id).await,
+        Some(("signin", id)) => crate::authserver::signin::session_user(pool, id).await,
+        _ => Ok(None),
+    };
+    let user = match active {
         Ok(Some(email)) if email == claims.email => console.gw.config().user(&email).cloned(),
         Ok(_) => None,
         Err(e) => {

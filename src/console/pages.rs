@@ -99,13 +99,21 @@ pub struct LoginQuery {
     error: Option<String>,
 }
 
-pub async fn login(Query(q): Query<LoginQuery>) -> Html<String> {
+pub async fn login(
+    State(console): State<Arc<Console>>,
+    Query(q): Query<LoginQuery>,
+) -> Html<String> {
+    let oauth = &console.gw.config().oauth;
     layout(
         "Sign in",
         None,
         html! {
             @if let Some(error) = q.error {
                 p role="alert" { (error) }
+            }
+            @if oauth.enabled && oauth.oidc.is_some() {
+                p { a href="/oauth/signin/console" { "Sign in with your company account" } }
+                p { "Or with a gateway token:" }
             }
             form method="post" action="/console/login" {
                 label for="token" { "Gateway token" }

@@ -1,7 +1,8 @@
-//! Console sign-in: a cookie that names the gateway token it was opened with
-//! (never the token itself), signed with a key derived from the master key.
-//! It lives only as long as that token: every request checks the token is
-//! still active, so revoking it signs the browser out on every replica.
+//! Console sign-in: a cookie that names what it was opened with — a gateway
+//! token, or a browser session of the company sign-in — never the secret
+//! itself, signed with a key derived from the master key. It lives only as
+//! long as that credential: every request checks it is still active, so
+//! revoking it signs the browser out on every replica.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -18,8 +19,8 @@ pub const LIFETIME_SECS: i64 = 8 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
-    /// The gateway token's id (`api_tokens.id`).
-    pub token_id: String,
+    /// `token:<api_tokens.id>` or `signin:<oauth_browser_sessions.id>`.
+    pub credential: String,
     pub email: String,
     pub expires_unix: i64,
     /// Random per sign-in: the CSRF token is derived from it.
@@ -84,7 +85,7 @@ mod tests {
 
     fn claims(expires_unix: i64) -> Claims {
         Claims {
-            token_id: "abc".into(),
+            credential: "token:abc".into(),
             email: "a@x".into(),
             expires_unix,
             nonce: "n1".into(),

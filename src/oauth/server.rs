@@ -20,7 +20,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/oauth/authorize", get(authorize))
         .route("/oauth/consent", post(consent))
         .route("/oauth/signin", get(signin_page).post(signin))
+        .route("/oauth/signin/console", get(console_signin))
         .route("/oauth/callback", get(idp_callback))
         .route("/oauth/register", post(register))
         .route("/oauth/revoke", post(revoke))
@@ -96,14 +97,23 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// Where the console turns a browser session into its own.
+const CONSOLE_SSO: &str = "/console/sso";
+
 fn set_cookie(server: &AuthServer, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    // The browser session is read by the console's sign-in too.
+    let path = if name == SESSION_COOKIE {
+        "/"
+    } else {
+        "/oauth"
+    };
     let secure = if server.issuer().starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/oauth; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
     .expect("cookie values are URL-safe")
 }
@@ -243,7 +253,9 @@ struct ConsentTicket {
 /// cookie); with the OpenID provider, what its answer must match.
 #[derive(Serialize, Deserialize)]
 struct Pending {
-    auth: Authorization,
+    /// The client authorization to continue; `None` when the person signs
+    /// in for the console (`/oauth/signin/console`).
+    auth: Option<Authorization>,
     expires: i64,
     idp: Option<IdpPending>,
 }
@@ -419,7 +431,7 @@ async fn authorize(
             let pending = server.seal(
                 "pending",
                 &Pending {
-                    auth,
+                    auth: Some(auth),
                     expires: unix_now() + TICKET_SECS,
                     idp,
                 },
@@ -610,6 +622,45 @@ struct LinkQuery {
     link: Option<String>,
 }
 
+/// Sign in for the console through the company's OpenID provider: the same
+/// path as a client's authorization, with nothing to consent to at the end.
+async fn console_signin(State(server): State<Arc<AuthServer>>, headers: HeaderMap) -> Response {
+    const TOOL: &str = "oauth:signin";
+    if cookie(&headers, SESSION_COOKIE).is_some() {
+        // Perhaps already signed in: the console checks the session.
+        return Redirect::to(CONSOLE_SSO).into_response();
+    }
+    let Some(idp) = &server.idp else {
+        return pages::error(
+            StatusCode::NOT_FOUND,
+            "Sign in to mcpgate",
+            "this gateway has no company sign-in: open the one-time link your administrator gave you",
+            Reason::SigninLinkInvalid.code(),
+        );
+    };
+    let (url, idp_pending) = match idp.start(&server.idp_redirect_uri()).await {
+        Ok(started) => started,
+        Err(refusal) => return refused_page(&server, "anonymous", None, TOOL, refusal).await,
+    };
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    let pending = server.seal(
+        "pending",
+        &Pending {
+            auth: None,
+            expires: unix_now() + TICKET_SECS,
+            idp: Some(idp_pending),
+        },
+    );
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(&server, PENDING_COOKIE, &pending, TICKET_SECS),
+    );
+    response
+}
+
 async fn signin_page(Query(query): Query<LinkQuery>) -> Response {
     match query.link {
         Some(link) => pages::signin_confirm(&link),
@@ -671,13 +722,18 @@ async fn signed_in(server: &AuthServer, headers: &HeaderMap, user: &str, via: &s
         .and_then(|v| server.open::<Pending>("pending", &v))
         .filter(|p| p.expires >= unix_now());
     let mut response = match pending {
-        Some(pending) => consent_page(server, pending.auth, &session).await,
+        Some(Pending {
+            auth: Some(auth), ..
+        }) => consent_page(server, auth, &session).await,
+        // Signed in for the console: it opens its own session from this one.
+        Some(Pending { auth: None, .. }) => Redirect::to(CONSOLE_SSO).into_response(),
         None => pages::page(
             StatusCode::OK,
             "Signed in",
             &format!(
                 "<p>This browser is signed in to mcpgate as <strong>{}</strong>. \
-                 Go back to your AI client and connect again.</p>",
+                 Go back to your AI client and connect again, or \
+                 <a href=\"/console/sso\">open the console</a>.</p>",
                 pages::escape(user)
             ),
         ),
@@ -725,7 +781,7 @@ async fn idp_callback(
         )
         .await;
     };
-    let client = Some(pending.auth.client_id.as_str());
+    let client = pending.auth.as_ref().map(|a| a.client_id.as_str());
     let state = params.get("state").map(String::as_str).unwrap_or_default();
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         state.as_bytes(),
