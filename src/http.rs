@@ -227,6 +227,10 @@ async fn principal_of(
         let grant = match gw.authserver().verify_access(presented).await {
             Ok(grant) => grant,
             Err(rejection) => {
+                if let Some(family) = &rejection.ended_family {
+                    // The family is the sessions' credential: they end with it.
+                    gw.sessions().retire_credential(family);
+                }
                 let subject = rejection.user.as_deref().unwrap_or("anonymous");
                 audit_http_refusal(
                     gw,

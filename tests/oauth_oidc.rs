@@ -293,6 +293,33 @@ oauth:
     let me = browser.get(&format!("{}/console/me", gw.base)).await;
     assert_eq!(me.status, 200, "{}", me.body);
     assert!(me.body.contains("alice@example.com") && me.body.contains("Done in my name"));
+    // The client she authorized above is listed, and she revokes it there.
+    assert!(
+        me.body.contains(r#"aria-label="Revoke OIDC Test Client""#),
+        "{}",
+        me.body
+    );
+    let csrf = me
+        .body
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let revoked = browser
+        .post(
+            &format!("{}/console/me/clients/revoke", gw.base),
+            &[("csrf", &csrf), ("client_id", &client_id)],
+        )
+        .await;
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    let me = browser.get(&format!("{}/console/me", gw.base)).await;
+    assert!(
+        me.body
+            .contains("None: no AI client holds a sign-in of yours."),
+        "{}",
+        me.body
+    );
     // Without the company sign-in's session there is no console session.
     let stranger = Browser::new()
         .get(&format!("{}/console/sso", gw.base))

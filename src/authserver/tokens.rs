@@ -60,6 +60,9 @@ pub struct AccessGrant {
 pub struct AccessRejection {
     pub user: Option<String>,
     pub refusal: Refusal,
+    /// The token's family, when the presenter proved the token and the whole
+    /// family has ended: its MCP sessions can end too.
+    pub ended_family: Option<String>,
 }
 
 /// A client a person authorized, as they see it.
@@ -403,6 +406,7 @@ impl AuthServer {
         let reject = |user: Option<String>, reason: Reason, message: &str| AccessRejection {
             user,
             refusal: Refusal::new(reason, message),
+            ended_family: None,
         };
         let Some((id, secret)) = split_token(presented, ACCESS_PREFIX) else {
             return Err(reject(
@@ -439,11 +443,11 @@ impl AuthServer {
         let revoked: Option<String> = row.get("revoked_at");
         let family_revoked: Option<String> = row.get("family_revoked_at");
         if revoked.is_some() || family_revoked.is_some() {
-            return Err(reject(
-                Some(user),
-                Reason::InvalidToken,
-                "the token was revoked",
-            ));
+            let mut rejection = reject(Some(user), Reason::InvalidToken, "the token was revoked");
+            if family_revoked.is_some() {
+                rejection.ended_family = Some(row.get("family_id"));
+            }
+            return Err(rejection);
         }
         let expires_at: String = row.get("expires_at");
         if expires_at.as_str() <= now().as_str() {

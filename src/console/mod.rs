@@ -76,6 +76,10 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/console/hooks/reload", post(operate::reload_hooks))
         .route("/console/dashboard", get(operate::dashboard))
         .route("/console/me/disconnect", post(operate::disconnect))
+        .route(
+            "/console/me/clients/revoke",
+            post(operate::revoke_my_client),
+        )
         .route("/console/logout", post(actions::logout))
         .route("/console/callers/revoke", post(actions::revoke_grant))
         .route("/console/callers/approve", post(actions::approve))

@@ -300,6 +300,73 @@ pub fn my_tokens(viewer: &Viewer, tokens: &[crate::tokens::TokenRecord]) -> Mark
     }
 }
 
+/// The AI clients a person authorized through sign-in, each revocable.
+pub async fn my_clients(console: &Console, viewer: &Viewer) -> Result<Markup, Response> {
+    let clients = crate::authserver::tokens::authorized_clients(console.gw.pool(), &viewer.email)
+        .await
+        .map_err(store_error)?;
+    Ok(html! {
+        h2 { "My authorized clients" }
+        @if clients.is_empty() { p { "None: no AI client holds a sign-in of yours." } } @else {
+            table {
+                thead { tr {
+                    th scope="col" { "Client" } th scope="col" { "Since" } th scope="col" { "Until" } th scope="col" { "" }
+                } }
+                tbody {
+                    @for c in &clients {
+                        tr {
+                            td { (c.client_name) br; small { (c.client_id) } }
+                            td { (c.created_at) } td { (c.expires_at) }
+                            td {
+                                form method="post" action="/console/me/clients/revoke" {
+                                    input type="hidden" name="csrf" value=(viewer.csrf);
+                                    input type="hidden" name="client_id" value=(c.client_id);
+                                    button type="submit" aria-label={ "Revoke " (c.client_name) } { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+pub async fn revoke_my_client(
+    State(console): State<Arc<Console>>,
+    Extension(viewer): Extension<Viewer>,
+    axum::Form(form): Fields,
+) -> Response {
+    let path = "/console/me/clients/revoke";
+    if let Some(refused) = super::actions::checked(&console, &viewer, &form, path).await {
+        return refused;
+    }
+    let client_id = field(&form, "client_id");
+    match crate::authserver::tokens::revoke_client(console.gw.pool(), &viewer.email, client_id)
+        .await
+    {
+        Ok(0) => {
+            return invalid(
+                Reason::NotFound,
+                &format!("no live authorization of yours for '{client_id}'"),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return store_error(e),
+    }
+    if let Err(response) = console
+        .audit_action(
+            &viewer.email,
+            "revoke_client",
+            format!("revoked client {client_id}"),
+        )
+        .await
+    {
+        return response;
+    }
+    Redirect::to("/console/me").into_response()
+}
+
 /// Create a token: for oneself, or (admins) for anyone configured. The
 /// secret is shown once, on this answer only.
 pub async fn create_token(

@@ -182,6 +182,10 @@ pub async fn me(
         Ok(markup) => markup,
         Err(response) => return response,
     };
+    let clients = match super::operate::my_clients(&console, &viewer).await {
+        Ok(markup) => markup,
+        Err(response) => return response,
+    };
     layout(
         "Done in my name",
         Some(&viewer),
@@ -189,6 +193,7 @@ pub async fn me(
             p { "What the gateway did with you as the subject: your own calls, and those a workflow made as you (its flow is the actor). Newest first; at most " (PAGE_ROWS) "." }
             @if rows.is_empty() { p { "Nothing yet." } } @else { (rows_table(&rows)) }
             (services_and_hooks)
+            (clients)
             (super::operate::my_tokens(&viewer, &tokens))
         },
     )
