@@ -229,7 +229,7 @@ async fn principal_of(
             Err(rejection) => {
                 if let Some(family) = &rejection.ended_family {
                     // The family is the sessions' credential: they end with it.
-                    gw.sessions().retire_credential(family);
+                    gw.sessions().retire_credential(&oauth_credential(family));
                 }
                 let subject = rejection.user.as_deref().unwrap_or("anonymous");
                 audit_http_refusal(
@@ -252,7 +252,7 @@ async fn principal_of(
             }
         };
         Principal {
-            credential_id: format!("oauth:{}", grant.family_id),
+            credential_id: oauth_credential(&grant.family_id),
             subject: user.email.clone(),
             actor: user.email.clone(),
             user: Arc::new(user.clone()),
@@ -348,6 +348,12 @@ async fn principal_of(
 
 /// A 401 from `/mcp`. With the authorization server on, the challenge names
 /// its protected resource metadata (RFC 9728 §5.1), where a client starts.
+/// The credential of a signed-in client's sessions: its token family (a
+/// refreshed token keeps the session).
+fn oauth_credential(family_id: &str) -> String {
+    format!("oauth:{family_id}")
+}
+
 fn unauthorized(gw: &Gateway, error: Option<&str>) -> Response {
     let mut challenge = r#"Bearer realm="mcpgate""#.to_owned();
     if gw.config().oauth.enabled {

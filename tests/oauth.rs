@@ -321,6 +321,7 @@ async fn a_person_signs_in_consents_calls_refreshes_and_revokes() {
     assert_eq!(mine["user"], "alice@example.com");
     assert_eq!(mine["clients"][0]["client_id"], client_id);
     assert_eq!(mine["clients"][0]["client_name"], "Test Client");
+    let sessions_before = gw.gw.sessions().count();
     let revoked = http
         .delete(format!(
             "{}/oauth/clients?{}",
@@ -334,6 +335,9 @@ async fn a_person_signs_in_consents_calls_refreshes_and_revokes() {
     assert_eq!(revoked.status(), 200);
     assert_eq!(list_tools(&gw, &access_2).await.0, 401);
     assert_eq!(list_tools(&gw, &access).await.0, 401);
+    // The family's MCP session (its credential) ends with it.
+    tokio::time::sleep(mcpgate::sessions::RETIRE_GRACE + Duration::from_millis(500)).await;
+    assert_eq!(gw.gw.sessions().count(), sessions_before - 1);
     let (status, after) = refresh(&gw, &client_id, &refresh_2).await;
     assert_eq!(status, 400, "{after}");
 
