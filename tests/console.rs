@@ -35,6 +35,23 @@ fn browser(w: &World, step: &str, token: &str, extra: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// Each of `actions` is in the audit log under the admin's name.
+async fn assert_audited_as_admin(w: &World, actions: &[&str]) {
+    let seen: Vec<String> =
+        w.gw.audit_rows()
+            .await
+            .into_iter()
+            .filter(|r| r.tool.starts_with("console:") && r.subject == "root@example.com")
+            .map(|r| r.tool.clone())
+            .collect();
+    for expected in actions {
+        assert!(
+            seen.iter().any(|a| a == expected),
+            "{expected} not audited: {seen:?}"
+        );
+    }
+}
+
 /// The world without what the operator sets up from the console.
 async fn bare_world() -> World {
     let w = world().await;
@@ -133,23 +150,15 @@ async fn the_operator_journey_of_the_guide() {
     );
 
     // Every console action is in the audit log under the admin's name.
-    let actions: Vec<String> =
-        w.gw.audit_rows()
-            .await
-            .into_iter()
-            .filter(|r| r.tool.starts_with("console:") && r.subject == "root@example.com")
-            .map(|r| r.tool.clone())
-            .collect();
-    for expected in [
-        "console:delegation",
-        "console:put_instance",
-        "console:revoke_grant",
-    ] {
-        assert!(
-            actions.iter().any(|a| a == expected),
-            "{expected} not audited: {actions:?}"
-        );
-    }
+    assert_audited_as_admin(
+        &w,
+        &[
+            "console:delegation",
+            "console:put_instance",
+            "console:revoke_grant",
+        ],
+    )
+    .await;
     client.cancel().await.ok();
     w.gw.stop().await;
 }
@@ -368,23 +377,15 @@ async fn the_operators_other_panels_change_what_they_show() {
     assert_eq!(seen["live_grants"], "1");
     assert_ne!(seen["live_sessions"], "0");
 
-    let actions: Vec<String> =
-        w.gw.audit_rows()
-            .await
-            .into_iter()
-            .filter(|r| r.tool.starts_with("console:") && r.subject == "root@example.com")
-            .map(|r| r.tool.clone())
-            .collect();
-    for expected in [
-        "console:set_override",
-        "console:create_token",
-        "console:reload_hooks",
-    ] {
-        assert!(
-            actions.iter().any(|a| a == expected),
-            "{expected} not audited: {actions:?}"
-        );
-    }
+    assert_audited_as_admin(
+        &w,
+        &[
+            "console:set_override",
+            "console:create_token",
+            "console:reload_hooks",
+        ],
+    )
+    .await;
     client.cancel().await.ok();
     w.gw.stop().await;
 }

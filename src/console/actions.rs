@@ -52,12 +52,7 @@ pub async fn login(State(console): State<Arc<Console>>, request: Request) -> Res
             )
             .await;
     }
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let host = super::host_of(request.headers());
     let form: BTreeMap<String, String> =
         match <Fields as axum::extract::FromRequest<()>>::from_request(request, &()).await {
             Ok(Form(form)) => form,
@@ -138,21 +133,8 @@ fn signed_in(console: &Console, claims: &Claims, host: &str) -> Response {
 /// `/oauth/signin/console` or any sign-in at the authorization server)
 /// opens a console session for the same person.
 pub async fn sso(State(console): State<Arc<Console>>, request: Request) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let value = request
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == "mcpgate_signin")
-        .map(|(_, value)| value.to_owned());
+    let host = super::host_of(request.headers());
+    let value = super::cookie_value(request.headers(), "mcpgate_signin");
     let session = match value {
         Some(value) => crate::authserver::signin::session(console.gw.pool(), &value).await,
         None => None,
@@ -358,8 +340,8 @@ pub async fn approve(
         Ok(id) => approval.id = id,
         Err(e) => return store_error(e),
     }
-    if let Err(response) = console
-        .audit_action(
+    console
+        .done(
             &viewer.email,
             "approve",
             format!(
@@ -371,12 +353,9 @@ pub async fn approve(
                 approval.workspace,
                 approval.id
             ),
+            "/console/callers",
         )
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/callers").into_response()
 }
 
 pub async fn withdraw(
@@ -394,13 +373,14 @@ pub async fn withdraw(
         Ok(false) => return invalid(Reason::NotFound, &format!("no active approval '{id}'")),
         Err(e) => return store_error(e),
     }
-    if let Err(response) = console
-        .audit_action(&viewer.email, "withdraw_approval", format!("withdrew {id}"))
+    console
+        .done(
+            &viewer.email,
+            "withdraw_approval",
+            format!("withdrew {id}"),
+            "/console/callers",
+        )
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/callers").into_response()
 }
 
 pub async fn set_delegation(
@@ -425,17 +405,14 @@ pub async fn set_delegation(
     if let Err(e) = store::set_delegation(console.gw.pool(), enabled, &viewer.email).await {
         return store_error(e);
     }
-    if let Err(response) = console
-        .audit_action(
+    console
+        .done(
             &viewer.email,
             "delegation",
             format!("Delegated Access set to {enabled}"),
+            "/console/clients",
         )
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/clients").into_response()
 }
 
 pub async fn put_instance(
@@ -464,20 +441,17 @@ pub async fn put_instance(
     if let Err(e) = store::put_instance(console.gw.pool(), &instance, &viewer.email).await {
         return store_error(e);
     }
-    if let Err(response) = console
-        .audit_action(
+    console
+        .done(
             &viewer.email,
             "put_instance",
             format!(
                 "Windmill instance {} = {} / {}",
                 instance.name, instance.base_url, instance.workspace
             ),
+            "/console/clients",
         )
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/clients").into_response()
 }
 
 pub async fn remove_instance(
@@ -495,17 +469,14 @@ pub async fn remove_instance(
         Ok(false) => return invalid(Reason::NotFound, &format!("no instance '{name}'")),
         Err(e) => return store_error(e),
     }
-    if let Err(response) = console
-        .audit_action(
+    console
+        .done(
             &viewer.email,
             "remove_instance",
             format!("removed Windmill instance {name}"),
+            "/console/clients",
         )
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/clients").into_response()
 }
 
 #[cfg(test)]

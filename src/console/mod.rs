@@ -131,16 +131,25 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-fn cookie_value(request: &Request) -> Option<String> {
-    request
-        .headers()
+/// The value of cookie `name` in `headers`.
+fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.to_owned())
+}
+
+/// The request's `Host` (for the cookie's `Secure` flag).
+fn host_of(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// A request from another site: its Origin names another host. Browsers send
@@ -166,7 +175,7 @@ async fn require_session(
     next: Next,
 ) -> Response {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = cookie_value(&request).and_then(|v| console.key.open(&v, now));
+    let claims = cookie_value(request.headers(), COOKIE).and_then(|v| console.key.open(&v, now));
     let Some(claims) = claims else {
         return Redirect::to("/console/login").into_response();
     };
@@ -230,6 +239,14 @@ impl Console {
             .await;
         let status = StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
         (status, pages::refusal_page(reason.code(), message)).into_response()
+    }
+
+    /// A state change done: audited under `admin`'s name, then back to `page`.
+    async fn done(&self, admin: &str, action: &str, what: String, page: &str) -> Response {
+        match self.audit_action(admin, action, what).await {
+            Ok(()) => Redirect::to(page).into_response(),
+            Err(response) => response,
+        }
     }
 
     /// An admin's action, audited under their name before it is answered.

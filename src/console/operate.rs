@@ -158,17 +158,14 @@ pub async fn set_override(
     {
         return store_error(e);
     }
-    if let Err(response) = console
-        .audit_action(
+    console
+        .done(
             &viewer.email,
             "set_override",
             format!("{pattern} = {}", risk.as_str()),
+            "/console/services",
         )
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/services").into_response()
 }
 
 pub async fn remove_override(
@@ -191,17 +188,14 @@ pub async fn remove_override(
         Ok(false) => return invalid(Reason::NotFound, &format!("no override '{pattern}'")),
         Err(e) => return store_error(e),
     }
-    if let Err(response) = console
-        .audit_action(
+    console
+        .done(
             &viewer.email,
             "remove_override",
             format!("removed {pattern}"),
+            "/console/services",
         )
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/services").into_response()
 }
 
 pub async fn users(
@@ -354,17 +348,14 @@ pub async fn revoke_my_client(
         Ok(_) => {}
         Err(e) => return store_error(e),
     }
-    if let Err(response) = console
-        .audit_action(
+    console
+        .done(
             &viewer.email,
             "revoke_client",
             format!("revoked client {client_id}"),
+            "/console/me",
         )
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/me").into_response()
 }
 
 /// Create a token: for oneself, or (admins) for anyone configured. The
@@ -556,13 +547,9 @@ pub async fn reload_hooks(
         Ok(count) => format!("hooks reloaded: {count} active"),
         Err(e) => format!("hooks not reloaded ({e}); the previous set stays active"),
     };
-    if let Err(response) = console
-        .audit_action(&viewer.email, "reload_hooks", outcome)
+    console
+        .done(&viewer.email, "reload_hooks", outcome, "/console/hooks")
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/hooks").into_response()
 }
 
 /// The upper bound of the bucket holding quantile `q` of a histogram.
@@ -805,17 +792,14 @@ pub async fn disconnect(
         }
         Err(e) => return store_error(e),
     }
-    if let Err(response) = console
-        .audit_action(
+    console
+        .done(
             &viewer.email,
             "disconnect",
             format!("removed their {service} credential"),
+            "/console/me",
         )
         .await
-    {
-        return response;
-    }
-    Redirect::to("/console/me").into_response()
 }
 
 #[cfg(test)]
