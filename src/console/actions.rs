@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::Form;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Form};
 use maud::html;
 
 use super::session::{COOKIE, Claims, LIFETIME_SECS};
@@ -173,51 +173,55 @@ pub async fn sso(State(console): State<Arc<Console>>, request: Request) -> Respo
     signed_in(&console, &claims, &host)
 }
 
-/// The CSRF check of every signed-in POST: refused (403, audited) without
-/// this session's token.
-pub(super) async fn checked(
-    console: &Console,
-    viewer: &Viewer,
-    form: &BTreeMap<String, String>,
-    path: &str,
-) -> Option<Response> {
-    if console
-        .key
-        .csrf_matches(&viewer.claims, field(form, "csrf"))
-    {
-        return None;
+/// A signed-in POST whose CSRF token is this session's; refused (403,
+/// audited) otherwise. The form's fields come with it.
+pub struct Post(pub Viewer, pub BTreeMap<String, String>);
+
+/// A [`Post`] by an admin; anyone else is refused (403 `not_admin`, audited).
+pub struct AdminPost(pub Viewer, pub BTreeMap<String, String>);
+
+impl FromRequest<Arc<Console>> for Post {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, console: &Arc<Console>) -> Result<Self, Response> {
+        let path = request.uri().path().to_owned();
+        let viewer = request
+            .extensions()
+            .get::<Viewer>()
+            .cloned()
+            .ok_or_else(|| Redirect::to("/console/login").into_response())?;
+        let Form(form) = Fields::from_request(request, &())
+            .await
+            .map_err(|rejection| {
+                (StatusCode::BAD_REQUEST, rejection.to_string()).into_response()
+            })?;
+        if console
+            .key
+            .csrf_matches(&viewer.claims, field(&form, "csrf"))
+        {
+            return Ok(Post(viewer, form));
+        }
+        let message = "missing or wrong CSRF token";
+        Err(console
+            .refuse_at(&viewer.email, &path, Reason::CsrfMismatch, message)
+            .await)
     }
-    Some(
-        console
-            .refuse_at(
-                &viewer.email,
-                path,
-                Reason::CsrfMismatch,
-                "missing or wrong CSRF token",
-            )
-            .await,
-    )
 }
 
-/// A state change only admins may make (and only with the CSRF token).
-pub(super) async fn admin_post(
-    console: &Console,
-    viewer: &Viewer,
-    form: &BTreeMap<String, String>,
-    path: &str,
-) -> Option<Response> {
-    if let Some(refused) = checked(console, viewer, form, path).await {
-        return Some(refused);
+impl FromRequest<Arc<Console>> for AdminPost {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, console: &Arc<Console>) -> Result<Self, Response> {
+        let path = request.uri().path().to_owned();
+        let Post(viewer, form) = Post::from_request(request, console).await?;
+        if viewer.admin {
+            return Ok(AdminPost(viewer, form));
+        }
+        let message = format!("{} is not an admin", viewer.email);
+        Err(console
+            .refuse_at(&viewer.email, &path, Reason::NotAdmin, &message)
+            .await)
     }
-    if viewer.admin {
-        return None;
-    }
-    let message = format!("{} is not an admin", viewer.email);
-    Some(
-        console
-            .refuse_at(&viewer.email, path, Reason::NotAdmin, &message)
-            .await,
-    )
 }
 
 fn store_error(e: sqlx::Error) -> Response {
@@ -237,14 +241,8 @@ pub(super) fn invalid(reason: Reason, message: &str) -> Response {
         .into_response()
 }
 
-pub async fn logout(
-    State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    Form(form): Fields,
-) -> Response {
-    if let Some(refused) = checked(&console, &viewer, &form, "/console/logout").await {
-        return refused;
-    }
+/// Sign out: the cookie goes (the CSRF check keeps other sites from doing it).
+pub async fn logout(_signed_in: Post) -> Response {
     let mut response = Redirect::to("/console/login").into_response();
     response
         .headers_mut()
@@ -254,13 +252,8 @@ pub async fn logout(
 
 pub async fn revoke_grant(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    Form(form): Fields,
+    AdminPost(viewer, form): AdminPost,
 ) -> Response {
-    let path = "/console/callers/revoke";
-    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let grant_id = field(&form, "grant_id").to_owned();
     let filter = RevokeFilter {
         grant_id: Some(grant_id.clone()),
@@ -310,13 +303,8 @@ fn pages_result(viewer: &Viewer, title: &str, body: maud::Markup) -> Response {
 
 pub async fn approve(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    Form(form): Fields,
+    AdminPost(viewer, form): AdminPost,
 ) -> Response {
-    let path = "/console/callers/approve";
-    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let mut approval = Approval {
         id: String::new(),
         instance: field(&form, "instance").to_owned(),
@@ -360,13 +348,8 @@ pub async fn approve(
 
 pub async fn withdraw(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    Form(form): Fields,
+    AdminPost(viewer, form): AdminPost,
 ) -> Response {
-    let path = "/console/callers/withdraw";
-    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let id = field(&form, "id");
     match store::withdraw_approval(console.gw.pool(), id, &viewer.email).await {
         Ok(true) => {}
@@ -385,13 +368,8 @@ pub async fn withdraw(
 
 pub async fn set_delegation(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    Form(form): Fields,
+    AdminPost(viewer, form): AdminPost,
 ) -> Response {
-    let path = "/console/clients/delegation";
-    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let enabled = match field(&form, "enabled") {
         "true" => true,
         "false" => false,
@@ -417,13 +395,8 @@ pub async fn set_delegation(
 
 pub async fn put_instance(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    Form(form): Fields,
+    AdminPost(viewer, form): AdminPost,
 ) -> Response {
-    let path = "/console/clients/instances";
-    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let flows: Vec<String> = field(&form, "allowed_flows")
         .split(',')
         .map(|s| s.trim().to_owned())
@@ -456,13 +429,8 @@ pub async fn put_instance(
 
 pub async fn remove_instance(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    Form(form): Fields,
+    AdminPost(viewer, form): AdminPost,
 ) -> Response {
-    let path = "/console/clients/instances/remove";
-    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let name = field(&form, "name");
     match store::remove_instance(console.gw.pool(), name).await {
         Ok(true) => {}

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
-use super::actions::{Fields, admin_post, field, invalid};
+use super::actions::{AdminPost, Post, field, invalid};
 use super::pages::{admin_only, page, store_error};
 use super::{Console, Viewer};
 use crate::config::Upstream;
@@ -133,13 +133,8 @@ pub async fn services(
 
 pub async fn set_override(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    axum::Form(form): Fields,
+    AdminPost(viewer, form): AdminPost,
 ) -> Response {
-    let path = "/console/services/overrides";
-    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let pattern = field(&form, "pattern");
     let Some(risk) = actors::grant::Risk::parse(field(&form, "risk")) else {
         return invalid(Reason::InvalidBody, "risk: use read, write or high_risk");
@@ -170,13 +165,8 @@ pub async fn set_override(
 
 pub async fn remove_override(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    axum::Form(form): Fields,
+    AdminPost(viewer, form): AdminPost,
 ) -> Response {
-    let path = "/console/services/overrides/remove";
-    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let pattern = field(&form, "pattern");
     match console
         .gw
@@ -328,13 +318,8 @@ pub async fn my_clients(console: &Console, viewer: &Viewer) -> Result<Markup, Re
 
 pub async fn revoke_my_client(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    axum::Form(form): Fields,
+    Post(viewer, form): super::actions::Post,
 ) -> Response {
-    let path = "/console/me/clients/revoke";
-    if let Some(refused) = super::actions::checked(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let client_id = field(&form, "client_id");
     match crate::authserver::tokens::revoke_client(console.gw.pool(), &viewer.email, client_id)
         .await
@@ -362,13 +347,9 @@ pub async fn revoke_my_client(
 /// secret is shown once, on this answer only.
 pub async fn create_token(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    axum::Form(form): Fields,
+    Post(viewer, form): super::actions::Post,
 ) -> Response {
     let path = "/console/tokens";
-    if let Some(refused) = super::actions::checked(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let user = field(&form, "user");
     if user != viewer.email && !viewer.admin {
         let message = format!("{} may create tokens for themselves only", viewer.email);
@@ -411,13 +392,9 @@ pub async fn create_token(
 
 pub async fn revoke_token(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    axum::Form(form): Fields,
+    Post(viewer, form): super::actions::Post,
 ) -> Response {
     let path = "/console/tokens/revoke";
-    if let Some(refused) = super::actions::checked(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let id = field(&form, "id");
     let owner = match crate::tokens::active_user(console.gw.pool(), id).await {
         Ok(owner) => owner,
@@ -536,13 +513,8 @@ pub async fn hooks_pii(
 
 pub async fn reload_hooks(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    axum::Form(form): Fields,
+    AdminPost(viewer, _): AdminPost,
 ) -> Response {
-    let path = "/console/hooks/reload";
-    if let Some(refused) = admin_post(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let outcome = match console.gw.hooks().reload() {
         Ok(count) => format!("hooks reloaded: {count} active"),
         Err(e) => format!("hooks not reloaded ({e}); the previous set stays active"),
@@ -774,13 +746,8 @@ pub async fn my_services_and_hooks(console: &Console, viewer: &Viewer) -> Result
 
 pub async fn disconnect(
     State(console): State<Arc<Console>>,
-    Extension(viewer): Extension<Viewer>,
-    axum::Form(form): Fields,
+    Post(viewer, form): super::actions::Post,
 ) -> Response {
-    let path = "/console/me/disconnect";
-    if let Some(refused) = super::actions::checked(&console, &viewer, &form, path).await {
-        return refused;
-    }
     let service = field(&form, "service");
     match crate::vault::delete(console.gw.pool(), &viewer.email, service).await {
         Ok(true) => {}
