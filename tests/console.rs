@@ -507,3 +507,44 @@ async fn a_person_sees_and_disconnects_their_connected_service() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_live_tail_shows_a_new_row_without_a_click() {
+    use tokio::io::AsyncBufReadExt;
+    let w = world().await;
+    let marker = format!("no_such_tool_{}", hex::encode(rand::random::<[u8; 4]>()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/browser.py");
+    let mut browser = tokio::process::Command::new(python())
+        .arg(script)
+        .arg("tail")
+        .args([
+            "--url",
+            &w.gw.base,
+            "--token",
+            &w.admin_token,
+            "--reason",
+            &marker,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(browser.stdout.take().unwrap()).lines();
+    let ready = lines.next_line().await.unwrap();
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready"),
+        "the browser did not open the tail"
+    );
+    // A refused call, written after the page was loaded.
+    let alice = rmcp_connect(&w.gw.url, &w.gw.token("alice@example.com").await).await;
+    assert!(call(&alice, &marker, json!({})).await.is_err());
+    let seen: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let status = browser.wait().await.unwrap();
+    assert!(status.success(), "the row never appeared in the live tail");
+    assert_eq!(seen["refresh"], "3");
+    assert!(seen["live"].as_str().unwrap().starts_with("Live"), "{seen}");
+    alice.cancel().await.ok();
+    w.gw.stop().await;
+}

@@ -10,9 +10,9 @@
 //! | `/console/me`        | everyone | *Done in my name*: rows where they are the subject |
 //! | `/console/callers`   | admins   | live grants (revoke), approvals, refused high_risk attempts |
 //! | `/console/clients`   | admins   | the Delegated Access flag, Windmill instances |
-//! | `/console/audit`     | admins   | the audit log, filtered; CSV/JSONL export      |
+//! | `/console/audit`     | admins   | the audit log, filtered; CSV/JSONL export; live tail (a meta refresh) |
 //! | `/console/services`  | admins   | connectors, actions with risk and its source, overrides |
-//! | `/console/users`     | admins   | users, access, flags; gateway tokens (create, revoke) |
+//! | `/console/users`     | admins   | users, access, flags; authorized AI clients and gateway tokens (create, revoke) |
 //! | `/console/hooks`     | admins   | active hooks, last reload error, reload; PII modes and counters |
 //! | `/console/dashboard` | admins   | calls over time, per service, refusals, latency, live sessions and grants |
 //!
@@ -71,6 +71,10 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         )
         .route("/console/users", get(operate::users))
         .route("/console/tokens", post(operate::create_token))
+        .route(
+            "/console/users/clients/revoke",
+            post(operate::revoke_users_client),
+        )
         .route("/console/tokens/revoke", post(operate::revoke_token))
         .route("/console/hooks", get(operate::hooks_pii))
         .route("/console/hooks/reload", post(operate::reload_hooks))

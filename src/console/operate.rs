@@ -200,6 +200,13 @@ pub async fn users(
         Err(e) => return store_error(e),
     };
     let config = console.gw.config().clone();
+    let mut clients = Vec::new();
+    for user in config.users.iter().filter(|u| !u.service_account) {
+        match crate::authserver::tokens::authorized_clients(console.gw.pool(), &user.email).await {
+            Ok(theirs) => clients.extend(theirs.into_iter().map(|c| (user.email.clone(), c))),
+            Err(e) => return store_error(e),
+        }
+    }
     page(
         "Users and access",
         &viewer,
@@ -219,6 +226,31 @@ pub async fn users(
                 }
             }
             p class="hint" { "Users and their access are configured in the gateway's config file." }
+            h2 { "Authorized AI clients" }
+            @if clients.is_empty() { p { "No AI client holds anyone's sign-in." } } @else {
+                table {
+                    thead { tr {
+                        th scope="col" { "User" } th scope="col" { "Client" } th scope="col" { "Since" }
+                        th scope="col" { "Until" } th scope="col" { "" }
+                    } }
+                    tbody {
+                        @for (user, c) in &clients {
+                            tr {
+                                td { (user) } td { (c.client_name) br; small { (c.client_id) } }
+                                td { (c.created_at) } td { (c.expires_at) }
+                                td {
+                                    form method="post" action="/console/users/clients/revoke" {
+                                        input type="hidden" name="csrf" value=(viewer.csrf);
+                                        input type="hidden" name="user" value=(user);
+                                        input type="hidden" name="client_id" value=(c.client_id);
+                                        button type="submit" aria-label={ "Revoke " (c.client_name) " for " (user) } { "Revoke" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             h2 { "Gateway tokens" }
             (tokens_table(&viewer, tokens.iter().filter(|t| t.revoked_at.is_none()).collect()))
             h3 { "Create a token" }
@@ -263,6 +295,26 @@ fn tokens_table(viewer: &Viewer, tokens: Vec<&crate::tokens::TokenRecord>) -> Ma
             }
         }
     }
+}
+
+/// An admin withdraws a person's authorization of an AI client.
+pub async fn revoke_users_client(
+    State(console): State<Arc<Console>>,
+    AdminPost(viewer, form): AdminPost,
+) -> Response {
+    let (user, client_id) = (field(&form, "user"), field(&form, "client_id"));
+    match crate::authserver::tokens::revoke_client(console.gw.pool(), user, client_id).await {
+        Ok(0) => {
+            let message = format!("{user} has no live authorization for '{client_id}'");
+            return invalid(Reason::NotFound, &message);
+        }
+        Ok(_) => {}
+        Err(e) => return store_error(e),
+    }
+    let what = format!("revoked client {client_id} of {user}");
+    console
+        .done(&viewer.email, "revoke_client", what, "/console/users")
+        .await
 }
 
 /// A person's own tokens (on *Done in my name*); admins see everyone's on Users.

@@ -18,6 +18,17 @@ use crate::domain::Reason;
 const PAGE_ROWS: i64 = 200;
 
 fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Html<String> {
+    layout_refreshing(title, viewer, body, None)
+}
+
+/// A page that reloads itself every `refresh_secs` (the audit's live tail:
+/// a meta refresh, so no script is needed and the CSP still forbids all).
+fn layout_refreshing(
+    title: &str,
+    viewer: Option<&Viewer>,
+    body: Markup,
+    refresh_secs: Option<u32>,
+) -> Html<String> {
     Html(
         html! {
             (DOCTYPE)
@@ -26,6 +37,9 @@ fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Html<String> {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     title { (title) " · mcpgate" }
+                    @if let Some(secs) = refresh_secs {
+                        meta http-equiv="refresh" content=(secs);
+                    }
                     link rel="stylesheet" href="/console/assets/console.css";
                 }
                 body {
@@ -442,6 +456,8 @@ pub struct AuditQuery {
     reason: Option<String>,
     since: Option<String>,
     format: Option<String>,
+    /// `1`: the live tail (the page reloads itself every few seconds).
+    live: Option<String>,
 }
 
 impl AuditQuery {
@@ -499,7 +515,8 @@ pub async fn audit(
         }
     };
     let query = q.query_string();
-    layout(
+    let live = q.live.as_deref() == Some("1");
+    layout_refreshing(
         "Audit",
         Some(&viewer),
         html! {
@@ -516,12 +533,23 @@ pub async fn audit(
                 "Export these rows: "
                 a href={ "/console/audit/export?format=csv&" (query) } { "CSV" } " · "
                 a href={ "/console/audit/export?format=jsonl&" (query) } { "JSONL" }
+                " · "
+                @if live {
+                    strong id="live-tail" { "Live: the newest rows, reloaded every " (LIVE_TAIL_SECS) " s" }
+                    " · " a href={ "/console/audit?" (query) } { "Stop" }
+                } @else {
+                    a href={ "/console/audit?live=1&" (query) } { "Live tail" }
+                }
             }
             @if rows.is_empty() { p { "No rows match." } } @else { (rows_table(&rows)) }
         },
+        live.then_some(LIVE_TAIL_SECS),
     )
     .into_response()
 }
+
+/// How often the audit's live tail reloads.
+const LIVE_TAIL_SECS: u32 = 3;
 
 /// Rows an export holds at most.
 const EXPORT_ROWS: i64 = 100_000;

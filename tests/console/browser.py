@@ -166,7 +166,20 @@ def operate(page: Page, a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def tail(page: Page, a: argparse.Namespace) -> dict[str, Any]:
+    """The audit's live tail: a row written after the page opened shows up."""
+    page.goto(f"{a.url}/console/audit")
+    page.get_by_role("link", name="Live tail").click()
+    page.wait_for_url(f"{a.url}/console/audit?live=1**")
+    refresh = page.locator('meta[http-equiv="refresh"]').get_attribute("content")
+    print("ready", flush=True)
+    # The test makes a call now; the page reloads itself until its row is there.
+    page.get_by_text(a.reason).first.wait_for(timeout=20_000)
+    return {"refresh": refresh, "live": page.locator("#live-tail").inner_text()}
+
+
 STEPS = {
+    "tail": tail,
     "operate": operate,
     "setup": setup,
     "revoke": revoke,
