@@ -182,12 +182,16 @@ services:
 users:
   - email: alice@example.com
     access: {{ warehouse: read }}
+  - email: bob@example.com
+    access: {{ warehouse: read }}
 oauth:
   oidc:
     issuer: {}
     client_id: mcpgate
     client_secret_env: {SECRET_VAR}
     allowed_domains: [example.com]
+    allowed_groups: [engineering]
+    scopes: [openid, email, groups]
 "#,
         upstream.url, idp.issuer
     );
@@ -218,6 +222,18 @@ oauth:
     let page = sign_in_at_idp(&mut Browser::new(), &gw, &idp, &client_id, "mallory", |u| u).await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(page.body.contains("signin_refused"));
+    // a configured person outside the allowed groups;
+    let page = sign_in_at_idp(
+        &mut Browser::new(),
+        &gw,
+        &idp,
+        &client_id,
+        "contractor",
+        |u| u,
+    )
+    .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("signin_refused") && page.body.contains("none of the groups"));
     // an email the IdP has not verified;
     let page = sign_in_at_idp(
         &mut Browser::new(),

@@ -51,6 +51,17 @@ struct Claims {
     email: Option<String>,
     #[serde(default)]
     email_verified: Option<serde_json::Value>,
+    /// The person's groups, for `oidc.allowed_groups` (the provider must be
+    /// asked for them, usually with a `groups` scope).
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+}
+
+/// Who an ID token names: a verified email, and the groups it states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub email: String,
+    pub groups: Vec<String>,
 }
 
 pub struct Idp {
@@ -194,13 +205,20 @@ impl Idp {
             .as_str()
             .ok_or_else(|| Refusal::new(Reason::IdTokenInvalid, "the provider sent no ID token"))?;
         let key = self.key_for(id_token, &discovery).await?;
-        let email = check_id_token(
+        let Identity { email, groups } = check_id_token(
             id_token,
             &key,
             &discovery.issuer,
             &self.config.client_id,
             &pending.nonce,
         )?;
+        let allowed = &self.config.allowed_groups;
+        if !allowed.is_empty() && !groups.iter().any(|g| allowed.contains(g)) {
+            return Err(Refusal::new(
+                Reason::SigninRefused,
+                format!("{email} is in none of the groups allowed to sign in here"),
+            ));
+        }
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
         if !self.config.allowed_domains.is_empty()
             && !self
@@ -254,14 +272,14 @@ impl Idp {
 
 /// Check an ID token signed by `key`: asymmetric algorithm, signature,
 /// issuer, audience, expiry (by `jsonwebtoken`), then nonce and a verified
-/// email. The email, lower-cased, on success.
+/// email. The email, lower-cased, and the groups on success.
 pub fn check_id_token(
     token: &str,
     key: &DecodingKey,
     issuer: &str,
     client_id: &str,
     nonce: &str,
-) -> Result<String, Refusal> {
+) -> Result<Identity, Refusal> {
     let invalid = |m: String| Refusal::new(Reason::IdTokenInvalid, m);
     let header = jsonwebtoken::decode_header(token)
         .map_err(|e| invalid(format!("the ID token is malformed: {e}")))?;
@@ -313,7 +331,10 @@ pub fn check_id_token(
             format!("the provider has not verified {email}"),
         ));
     }
-    Ok(email.to_ascii_lowercase())
+    Ok(Identity {
+        email: email.to_ascii_lowercase(),
+        groups: claims.groups.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
@@ -357,7 +378,9 @@ mod tests {
         let s = signer();
         let t = token(&s, claims());
         assert_eq!(
-            check_id_token(&t, &s.decoding, "https://idp.example", "mcpgate", "n-1").unwrap(),
+            check_id_token(&t, &s.decoding, "https://idp.example", "mcpgate", "n-1")
+                .unwrap()
+                .email,
             "alice@example.com"
         );
     }

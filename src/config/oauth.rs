@@ -124,6 +124,10 @@ pub struct OidcConfig {
     /// be a configured user in any case).
     #[serde(default)]
     pub allowed_domains: Vec<String>,
+    /// Groups allowed to sign in, read from the ID token's `groups` claim
+    /// (empty: any group; ask the provider for it, e.g. scope `groups`).
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
     #[serde(default = "default_oidc_scopes")]
     pub scopes: Vec<String>,
     /// Timeout of each call to the provider (discovery, keys, token).

@@ -6,7 +6,9 @@
 // Prints {"issuer": "http://127.0.0.1:<port>"} once it listens.
 // Accounts (log in with the name; any password): alice (alice@example.com,
 // verified), mallory (mallory@example.com, verified, not a gateway user),
-// unverified (alice@example.com, email_verified false).
+// unverified (alice@example.com, email_verified false), contractor
+// (bob@example.com, verified, a gateway user outside the allowed group).
+// Everyone but the contractor is in the group `engineering` (scope `groups`).
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -20,9 +22,10 @@ const { default: Provider } = await import(
 
 const [redirectUri, clientSecret] = process.argv.slice(2);
 const accounts = {
-  alice: { email: 'alice@example.com', email_verified: true },
-  mallory: { email: 'mallory@example.com', email_verified: true },
-  unverified: { email: 'alice@example.com', email_verified: false },
+  alice: { email: 'alice@example.com', email_verified: true, groups: ['engineering'] },
+  mallory: { email: 'mallory@example.com', email_verified: true, groups: ['engineering'] },
+  unverified: { email: 'alice@example.com', email_verified: false, groups: ['engineering'] },
+  contractor: { email: 'bob@example.com', email_verified: true, groups: ['contractors'] },
 };
 
 const server = http.createServer();
@@ -37,7 +40,7 @@ server.listen(0, '127.0.0.1', () => {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     }],
-    claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], groups: ['groups'] },
     // The email claims in the ID token itself, not only at userinfo.
     conformIdTokenClaims: false,
     pkce: { required: () => true },
