@@ -191,14 +191,15 @@ impl AuthServer {
         .rows_affected()
             == 1;
         if !won {
-            self.revoke_family(&family_id, "authorization code replayed")
-                .await
-                .map_err(store)?;
-            return Err(fail(
-                who,
-                Reason::CodeReplayed,
-                "the code was already used; the tokens minted from it are revoked",
-            ));
+            return Err(self
+                .revoke_and_refuse(
+                    &family_id,
+                    "authorization code replayed",
+                    who,
+                    Reason::CodeReplayed,
+                    "the code was already used; the tokens minted from it are revoked",
+                )
+                .await);
         }
         let expires_at: String = row.get("expires_at");
         if expires_at.as_str() <= now().as_str() {
@@ -229,29 +230,20 @@ impl AuthServer {
         };
         let challenge: String = row.get("code_challenge");
         if !pkce::verify_s256(verifier, &challenge) {
-            self.revoke_family(&family_id, "wrong PKCE verifier")
-                .await
-                .map_err(store)?;
-            return Err(fail(
-                who,
-                Reason::PkceMismatch,
-                "code_verifier does not match the code_challenge",
-            ));
+            return Err(self
+                .revoke_and_refuse(
+                    &family_id,
+                    "wrong PKCE verifier",
+                    who,
+                    Reason::PkceMismatch,
+                    "code_verifier does not match the code_challenge",
+                )
+                .await);
         }
         let bound: String = row.get("resource");
-        if let Some(resource) = resource
-            && resource != bound
-        {
-            return Err(fail(
-                who,
-                Reason::InvalidTarget,
-                format!("resource must be {bound}"),
-            ));
-        }
         let scope: String = row.get("scope");
-        self.mint(&family_id, &user, client_id, &scope)
+        self.mint_bound(&family_id, &user, client_id, resource, &bound, &scope)
             .await
-            .map_err(store)
     }
 
     /// `grant_type=refresh_token`: each refresh token works once and is
@@ -317,14 +309,15 @@ impl AuthServer {
             .rows_affected()
                 == 1;
         if !won {
-            self.revoke_family(&family_id, "refresh token reused")
-                .await
-                .map_err(store)?;
-            return Err(fail(
-                who,
-                Reason::RefreshReused,
-                "the refresh token was already used; every token of this sign-in is revoked",
-            ));
+            return Err(self
+                .revoke_and_refuse(
+                    &family_id,
+                    "refresh token reused",
+                    who,
+                    Reason::RefreshReused,
+                    "the refresh token was already used; every token of this sign-in is revoked",
+                )
+                .await);
         }
         let revoked: Option<String> = row.get("revoked_at");
         if revoked.is_some() {
@@ -343,19 +336,50 @@ impl AuthServer {
             ));
         }
         let bound: String = row.get("resource");
+        let scope: String = row.get("scope");
+        self.mint_bound(&family_id, &user, client_id, resource, &bound, &scope)
+            .await
+    }
+
+    /// The next tokens of `family_id`, unless the client asks for a
+    /// `resource` other than the one the sign-in is `bound` to.
+    async fn mint_bound(
+        &self,
+        family_id: &str,
+        user: &str,
+        client_id: &str,
+        resource: Option<&str>,
+        bound: &str,
+        scope: &str,
+    ) -> Result<Issued, TokenFailure> {
         if let Some(resource) = resource
             && resource != bound
         {
             return Err(fail(
-                who,
+                Some(user.to_owned()),
                 Reason::InvalidTarget,
                 format!("resource must be {bound}"),
             ));
         }
-        let scope: String = row.get("scope");
-        self.mint(&family_id, &user, client_id, &scope)
+        self.mint(family_id, user, client_id, scope)
             .await
             .map_err(store)
+    }
+
+    /// Revokes `family_id` (a replay or a wrong verifier means a secret may
+    /// have leaked), then the refusal; a store error wins over the refusal.
+    async fn revoke_and_refuse(
+        &self,
+        family_id: &str,
+        why: &str,
+        who: Option<String>,
+        reason: Reason,
+        message: &str,
+    ) -> TokenFailure {
+        match self.revoke_family(family_id, why).await {
+            Ok(_) => fail(who, reason, message),
+            Err(error) => store(error),
+        }
     }
 
     /// A new access token and refresh token in `family_id`.
