@@ -95,12 +95,7 @@ async fn code_for(gw: &TestGateway, client_id: &str, redirect: &str) -> (Browser
     assert!(first.body.contains("Sign in first"));
     let consent = browser.sign_in(&gw.base, &link).await;
     assert_eq!(consent.status, 200, "{}", consent.body);
-    let answered = browser
-        .post(
-            &format!("{}/oauth/consent", gw.base),
-            &[("ticket", &ticket_of(&consent)), ("decision", "approve")],
-        )
-        .await;
+    let answered = browser.approve(&gw.base, &consent).await;
     assert_eq!(answered.status, 303, "{}", answered.body);
     let location = answered.location.unwrap();
     assert!(location.starts_with(redirect), "{location}");
@@ -157,6 +152,15 @@ async fn refresh(gw: &TestGateway, client_id: &str, refresh_token: &str) -> (u16
         ],
     )
     .await
+}
+
+/// The token endpoint's answer is a 400 refusal with `reason`.
+fn assert_refused((status, body): (u16, Value), reason: &str) {
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some(reason)),
+        "{body}"
+    );
 }
 
 /// `tools/list` on `/mcp` (2026-07-28, stateless) with `access`: status and body.
@@ -584,47 +588,43 @@ async fn token_endpoint_attacks_are_refused_and_audited() {
     // Wrong verifier: refused, and the code is spent.
     let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
     let (wrong, _) = pkce();
-    let (status, body) = exchange(&gw, &client_id, &code, &wrong, REDIRECT).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("pkce_mismatch"))
+    assert_refused(
+        exchange(&gw, &client_id, &code, &wrong, REDIRECT).await,
+        "pkce_mismatch",
     );
-    let (status, body) = exchange(&gw, &client_id, &code, &verifier, REDIRECT).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("code_replayed"))
+    assert_refused(
+        exchange(&gw, &client_id, &code, &verifier, REDIRECT).await,
+        "code_replayed",
     );
 
     // Missing verifier.
     let (_, code, _) = code_for(&gw, &client_id, REDIRECT).await;
-    let (status, body) = token(
-        &gw,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client_id),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-        ],
-    )
-    .await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("pkce_required"))
+    assert_refused(
+        token(
+            &gw,
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", &client_id),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+            ],
+        )
+        .await,
+        "pkce_required",
     );
 
     // Redirect URI differing from the authorization request's.
     let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let (status, body) = exchange(
-        &gw,
-        &client_id,
-        &code,
-        &verifier,
-        "http://127.0.0.1:53682/other",
-    )
-    .await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("invalid_code"))
+    assert_refused(
+        exchange(
+            &gw,
+            &client_id,
+            &code,
+            &verifier,
+            "http://127.0.0.1:53682/other",
+        )
+        .await,
+        "invalid_code",
     );
 
     // Code replay: the tokens minted from the code are revoked.
@@ -633,20 +633,18 @@ async fn token_endpoint_attacks_are_refused_and_audited() {
     assert_eq!(status, 200);
     let access = first["access_token"].as_str().unwrap();
     assert_eq!(list_tools(&gw, access).await.0, 200);
-    let (status, replay) = exchange(&gw, &client_id, &code, &verifier, REDIRECT).await;
-    assert_eq!(
-        (status, replay["reason"].as_str()),
-        (400, Some("code_replayed"))
+    assert_refused(
+        exchange(&gw, &client_id, &code, &verifier, REDIRECT).await,
+        "code_replayed",
     );
     assert_eq!(list_tools(&gw, access).await.0, 401);
 
     // Another client's code.
     let other = register(&gw, REDIRECT).await;
     let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let (status, body) = exchange(&gw, &other, &code, &verifier, REDIRECT).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("invalid_code"))
+    assert_refused(
+        exchange(&gw, &other, &code, &verifier, REDIRECT).await,
+        "invalid_code",
     );
 
     // A resource other than this /mcp at the token endpoint.
@@ -898,12 +896,7 @@ async fn client_metadata_documents_are_fetched_within_bounds() {
     let consent = browser.get(&authorize_url(&gw, &client_id, &params)).await;
     assert_eq!(consent.status, 200, "{}", consent.body);
     assert!(consent.body.contains("Doc Client"));
-    let answered = browser
-        .post(
-            &format!("{}/oauth/consent", gw.base),
-            &[("ticket", &ticket_of(&consent)), ("decision", "approve")],
-        )
-        .await;
+    let answered = browser.approve(&gw.base, &consent).await;
     let code = query_of(&answered.location.unwrap())["code"].clone();
     let (status, tokens) = exchange(&gw, &client_id, &code, &verifier, REDIRECT).await;
     assert_eq!(status, 200, "{tokens}");
