@@ -142,6 +142,12 @@ async fn exchange(
     .await
 }
 
+/// The tokens `client_id` gets for a sign-in of alice at `REDIRECT`.
+async fn tokens_for(gw: &TestGateway, client_id: &str) -> Value {
+    let (_, code, verifier) = code_for(gw, client_id, REDIRECT).await;
+    exchange(gw, client_id, &code, &verifier, REDIRECT).await.1
+}
+
 async fn refresh(gw: &TestGateway, client_id: &str, refresh_token: &str) -> (u16, Value) {
     token(
         gw,
@@ -393,10 +399,7 @@ async fn a_person_signs_in_consents_calls_refreshes_and_revokes() {
 async fn refresh_reuse_revokes_the_whole_family() {
     let (gw, _upstream) = gateway("").await;
     let client_id = register(&gw, REDIRECT).await;
-    let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let tokens = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
-        .await
-        .1;
+    let tokens = tokens_for(&gw, &client_id).await;
     let refresh_1 = tokens["refresh_token"].as_str().unwrap().to_owned();
     let rotated = refresh(&gw, &client_id, &refresh_1).await.1;
     let access_2 = rotated["access_token"].as_str().unwrap().to_owned();
@@ -722,10 +725,7 @@ async fn token_endpoint_attacks_are_refused_and_audited() {
     );
 
     // RFC 7009: revoking a refresh token ends its family; unknown tokens are 200.
-    let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let tokens = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
-        .await
-        .1;
+    let tokens = tokens_for(&gw, &client_id).await;
     let http = reqwest::Client::new();
     for revoked in [
         tokens["refresh_token"].as_str().unwrap(),
@@ -771,10 +771,7 @@ async fn token_endpoint_attacks_are_refused_and_audited() {
 async fn a_token_for_another_audience_is_refused() {
     let (gw, _upstream) = gateway("").await;
     let client_id = register(&gw, REDIRECT).await;
-    let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let tokens = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
-        .await
-        .1;
+    let tokens = tokens_for(&gw, &client_id).await;
     let access = tokens["access_token"].as_str().unwrap();
     // The same store seen by a gateway published at another URL (another
     // resource): the token is bound to the first one's /mcp.
