@@ -511,6 +511,28 @@ impl AuthServer {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The row `sql` finds for the token `id`, if `secret` is its secret and
+    /// `client_id` (when named) the client it was issued to: to RFC 7009
+    /// anything else is an unknown token.
+    async fn revocable(
+        &self,
+        sql: &'static str,
+        id: &str,
+        secret: &str,
+        client_id: Option<&str>,
+    ) -> Result<Option<sqlx::any::AnyRow>, Refusal> {
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage_refusal)?;
+        Ok(row.filter(|row| {
+            let stored: Vec<u8> = row.get("secret_sha256");
+            let owner: String = row.get("client_id");
+            digest_matches(secret, &stored) && client_id.is_none_or(|c| c == owner)
+        }))
+    }
+
     /// RFC 7009: revoke `presented` (a refresh token ends its family, an
     /// access token only itself). Unknown tokens are not an error (§2.2);
     /// the answer is whose token it was and what ended, if anything.
@@ -520,52 +542,34 @@ impl AuthServer {
         client_id: Option<&str>,
     ) -> Result<Option<(String, String)>, Refusal> {
         if let Some((id, secret)) = split_token(presented, REFRESH_PREFIX) {
-            let row = sqlx::query(
-                "SELECT r.family_id, r.secret_sha256, f.user_email, f.client_id \
-                 FROM oauth_refresh_tokens r JOIN oauth_families f ON f.id = r.family_id WHERE r.id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(storage_refusal)?;
-            if let Some(row) = row {
-                let stored: Vec<u8> = row.get("secret_sha256");
-                let owner: String = row.get("client_id");
-                if digest_matches(secret, &stored) && client_id.is_none_or(|c| c == owner) {
-                    let family: String = row.get("family_id");
-                    self.revoke_family(&family, "revoked by the client")
-                        .await
-                        .map_err(storage_refusal)?;
-                    return Ok(Some((
-                        row.get("user_email"),
-                        format!("refresh token family {family}"),
-                    )));
-                }
-            }
+            let sql = "SELECT r.family_id, r.secret_sha256, f.user_email, f.client_id \
+                 FROM oauth_refresh_tokens r JOIN oauth_families f ON f.id = r.family_id WHERE r.id = $1";
+            let Some(row) = self.revocable(sql, id, secret, client_id).await? else {
+                return Ok(None);
+            };
+            let family: String = row.get("family_id");
+            self.revoke_family(&family, "revoked by the client")
+                .await
+                .map_err(storage_refusal)?;
+            return Ok(Some((
+                row.get("user_email"),
+                format!("refresh token family {family}"),
+            )));
         } else if let Some((id, secret)) = split_token(presented, ACCESS_PREFIX) {
-            let row = sqlx::query(
-                "SELECT t.secret_sha256, f.user_email, f.client_id \
-                 FROM oauth_access_tokens t JOIN oauth_families f ON f.id = t.family_id WHERE t.id = $1",
+            let sql = "SELECT t.secret_sha256, f.user_email, f.client_id \
+                 FROM oauth_access_tokens t JOIN oauth_families f ON f.id = t.family_id WHERE t.id = $1";
+            let Some(row) = self.revocable(sql, id, secret, client_id).await? else {
+                return Ok(None);
+            };
+            sqlx::query(
+                "UPDATE oauth_access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
             )
+            .bind(now())
             .bind(id)
-            .fetch_optional(&self.pool)
+            .execute(&self.pool)
             .await
             .map_err(storage_refusal)?;
-            if let Some(row) = row {
-                let stored: Vec<u8> = row.get("secret_sha256");
-                let owner: String = row.get("client_id");
-                if digest_matches(secret, &stored) && client_id.is_none_or(|c| c == owner) {
-                    sqlx::query(
-                        "UPDATE oauth_access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-                    )
-                    .bind(now())
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(storage_refusal)?;
-                    return Ok(Some((row.get("user_email"), format!("access token {id}"))));
-                }
-            }
+            return Ok(Some((row.get("user_email"), format!("access token {id}"))));
         }
         Ok(None)
     }
