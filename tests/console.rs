@@ -85,17 +85,13 @@ async fn the_operator_journey_of_the_guide() {
         "{seen}"
     );
 
-    // A delegated job runs.
-    let step = w.wm.start_flow("alice", flow);
-    let (token, grant_id) = w.grant_token(&step, DECLARATION).await;
-    let client = rmcp_connect(&w.gw.url, &token).await;
-    call(
-        &client,
-        "bigquery_read_actions",
-        json!({"action": "query", "sql": "select 1"}),
-    )
-    .await
-    .unwrap();
+    // A delegated job of `flow` (the nightly P&L) runs and reads once.
+    let FlowRun {
+        token,
+        grant_id,
+        client,
+        ..
+    } = w.a_flow_makes_one_read().await;
 
     // Workflow Callers: its grant is listed; the operator revokes it.
     let seen = browser(&w, "revoke", &w.admin_token, &["--flow", flow]);
