@@ -119,14 +119,7 @@ async fn the_operator_journey_of_the_guide() {
         Ok(result) => panic!("a call under a revoked grant ran: {result:?}"),
     }
     // A fresh request with the token: refused and audited as grant_revoked.
-    let response = reqwest::Client::new()
-        .post(&w.gw.url)
-        .bearer_auth(&token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap();
+    let response = w.fresh_tools_list(&token).await;
     assert_eq!(response.status(), 401);
     assert_eq!(w.bigquery.count(), 1);
 

@@ -619,14 +619,7 @@ async fn a_grant_ends_when_its_job_finishes() {
     );
     assert_eq!(w.bigquery.count(), 1);
     // A fresh connection with the token says why.
-    let response = reqwest::Client::new()
-        .post(&w.gw.url)
-        .bearer_auth(&token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap();
+    let response = w.fresh_tools_list(&token).await;
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
     assert!(

@@ -219,6 +219,19 @@ impl World {
         }
     }
 
+    /// A fresh `tools/list` on the gateway's `/mcp` with `token`, outside
+    /// any session: how a client learns its token no longer works.
+    pub async fn fresh_tools_list(&self, token: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(&self.gw.url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn refusal_row(&self, code: &str) -> mcpgate::audit::AuditRow {
         self.gw
             .audit_rows()
