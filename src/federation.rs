@@ -32,7 +32,7 @@ use tracing::Instrument;
 use crate::audit::RowStart;
 use crate::domain::{Reason, Refusal, Risk};
 use crate::hooks::CallFacts;
-use crate::pipeline::{Pipeline, audit_span, authorize_service, connector_reason, grant_ended};
+use crate::pipeline::{Pipeline, audit_span, authorize_service, failed_outcome, grant_ended};
 use crate::principal::Principal;
 use crate::stats::CallLabels;
 
@@ -75,52 +75,62 @@ fn readable_services<'a>(pipeline: &'a Pipeline, principal: &Principal) -> Vec<&
         .collect()
 }
 
-/// Every resource `principal` may read, namespaced.
-pub fn resources(pipeline: &Pipeline, principal: &Principal) -> Vec<Resource> {
+/// What every service `principal` may read announces of one kind (picked
+/// from its surface), each item renamed into its service's namespace.
+fn namespaced<T: Clone>(
+    pipeline: &Pipeline,
+    principal: &Principal,
+    announced: impl Fn(&connector::Surface) -> &[T],
+    rename: impl Fn(&str, &mut T),
+) -> Vec<T> {
     let directory = pipeline.catalogs.directory();
     let mut out = Vec::new();
     for service in readable_services(pipeline, principal) {
         if let Some(status) = directory.get(service) {
-            out.extend(status.surface.resources.iter().map(|r| {
-                let mut r = r.clone();
-                r.uri = resource_uri(service, &r.uri);
-                r
+            out.extend(announced(&status.surface).iter().map(|item| {
+                let mut item = item.clone();
+                rename(service, &mut item);
+                item
             }));
         }
     }
     out
+}
+
+/// Every resource `principal` may read, namespaced.
+pub fn resources(pipeline: &Pipeline, principal: &Principal) -> Vec<Resource> {
+    namespaced(
+        pipeline,
+        principal,
+        |s| &s.resources,
+        |service, r| {
+            r.uri = resource_uri(service, &r.uri);
+        },
+    )
 }
 
 /// Every resource template `principal` may read, namespaced.
 pub fn templates(pipeline: &Pipeline, principal: &Principal) -> Vec<ResourceTemplate> {
-    let directory = pipeline.catalogs.directory();
-    let mut out = Vec::new();
-    for service in readable_services(pipeline, principal) {
-        if let Some(status) = directory.get(service) {
-            out.extend(status.surface.templates.iter().map(|t| {
-                let mut t = t.clone();
-                t.uri_template = resource_uri(service, &t.uri_template);
-                t
-            }));
-        }
-    }
-    out
+    namespaced(
+        pipeline,
+        principal,
+        |s| &s.templates,
+        |service, t| {
+            t.uri_template = resource_uri(service, &t.uri_template);
+        },
+    )
 }
 
 /// Every prompt `principal` may get, namespaced.
 pub fn prompts(pipeline: &Pipeline, principal: &Principal) -> Vec<Prompt> {
-    let directory = pipeline.catalogs.directory();
-    let mut out = Vec::new();
-    for service in readable_services(pipeline, principal) {
-        if let Some(status) = directory.get(service) {
-            out.extend(status.surface.prompts.iter().map(|p| {
-                let mut p = p.clone();
-                p.name = prompt_name(service, &p.name);
-                p
-            }));
-        }
-    }
-    out
+    namespaced(
+        pipeline,
+        principal,
+        |s| &s.prompts,
+        |service, p| {
+            p.name = prompt_name(service, &p.name);
+        },
+    )
 }
 
 /// Whether `principal` may see what `service` announces (list changes,
@@ -732,21 +742,12 @@ impl Governed<'_> {
         started: Instant,
         error: ConnectorError,
     ) -> rmcp::ErrorData {
-        let reason = connector_reason(&error);
         let service = row.service.as_deref().unwrap_or_default();
-        let (code, status) = match &error {
-            ConnectorError::Upstream { code, .. } => (*code, format!("error {code}")),
-            _ => (reason.jsonrpc_code(), reason.code().to_owned()),
-        };
-        let message = format!("service '{service}' failed: {error}");
-        let outcome = AuditOutcome {
-            call_id: row.call_id.clone(),
-            at: actors::now_rfc3339(),
-            decision: Decision::Failed,
-            reason_code: Some(reason.code().into()),
-            reason: Some(message.clone()),
-            upstream_status: status,
-            latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+        let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        let (outcome, reason, message) = failed_outcome(&row.call_id, service, &error, latency_ms);
+        let code = match &error {
+            ConnectorError::Upstream { code, .. } => *code,
+            _ => reason.jsonrpc_code(),
         };
         if let Err(unrecorded) = self
             .pipeline

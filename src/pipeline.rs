@@ -560,21 +560,8 @@ impl Pipeline {
                 (completion, Ok(result))
             }
             Err(error) => {
-                let reason = connector_reason(&error);
-                let status = match &error {
-                    ConnectorError::Upstream { code, .. } => format!("error {code}"),
-                    _ => reason.code().to_owned(),
-                };
-                let message = format!("service '{service}' failed: {error}");
-                let completion = AuditOutcome {
-                    call_id: row.call_id.clone(),
-                    at: actors::now_rfc3339(),
-                    decision: Decision::Failed,
-                    reason_code: Some(reason.code().into()),
-                    reason: Some(message.clone()),
-                    upstream_status: status,
-                    latency_ms,
-                };
+                let (completion, reason, message) =
+                    failed_outcome(&row.call_id, service, &error, latency_ms);
                 (completion, Err(Refusal::new(reason, message)))
             }
         };
@@ -725,6 +712,32 @@ fn facts<'a>(request: &'a CallRequest<'_>, decided: &'a Decided) -> CallFacts<'a
         subject: &request.principal.subject,
         actor: &request.principal.actor,
     }
+}
+
+/// The audit outcome of a call to `service` its upstream failed, with the
+/// reason and message the caller is told.
+pub(crate) fn failed_outcome(
+    call_id: &str,
+    service: &str,
+    error: &ConnectorError,
+    latency_ms: Option<f64>,
+) -> (AuditOutcome, Reason, String) {
+    let reason = connector_reason(error);
+    let status = match error {
+        ConnectorError::Upstream { code, .. } => format!("error {code}"),
+        _ => reason.code().to_owned(),
+    };
+    let message = format!("service '{service}' failed: {error}");
+    let outcome = AuditOutcome {
+        call_id: call_id.to_owned(),
+        at: actors::now_rfc3339(),
+        decision: Decision::Failed,
+        reason_code: Some(reason.code().into()),
+        reason: Some(message.clone()),
+        upstream_status: status,
+        latency_ms,
+    };
+    (outcome, reason, message)
 }
 
 /// The reason a connector failure is reported with.

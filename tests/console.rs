@@ -8,7 +8,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::world::{DECLARATION, World, world};
+use support::world::{DECLARATION, FlowRun, World, world};
 use support::{call, python, rmcp_connect};
 
 /// Run one browser step; its JSON answer.
@@ -85,17 +85,13 @@ async fn the_operator_journey_of_the_guide() {
         "{seen}"
     );
 
-    // A delegated job runs.
-    let step = w.wm.start_flow("alice", flow);
-    let (token, grant_id) = w.grant_token(&step, DECLARATION).await;
-    let client = rmcp_connect(&w.gw.url, &token).await;
-    call(
-        &client,
-        "bigquery_read_actions",
-        json!({"action": "query", "sql": "select 1"}),
-    )
-    .await
-    .unwrap();
+    // A delegated job of `flow` (the nightly P&L) runs and reads once.
+    let FlowRun {
+        token,
+        grant_id,
+        client,
+        ..
+    } = w.a_flow_makes_one_read().await;
 
     // Workflow Callers: its grant is listed; the operator revokes it.
     let seen = browser(&w, "revoke", &w.admin_token, &["--flow", flow]);
@@ -123,14 +119,7 @@ async fn the_operator_journey_of_the_guide() {
         Ok(result) => panic!("a call under a revoked grant ran: {result:?}"),
     }
     // A fresh request with the token: refused and audited as grant_revoked.
-    let response = reqwest::Client::new()
-        .post(&w.gw.url)
-        .bearer_auth(&token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap();
+    let response = w.fresh_tools_list(&token).await;
     assert_eq!(response.status(), 401);
     assert_eq!(w.bigquery.count(), 1);
 
@@ -195,16 +184,7 @@ async fn a_refused_high_risk_attempt_is_approved_from_the_console() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_person_sees_what_was_done_in_their_name_and_no_one_else_does() {
     let w = world().await;
-    let step = w.wm.start_flow("alice", "f/finance/nightly_pnl");
-    let (token, _) = w.grant_token(&step, DECLARATION).await;
-    let client = rmcp_connect(&w.gw.url, &token).await;
-    call(
-        &client,
-        "bigquery_read_actions",
-        json!({"action": "query", "sql": "select 1"}),
-    )
-    .await
-    .unwrap();
+    let FlowRun { client, .. } = w.a_flow_makes_one_read().await;
     client.cancel().await.ok();
 
     let alice = w.gw.token("alice@example.com").await;
@@ -323,16 +303,7 @@ async fn a_revoked_token_signs_its_console_session_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_operators_other_panels_change_what_they_show() {
     let w = world().await;
-    let step = w.wm.start_flow("alice", "f/finance/nightly_pnl");
-    let (token, _) = w.grant_token(&step, DECLARATION).await;
-    let client = rmcp_connect(&w.gw.url, &token).await;
-    call(
-        &client,
-        "bigquery_read_actions",
-        json!({"action": "query", "sql": "select 1"}),
-    )
-    .await
-    .unwrap();
+    let FlowRun { client, .. } = w.a_flow_makes_one_read().await;
 
     let seen = browser(&w, "operate", &w.admin_token, &[]);
     // Services: the override is listed and the action's class and source follow it.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_windmill::{FakeJob, RunningStep};
-use support::world::{DECLARATION, World, world};
+use support::world::{DECLARATION, FlowRun, World, world};
 use support::{call, reason_of, refusal_of, rmcp_connect, text_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -593,16 +593,12 @@ async fn high_risk_runs_only_with_an_admins_approval_and_without_asking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grant_ends_when_its_job_finishes() {
     let w = world().await;
-    let step = w.wm.start_flow("alice", "f/finance/nightly_pnl");
-    let (token, grant_id) = w.grant_token(&step, DECLARATION).await;
-    let client = rmcp_connect(&w.gw.url, &token).await;
-    call(
-        &client,
-        "bigquery_read_actions",
-        json!({"action": "query", "sql": "select 1"}),
-    )
-    .await
-    .unwrap();
+    let FlowRun {
+        step,
+        token,
+        grant_id,
+        client,
+    } = w.a_flow_makes_one_read().await;
     w.wm.finish(&step.job_id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while w.gw.gw.delegation().grants.get(&grant_id).is_some() {
@@ -623,14 +619,7 @@ async fn a_grant_ends_when_its_job_finishes() {
     );
     assert_eq!(w.bigquery.count(), 1);
     // A fresh connection with the token says why.
-    let response = reqwest::Client::new()
-        .post(&w.gw.url)
-        .bearer_auth(&token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap();
+    let response = w.fresh_tools_list(&token).await;
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
     assert!(

@@ -95,12 +95,7 @@ async fn code_for(gw: &TestGateway, client_id: &str, redirect: &str) -> (Browser
     assert!(first.body.contains("Sign in first"));
     let consent = browser.sign_in(&gw.base, &link).await;
     assert_eq!(consent.status, 200, "{}", consent.body);
-    let answered = browser
-        .post(
-            &format!("{}/oauth/consent", gw.base),
-            &[("ticket", &ticket_of(&consent)), ("decision", "approve")],
-        )
-        .await;
+    let answered = browser.approve(&gw.base, &consent).await;
     assert_eq!(answered.status, 303, "{}", answered.body);
     let location = answered.location.unwrap();
     assert!(location.starts_with(redirect), "{location}");
@@ -147,6 +142,12 @@ async fn exchange(
     .await
 }
 
+/// The tokens `client_id` gets for a sign-in of alice at `REDIRECT`.
+async fn tokens_for(gw: &TestGateway, client_id: &str) -> Value {
+    let (_, code, verifier) = code_for(gw, client_id, REDIRECT).await;
+    exchange(gw, client_id, &code, &verifier, REDIRECT).await.1
+}
+
 async fn refresh(gw: &TestGateway, client_id: &str, refresh_token: &str) -> (u16, Value) {
     token(
         gw,
@@ -157,6 +158,15 @@ async fn refresh(gw: &TestGateway, client_id: &str, refresh_token: &str) -> (u16
         ],
     )
     .await
+}
+
+/// The token endpoint's answer is a 400 refusal with `reason`.
+fn assert_refused((status, body): (u16, Value), reason: &str) {
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some(reason)),
+        "{body}"
+    );
 }
 
 /// `tools/list` on `/mcp` (2026-07-28, stateless) with `access`: status and body.
@@ -389,10 +399,7 @@ async fn a_person_signs_in_consents_calls_refreshes_and_revokes() {
 async fn refresh_reuse_revokes_the_whole_family() {
     let (gw, _upstream) = gateway("").await;
     let client_id = register(&gw, REDIRECT).await;
-    let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let tokens = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
-        .await
-        .1;
+    let tokens = tokens_for(&gw, &client_id).await;
     let refresh_1 = tokens["refresh_token"].as_str().unwrap().to_owned();
     let rotated = refresh(&gw, &client_id, &refresh_1).await.1;
     let access_2 = rotated["access_token"].as_str().unwrap().to_owned();
@@ -584,47 +591,43 @@ async fn token_endpoint_attacks_are_refused_and_audited() {
     // Wrong verifier: refused, and the code is spent.
     let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
     let (wrong, _) = pkce();
-    let (status, body) = exchange(&gw, &client_id, &code, &wrong, REDIRECT).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("pkce_mismatch"))
+    assert_refused(
+        exchange(&gw, &client_id, &code, &wrong, REDIRECT).await,
+        "pkce_mismatch",
     );
-    let (status, body) = exchange(&gw, &client_id, &code, &verifier, REDIRECT).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("code_replayed"))
+    assert_refused(
+        exchange(&gw, &client_id, &code, &verifier, REDIRECT).await,
+        "code_replayed",
     );
 
     // Missing verifier.
     let (_, code, _) = code_for(&gw, &client_id, REDIRECT).await;
-    let (status, body) = token(
-        &gw,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client_id),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-        ],
-    )
-    .await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("pkce_required"))
+    assert_refused(
+        token(
+            &gw,
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", &client_id),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+            ],
+        )
+        .await,
+        "pkce_required",
     );
 
     // Redirect URI differing from the authorization request's.
     let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let (status, body) = exchange(
-        &gw,
-        &client_id,
-        &code,
-        &verifier,
-        "http://127.0.0.1:53682/other",
-    )
-    .await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("invalid_code"))
+    assert_refused(
+        exchange(
+            &gw,
+            &client_id,
+            &code,
+            &verifier,
+            "http://127.0.0.1:53682/other",
+        )
+        .await,
+        "invalid_code",
     );
 
     // Code replay: the tokens minted from the code are revoked.
@@ -633,20 +636,18 @@ async fn token_endpoint_attacks_are_refused_and_audited() {
     assert_eq!(status, 200);
     let access = first["access_token"].as_str().unwrap();
     assert_eq!(list_tools(&gw, access).await.0, 200);
-    let (status, replay) = exchange(&gw, &client_id, &code, &verifier, REDIRECT).await;
-    assert_eq!(
-        (status, replay["reason"].as_str()),
-        (400, Some("code_replayed"))
+    assert_refused(
+        exchange(&gw, &client_id, &code, &verifier, REDIRECT).await,
+        "code_replayed",
     );
     assert_eq!(list_tools(&gw, access).await.0, 401);
 
     // Another client's code.
     let other = register(&gw, REDIRECT).await;
     let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let (status, body) = exchange(&gw, &other, &code, &verifier, REDIRECT).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("invalid_code"))
+    assert_refused(
+        exchange(&gw, &other, &code, &verifier, REDIRECT).await,
+        "invalid_code",
     );
 
     // A resource other than this /mcp at the token endpoint.
@@ -724,10 +725,7 @@ async fn token_endpoint_attacks_are_refused_and_audited() {
     );
 
     // RFC 7009: revoking a refresh token ends its family; unknown tokens are 200.
-    let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let tokens = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
-        .await
-        .1;
+    let tokens = tokens_for(&gw, &client_id).await;
     let http = reqwest::Client::new();
     for revoked in [
         tokens["refresh_token"].as_str().unwrap(),
@@ -773,10 +771,7 @@ async fn token_endpoint_attacks_are_refused_and_audited() {
 async fn a_token_for_another_audience_is_refused() {
     let (gw, _upstream) = gateway("").await;
     let client_id = register(&gw, REDIRECT).await;
-    let (_, code, verifier) = code_for(&gw, &client_id, REDIRECT).await;
-    let tokens = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
-        .await
-        .1;
+    let tokens = tokens_for(&gw, &client_id).await;
     let access = tokens["access_token"].as_str().unwrap();
     // The same store seen by a gateway published at another URL (another
     // resource): the token is bound to the first one's /mcp.
@@ -898,12 +893,7 @@ async fn client_metadata_documents_are_fetched_within_bounds() {
     let consent = browser.get(&authorize_url(&gw, &client_id, &params)).await;
     assert_eq!(consent.status, 200, "{}", consent.body);
     assert!(consent.body.contains("Doc Client"));
-    let answered = browser
-        .post(
-            &format!("{}/oauth/consent", gw.base),
-            &[("ticket", &ticket_of(&consent)), ("decision", "approve")],
-        )
-        .await;
+    let answered = browser.approve(&gw.base, &consent).await;
     let code = query_of(&answered.location.unwrap())["code"].clone();
     let (status, tokens) = exchange(&gw, &client_id, &code, &verifier, REDIRECT).await;
     assert_eq!(status, 200, "{tokens}");
@@ -948,29 +938,52 @@ async fn client_metadata_on_a_private_address_is_refused_by_default() {
 async fn the_python_sdk_signs_in_lists_tools_and_refreshes() {
     // Access tokens live 2 s here, so the client's second call needs a refresh.
     let (gw, _upstream) = gateway("  access_token_ttl: 2s\n").await;
-    let link = format!(
+    let link = sign_in_url(&gw).await;
+    let result = client_result(
+        tokio::process::Command::new(support::python())
+            .arg(support::repo().join("tests/clients/py_oauth.py"))
+            .arg(&gw.url)
+            .arg(&link)
+            .arg("3"),
+        "python OAuth client",
+    )
+    .await;
+    let tools = result["tools"].as_array().unwrap();
+    assert!(tools.contains(&json!("warehouse_read_actions")), "{result}");
+    assert_registered_signed_in_and_refreshed(&result);
+    let rows = gw.audit_rows().await;
+    assert!(
+        rows.iter()
+            .any(|r| r.tool == "oauth:refresh" && r.reason_code.is_none())
+    );
+    gw.stop().await;
+}
+
+/// A one-time sign-in link for alice, as the URL a client opens.
+async fn sign_in_url(gw: &TestGateway) -> String {
+    format!(
         "{}/oauth/signin?link={}",
         gw.base,
-        link_for(&gw, "alice@example.com").await
-    );
-    let out = tokio::process::Command::new(support::python())
-        .arg(support::repo().join("tests/clients/py_oauth.py"))
-        .arg(&gw.url)
-        .arg(&link)
-        .arg("3")
-        .output()
-        .await
-        .unwrap();
+        link_for(gw, "alice@example.com").await
+    )
+}
+
+/// Runs an SDK client to its end: what it saw, the JSON of its last line.
+async fn client_result(command: &mut tokio::process::Command, client: &str) -> Value {
+    let out = command.output().await.unwrap();
     assert!(
         out.status.success(),
-        "python OAuth client failed: {}",
+        "{client} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    let tools = result["tools"].as_array().unwrap();
-    assert!(tools.contains(&json!("warehouse_read_actions")), "{result}");
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// What an SDK client saw when it registered (DCR), signed in through the
+/// gateway's pages once and refreshed once, its calls still answered.
+fn assert_registered_signed_in_and_refreshed(result: &Value) {
     assert_eq!(result["call_after_refresh_is_error"], false, "{result}");
     assert!(
         result["client_id"].as_str().unwrap().starts_with("mgc_"),
@@ -990,12 +1003,6 @@ async fn the_python_sdk_signs_in_lists_tools_and_refreshes() {
             "consent:303"
         ])
     );
-    let rows = gw.audit_rows().await;
-    assert!(
-        rows.iter()
-            .any(|r| r.tool == "oauth:refresh" && r.reason_code.is_none())
-    );
-    gw.stop().await;
 }
 
 /// A CA and a certificate for 127.0.0.1 it signed, made with openssl:
@@ -1079,31 +1086,20 @@ async fn the_python_sdk_registers_by_client_metadata_document() {
         "  client_metadata_documents: {{ allow_private_addresses: true, extra_ca_file: \"{ca}\" }}\n"
     ))
     .await;
-    let link = format!(
-        "{}/oauth/signin?link={}",
-        gw.base,
-        link_for(&gw, "alice@example.com").await
-    );
-    let out = tokio::process::Command::new(support::python())
-        .arg(support::repo().join("tests/clients/py_oauth.py"))
-        .args([
-            gw.url.as_str(),
-            link.as_str(),
-            "0",
-            cert.as_str(),
-            key.as_str(),
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python OAuth client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let link = sign_in_url(&gw).await;
+    let result = client_result(
+        tokio::process::Command::new(support::python())
+            .arg(support::repo().join("tests/clients/py_oauth.py"))
+            .args([
+                gw.url.as_str(),
+                link.as_str(),
+                "0",
+                cert.as_str(),
+                key.as_str(),
+            ]),
+        "python OAuth client",
+    )
+    .await;
     let document = result["metadata_url"].as_str().unwrap();
     assert!(document.starts_with("https://127.0.0.1:"), "{result}");
     assert_eq!(
@@ -1130,28 +1126,17 @@ async fn the_python_sdk_registers_by_client_metadata_document() {
 #[tokio::test]
 async fn the_typescript_sdk_signs_in_lists_tools_and_refreshes() {
     let (gw, _upstream) = gateway("  access_token_ttl: 2s\n").await;
-    let link = format!(
-        "{}/oauth/signin?link={}",
-        gw.base,
-        link_for(&gw, "alice@example.com").await
-    );
-    let out = tokio::process::Command::new("node")
-        .arg(support::repo().join("tests/clients/ts_oauth.mjs"))
-        .arg(&gw.url)
-        .arg(&link)
-        .arg("3")
-        .env("MCPGATE_PEERS", support::peers())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "TypeScript OAuth client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let link = sign_in_url(&gw).await;
+    let result = client_result(
+        tokio::process::Command::new("node")
+            .arg(support::repo().join("tests/clients/ts_oauth.mjs"))
+            .arg(&gw.url)
+            .arg(&link)
+            .arg("3")
+            .env("MCPGATE_PEERS", support::peers()),
+        "TypeScript OAuth client",
+    )
+    .await;
     assert!(
         result["tools"]
             .as_array()
@@ -1159,26 +1144,8 @@ async fn the_typescript_sdk_signs_in_lists_tools_and_refreshes() {
             .contains(&json!("warehouse_read_actions")),
         "{result}"
     );
-    assert_eq!(result["call_after_refresh_is_error"], false, "{result}");
-    assert!(
-        result["client_id"].as_str().unwrap().starts_with("mgc_"),
-        "{result}"
-    );
     assert_eq!(result["iss"], gw.base);
-    assert_eq!(
-        result["token_sets"], 2,
-        "one sign-in and one refresh: {result}"
-    );
-    assert_ne!(result["first_access"], result["last_access"]);
-    assert_eq!(
-        result["pages"],
-        json!([
-            "authorize:401",
-            "signin-page:200",
-            "signin:200",
-            "consent:303"
-        ])
-    );
+    assert_registered_signed_in_and_refreshed(&result);
     gw.stop().await;
 }
 

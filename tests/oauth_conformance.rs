@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 
 use support::TestGateway;
-use support::browser::{Browser, ticket_of};
+use support::browser::Browser;
 use support::recorder::Recorder;
 
 #[tokio::test]
@@ -88,12 +88,7 @@ oauth:
     assert_eq!(first.status, 401);
     let consent = browser.sign_in(&gw.base, &link).await;
     assert_eq!(consent.status, 200, "{}", consent.body);
-    let answered = browser
-        .post(
-            &format!("{}/oauth/consent", gw.base),
-            &[("ticket", &ticket_of(&consent)), ("decision", "approve")],
-        )
-        .await;
+    let answered = browser.approve(&gw.base, &consent).await;
     let back = answered.location.expect("sent back to the suite");
     assert_eq!(browser.get(&back).await.status, 200, "the suite's callback");
     let mut rest = Vec::new();

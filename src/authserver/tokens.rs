@@ -191,14 +191,15 @@ impl AuthServer {
         .rows_affected()
             == 1;
         if !won {
-            self.revoke_family(&family_id, "authorization code replayed")
-                .await
-                .map_err(store)?;
-            return Err(fail(
-                who,
-                Reason::CodeReplayed,
-                "the code was already used; the tokens minted from it are revoked",
-            ));
+            return Err(self
+                .revoke_and_refuse(
+                    &family_id,
+                    "authorization code replayed",
+                    who,
+                    Reason::CodeReplayed,
+                    "the code was already used; the tokens minted from it are revoked",
+                )
+                .await);
         }
         let expires_at: String = row.get("expires_at");
         if expires_at.as_str() <= now().as_str() {
@@ -229,29 +230,20 @@ impl AuthServer {
         };
         let challenge: String = row.get("code_challenge");
         if !pkce::verify_s256(verifier, &challenge) {
-            self.revoke_family(&family_id, "wrong PKCE verifier")
-                .await
-                .map_err(store)?;
-            return Err(fail(
-                who,
-                Reason::PkceMismatch,
-                "code_verifier does not match the code_challenge",
-            ));
+            return Err(self
+                .revoke_and_refuse(
+                    &family_id,
+                    "wrong PKCE verifier",
+                    who,
+                    Reason::PkceMismatch,
+                    "code_verifier does not match the code_challenge",
+                )
+                .await);
         }
         let bound: String = row.get("resource");
-        if let Some(resource) = resource
-            && resource != bound
-        {
-            return Err(fail(
-                who,
-                Reason::InvalidTarget,
-                format!("resource must be {bound}"),
-            ));
-        }
         let scope: String = row.get("scope");
-        self.mint(&family_id, &user, client_id, &scope)
+        self.mint_bound(&family_id, &user, client_id, resource, &bound, &scope)
             .await
-            .map_err(store)
     }
 
     /// `grant_type=refresh_token`: each refresh token works once and is
@@ -317,14 +309,15 @@ impl AuthServer {
             .rows_affected()
                 == 1;
         if !won {
-            self.revoke_family(&family_id, "refresh token reused")
-                .await
-                .map_err(store)?;
-            return Err(fail(
-                who,
-                Reason::RefreshReused,
-                "the refresh token was already used; every token of this sign-in is revoked",
-            ));
+            return Err(self
+                .revoke_and_refuse(
+                    &family_id,
+                    "refresh token reused",
+                    who,
+                    Reason::RefreshReused,
+                    "the refresh token was already used; every token of this sign-in is revoked",
+                )
+                .await);
         }
         let revoked: Option<String> = row.get("revoked_at");
         if revoked.is_some() {
@@ -343,19 +336,50 @@ impl AuthServer {
             ));
         }
         let bound: String = row.get("resource");
+        let scope: String = row.get("scope");
+        self.mint_bound(&family_id, &user, client_id, resource, &bound, &scope)
+            .await
+    }
+
+    /// The next tokens of `family_id`, unless the client asks for a
+    /// `resource` other than the one the sign-in is `bound` to.
+    async fn mint_bound(
+        &self,
+        family_id: &str,
+        user: &str,
+        client_id: &str,
+        resource: Option<&str>,
+        bound: &str,
+        scope: &str,
+    ) -> Result<Issued, TokenFailure> {
         if let Some(resource) = resource
             && resource != bound
         {
             return Err(fail(
-                who,
+                Some(user.to_owned()),
                 Reason::InvalidTarget,
                 format!("resource must be {bound}"),
             ));
         }
-        let scope: String = row.get("scope");
-        self.mint(&family_id, &user, client_id, &scope)
+        self.mint(family_id, user, client_id, scope)
             .await
             .map_err(store)
+    }
+
+    /// Revokes `family_id` (a replay or a wrong verifier means a secret may
+    /// have leaked), then the refusal; a store error wins over the refusal.
+    async fn revoke_and_refuse(
+        &self,
+        family_id: &str,
+        why: &str,
+        who: Option<String>,
+        reason: Reason,
+        message: &str,
+    ) -> TokenFailure {
+        match self.revoke_family(family_id, why).await {
+            Ok(_) => fail(who, reason, message),
+            Err(error) => store(error),
+        }
     }
 
     /// A new access token and refresh token in `family_id`.
@@ -487,6 +511,28 @@ impl AuthServer {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The row `sql` finds for the token `id`, if `secret` is its secret and
+    /// `client_id` (when named) the client it was issued to: to RFC 7009
+    /// anything else is an unknown token.
+    async fn revocable(
+        &self,
+        sql: &'static str,
+        id: &str,
+        secret: &str,
+        client_id: Option<&str>,
+    ) -> Result<Option<sqlx::any::AnyRow>, Refusal> {
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage_refusal)?;
+        Ok(row.filter(|row| {
+            let stored: Vec<u8> = row.get("secret_sha256");
+            let owner: String = row.get("client_id");
+            digest_matches(secret, &stored) && client_id.is_none_or(|c| c == owner)
+        }))
+    }
+
     /// RFC 7009: revoke `presented` (a refresh token ends its family, an
     /// access token only itself). Unknown tokens are not an error (§2.2);
     /// the answer is whose token it was and what ended, if anything.
@@ -496,52 +542,34 @@ impl AuthServer {
         client_id: Option<&str>,
     ) -> Result<Option<(String, String)>, Refusal> {
         if let Some((id, secret)) = split_token(presented, REFRESH_PREFIX) {
-            let row = sqlx::query(
-                "SELECT r.family_id, r.secret_sha256, f.user_email, f.client_id \
-                 FROM oauth_refresh_tokens r JOIN oauth_families f ON f.id = r.family_id WHERE r.id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(storage_refusal)?;
-            if let Some(row) = row {
-                let stored: Vec<u8> = row.get("secret_sha256");
-                let owner: String = row.get("client_id");
-                if digest_matches(secret, &stored) && client_id.is_none_or(|c| c == owner) {
-                    let family: String = row.get("family_id");
-                    self.revoke_family(&family, "revoked by the client")
-                        .await
-                        .map_err(storage_refusal)?;
-                    return Ok(Some((
-                        row.get("user_email"),
-                        format!("refresh token family {family}"),
-                    )));
-                }
-            }
+            let sql = "SELECT r.family_id, r.secret_sha256, f.user_email, f.client_id \
+                 FROM oauth_refresh_tokens r JOIN oauth_families f ON f.id = r.family_id WHERE r.id = $1";
+            let Some(row) = self.revocable(sql, id, secret, client_id).await? else {
+                return Ok(None);
+            };
+            let family: String = row.get("family_id");
+            self.revoke_family(&family, "revoked by the client")
+                .await
+                .map_err(storage_refusal)?;
+            return Ok(Some((
+                row.get("user_email"),
+                format!("refresh token family {family}"),
+            )));
         } else if let Some((id, secret)) = split_token(presented, ACCESS_PREFIX) {
-            let row = sqlx::query(
-                "SELECT t.secret_sha256, f.user_email, f.client_id \
-                 FROM oauth_access_tokens t JOIN oauth_families f ON f.id = t.family_id WHERE t.id = $1",
+            let sql = "SELECT t.secret_sha256, f.user_email, f.client_id \
+                 FROM oauth_access_tokens t JOIN oauth_families f ON f.id = t.family_id WHERE t.id = $1";
+            let Some(row) = self.revocable(sql, id, secret, client_id).await? else {
+                return Ok(None);
+            };
+            sqlx::query(
+                "UPDATE oauth_access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
             )
+            .bind(now())
             .bind(id)
-            .fetch_optional(&self.pool)
+            .execute(&self.pool)
             .await
             .map_err(storage_refusal)?;
-            if let Some(row) = row {
-                let stored: Vec<u8> = row.get("secret_sha256");
-                let owner: String = row.get("client_id");
-                if digest_matches(secret, &stored) && client_id.is_none_or(|c| c == owner) {
-                    sqlx::query(
-                        "UPDATE oauth_access_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-                    )
-                    .bind(now())
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(storage_refusal)?;
-                    return Ok(Some((row.get("user_email"), format!("access token {id}"))));
-                }
-            }
+            return Ok(Some((row.get("user_email"), format!("access token {id}"))));
         }
         Ok(None)
     }

@@ -94,6 +94,16 @@ impl Browser {
         self.post(&format!("{base}/oauth/signin"), &[("link", link)])
             .await
     }
+
+    /// Approve the consent page `consent` as a person does; the answer
+    /// sends the browser back to the client.
+    pub async fn approve(&mut self, base: &str, consent: &Page) -> Page {
+        self.post(
+            &format!("{base}/oauth/consent"),
+            &[("ticket", &ticket_of(consent)), ("decision", "approve")],
+        )
+        .await
+    }
 }
 
 /// An `application/x-www-form-urlencoded` body.

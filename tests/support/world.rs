@@ -2,11 +2,12 @@
 //! with Windmill delegation switched on, and in-process upstream MCP servers
 //! that count what reaches them.
 
+use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 
 use super::fake_windmill::{FakeWindmill, RunningStep};
 use super::recorder::Recorder;
-use super::{SharedStore, TestGateway};
+use super::{SharedStore, TestGateway, call, rmcp_connect};
 
 pub struct World {
     /// The gateway's config after `data_dir`: another replica starts from it.
@@ -18,6 +19,14 @@ pub struct World {
     pub warehouse: Recorder,
     pub sa_token: String,
     pub admin_token: String,
+}
+
+/// A flow's job that took its grant and called through it.
+pub struct FlowRun {
+    pub step: RunningStep,
+    pub token: String,
+    pub grant_id: String,
+    pub client: RunningService<RoleClient, ()>,
 }
 
 pub const DECLARATION: &str = r#"[{"bigquery": ["read"]}, {"slack": ["write"]}]"#;
@@ -187,6 +196,40 @@ impl World {
             body["access_token"].as_str().unwrap().to_owned(),
             body["grant_id"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// Alice's nightly P&L flow runs a job that makes one BigQuery read
+    /// under its grant; the client stays connected.
+    pub async fn a_flow_makes_one_read(&self) -> FlowRun {
+        let step = self.wm.start_flow("alice", "f/finance/nightly_pnl");
+        let (token, grant_id) = self.grant_token(&step, DECLARATION).await;
+        let client = rmcp_connect(&self.gw.url, &token).await;
+        call(
+            &client,
+            "bigquery_read_actions",
+            json!({"action": "query", "sql": "select 1"}),
+        )
+        .await
+        .unwrap();
+        FlowRun {
+            step,
+            token,
+            grant_id,
+            client,
+        }
+    }
+
+    /// A fresh `tools/list` on the gateway's `/mcp` with `token`, outside
+    /// any session: how a client learns its token no longer works.
+    pub async fn fresh_tools_list(&self, token: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(&self.gw.url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn refusal_row(&self, code: &str) -> mcpgate::audit::AuditRow {
