@@ -90,7 +90,8 @@ def audit(page: Page, a: argparse.Namespace) -> dict[str, Any]:
 
 def me(page: Page, a: argparse.Namespace) -> dict[str, Any]:
     page.goto(f"{a.url}/console/me")
-    shot(page, a.shots, "done-in-my-name")
+    who = page.locator("nav span").first.inner_text().split("@")[0]
+    shot(page, a.shots, f"done-in-my-name-{who}")
     return {"rows": page.locator("table tbody tr").all_inner_texts()}
 
 
