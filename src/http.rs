@@ -154,7 +154,14 @@ async fn admit(
         .await
     {
         Ok(principal) => principal,
-        Err(refused) => return refused,
+        Err(refused) => {
+            // Read the refused request's body (bounded) before answering: a
+            // connection left with an unread body is closed after the answer,
+            // and a keep-alive client that sends its next request (say, with
+            // the token it just obtained) on it meets a dead socket.
+            let _ = axum::body::to_bytes(request.into_body(), REFUSED_BODY_LIMIT).await;
+            return refused;
+        }
     };
     let credential_id = principal.credential_id.clone();
     request.extensions_mut().insert(principal);
@@ -348,6 +355,10 @@ async fn principal_of(
 
 /// A 401 from `/mcp`. With the authorization server on, the challenge names
 /// its protected resource metadata (RFC 9728 §5.1), where a client starts.
+/// The most of a refused `/mcp` request's body that is read (and dropped) so
+/// its connection stays usable; a larger one closes the connection.
+const REFUSED_BODY_LIMIT: usize = 1 << 20;
+
 /// The credential of a signed-in client's sessions: its token family (a
 /// refreshed token keeps the session).
 fn oauth_credential(family_id: &str) -> String {

@@ -665,3 +665,63 @@ fn port_below_ephemeral() -> u16 {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_request_leaves_its_keep_alive_connection_usable() {
+    // A client that gets 401, signs in and sends the next request on the same
+    // connection must not meet a socket the gateway closed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = standard().await;
+    let token = gw.token("alice@example.com").await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+    .to_string();
+    let request = |auth: &str| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             accept: application/json, text/event-stream\r\n{auth}content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // The body arrives a moment after the headers, as over a real network.
+    let first = request("");
+    let (head, rest) = first.split_at(first.len() - body.len());
+    socket.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    socket.write_all(rest.as_bytes()).await.unwrap();
+    let answer = read_response(&mut socket).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+
+    socket
+        .write_all(request(&format!("authorization: Bearer {token}\r\n")).as_bytes())
+        .await
+        .unwrap();
+    let answer = read_response(&mut socket).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the connection was dropped: {answer:?}"
+    );
+
+    async fn read_response(socket: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then as much body as arrives within a short quiet spell.
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_millis(500), socket.read(&mut buf))
+                .await
+            {
+                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(_)) => break,
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    gw.stop().await;
+}
