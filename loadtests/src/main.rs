@@ -174,13 +174,18 @@ async fn start_gateway(
         }
         None => String::new(),
     };
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:0\n{store}data_dir: {}\nlimits: {{ audit_sync: {audit_sync} }}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
-            data.display()
-        ),
-    )?;
+    // A fixed port, not `:0`: the gateway's public URL (the OAuth issuer and
+    // resource of `--credential oauth`) defaults to its `listen` address.
+    let write_config = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\n{store}data_dir: {}\nlimits: {{ audit_sync: {audit_sync} }}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
+                data.display()
+            ),
+        )
+    };
+    write_config(0)?;
     let out = tokio::process::Command::new(bin)
         .args([
             "--config",
@@ -199,39 +204,46 @@ async fn start_gateway(
         );
     }
     let token = String::from_utf8(out.stdout)?.trim().to_owned();
-    // The kernel picks the port (`listen: 127.0.0.1:0`); the gateway's
-    // "mcpgate listening" line says which. Its other lines pass through.
-    let mut child = tokio::process::Command::new(bin)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .env("RUST_LOG", "warn,mcpgate::cli=info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines =
-        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stderr.take().unwrap()));
-    let listen = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && json["fields"]["message"] == "mcpgate listening"
-                && let Some(listen) = json["fields"]["listen"].as_str()
-            {
-                return Ok(listen.to_owned());
+    // A port below the kernel's ephemeral range (where no outgoing connection
+    // takes one), drawn again if the gateway finds it taken; the gateway's
+    // "mcpgate listening" line confirms it. Its other lines pass through.
+    let mut started = None;
+    for _ in 0..5 {
+        let port = port_below_ephemeral();
+        write_config(port)?;
+        let mut child = tokio::process::Command::new(bin)
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "warn,mcpgate::cli=info")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stderr.take().unwrap(),
+        ));
+        let listening = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["fields"]["message"] == "mcpgate listening"
+                {
+                    return true;
+                }
+                eprintln!("{line}");
             }
-            eprintln!("{line}");
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if listening {
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("{line}");
+                }
+            });
+            started = Some((child, port));
+            break;
         }
-        bail!("the gateway exited before listening")
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("the gateway did not listen within 30 s"))??;
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{line}");
-        }
-    });
-    let port: u16 = listen
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("unexpected listen address {listen}"))?;
+    }
+    let (child, port) = started.context("the gateway could not listen on any of 5 ports")?;
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -552,4 +564,15 @@ async fn main() -> anyhow::Result<()> {
         bail!("p50 overhead {worst_p50_overhead:.3} ms exceeds {limit} ms (a stall?)");
     }
     Ok(())
+}
+
+/// A free loopback port in 20000–32000: below Linux's ephemeral range
+/// (32768–60999), so only another server's explicit bind can take it.
+fn port_below_ephemeral() -> u16 {
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
