@@ -31,6 +31,7 @@ use supervision::{
 use crate::audit::{self, AuditLog};
 use crate::authserver::AuthServer;
 use crate::config::{Config, NativeService, ServiceConfig, Upstream};
+use crate::credential_cache::{CredentialCache, RevocationWatch};
 use crate::delegation::Delegation;
 use crate::drain::Drain;
 use crate::hooks::Hooks;
@@ -42,6 +43,7 @@ use crate::policy::Catalogs;
 use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::storage::Db;
+use crate::tokens::TokenRecord;
 use crate::write_safety::{ConfirmationKey, Confirmations};
 
 pub const CONNECTORS_KEY: &str = "connectors";
@@ -62,6 +64,8 @@ pub struct Gateway {
     pipeline: Arc<Pipeline>,
     connect: Arc<ConnectState>,
     authserver: Arc<AuthServer>,
+    /// Gateway tokens verified since the last revocation (credential_cache.rs).
+    token_cache: CredentialCache<TokenRecord>,
     master_key: MasterKey,
     pii: Arc<Pii>,
     hooks: Arc<Hooks>,
@@ -391,9 +395,17 @@ impl Gateway {
                 config.listen
             );
         }
+        // One watch for every credential cache of this gateway.
+        let revocations = RevocationWatch::start(&pool);
         let authserver = Arc::new(
-            AuthServer::new(config.clone(), pool.clone(), audit.clone(), &master_key)
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            AuthServer::new(
+                config.clone(),
+                pool.clone(),
+                audit.clone(),
+                &master_key,
+                revocations.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
         let sessions = Arc::new(Sessions::new(
             registry.clone(),
@@ -416,6 +428,7 @@ impl Gateway {
             );
         }
         Ok(Arc::new(Gateway {
+            token_cache: CredentialCache::new(revocations),
             config,
             pool,
             registry,
@@ -442,6 +455,10 @@ impl Gateway {
 
     pub fn pool(&self) -> &Db {
         &self.pool
+    }
+
+    pub fn token_cache(&self) -> &CredentialCache<TokenRecord> {
+        &self.token_cache
     }
 
     pub fn master_key(&self) -> &MasterKey {

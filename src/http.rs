@@ -288,7 +288,7 @@ async fn principal_of(
             }
         }
     } else {
-        let record = match tokens::verify(gw.pool(), presented).await {
+        let record = match tokens::verify_cached(gw.token_cache(), gw.pool(), presented).await {
             Ok(record) => record,
             Err(rejection) => {
                 let subject = match &rejection {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cli_operator;
 pub mod config;
 pub mod console;
+pub mod credential_cache;
 pub mod delegation;
 pub mod discovery;
 pub mod domain;

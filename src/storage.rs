@@ -82,6 +82,16 @@ pub fn backend(pool: &Db) -> Backend {
     }
 }
 
+/// The database file of a SQLite store (`None` on PostgreSQL).
+pub fn sqlite_file(pool: &Db) -> Option<std::path::PathBuf> {
+    if backend(pool) != Backend::Sqlite {
+        return None;
+    }
+    let url = pool.connect_options().database_url.to_string();
+    let options: SqliteConnectOptions = url.parse().ok()?;
+    Some(options.get_filename().to_owned())
+}
+
 /// Open the database the config names: `database` (PostgreSQL) when set,
 /// else the SQLite file in `data_dir`.
 pub async fn connect(config: &Config) -> Result<Db, StorageError> {

@@ -1,10 +1,12 @@
 //! Gateway API tokens: `mgt_<id>_<secret>`. Only SHA-256(secret) is stored;
 //! verification compares in constant time. Revocation is a row update that the
-//! next request sees: tokens are checked against the database on every request.
+//! next request sees: `/mcp` remembers verified tokens only until a revocation
+//! is announced (credential_cache.rs), other callers read the store each time.
 
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::credential_cache::{self, CredentialCache};
 use crate::storage::Db;
 use subtle::ConstantTimeEq;
 
@@ -79,6 +81,7 @@ pub async fn revoke(pool: &Db, id: &str) -> Result<bool, sqlx::Error> {
             .bind(id)
             .execute(pool)
             .await?;
+    credential_cache::announce_revocation(pool).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -117,13 +120,46 @@ pub async fn active_user(pool: &Db, id: &str) -> Result<Option<String>, sqlx::Er
     }))
 }
 
-/// Check a presented token. Returns the token's record when it is valid now.
-pub async fn verify(pool: &Db, presented: &str) -> Result<TokenRecord, TokenRejection> {
-    let (id, secret) = presented
+fn split(presented: &str) -> Result<(&str, &str), TokenRejection> {
+    presented
         .strip_prefix(PREFIX)
         .and_then(|rest| rest.split_once('_'))
         .filter(|(id, secret)| id.len() == 12 && secret.len() == 64)
-        .ok_or(TokenRejection::Malformed)?;
+        .ok_or(TokenRejection::Malformed)
+}
+
+fn expired(record: &TokenRecord) -> bool {
+    record
+        .expires_at
+        .as_ref()
+        .is_some_and(|at| at.as_str() <= actors::now_rfc3339().as_str())
+}
+
+/// [`verify`], answered from `cache` when the token was verified since the
+/// last revocation; a token the cache does not vouch for goes to the store.
+pub async fn verify_cached(
+    cache: &CredentialCache<TokenRecord>,
+    pool: &Db,
+    presented: &str,
+) -> Result<TokenRecord, TokenRejection> {
+    let (id, secret) = split(presented)?;
+    let generation = cache.generation();
+    if let Some(record) = cache.get(generation, id, secret)
+        && !expired(&record)
+    {
+        return Ok(record);
+    }
+    let checked = verify(pool, presented).await;
+    match &checked {
+        Ok(record) => cache.insert(generation, id, secret, record.clone()),
+        Err(_) => cache.forget(id),
+    }
+    checked
+}
+
+/// Check a presented token. Returns the token's record when it is valid now.
+pub async fn verify(pool: &Db, presented: &str) -> Result<TokenRecord, TokenRejection> {
+    let (id, secret) = split(presented)?;
     let row = sqlx::query(
         "SELECT id, user_email, name, secret_sha256, created_at, expires_at, revoked_at \
          FROM api_tokens WHERE id = $1",
@@ -156,9 +192,7 @@ pub async fn verify(pool: &Db, presented: &str) -> Result<TokenRecord, TokenReje
             user: record.user_email,
         });
     }
-    if let Some(expires_at) = &record.expires_at
-        && expires_at.as_str() <= actors::now_rfc3339().as_str()
-    {
+    if expired(&record) {
         return Err(TokenRejection::Expired {
             id: record.id,
             user: record.user_email,
@@ -211,6 +245,42 @@ mod tests {
                 user: "a@x".into()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_refused_right_after_another_process_revokes_it() {
+        let (dir, gateway_pool) = pool().await;
+        let cache = CredentialCache::new(credential_cache::RevocationWatch::start(&gateway_pool));
+        let token = create(&gateway_pool, "a@x", None, None).await.unwrap();
+        let other = create(&gateway_pool, "b@x", None, None).await.unwrap();
+        for _ in 0..2 {
+            let record = verify_cached(&cache, &gateway_pool, &token.token).await;
+            assert_eq!(record.unwrap().user_email, "a@x");
+        }
+        // Remembered: answered even while the store cannot be read.
+        sqlx::query("ALTER TABLE api_tokens RENAME TO api_tokens_away")
+            .execute(&gateway_pool)
+            .await
+            .unwrap();
+        let remembered = verify_cached(&cache, &gateway_pool, &token.token).await;
+        assert_eq!(remembered.unwrap().user_email, "a@x");
+        let forged = format!("{}{}", &token.token[..token.token.len() - 1], "x");
+        assert!(verify_cached(&cache, &gateway_pool, &forged).await.is_err());
+        sqlx::query("ALTER TABLE api_tokens_away RENAME TO api_tokens")
+            .execute(&gateway_pool)
+            .await
+            .unwrap();
+
+        // The CLI: another pool (another process) on the same file.
+        let cli_pool = crate::storage::open(dir.path()).await.unwrap();
+        assert!(revoke(&cli_pool, &token.id).await.unwrap());
+        assert!(matches!(
+            verify_cached(&cache, &gateway_pool, &token.token).await,
+            Err(TokenRejection::Revoked { .. })
+        ));
+        // Everyone else is read again from the store, and still valid.
+        let record = verify_cached(&cache, &gateway_pool, &other.token).await;
+        assert_eq!(record.unwrap().user_email, "b@x");
     }
 
     #[tokio::test]

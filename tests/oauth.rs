@@ -782,6 +782,7 @@ async fn a_token_for_another_audience_is_refused() {
         gw.gw.pool().clone(),
         gw.gw.audit().clone(),
         gw.gw.master_key(),
+        mcpgate::credential_cache::RevocationWatch::start(gw.gw.pool()),
     )
     .unwrap();
     let rejection = elsewhere.verify_access(access).await.unwrap_err();

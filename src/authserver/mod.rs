@@ -47,6 +47,8 @@ pub struct AuthServer {
     pub cimd: cimd::CimdCache,
     /// The company's OpenID provider, when configured.
     pub idp: Option<idp::Idp>,
+    /// Access tokens verified since the last revocation, with their expiry.
+    access_cache: crate::credential_cache::CredentialCache<(tokens::AccessGrant, String)>,
 }
 
 impl AuthServer {
@@ -55,10 +57,12 @@ impl AuthServer {
         pool: Db,
         audit: AuditLog,
         master: &MasterKey,
+        revocations: Arc<crate::credential_cache::RevocationWatch>,
     ) -> Result<Self, String> {
         let cimd = cimd::CimdCache::new(config.oauth.client_metadata_documents.clone())?;
         let idp = config.oauth.oidc.clone().map(idp::Idp::new).transpose()?;
         Ok(Self {
+            access_cache: crate::credential_cache::CredentialCache::new(revocations),
             config,
             pool,
             audit,

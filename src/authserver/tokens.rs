@@ -423,10 +423,41 @@ impl AuthServer {
         })
     }
 
-    /// Check an access token presented at `/mcp`: one read (token joined to
-    /// its family), digest compared in constant time, then revocation,
-    /// expiry and audience.
+    /// Check an access token presented at `/mcp`: from memory when it was
+    /// verified since the last revocation (credential_cache.rs), else one
+    /// read (token joined to its family), digest compared in constant time,
+    /// then revocation, expiry and audience.
     pub async fn verify_access(&self, presented: &str) -> Result<AccessGrant, AccessRejection> {
+        let Some((id, secret)) = split_token(presented, ACCESS_PREFIX) else {
+            return self
+                .verify_access_in_store(presented)
+                .await
+                .map(|(grant, _)| grant);
+        };
+        let generation = self.access_cache.generation();
+        if let Some((grant, expires_at)) = self.access_cache.get(generation, id, secret)
+            && expires_at.as_str() > now().as_str()
+        {
+            return Ok(grant);
+        }
+        let checked = self.verify_access_in_store(presented).await;
+        match &checked {
+            Ok((grant, expires_at)) => self.access_cache.insert(
+                generation,
+                id,
+                secret,
+                (grant.clone(), expires_at.clone()),
+            ),
+            Err(_) => self.access_cache.forget(id),
+        }
+        checked.map(|(grant, _)| grant)
+    }
+
+    /// The store's answer for an access token, with its expiry.
+    async fn verify_access_in_store(
+        &self,
+        presented: &str,
+    ) -> Result<(AccessGrant, String), AccessRejection> {
         let reject = |user: Option<String>, reason: Reason, message: &str| AccessRejection {
             user,
             refusal: Refusal::new(reason, message),
@@ -489,13 +520,14 @@ impl AuthServer {
                 "the token was issued for another resource",
             ));
         }
-        Ok(AccessGrant {
+        let grant = AccessGrant {
             token_id: id.to_owned(),
             family_id: row.get("family_id"),
             user,
             client_id: row.get("client_id"),
             client_name: row.get("client_name"),
-        })
+        };
+        Ok((grant, expires_at))
     }
 
     /// End a family: every token of it is refused from the next request on.
@@ -508,6 +540,7 @@ impl AuthServer {
         .bind(family_id)
         .execute(&self.pool)
         .await?;
+        crate::credential_cache::announce_revocation(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -569,6 +602,9 @@ impl AuthServer {
             .execute(&self.pool)
             .await
             .map_err(storage_refusal)?;
+            crate::credential_cache::announce_revocation(&self.pool)
+                .await
+                .map_err(|e| storage_refusal(e.into()))?;
             return Ok(Some((row.get("user_email"), format!("access token {id}"))));
         }
         Ok(None)
@@ -610,6 +646,7 @@ pub async fn revoke_client(pool: &Db, user: &str, client_id: &str) -> Result<u64
     .bind(client_id)
     .execute(pool)
     .await?;
+    crate::credential_cache::announce_revocation(pool).await?;
     Ok(done.rows_affected())
 }
 

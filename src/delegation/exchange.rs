@@ -13,7 +13,6 @@ use actors::grant::{GrantScope, LivenessProbe};
 use actors::session::ClientInfo;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use supervision::SupervisorMsg;
 
 use super::Delegation;
 use super::declaration::{Declaration, parse_declaration};
@@ -417,20 +416,24 @@ async fn mint(
         },
         &secret_sha256,
         &store::scope_text(&scope.declared),
+        d.grants.replica(),
     )
     .await
     .map_err(storage_error)?;
-    let supervisor: ractor::ActorRef<SupervisorMsg> = d.supervisor().ok_or_else(|| {
-        oauth(
+    let Some(supervisor) = d.supervisor() else {
+        abandon(d, &grant_id, "the grant supervisor is restarting").await;
+        return Err(oauth(
             Reason::GrantsUnavailable,
             "the grant supervisor is restarting",
-        )
-    })?;
-    d.grants
+        ));
+    };
+    let started = d
+        .grants
         .start(
             &supervisor,
             &d.pool,
             NewGrant {
+                holder_recorded: true,
                 scope,
                 instance: instance.name.clone(),
                 workspace: instance.workspace.clone(),
@@ -441,13 +444,14 @@ async fn mint(
                 secret_sha256,
             },
         )
-        .await
-        .map_err(|e| {
-            oauth(
-                Reason::GrantsUnavailable,
-                format!("the grant could not start: {e}"),
-            )
-        })?;
+        .await;
+    if let Err(e) = started {
+        abandon(d, &grant_id, "the grant could not start").await;
+        return Err(oauth(
+            Reason::GrantsUnavailable,
+            format!("the grant could not start: {e}"),
+        ));
+    }
     Ok(Issued {
         access_token,
         expires_in: ttl.as_secs(),
@@ -458,6 +462,17 @@ async fn mint(
             .collect::<Vec<_>>()
             .join(" "),
     })
+}
+
+/// A grant recorded but never started is ended in the store, and this
+/// replica no longer holds it, so no revocation waits for it.
+async fn abandon(d: &Delegation, grant_id: &str, why: &str) {
+    if let Err(e) = store::mark_ended(&d.pool, grant_id, why).await {
+        tracing::error!(grant = %grant_id, error = %e, "could not end an unstarted grant");
+    }
+    if let Err(e) = store::remove_holder(&d.pool, grant_id, d.grants.replica()).await {
+        tracing::error!(grant = %grant_id, error = %e, "could not release an unstarted grant");
+    }
 }
 
 async fn pick_instance(

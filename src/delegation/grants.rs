@@ -96,6 +96,9 @@ pub struct NewGrant {
     pub probe: Option<(LivenessProbe, Duration)>,
     /// SHA-256 of the token's secret part (see [`mint_token`]).
     pub secret_sha256: [u8; 32],
+    /// This replica was recorded as its holder with the grant itself
+    /// (`store::insert_grant`); otherwise `start` registers it.
+    pub holder_recorded: bool,
 }
 
 /// A fresh delegated access token for grant `id`, and the SHA-256 of its
@@ -211,7 +214,13 @@ impl GrantTable {
         self.live.insert(id.clone(), live.clone());
         // Registered as a holder, then checked: a revocation that raced the
         // start is carried out here before the grant serves anything.
-        match super::store::add_holder(pool, &id, &self.replica).await {
+        let holder_recorded = new.holder_recorded;
+        let registered = if holder_recorded {
+            super::store::is_live(pool, &id).await
+        } else {
+            super::store::add_holder(pool, &id, &self.replica).await
+        };
+        match registered {
             Ok(true) => Ok(live),
             Ok(false) => {
                 let reason = super::store::ended_elsewhere(pool, std::slice::from_ref(&id))
@@ -407,6 +416,7 @@ fn adoption(stored: &super::store::Adoptable, owner: Arc<UserConfig>, ttl: Durat
     let mut secret_sha256 = [0u8; 32];
     secret_sha256.copy_from_slice(&stored.secret_sha256);
     NewGrant {
+        holder_recorded: false,
         scope: GrantScope {
             grant_id: record.id.clone(),
             subject: record.subject.clone(),

@@ -266,12 +266,16 @@ pub struct GrantRecord {
 
 /// Record a new grant. `secret_sha256` and `declared` let another gateway on
 /// the same store serve it (see [`adoptable`]); they are never listed.
+/// Record a new grant and, in the same transaction (one commit, one fsync
+/// on SQLite), `holder` as the replica that will hold its actor.
 pub async fn insert_grant(
     pool: &Db,
     grant: &GrantRecord,
     secret_sha256: &[u8; 32],
     declared: &BTreeMap<String, String>,
+    holder: &str,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO delegation_grants (id, subject, actor, instance, workspace, flow_path, job_id, \
          flow_job_id, scope, created_at, expires_at, secret_sha256, declared) \
@@ -290,9 +294,15 @@ pub async fn insert_grant(
     .bind(&grant.expires_at)
     .bind(secret_sha256.to_vec())
     .bind(serde_json::to_string(declared).expect("strings serialize"))
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    sqlx::query("INSERT INTO grant_holders (grant_id, replica, since) VALUES ($1, $2, $3)")
+        .bind(&grant.id)
+        .bind(holder)
+        .bind(&grant.created_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// A grant as another gateway on the store needs it to serve its token.
@@ -406,6 +416,12 @@ pub async fn add_holder(pool: &Db, id: &str, replica: &str) -> Result<bool, sqlx
     .bind(actors::now_rfc3339())
     .execute(pool)
     .await?;
+    is_live(pool, id).await
+}
+
+/// Whether grant `id` is still live in the store (not ended, no revocation
+/// asked for): a read, for a holder registered when the grant was recorded.
+pub async fn is_live(pool: &Db, id: &str) -> Result<bool, sqlx::Error> {
     let live: Option<String> = sqlx::query_scalar(
         "SELECT id FROM delegation_grants \
          WHERE id = $1 AND ended_at IS NULL AND revoke_requested_at IS NULL",
@@ -634,7 +650,7 @@ mod tests {
             ("grt_old", now - time::Duration::minutes(1)),
             ("grt_live", now + time::Duration::minutes(10)),
         ] {
-            insert_grant(&pool, &record(id, at), &hash, &BTreeMap::new())
+            insert_grant(&pool, &record(id, at), &hash, &BTreeMap::new(), "replica-1")
                 .await
                 .unwrap();
         }
