@@ -367,6 +367,17 @@ async fn principal_of(
         && let Some(owner) = gw.sessions().owner(id)
         && owner != principal.credential_id
     {
+        // A client that stepped up its scope (or signed in again) holds a
+        // new token family: its session follows it, if both sign-ins are
+        // the same person's in the same client.
+        if let (Some(old), Some(new)) = (
+            owner.strip_prefix(OAUTH_CREDENTIAL),
+            principal.credential_id.strip_prefix(OAUTH_CREDENTIAL),
+        ) && gw.authserver().same_holder(old, new).await
+        {
+            gw.sessions().bind(id, principal.credential_id.clone());
+            return Ok(principal);
+        }
         let reason = "this MCP session was opened with another credential";
         audit_http_refusal(
             gw,
@@ -459,8 +470,10 @@ const REFUSED_BODY_LIMIT: usize = 1 << 20;
 /// The credential of a signed-in client's sessions: its token family (a
 /// refreshed token keeps the session).
 fn oauth_credential(family_id: &str) -> String {
-    format!("oauth:{family_id}")
+    format!("{OAUTH_CREDENTIAL}{family_id}")
 }
+
+const OAUTH_CREDENTIAL: &str = "oauth:";
 
 /// A 401 from `/mcp`. With the authorization server on, the challenge names
 /// its protected resource metadata (RFC 9728 §5.1), where a client starts.

@@ -1686,3 +1686,67 @@ async fn the_python_sdk_steps_up_from_read_only_to_mcp_on_a_403() {
     assert_audited(&rows, "warehouse_write_actions", "insufficient_scope");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_initialize_era_session_follows_its_client_through_a_step_up() {
+    let (gw, upstream) = gateway("").await;
+    let client_id = register(&gw, REDIRECT).await;
+    let mut browser = Browser::new();
+    let (_, code, verifier) = authorize_as(
+        &gw,
+        &mut browser,
+        &client_id,
+        "carol@example.com",
+        "mcp:read",
+    )
+    .await;
+    let read = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
+        .await
+        .1;
+    let read = read["access_token"].as_str().unwrap().to_owned();
+    let session = gw.raw_initialize(&read).await;
+    let post = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "warehouse_write_actions", "arguments": {"action": "post_message", "text": "hi"}}});
+    let refused = gw.raw_post(&read, &session, post.clone()).await;
+    assert_eq!(refused.status(), 403);
+    assert!(
+        refused.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="insufficient_scope""#)
+    );
+
+    // The client steps up: a new sign-in family, the same session.
+    let (_, code, verifier) =
+        authorize_as(&gw, &mut browser, &client_id, "carol@example.com", "mcp").await;
+    let full = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
+        .await
+        .1;
+    let full = full["access_token"].as_str().unwrap().to_owned();
+    let answered = gw.raw_post(&full, &session, post.clone()).await;
+    assert_eq!(answered.status(), 200);
+    let text = answered.text().await.unwrap();
+    assert!(
+        text.contains("\"result\"") && !text.contains("\"error\""),
+        "{text}"
+    );
+    assert_eq!(upstream.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Not another client's sign-in of hers, nor her gateway token.
+    let other_client = register(&gw, REDIRECT).await;
+    let (_, code, verifier) =
+        authorize_as(&gw, &mut browser, &other_client, "carol@example.com", "mcp").await;
+    let other = exchange(&gw, &other_client, &code, &verifier, REDIRECT)
+        .await
+        .1;
+    for token in [
+        other["access_token"].as_str().unwrap().to_owned(),
+        gw.token("carol@example.com").await,
+    ] {
+        let refused = gw.raw_post(&token, &session, post.clone()).await;
+        assert_eq!(refused.status(), 403);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["reason"], "session_credential_mismatch");
+    }
+    gw.stop().await;
+}

@@ -527,6 +527,35 @@ impl AuthServer {
         })
     }
 
+    /// Whether the families `a` and `b` are sign-ins of the same person in
+    /// the same client (a step-up, or a new sign-in): one read, made only
+    /// when a session meets a token of another family.
+    pub async fn same_holder(&self, a: &str, b: &str) -> bool {
+        let rows = sqlx::query(
+            "SELECT user_email, client_id FROM oauth_families WHERE id = $1 OR id = $2",
+        )
+        .bind(a)
+        .bind(b)
+        .fetch_all(&self.pool)
+        .await;
+        match rows {
+            Ok(rows) if rows.len() == 2 => {
+                let holder = |r: &sqlx::any::AnyRow| {
+                    (
+                        r.get::<String, _>("user_email"),
+                        r.get::<String, _>("client_id"),
+                    )
+                };
+                holder(&rows[0]) == holder(&rows[1])
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "session holder check: store");
+                false
+            }
+        }
+    }
+
     /// End a family: every token of it is refused from the next request on.
     pub async fn revoke_family(&self, family_id: &str, why: &str) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
