@@ -67,7 +67,14 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
         .route("/metrics", get(metrics))
         .route_service("/mcp", mcp)
         .with_state(gw.clone())
-        .route("/oauth/token", axum::routing::post(crate::oauth::token))
+        .route(
+            "/oauth/token",
+            crate::oauth::ratelimit::limited(
+                axum::routing::post(crate::oauth::token),
+                gw.authserver(),
+                crate::oauth::ratelimit::Endpoint::Token,
+            ),
+        )
         .with_state(gw.clone())
         .merge(crate::oauth::server::routes(gw.clone()))
         .merge(crate::native::connect::routes(gw.connect().clone()))
@@ -93,6 +100,8 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    // The peer's address reaches handlers (the OAuth endpoints' rate limits).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -163,6 +172,26 @@ async fn admit(
             return refused;
         }
     };
+    // A token whose scope narrows its person's access: a call beyond the
+    // scope is answered here with a 403 challenge (MCP "Scope Challenge
+    // Handling"), which a JSON-RPC error inside a 200 could not carry.
+    if principal.scope_cap.is_some() && request.method() == Method::POST {
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, SCOPED_BODY_LIMIT).await else {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(json!({
+                    "error": "payload_too_large",
+                    "message": format!("a request with a scoped OAuth token may be at most {SCOPED_BODY_LIMIT} bytes"),
+                })),
+            )
+                .into_response();
+        };
+        if let Some(refusal) = beyond_scope(&gw, &principal, &session_id, &bytes).await {
+            return insufficient_scope(&gw, &refusal);
+        }
+        request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    }
     let credential_id = principal.credential_id.clone();
     request.extensions_mut().insert(principal);
     request
@@ -264,6 +293,7 @@ async fn principal_of(
             actor: user.email.clone(),
             user: Arc::new(user.clone()),
             grant: None,
+            scope_cap: grant.scope.risk_cap(),
         }
     } else if presented.starts_with(ACCESS_TOKEN_PREFIX) {
         match gw.delegation().authenticate(presented).await {
@@ -273,6 +303,7 @@ async fn principal_of(
                 actor: grant.scope.actor.clone(),
                 user: grant.owner.clone(),
                 grant: Some(grant),
+                scope_cap: None,
             },
             Err(rejection) => {
                 let subject = rejection.subject.as_deref().unwrap_or("anonymous");
@@ -329,12 +360,24 @@ async fn principal_of(
             actor: user.email.clone(),
             user: Arc::new(user.clone()),
             grant: None,
+            scope_cap: None,
         }
     };
     if let Some(id) = session_id
         && let Some(owner) = gw.sessions().owner(id)
         && owner != principal.credential_id
     {
+        // A client that stepped up its scope (or signed in again) holds a
+        // new token family: its session follows it, if both sign-ins are
+        // the same person's in the same client.
+        if let (Some(old), Some(new)) = (
+            owner.strip_prefix(OAUTH_CREDENTIAL),
+            principal.credential_id.strip_prefix(OAUTH_CREDENTIAL),
+        ) && gw.authserver().same_holder(old, new).await
+        {
+            gw.sessions().bind(id, principal.credential_id.clone());
+            return Ok(principal);
+        }
         let reason = "this MCP session was opened with another credential";
         audit_http_refusal(
             gw,
@@ -353,8 +396,73 @@ async fn principal_of(
     Ok(principal)
 }
 
-/// A 401 from `/mcp`. With the authorization server on, the challenge names
-/// its protected resource metadata (RFC 9728 §5.1), where a client starts.
+/// The most of a `/mcp` request's body read to check a scoped token's call.
+const SCOPED_BODY_LIMIT: usize = 4 << 20;
+
+/// The first `tools/call` in `body` (one JSON-RPC message, or a batch of the
+/// older era) that the principal's scope does not cover, audited. A body
+/// that does not parse is left to MCP to answer.
+async fn beyond_scope(
+    gw: &Gateway,
+    principal: &Principal,
+    session_id: &Option<String>,
+    body: &[u8],
+) -> Option<Refusal> {
+    let parsed: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let messages = match parsed {
+        serde_json::Value::Array(batch) => batch,
+        single => vec![single],
+    };
+    for message in messages {
+        if message["method"] != "tools/call" {
+            continue;
+        }
+        let Some(tool) = message["params"]["name"].as_str() else {
+            continue;
+        };
+        let arguments = match &message["params"]["arguments"] {
+            serde_json::Value::Object(arguments) => arguments.clone(),
+            _ => Default::default(),
+        };
+        let session = session_id.as_ref().map(|id| format!("mcp:{id}"));
+        if let Some(refusal) = gw
+            .pipeline()
+            .beyond_scope(principal, session, tool, &arguments)
+            .await
+        {
+            return Some(refusal);
+        }
+    }
+    None
+}
+
+/// A 403 scope challenge (RFC 6750 §3.1, MCP "Scope Challenge Handling"):
+/// the scope that covers the call, and where the client starts again.
+fn insufficient_scope(gw: &Gateway, refusal: &Refusal) -> Response {
+    let challenge = format!(
+        r#"Bearer error="insufficient_scope", scope="{}", resource_metadata="{}", error_description="{}""#,
+        crate::authserver::SCOPE,
+        gw.authserver().resource_metadata_url(),
+        refusal.message.replace(['"', '\\'], "'")
+    );
+    let mut response = (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "error": "insufficient_scope",
+            "reason": refusal.code(),
+            "message": refusal.message,
+            "scope": crate::authserver::SCOPE,
+        })),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
 /// The most of a refused `/mcp` request's body that is read (and dropped) so
 /// its connection stays usable; a larger one closes the connection.
 const REFUSED_BODY_LIMIT: usize = 1 << 20;
@@ -362,16 +470,20 @@ const REFUSED_BODY_LIMIT: usize = 1 << 20;
 /// The credential of a signed-in client's sessions: its token family (a
 /// refreshed token keeps the session).
 fn oauth_credential(family_id: &str) -> String {
-    format!("oauth:{family_id}")
+    format!("{OAUTH_CREDENTIAL}{family_id}")
 }
 
+const OAUTH_CREDENTIAL: &str = "oauth:";
+
+/// A 401 from `/mcp`. With the authorization server on, the challenge names
+/// its protected resource metadata (RFC 9728 §5.1), where a client starts.
 fn unauthorized(gw: &Gateway, error: Option<&str>) -> Response {
     let mut challenge = r#"Bearer realm="mcpgate""#.to_owned();
     if gw.config().oauth.enabled {
         challenge.push_str(&format!(
             r#", resource_metadata="{}", scope="{}""#,
             gw.authserver().resource_metadata_url(),
-            crate::authserver::SCOPE
+            gw.authserver().default_scope().as_str()
         ));
     }
     if let Some(description) = error {

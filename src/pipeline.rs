@@ -95,6 +95,23 @@ impl From<Refusal> for Stop {
     }
 }
 
+/// Changing one's own hooks (`add`, `remove`) changes what later calls
+/// may do: more than a read-only scope covers. Listing them is a read.
+fn hooks_scope_refusal(
+    principal: &Principal,
+    tool: &str,
+    arguments: &JsonObject,
+) -> Option<Refusal> {
+    let op = arguments.get("op").and_then(Value::as_str).unwrap_or("");
+    (tool == crate::hooks::self_service::TOOL && principal.scope_cap.is_some() && op != "list")
+        .then(|| {
+            Refusal::new(
+                Reason::InsufficientScope,
+                format!("changing your hooks ('{op}') needs scope mcp; this sign-in has mcp:read"),
+            )
+        })
+}
+
 impl Pipeline {
     /// Run one tool call through the whole pipeline. Every call ends here,
     /// whichever stage ended it: this is where it is counted.
@@ -166,6 +183,57 @@ impl Pipeline {
             reason: refusal.code(),
         };
         self.audit.stats().calls.record(labels, took);
+    }
+
+    /// A `tools/call` the caller's access allows but its OAuth scope does
+    /// not (`Reason::InsufficientScope`): audited and counted here, so the
+    /// HTTP layer can answer it with a 403 scope challenge before MCP sees
+    /// it. Any other outcome is the pipeline's to decide: `None`.
+    pub async fn beyond_scope(
+        &self,
+        principal: &Principal,
+        session: Option<String>,
+        tool: &str,
+        arguments: &JsonObject,
+    ) -> Option<Refusal> {
+        principal.scope_cap?;
+        let started = Instant::now();
+        let mut row = RowStart {
+            subject: &principal.subject,
+            actor: &principal.actor,
+            session,
+            client: &Default::default(),
+            tool,
+            arguments,
+        }
+        .row();
+        let refusal = match hooks_scope_refusal(principal, tool, arguments) {
+            Some(refusal) => {
+                row.action = arguments
+                    .get("op")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                refusal
+            }
+            None => {
+                let rules = Rules {
+                    config: &self.config,
+                    catalog_rules: self.catalogs.catalog_rules(),
+                };
+                let lookup = |service: &str| self.catalogs.catalog(service);
+                let refused = decide::decide(&rules, principal, &lookup, tool, arguments).err()?;
+                if refused.refusal.reason != Reason::InsufficientScope {
+                    return None;
+                }
+                row.service = refused.service;
+                row.action = refused.action;
+                row.risk = refused.risk;
+                refused.refusal
+            }
+        };
+        let refusal = self.audit.refusal(row, refusal).await;
+        self.count_unadmitted(&refusal, started.elapsed());
+        Some(refusal)
     }
 
     /// The stages in order; `row` is filled in as facts become known.
@@ -256,6 +324,9 @@ impl Pipeline {
         if request.tool == crate::hooks::self_service::TOOL {
             let op = arguments.get("op").and_then(Value::as_str).unwrap_or("");
             row.action = Some(op.to_owned());
+            if let Some(refusal) = hooks_scope_refusal(request.principal, request.tool, arguments) {
+                return Some(Err(refusal));
+            }
             return Some(crate::hooks::self_service::run(
                 &self.hooks,
                 request.principal,

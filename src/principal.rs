@@ -21,10 +21,22 @@ pub struct Principal {
     /// Set when the caller presented a delegated access token: the scope is
     /// the grant's, the user is the owner.
     pub grant: Option<Arc<LiveGrant>>,
+    /// The most the credential's OAuth scope lets a call do (`mcp:read`:
+    /// read); `None` when it does not narrow the access (gateway tokens,
+    /// grants, `mcp`).
+    pub scope_cap: Option<Risk>,
 }
 
 impl Principal {
+    /// What this request may do on `service`: the access, capped by the scope.
     pub fn access_to(&self, service: &str) -> Option<Risk> {
+        let access = self.unscoped_access_to(service)?;
+        Some(self.scope_cap.map_or(access, |cap| cap.min(access)))
+    }
+
+    /// The access without the scope's cap: whether asking the person for a
+    /// wider scope could help (step-up), or only their access could.
+    pub fn unscoped_access_to(&self, service: &str) -> Option<Risk> {
         match &self.grant {
             Some(grant) => grant.scope.services.get(service).copied(),
             None => self.user.access_to(service),

@@ -177,7 +177,7 @@ const RULES: &[(&str, &[&str])] = &[
 ];
 
 /// Files that may use axum (HTTP routing): the edges, and the connect pages.
-const AXUM_FILES: [&str; 11] = [
+const AXUM_FILES: [&str; 12] = [
     "http.rs",
     "admin.rs",
     "console/mod.rs",
@@ -187,6 +187,7 @@ const AXUM_FILES: [&str; 11] = [
     "oauth/mod.rs",
     "oauth/server.rs",
     "oauth/pages.rs",
+    "oauth/ratelimit.rs",
     "cli.rs",
     "native/connect.rs",
 ];

@@ -24,6 +24,8 @@ services:
 users:
   - email: alice@example.com
     access: {{ warehouse: read }}
+  - email: carol@example.com
+    access: {{ warehouse: write }}
   - email: robot@example.com
     service_account: true
     access: {{ warehouse: read }}
@@ -468,6 +470,16 @@ async fn authorization_attacks_are_refused_and_audited() {
             ]),
             "invalid_target",
             "invalid_target",
+        ),
+        // RFC 6749 §4.1.2.1: a scope this server does not grant.
+        (
+            base_params(&[
+                ("code_challenge", challenge.clone()),
+                ("code_challenge_method", "S256".into()),
+                ("scope", "mcp:read admin".into()),
+            ]),
+            "invalid_scope",
+            "invalid_scope",
         ),
     ];
     for (params, error, reason) in to_client {
@@ -1228,4 +1240,514 @@ async fn exchange_at(
         ],
     )
     .await
+}
+
+/// In `browser`, `user` authorizes `client_id` for `scope` (signing in with
+/// a one-time link if the browser is not yet): (consent page, code, verifier).
+async fn authorize_as(
+    gw: &TestGateway,
+    browser: &mut Browser,
+    client_id: &str,
+    user: &str,
+    scope: &str,
+) -> (support::browser::Page, String, String) {
+    let (verifier, challenge) = pkce();
+    let url = authorize_url(
+        gw,
+        client_id,
+        &[
+            ("response_type", "code"),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("scope", scope),
+            ("resource", &gw.url),
+        ],
+    );
+    let mut consent = browser.get(&url).await;
+    if consent.status == 401 {
+        let link = link_for(gw, user).await;
+        consent = browser.sign_in(&gw.base, &link).await;
+    }
+    assert_eq!(consent.status, 200, "{}", consent.body);
+    let answered = browser.approve(&gw.base, &consent).await;
+    assert_eq!(answered.status, 303, "{}", answered.body);
+    let code = query_of(&answered.location.unwrap())["code"].clone();
+    (consent, code, verifier)
+}
+
+/// `tools/call` on `/mcp` (2026-07-28, stateless): status, the
+/// `WWW-Authenticate` header, body.
+async fn call_tool(
+    gw: &TestGateway,
+    access: &str,
+    tool: &str,
+    arguments: Value,
+) -> (u16, Option<String>, Value) {
+    let resp = reqwest::Client::new()
+        .post(&gw.url)
+        .bearer_auth(access)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": tool,
+            "arguments": arguments,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        challenge,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn tool_names(listed: &Value) -> Vec<String> {
+    listed["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools: {listed}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_read_only_scope_hides_writes_challenges_them_and_steps_up() {
+    let (gw, upstream) = gateway("").await;
+    let http = reqwest::Client::new();
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let meta: Value = http
+            .get(format!("{}{path}", gw.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            meta["scopes_supported"],
+            json!(["mcp", "mcp:read"]),
+            "{path}"
+        );
+    }
+    let client_id = register(&gw, REDIRECT).await;
+    let mut browser = Browser::new();
+
+    // Carol may write to the warehouse, but lets this client only read.
+    let (consent, code, verifier) = authorize_as(
+        &gw,
+        &mut browser,
+        &client_id,
+        "carol@example.com",
+        "mcp:read",
+    )
+    .await;
+    assert!(
+        consent.body.contains("mcp:read") && consent.body.contains("read only"),
+        "{}",
+        consent.body
+    );
+    assert!(
+        consent.body.contains("warehouse: up to read"),
+        "{}",
+        consent.body
+    );
+    let (status, tokens) = exchange(&gw, &client_id, &code, &verifier, REDIRECT).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["scope"], "mcp:read");
+    let read = tokens["access_token"].as_str().unwrap().to_owned();
+    let read_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // Her read-only token lists no write tool; her gateway token does.
+    let names = tool_names(&list_tools(&gw, &read).await.1);
+    assert!(
+        names.contains(&"warehouse_read_actions".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"warehouse_write_actions".to_owned()),
+        "{names:?}"
+    );
+    let carol_token = gw.token("carol@example.com").await;
+    let all = tool_names(&list_tools(&gw, &carol_token).await.1);
+    assert!(
+        all.contains(&"warehouse_write_actions".to_owned()),
+        "{all:?}"
+    );
+
+    // Reads run.
+    let (status, _, answer) = call_tool(
+        &gw,
+        &read,
+        "warehouse_read_actions",
+        json!({"action": "query", "sql": "select 1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["error"].is_null(), "{answer}");
+    let before = upstream.calls.load(std::sync::atomic::Ordering::SeqCst);
+
+    // A write she may make but the token may not: 403 with a scope challenge.
+    let post = json!({"action": "post_message", "text": "hi"});
+    let (status, challenge, body) =
+        call_tool(&gw, &read, "warehouse_write_actions", post.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    let challenge = challenge.expect("a 403 scope challenge");
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    for part in [
+        r#"error="insufficient_scope""#.to_owned(),
+        r#"scope="mcp""#.to_owned(),
+        format!(
+            r#"resource_metadata="{}/.well-known/oauth-protected-resource/mcp""#,
+            gw.base
+        ),
+    ] {
+        assert!(challenge.contains(&part), "{part} missing: {challenge}");
+    }
+    assert_eq!(body["reason"], "insufficient_scope");
+    // Changing her own hooks is a write too; listing them is a read.
+    let (status, _, _) = call_tool(
+        &gw,
+        &read,
+        "gateway_my_hooks",
+        json!({"op": "remove", "name": "x"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, listed) =
+        call_tool(&gw, &read, "gateway_my_hooks", json!({"op": "list"})).await;
+    assert_eq!(status, 200, "{listed}");
+    // A high-risk action is beyond her access: a wider scope would not
+    // help, so no challenge — the usual refusal.
+    let (status, challenge, refused) = call_tool(
+        &gw,
+        &read,
+        "warehouse_write_actions",
+        json!({"action": "drop_table", "table": "t"}),
+    )
+    .await;
+    assert_eq!((status, challenge), (200, None), "{refused}");
+    assert_eq!(refused["error"]["data"]["reason"], "risk_not_allowed");
+    assert_eq!(
+        upstream.calls.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "nothing refused reached the upstream"
+    );
+
+    // Refresh keeps the scope and never widens it; the refused widening
+    // does not spend the refresh token.
+    let widen = token(
+        &gw,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &read_refresh),
+            ("scope", "mcp"),
+        ],
+    )
+    .await;
+    assert_refused(widen, "invalid_scope");
+    let (status, kept) = refresh(&gw, &client_id, &read_refresh).await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["scope"], "mcp:read");
+    let (status, _, _) = call_tool(
+        &gw,
+        kept["access_token"].as_str().unwrap(),
+        "warehouse_write_actions",
+        post.clone(),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Step-up: the client asks again with scope mcp (the browser is still
+    // signed in, so straight to consent), and the write runs.
+    let (consent, code, verifier) =
+        authorize_as(&gw, &mut browser, &client_id, "carol@example.com", "mcp").await;
+    assert!(consent.body.contains("writes included"), "{}", consent.body);
+    let (status, full) = exchange(&gw, &client_id, &code, &verifier, REDIRECT).await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["scope"], "mcp");
+    let full_access = full["access_token"].as_str().unwrap().to_owned();
+    let names = tool_names(&list_tools(&gw, &full_access).await.1);
+    assert!(
+        names.contains(&"warehouse_write_actions".to_owned()),
+        "{names:?}"
+    );
+    let (status, _, answer) =
+        call_tool(&gw, &full_access, "warehouse_write_actions", post.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["error"].is_null(), "{answer}");
+    assert_eq!(
+        upstream.calls.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+
+    // A refresh may narrow the new access token (RFC 6749 §6).
+    let narrowed = token(
+        &gw,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", full["refresh_token"].as_str().unwrap()),
+            ("scope", "mcp:read"),
+        ],
+    )
+    .await;
+    assert_eq!(narrowed.0, 200, "{}", narrowed.1);
+    assert_eq!(narrowed.1["scope"], "mcp:read");
+    let narrow_access = narrowed.1["access_token"].as_str().unwrap();
+    let (status, _, _) =
+        call_tool(&gw, narrow_access, "warehouse_write_actions", post.clone()).await;
+    assert_eq!(status, 403);
+
+    let rows = gw.audit_rows().await;
+    assert!(
+        rows.iter().any(|r| r.tool == "warehouse_write_actions"
+            && r.subject == "carol@example.com"
+            && r.reason_code.as_deref() == Some("insufficient_scope")
+            && r.action.as_deref() == Some("post_message")),
+        "the scope refusal is audited with what was asked: {:?}",
+        refusal_codes(&rows)
+    );
+    assert_audited(&rows, "gateway_my_hooks", "insufficient_scope");
+    assert_audited(&rows, "oauth:refresh", "invalid_scope");
+    assert!(rows.iter().any(|r| {
+        r.tool == "oauth:consent"
+            && r.reason
+                .as_deref()
+                .is_some_and(|w| w.contains("with scope mcp:read"))
+    }));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oauth_endpoints_are_rate_limited_per_address_with_retry_after() {
+    let (gw, _upstream) = gateway(
+        "  rate_limits:\n    register: { per_minute: 1, burst: 2 }\n    token: { per_minute: 1, burst: 3 }\n",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let registration = json!({"client_name": "Flood", "redirect_uris": [REDIRECT]});
+    for _ in 0..2 {
+        let resp = http
+            .post(format!("{}/oauth/register", gw.base))
+            .json(&registration)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    let mut retry_afters = Vec::new();
+    for _ in 0..3 {
+        let resp = http
+            .post(format!("{}/oauth/register", gw.base))
+            .json(&registration)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 429);
+        let retry: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        retry_afters.push(retry);
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+        assert_eq!(body["reason"], "rate_limited", "{body}");
+    }
+
+    // The token endpoint has its own bucket: three bad codes are answered
+    // as bad codes, the fourth request is not looked at.
+    let bad_code = [
+        ("grant_type", "authorization_code"),
+        ("client_id", "mgc_nobody"),
+        ("code", "nope"),
+        ("code_verifier", "v"),
+        ("redirect_uri", REDIRECT),
+    ];
+    for _ in 0..3 {
+        assert_refused(token(&gw, &bad_code).await, "invalid_code");
+    }
+    let (status, body) = token(&gw, &bad_code).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    // The delegation token exchange is not limited by it: a workflow engine
+    // exchanges many job tokens from one address. (Delegation is off here,
+    // so it answers its own refusal, not 429.)
+    let (status, body) = token(
+        &gw,
+        &[(
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        )],
+    )
+    .await;
+    assert_ne!(status, 429, "{body}");
+
+    // Refusals are audited, but a flood writes one row per address and
+    // endpoint per interval, counting the refusals it stands for.
+    let rows = gw.audit_rows().await;
+    let limited: Vec<_> = rows
+        .iter()
+        .filter(|r| r.reason_code.as_deref() == Some("rate_limited"))
+        .collect();
+    let mut tools: Vec<&str> = limited.iter().map(|r| r.tool.as_str()).collect();
+    tools.sort();
+    assert_eq!(tools, ["oauth:register", "oauth:token"], "{limited:?}");
+    let register_row = limited.iter().find(|r| r.tool == "oauth:register").unwrap();
+    assert!(
+        register_row
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("127.0.0.1") && r.contains("over the rate limit")),
+        "{register_row:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_python_sdk_steps_up_from_read_only_to_mcp_on_a_403() {
+    // Least privilege first: the 401 challenges for mcp:read.
+    let (gw, upstream) = gateway("  default_scope: mcp:read\n").await;
+    let link = format!(
+        "{}/oauth/signin?link={}",
+        gw.base,
+        link_for(&gw, "carol@example.com").await
+    );
+    let step_up = json!({
+        "tool": "warehouse_write_actions",
+        "arguments": {"action": "post_message", "text": "hi"},
+    });
+    let result = client_result(
+        tokio::process::Command::new(support::python())
+            .arg(support::repo().join("tests/clients/py_oauth.py"))
+            .arg(&gw.url)
+            .arg(&link)
+            .arg("0")
+            .env("PY_OAUTH_STEP_UP", step_up.to_string()),
+        "python OAuth client (step-up)",
+    )
+    .await;
+    // Signed in read-only, as the 401 asked: the write tool was not listed.
+    let tools = result["tools"].as_array().unwrap();
+    assert!(tools.contains(&json!("warehouse_read_actions")), "{result}");
+    assert!(
+        !tools.contains(&json!("warehouse_write_actions")),
+        "{result}"
+    );
+    // The write answered 403; the SDK authorized again for `mcp` (the same
+    // browser session: no second sign-in) and its retried call ran.
+    assert_eq!(result["step_up_is_error"], false, "{result}");
+    assert_eq!(result["scopes"], json!(["mcp:read", "mcp"]), "{result}");
+    assert_eq!(
+        result["pages"],
+        json!([
+            "authorize:401",
+            "signin-page:200",
+            "signin:200",
+            "consent:303",
+            "authorize:200",
+            "consent:303"
+        ]),
+        "{result}"
+    );
+    assert_eq!(result["call_after_refresh_is_error"], false, "{result}");
+    let received = upstream.received.lock().unwrap().clone();
+    assert_eq!(
+        received
+            .iter()
+            .filter(|(tool, _)| tool == "post_message")
+            .count(),
+        1,
+        "{received:?}"
+    );
+    let rows = gw.audit_rows().await;
+    assert_audited(&rows, "warehouse_write_actions", "insufficient_scope");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_initialize_era_session_follows_its_client_through_a_step_up() {
+    let (gw, upstream) = gateway("").await;
+    let client_id = register(&gw, REDIRECT).await;
+    let mut browser = Browser::new();
+    let (_, code, verifier) = authorize_as(
+        &gw,
+        &mut browser,
+        &client_id,
+        "carol@example.com",
+        "mcp:read",
+    )
+    .await;
+    let read = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
+        .await
+        .1;
+    let read = read["access_token"].as_str().unwrap().to_owned();
+    let session = gw.raw_initialize(&read).await;
+    let post = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "warehouse_write_actions", "arguments": {"action": "post_message", "text": "hi"}}});
+    let refused = gw.raw_post(&read, &session, post.clone()).await;
+    assert_eq!(refused.status(), 403);
+    assert!(
+        refused.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="insufficient_scope""#)
+    );
+
+    // The client steps up: a new sign-in family, the same session.
+    let (_, code, verifier) =
+        authorize_as(&gw, &mut browser, &client_id, "carol@example.com", "mcp").await;
+    let full = exchange(&gw, &client_id, &code, &verifier, REDIRECT)
+        .await
+        .1;
+    let full = full["access_token"].as_str().unwrap().to_owned();
+    let answered = gw.raw_post(&full, &session, post.clone()).await;
+    assert_eq!(answered.status(), 200);
+    let text = answered.text().await.unwrap();
+    assert!(
+        text.contains("\"result\"") && !text.contains("\"error\""),
+        "{text}"
+    );
+    assert_eq!(upstream.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Not another client's sign-in of hers, nor her gateway token.
+    let other_client = register(&gw, REDIRECT).await;
+    let (_, code, verifier) =
+        authorize_as(&gw, &mut browser, &other_client, "carol@example.com", "mcp").await;
+    let other = exchange(&gw, &other_client, &code, &verifier, REDIRECT)
+        .await
+        .1;
+    for token in [
+        other["access_token"].as_str().unwrap().to_owned(),
+        gw.token("carol@example.com").await,
+    ] {
+        let refused = gw.raw_post(&token, &session, post.clone()).await;
+        assert_eq!(refused.status(), 403);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["reason"], "session_credential_mismatch");
+    }
+    gw.stop().await;
 }

@@ -246,6 +246,43 @@ oauth:
     .await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(page.body.contains("email_not_verified"));
+    // an account the provider has disabled: it refuses the login and sends
+    // the browser back with error=access_denied;
+    let page = sign_in_at_idp(
+        &mut Browser::new(),
+        &gw,
+        &idp,
+        &client_id,
+        "disabled",
+        |u| u,
+    )
+    .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(
+        page.body.contains("idp_denied") && page.body.contains("access_denied"),
+        "{}",
+        page.body
+    );
+    // ID tokens the provider signed with its own key, for alice, but expired,
+    // for another client, or bound to another sign-in's nonce (the test
+    // provider's attack accounts: tests/peers/oidc_idp.mjs);
+    for (login, reason, why) in [
+        ("stale", "id_token_invalid", "ExpiredSignature"),
+        ("foreign", "id_token_invalid", "InvalidAudience"),
+        ("replayed", "id_token_nonce_mismatch", "nonce"),
+    ] {
+        let page = sign_in_at_idp(&mut Browser::new(), &gw, &idp, &client_id, login, |u| u).await;
+        assert_eq!(page.status, 403, "{login}: {}", page.body);
+        assert!(
+            page.body.contains(reason) && page.body.contains(why),
+            "{login}: {}",
+            page.body
+        );
+        assert!(
+            !page.body.contains("Allow access"),
+            "{login} reached the consent page"
+        );
+    }
     // a request whose nonce was rewritten on its way to the IdP;
     let page = sign_in_at_idp(&mut Browser::new(), &gw, &idp, &client_id, "alice", |u| {
         let mut url = reqwest::Url::parse(&u).unwrap();
@@ -347,11 +384,30 @@ oauth:
     for code in [
         "signin_refused",
         "email_not_verified",
+        "idp_denied",
+        "id_token_invalid",
         "id_token_nonce_mismatch",
         "invalid_state",
     ] {
         assert_audited(&rows, code);
     }
+    // Each forged ID token is refused with its own reason in the audit log.
+    for why in ["ExpiredSignature", "InvalidAudience"] {
+        assert!(
+            rows.iter().any(|r| r.tool == "oauth:signin"
+                && r.reason_code.as_deref() == Some("id_token_invalid")
+                && r.reason.as_deref().is_some_and(|m| m.contains(why))),
+            "no id_token_invalid row for {why}"
+        );
+    }
+    // None of the refused sign-ins opened a session: alice signed in twice
+    // (the client, the console), through her own account.
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.tool == "oauth:signin" && r.reason.as_deref() == Some("signed in (oidc)"))
+            .count(),
+        2
+    );
     assert!(rows.iter().any(|r| r.tool == "oauth:signin"
         && r.reason_code.is_none()
         && r.subject == "alice@example.com"

@@ -14,6 +14,7 @@ pub mod clients;
 pub mod idp;
 pub mod pkce;
 pub mod redirect;
+pub mod scope;
 pub mod signin;
 pub mod tokens;
 
@@ -33,8 +34,9 @@ use crate::domain::{Reason, Refusal};
 use crate::keys::MasterKey;
 use crate::storage::Db;
 
-/// The one scope this server grants: use of `/mcp` with the person's access.
-pub const SCOPE: &str = "mcp";
+/// The scope a `403 insufficient_scope` challenges for: use of `/mcp` with
+/// the person's whole access (`scope.rs`).
+pub const SCOPE: &str = scope::Scope::Full.as_str();
 
 /// What the edges need: nothing of the rest of the gateway.
 pub struct AuthServer {
@@ -95,6 +97,12 @@ impl AuthServer {
         });
     }
 
+    /// What a client gets when it names no scope, and what a 401 challenges
+    /// for (`oauth.default_scope`).
+    pub fn default_scope(&self) -> scope::Scope {
+        scope::Scope::default_of(self.config.oauth.default_scope)
+    }
+
     /// Where the company's OpenID provider sends the browser back.
     pub fn idp_redirect_uri(&self) -> String {
         format!("{}/oauth/callback", self.issuer())
@@ -121,7 +129,7 @@ impl AuthServer {
         json!({
             "resource": self.resource(),
             "authorization_servers": [self.issuer()],
-            "scopes_supported": [SCOPE],
+            "scopes_supported": scope::SUPPORTED,
             "bearer_methods_supported": ["header"],
             "resource_name": "mcpgate",
         })
@@ -142,7 +150,7 @@ impl AuthServer {
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],
-            "scopes_supported": [SCOPE],
+            "scopes_supported": scope::SUPPORTED,
             "authorization_response_iss_parameter_supported": true,
             "client_id_metadata_document_supported": self.config.oauth.client_metadata_documents.enabled,
         });

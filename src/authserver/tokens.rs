@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use super::scope::Scope;
 use super::{
     AuthServer, after, digest, digest_matches, new_id, new_secret, pkce, split_token,
     storage_refusal,
@@ -53,6 +54,8 @@ pub struct AccessGrant {
     pub user: String,
     pub client_id: String,
     pub client_name: String,
+    /// What the token may do (its own scope, else its family's).
+    pub scope: Scope,
 }
 
 /// Why an access token is refused at `/mcp`, with the user when known.
@@ -241,18 +244,21 @@ impl AuthServer {
                 .await);
         }
         let bound: String = row.get("resource");
-        let scope: String = row.get("scope");
-        self.mint_bound(&family_id, &user, client_id, resource, &bound, &scope)
+        let scope = Scope::stored(row.get::<String, _>("scope").as_str());
+        self.mint_bound(&family_id, &user, client_id, resource, &bound, scope)
             .await
     }
 
     /// `grant_type=refresh_token`: each refresh token works once and is
-    /// replaced; one presented again revokes its whole family.
+    /// replaced; one presented again revokes its whole family. A `scope`
+    /// may narrow the new access token, never widen it (RFC 6749 §6); the
+    /// refresh token keeps the sign-in's scope.
     pub async fn refresh(
         &self,
         presented: &str,
         client_id: &str,
         resource: Option<&str>,
+        requested_scope: Option<&str>,
     ) -> Result<Issued, TokenFailure> {
         let Some((id, secret)) = split_token(presented, REFRESH_PREFIX) else {
             return Err(fail(
@@ -296,6 +302,27 @@ impl AuthServer {
                 "the refresh token was issued to another client",
             ));
         }
+        // Checked before the token is spent: a client that asked too much
+        // can ask again with the same refresh token.
+        let granted = Scope::stored(row.get::<String, _>("scope").as_str());
+        let scope = match requested_scope {
+            None => granted,
+            Some(asked) => match Scope::parse(Some(asked), granted) {
+                Ok(asked) if asked <= granted => asked,
+                Ok(asked) => {
+                    return Err(fail(
+                        who,
+                        Reason::InvalidScope,
+                        format!(
+                            "scope '{}' is wider than this sign-in's '{}': sign in again for it",
+                            asked.as_str(),
+                            granted.as_str()
+                        ),
+                    ));
+                }
+                Err(message) => return Err(fail(who, Reason::InvalidScope, message)),
+            },
+        };
         let used: Option<String> = row.get("used_at");
         let won = used.is_none()
             && sqlx::query(
@@ -336,8 +363,7 @@ impl AuthServer {
             ));
         }
         let bound: String = row.get("resource");
-        let scope: String = row.get("scope");
-        self.mint_bound(&family_id, &user, client_id, resource, &bound, &scope)
+        self.mint_bound(&family_id, &user, client_id, resource, &bound, scope)
             .await
     }
 
@@ -350,7 +376,7 @@ impl AuthServer {
         client_id: &str,
         resource: Option<&str>,
         bound: &str,
-        scope: &str,
+        scope: Scope,
     ) -> Result<Issued, TokenFailure> {
         if let Some(resource) = resource
             && resource != bound
@@ -388,19 +414,20 @@ impl AuthServer {
         family_id: &str,
         user: &str,
         client_id: &str,
-        scope: &str,
+        scope: Scope,
     ) -> Result<Issued, sqlx::Error> {
         let ttl = self.config.oauth.access_token_ttl;
         let (access_id, access_secret) = (new_id(), new_secret());
         let (refresh_id, refresh_secret) = (new_id(), new_secret());
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO oauth_access_tokens (id, family_id, secret_sha256, expires_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO oauth_access_tokens (id, family_id, secret_sha256, expires_at, scope) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&access_id)
         .bind(family_id)
         .bind(digest(&access_secret))
         .bind(after(ttl))
+        .bind(scope.as_str())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -416,7 +443,7 @@ impl AuthServer {
             access_token: format!("{ACCESS_PREFIX}{access_id}_{access_secret}"),
             refresh_token: format!("{REFRESH_PREFIX}{refresh_id}_{refresh_secret}"),
             expires_in: ttl.as_secs(),
-            scope: scope.to_owned(),
+            scope: scope.as_str().to_owned(),
             family_id: family_id.to_owned(),
             user: user.to_owned(),
             client_id: client_id.to_owned(),
@@ -472,7 +499,8 @@ impl AuthServer {
         };
         let row = sqlx::query(
             "SELECT t.family_id, t.secret_sha256, t.expires_at, t.revoked_at, \
-                    f.user_email, f.client_id, f.client_name, f.resource, f.revoked_at AS family_revoked_at \
+                    f.user_email, f.client_id, f.client_name, f.resource, f.revoked_at AS family_revoked_at, \
+                    COALESCE(t.scope, f.scope) AS scope \
              FROM oauth_access_tokens t JOIN oauth_families f ON f.id = t.family_id WHERE t.id = $1",
         )
         .bind(id)
@@ -526,8 +554,38 @@ impl AuthServer {
             user,
             client_id: row.get("client_id"),
             client_name: row.get("client_name"),
+            scope: Scope::stored(row.get::<String, _>("scope").as_str()),
         };
         Ok((grant, expires_at))
+    }
+
+    /// Whether the families `a` and `b` are sign-ins of the same person in
+    /// the same client (a step-up, or a new sign-in): one read, made only
+    /// when a session meets a token of another family.
+    pub async fn same_holder(&self, a: &str, b: &str) -> bool {
+        let rows = sqlx::query(
+            "SELECT user_email, client_id FROM oauth_families WHERE id = $1 OR id = $2",
+        )
+        .bind(a)
+        .bind(b)
+        .fetch_all(&self.pool)
+        .await;
+        match rows {
+            Ok(rows) if rows.len() == 2 => {
+                let holder = |r: &sqlx::any::AnyRow| {
+                    (
+                        r.get::<String, _>("user_email"),
+                        r.get::<String, _>("client_id"),
+                    )
+                };
+                holder(&rows[0]) == holder(&rows[1])
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "session holder check: store");
+                false
+            }
+        }
     }
 
     /// End a family: every token of it is refused from the next request on.

@@ -38,6 +38,15 @@ pub struct OauthServerConfig {
     /// sign-in links (`mcpgate oauth signin-link`) only.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// The scope a `401` from `/mcp` challenges for, and what an
+    /// authorization request without `scope` gets: `mcp` (everything the
+    /// person's access allows), or `mcp:read` for least privilege — clients
+    /// that handle step-up then ask again for `mcp` at their first write.
+    #[serde(default)]
+    pub default_scope: DefaultScope,
+    /// Per-address request limits of the public OAuth endpoints.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
 }
 
 impl Default for OauthServerConfig {
@@ -52,8 +61,91 @@ impl Default for OauthServerConfig {
             clients: Vec::new(),
             client_metadata_documents: CimdConfig::default(),
             oidc: None,
+            default_scope: DefaultScope::default(),
+            rate_limits: RateLimits::default(),
         }
     }
+}
+
+/// See [`OauthServerConfig::default_scope`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum DefaultScope {
+    #[default]
+    #[serde(rename = "mcp")]
+    Mcp,
+    #[serde(rename = "mcp:read")]
+    McpRead,
+}
+
+/// Token buckets per client address (IPv6: per /64), in memory on each
+/// replica. They keep one address from flooding the store and the audit log
+/// through endpoints anyone can reach; the delegation token exchange is not
+/// limited (a workflow engine fires thousands of jobs from one address).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// `POST /oauth/register`: a client registers once per install.
+    #[serde(default = "default_register_limit")]
+    pub register: RateLimit,
+    /// `POST /oauth/token` (code and refresh grants).
+    #[serde(default = "default_token_limit")]
+    pub token: RateLimit,
+    /// `GET /oauth/authorize`.
+    #[serde(default = "default_authorize_limit")]
+    pub authorize: RateLimit,
+    /// Take the client address from the last `X-Forwarded-For` entry (the
+    /// one the proxy in front appended). Only behind a proxy that every
+    /// request passes; otherwise a client could name any address.
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    /// Addresses tracked at most; past it, new addresses share one bucket.
+    #[serde(default = "default_tracked_addresses")]
+    pub tracked_addresses: usize,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            register: default_register_limit(),
+            token: default_token_limit(),
+            authorize: default_authorize_limit(),
+            trust_forwarded_for: false,
+            tracked_addresses: default_tracked_addresses(),
+        }
+    }
+}
+
+/// `burst` requests at once, refilled at `per_minute`; `per_minute: 0`
+/// turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+// Sized for an office behind one NAT address: dozens of people connecting
+// at once stay under them; a script hammering an endpoint does not.
+fn default_register_limit() -> RateLimit {
+    RateLimit {
+        per_minute: 10,
+        burst: 20,
+    }
+}
+fn default_token_limit() -> RateLimit {
+    RateLimit {
+        per_minute: 60,
+        burst: 60,
+    }
+}
+fn default_authorize_limit() -> RateLimit {
+    RateLimit {
+        per_minute: 60,
+        burst: 60,
+    }
+}
+fn default_tracked_addresses() -> usize {
+    100_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -91,6 +91,9 @@ reasons! {
     ServiceNotAllowed = "service_not_allowed", Refused;
     RiskNotAllowed = "risk_not_allowed", Refused;
     ReadOnlyMode = "read_only_mode", Refused;
+    /// The person may, but the OAuth token's scope (`mcp:read`) does not
+    /// cover it: HTTP 403 with a scope challenge, so the client can step up.
+    InsufficientScope = "insufficient_scope", Refused;
     SessionCredentialMismatch = "session_credential_mismatch", Refused;
 
     // Write-safety.
@@ -208,6 +211,10 @@ reasons! {
     ClientMetadataMismatch = "client_metadata_mismatch", Exchange;
     ClientMetadataUnavailable = "client_metadata_unavailable", Exchange;
     ClientMetadataInvalid = "client_metadata_invalid", Exchange;
+    /// A scope this server does not grant, or wider than the sign-in's.
+    InvalidScope = "invalid_scope", Exchange;
+    /// Too many requests from one address to an OAuth endpoint: HTTP 429.
+    RateLimited = "rate_limited", Exchange;
     /// An access token minted for another resource than this `/mcp`.
     WrongAudience = "wrong_audience", Unauthenticated;
 
@@ -294,7 +301,11 @@ impl Reason {
             | Reason::DelegationDisabled
             | Reason::WorkspaceNotRegistered
             | Reason::FlowNotAllowed => "unauthorized_client",
-            Reason::HighRiskNotApproved | Reason::OutsideOwnerScope => "invalid_scope",
+            Reason::HighRiskNotApproved | Reason::OutsideOwnerScope | Reason::InvalidScope => {
+                "invalid_scope"
+            }
+            // No RFC 6749 code fits a 429; this one tells a client to retry later.
+            Reason::RateLimited => "temporarily_unavailable",
             Reason::WindmillUnavailable
             | Reason::GrantsUnavailable
             | Reason::StorageUnavailable
@@ -305,6 +316,9 @@ impl Reason {
 
     /// The HTTP status RFC 6749 gives [`Self::oauth_error`].
     pub const fn oauth_status(self) -> u16 {
+        if matches!(self, Reason::RateLimited) {
+            return 429;
+        }
         match self.oauth_error().as_bytes() {
             b"unauthorized_client" | b"invalid_client" => 401,
             b"temporarily_unavailable" => 503,
@@ -370,6 +384,9 @@ mod tests {
         }
         assert_eq!(Reason::OutsideOwnerScope.oauth_error(), "invalid_scope");
         assert_eq!(Reason::JobMismatch.oauth_error(), "invalid_grant");
+        assert_eq!(Reason::InvalidScope.oauth_error(), "invalid_scope");
+        assert_eq!(Reason::RateLimited.oauth_status(), 429);
+        assert_eq!(Reason::InsufficientScope.http_status(), 403);
     }
 }
 

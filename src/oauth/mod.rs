@@ -6,6 +6,7 @@
 //! machine-readable `reason`.
 
 pub mod pages;
+pub mod ratelimit;
 pub mod server;
 
 use std::sync::Arc;

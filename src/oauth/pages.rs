@@ -59,7 +59,10 @@ pub struct Consent<'a> {
     pub client_id: &'a str,
     pub redirect_host: &'a str,
     pub user: &'a str,
-    /// `service: class` lines of the person's access.
+    /// The scope asked for (`mcp` or `mcp:read`) and what it gives.
+    pub scope: &'a str,
+    pub scope_means: &'a str,
+    /// `service: class` lines of the person's access, capped by the scope.
     pub access: Vec<String>,
     pub access_ttl: String,
     pub refresh_ttl: String,
@@ -82,7 +85,8 @@ pub fn consent(c: &Consent) -> Response {
             "<p><strong>{name}</strong> asks to use mcpgate's tools as <strong>{user}</strong>.</p>\
              <dl><dt>Client</dt><dd>{name} <small>({id})</small></dd>\
              <dt>You will be sent back to</dt><dd><code>{host}</code></dd>\
-             <dt>What it gets</dt><dd>the tools of these services, within your access \
+             <dt>What it gets</dt><dd>scope <code>{scope}</code>: {scope_means}. \
+             The tools of these services, within your access \
              (every call is checked and audited as yours):<ul>{access}</ul>\
              Access tokens last {access_ttl}; it may renew them for up to {refresh_ttl} \
              until you revoke it.</dd></dl>\
@@ -94,6 +98,8 @@ pub fn consent(c: &Consent) -> Response {
             id = escape(c.client_id),
             user = escape(c.user),
             host = escape(c.redirect_host),
+            scope = escape(c.scope),
+            scope_means = escape(c.scope_means),
             access_ttl = escape(&c.access_ttl),
             refresh_ttl = escape(&c.refresh_ttl),
             ticket = escape(c.ticket),

@@ -11,6 +11,9 @@
 //! | POST `/oauth/register` | Dynamic Client Registration (RFC 7591) |
 //! | POST `/oauth/token` | `authorization_code`, `refresh_token` (dispatched from `oauth/mod.rs`) |
 //! | POST `/oauth/revoke` | RFC 7009 |
+//!
+//! `/oauth/authorize`, `/oauth/register` and the code and refresh grants of
+//! `/oauth/token` are rate-limited per address (`ratelimit.rs`).
 //! | GET/DELETE `/oauth/clients` | the caller's authorized clients; revoke one (`?client_id=`) |
 
 use std::collections::BTreeMap;
@@ -27,9 +30,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::pages;
+use super::ratelimit::{Endpoint, limited};
 use crate::authserver::idp::IdpPending;
+use crate::authserver::scope::Scope;
 use crate::authserver::tokens::{ACCESS_PREFIX, Authorization};
-use crate::authserver::{AuthServer, SCOPE, redirect, signin};
+use crate::authserver::{AuthServer, redirect, signin};
 use crate::domain::{Reason, Refusal};
 use crate::gateway::Gateway;
 
@@ -39,6 +44,7 @@ const PENDING_COOKIE: &str = "mcpgate_authorize";
 const TICKET_SECS: i64 = 600;
 
 pub fn routes(gw: Arc<Gateway>) -> Router {
+    let server = gw.authserver();
     Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
@@ -56,15 +62,21 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
             "/.well-known/openid-configuration",
             get(authorization_server),
         )
-        .route("/oauth/authorize", get(authorize))
+        .route(
+            "/oauth/authorize",
+            limited(get(authorize), server, Endpoint::Authorize),
+        )
         .route("/oauth/consent", post(consent))
         .route("/oauth/signin", get(signin_page).post(signin))
         .route("/oauth/signin/console", get(console_signin))
         .route("/oauth/callback", get(idp_callback))
-        .route("/oauth/register", post(register))
+        .route(
+            "/oauth/register",
+            limited(post(register), server, Endpoint::Register),
+        )
         .route("/oauth/revoke", post(revoke))
         .route("/oauth/clients", get(list_clients).delete(revoke_client))
-        .with_state(gw.authserver().clone())
+        .with_state(server.clone())
 }
 
 fn unix_now() -> i64 {
@@ -384,6 +396,10 @@ async fn authorize(
         )
         .await;
     }
+    let scope = match Scope::parse(get("scope"), server.default_scope()) {
+        Ok(scope) => scope,
+        Err(message) => return to_client(Reason::InvalidScope, message).await,
+    };
     let resource = server.resource();
     if let Some(asked) = get("resource")
         && asked.trim_end_matches('/') != resource
@@ -401,7 +417,7 @@ async fn authorize(
         state: state.map(str::to_owned),
         code_challenge: challenge.to_owned(),
         resource,
-        scope: SCOPE.to_owned(),
+        scope: scope.as_str().to_owned(),
     };
     let session = match cookie(&headers, SESSION_COOKIE) {
         Some(value) => signin::session(&server.pool, &value).await,
@@ -464,6 +480,7 @@ async fn consent_page(
             .await;
         }
     };
+    let scope = Scope::stored(&auth.scope);
     let access = server
         .config
         .user(&user)
@@ -471,6 +488,7 @@ async fn consent_page(
             u.access
                 .iter()
                 .map(|(service, risk)| {
+                    let risk = scope.risk_cap().map_or(*risk, |cap| cap.min(*risk));
                     let service = if service == "*" {
                         "every service"
                     } else {
@@ -497,6 +515,8 @@ async fn consent_page(
         client_id: &auth.client_id,
         redirect_host: &redirect::shown_host(&auth.redirect_uri),
         user: &user,
+        scope: scope.as_str(),
+        scope_means: scope.describe(),
         access,
         access_ttl: humantime::format_duration(oauth.access_token_ttl).to_string(),
         refresh_ttl: humantime::format_duration(oauth.refresh_token_ttl).to_string(),
@@ -591,11 +611,12 @@ async fn consent(
             Some(&auth.client_id),
             TOOL,
             format!(
-                "consented: {} ({}) may use {} as {}; code sent to {}",
+                "consented: {} ({}) may use {} as {} with scope {}; code sent to {}",
                 auth.client_name,
                 auth.client_id,
                 auth.resource,
                 ticket.user,
+                auth.scope,
                 redirect::shown_host(&auth.redirect_uri)
             ),
         )
@@ -944,7 +965,11 @@ pub async fn token(server: &Arc<AuthServer>, headers: &HeaderMap, body: &[u8]) -
     };
     let outcome = if grant_type == "refresh_token" {
         match get("refresh_token") {
-            Some(refresh) => server.refresh(refresh, client_id, get("resource")).await,
+            Some(refresh) => {
+                server
+                    .refresh(refresh, client_id, get("resource"), get("scope"))
+                    .await
+            }
             None => Err(crate::authserver::tokens::TokenFailure {
                 user: None,
                 refusal: Refusal::new(Reason::InvalidRequest, "refresh_token is required"),
@@ -972,7 +997,7 @@ pub async fn token(server: &Arc<AuthServer>, headers: &HeaderMap, body: &[u8]) -
     match outcome {
         Ok(issued) => {
             let what = format!(
-                "{} for {} (family {}): access token for {}",
+                "{} for {} (family {}): access token for {}, scope {}",
                 if tool == "oauth:refresh" {
                     "tokens refreshed"
                 } else {
@@ -980,7 +1005,8 @@ pub async fn token(server: &Arc<AuthServer>, headers: &HeaderMap, body: &[u8]) -
                 },
                 issued.client_id,
                 issued.family_id,
-                server.resource()
+                server.resource(),
+                issued.scope
             );
             if let Err(refusal) = server
                 .audit_event(&issued.user, Some(client_id), tool, what)

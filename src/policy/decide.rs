@@ -178,6 +178,21 @@ pub fn decide(
             ),
         ));
     }
+    if risk > allowed
+        && let Some(cap) = principal.scope_cap
+        && principal
+            .unscoped_access_to(service)
+            .is_some_and(|access| risk <= access)
+    {
+        return Err(known.refuse(
+            Reason::InsufficientScope,
+            format!(
+                "'{action_name}' is a {risk} action{}; this sign-in's scope allows up to {cap}: \
+                 authorize again with scope mcp",
+                because(&raised_by)
+            ),
+        ));
+    }
     if risk > allowed {
         return Err(known.refuse(
             Reason::RiskNotAllowed,
@@ -324,7 +339,12 @@ users:
             .collect()
     }
 
-    fn person(config: &Config, email: &str) -> Principal {
+    /// `email`, or `email mcp:read` for a person signed in with a read-only scope.
+    fn person(config: &Config, who: &str) -> Principal {
+        let (email, scope_cap) = match who.split_once(' ') {
+            Some((email, "mcp:read")) => (email, Some(Risk::Read)),
+            _ => (who, None),
+        };
         let user = Arc::new(config.user(email).unwrap().clone());
         Principal {
             credential_id: "tok".into(),
@@ -332,6 +352,7 @@ users:
             actor: email.into(),
             user,
             grant: None,
+            scope_cap,
         }
     }
 
@@ -411,6 +432,45 @@ users:
                 "svc_write_actions",
                 json!({"action": "wipe"}),
                 Ok(Risk::HighRisk),
+            ),
+            // A read-only scope: reads pass; what the person may do but the
+            // scope does not cover asks for step-up; what they may not do
+            // stays a plain refusal (a wider scope would not help).
+            (
+                "writer@example.com mcp:read",
+                "svc_read_actions",
+                json!({"action": "look"}),
+                Ok(Risk::Read),
+            ),
+            (
+                "writer@example.com mcp:read",
+                "svc_write_actions",
+                json!({"action": "change"}),
+                Err(Reason::InsufficientScope),
+            ),
+            (
+                "writer@example.com mcp:read",
+                "direct__change",
+                json!({"n": 1}),
+                Err(Reason::InsufficientScope),
+            ),
+            (
+                "admin@example.com mcp:read",
+                "svc_write_actions",
+                json!({"action": "wipe"}),
+                Err(Reason::InsufficientScope),
+            ),
+            (
+                "writer@example.com mcp:read",
+                "svc_write_actions",
+                json!({"action": "wipe"}),
+                Err(Reason::RiskNotAllowed),
+            ),
+            (
+                "reader@example.com mcp:read",
+                "svc_write_actions",
+                json!({"action": "change"}),
+                Err(Reason::RiskNotAllowed),
             ),
             (
                 "writer@example.com",

@@ -14,11 +14,19 @@ client with a cookie jar that opens the one-time sign-in link, reads the
 consent page and presses Allow. After listing tools it waits SLEEP_SECS (the
 gateway's access tokens are configured to outlive less than that), calls a
 tool — the SDK refreshes its token — and prints one JSON object.
+
+With the environment variable PY_OAUTH_STEP_UP set to {"tool": T, "arguments":
+A}, the client calls T(A) after listing tools: against a gateway whose 401
+challenges for a narrower scope (oauth.default_scope: mcp:read), the gateway's
+403 insufficient_scope makes the SDK authorize again with the scope the 403
+names (the browser is still signed in: straight to consent), and the call is
+retried with the new token. The token sets' scopes are printed.
 """
 
 import asyncio
 import http.server
 import json
+import os
 import re
 import ssl
 import sys
@@ -138,6 +146,7 @@ async def main() -> None:
                 "token_endpoint_auth_method": "none",
             },
         )
+    step_up = json.loads(os.environ["PY_OAUTH_STEP_UP"]) if os.environ.get("PY_OAUTH_STEP_UP") else None
     storage = Memory()
     browser = Browser(link)
     provider = OAuthClientProvider(
@@ -163,6 +172,10 @@ async def main() -> None:
             first = await client.list_tools()
             out["tools"] = sorted(t.name for t in first.tools)
             out["first_access"] = storage.tokens.access_token if storage.tokens else None
+            if step_up:
+                stepped = await client.call_tool(step_up["tool"], step_up["arguments"])
+                out["step_up_is_error"] = bool(stepped.is_error)
+                out["scopes"] = [t.scope for t in storage.history]
             await asyncio.sleep(sleep_secs)
             # A call, not a second list: 2026-07-28 clients cache tool lists.
             called = await client.call_tool("gateway_my_activity", {})

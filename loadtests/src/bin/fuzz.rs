@@ -269,6 +269,7 @@ impl Fixture {
             actor: user.email.clone(),
             user,
             grant: None,
+            scope_cap: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
