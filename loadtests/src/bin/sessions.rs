@@ -34,6 +34,14 @@ struct Args {
     /// Sessions being opened at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Only `initialize` each session, no call: no session actor starts, so
+    /// the difference to a full run is the actor's share.
+    #[arg(long)]
+    no_call: bool,
+    /// Seconds the sessions are left idle before the second reading (rmcp
+    /// keeps each finished request's stream for 60 s, for resumption).
+    #[arg(long, default_value_t = 0)]
+    idle_secs: u64,
     /// Fail (exit 1) if an idle session costs more than this many KiB.
     #[arg(long)]
     max_kib_per_session: Option<f64>,
@@ -62,7 +70,12 @@ fn message_of(body: &str) -> anyhow::Result<Value> {
 }
 
 /// Open one session and make one call in it; returns its `Mcp-Session-Id`.
-async fn open_session(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<String> {
+async fn open_session(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    call: bool,
+) -> anyhow::Result<String> {
     let post = |session: Option<&str>, body: Value| {
         let mut request = http
             .post(url)
@@ -97,6 +110,9 @@ async fn open_session(http: &reqwest::Client, url: &str, token: &str) -> anyhow:
     .await?;
     if !initialized.status().is_success() {
         bail!("notifications/initialized: {}", initialized.status());
+    }
+    if !call {
+        return Ok(session);
     }
     let called = post(
         Some(&session),
@@ -140,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     // Warm up every path (allocator arenas, catalogs, pools) before the baseline.
     let mut held = Vec::with_capacity(args.sessions);
     for _ in 0..args.concurrency {
-        held.push(open_session(&http, &url, &token).await?);
+        held.push(open_session(&http, &url, &token, true).await?);
     }
     let baseline_sessions = gw.sessions().count();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -148,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let opened: Vec<anyhow::Result<String>> = futures::stream::iter(0..args.sessions)
-        .map(|_| open_session(&http, &url, &token))
+        .map(|_| open_session(&http, &url, &token, !args.no_call))
         .buffer_unordered(args.concurrency)
         .collect()
         .await;
@@ -165,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500) + Duration::from_secs(args.idle_secs)).await;
     let after = rss_kib()?;
     let actors = gw.sessions().count() - baseline_sessions;
     let client_bytes: usize = held.iter().map(|id| id.capacity() + 24).sum();
@@ -190,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
     if errors > 0 {
         bail!("{errors} sessions failed");
     }
-    if actors < args.sessions {
+    if actors < args.sessions && !args.no_call {
         bail!(
             "only {actors} of {} session actors are alive",
             args.sessions
