@@ -25,4 +25,4 @@ target/release/loadtests --protocol legacy --keep-alive \
   --concurrency "${CONCURRENCY:-1,16,64}" --seconds "${SECONDS_PER_POINT:-10}" \
   --contextforge "$VENV" --contextforge-workers "${WORKERS:-5}" \
   --json "$OUT.json" | tee "$OUT.md"
-target/release/chart "$OUT.json" "$OUT.svg"
+target/release/chart "$OUT.svg" "$OUT.json"

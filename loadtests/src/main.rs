@@ -436,6 +436,7 @@ struct Run {
     /// Peak resident set of the watched gateway (all its processes) while
     /// measuring, KiB.
     peak_rss_kib: Option<u64>,
+    peak_pss_kib: Option<u64>,
     /// CPU the watched gateway spent over the measured window, ms per call.
     cpu_ms_per_call: Option<f64>,
 }
@@ -462,6 +463,7 @@ impl Run {
             "p50_ms": self.percentile(0.50),
             "p99_ms": self.percentile(0.99),
             "peak_rss_kib": self.peak_rss_kib,
+            "peak_pss_kib": self.peak_pss_kib,
             "gateway_cpu_ms_per_call": self.cpu_ms_per_call,
         })
     }
@@ -560,12 +562,14 @@ async fn measure(
         tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
             let cpu0 = tree_cpu_ticks(pid);
-            let mut peak = 0u64;
+            let (mut rss, mut pss) = (0u64, 0u64);
             while Instant::now() < end {
-                peak = peak.max(tree_rss_kib(pid));
+                let (r, p) = tree_mem_kib(pid);
+                rss = rss.max(r);
+                pss = pss.max(p);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            (peak, tree_cpu_ticks(pid).saturating_sub(cpu0))
+            (rss, pss, tree_cpu_ticks(pid).saturating_sub(cpu0))
         })
     });
     let mut latencies_us = Vec::new();
@@ -576,12 +580,12 @@ async fn measure(
         errors += e;
     }
     latencies_us.sort_unstable();
-    let (peak_rss_kib, cpu_ticks) = match sampler {
+    let (peak_rss_kib, peak_pss_kib, cpu_ticks) = match sampler {
         Some(s) => {
-            let (peak, ticks) = s.await?;
-            (Some(peak), Some(ticks))
+            let (rss, pss, ticks) = s.await?;
+            (Some(rss), Some(pss), Some(ticks))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let calls = latencies_us.len();
     Ok(Run {
@@ -590,6 +594,7 @@ async fn measure(
         seconds: seconds as f64,
         latencies_us,
         peak_rss_kib,
+        peak_pss_kib,
         cpu_ms_per_call: cpu_ticks
             .map(|t| t as f64 * 1000.0 / clock_ticks_per_second() / calls.max(1) as f64),
     })
@@ -626,16 +631,25 @@ fn process_tree(root: u32) -> Vec<u32> {
     tree
 }
 
-/// Resident set of a process and its descendants, KiB.
-fn tree_rss_kib(root: u32) -> u64 {
+/// Resident set of a process and its descendants, KiB: (RSS summed, PSS
+/// summed). The plain sum counts pages shared between a forking server's
+/// master and workers once per process; PSS splits them.
+fn tree_mem_kib(root: u32) -> (u64, u64) {
+    let field = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
     process_tree(root)
         .into_iter()
-        .filter_map(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let smaps =
+                std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+            (field(&status, "VmRSS:"), field(&smaps, "Pss:"))
         })
-        .sum()
+        .fold((0, 0), |(r, p), (r2, p2)| (r + r2, p + p2))
 }
 
 /// User + system CPU of a process and its live descendants, clock ticks.
@@ -854,8 +868,17 @@ impl ContextForge {
     }
 }
 
-fn peak_rss<'a>(runs: impl Iterator<Item = &'a Run>) -> Option<u64> {
-    runs.filter_map(|r| r.peak_rss_kib).max()
+/// Idle (before any load) and loaded (peak while measuring) memory.
+fn memory_json<'a>(
+    idle: Option<(u64, u64)>,
+    runs: impl Iterator<Item = &'a Run> + Clone,
+) -> serde_json::Value {
+    serde_json::json!({
+        "idle_rss_kib": idle.map(|m| m.0),
+        "idle_pss_kib": idle.map(|m| m.1),
+        "loaded_rss_kib": runs.clone().filter_map(|r| r.peak_rss_kib).max(),
+        "loaded_pss_kib": runs.filter_map(|r| r.peak_pss_kib).max(),
+    })
 }
 
 fn print_row(c: usize, name: &str, run: &Run) {
@@ -903,7 +926,7 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     let mut rss = serde_json::Map::new();
     let gateway_pid = gateway.child.id();
-    let mcpgate_idle = gateway_pid.map(tree_rss_kib);
+    let mcpgate_idle = gateway_pid.map(tree_mem_kib);
     println!(
         "| concurrency | path | calls/s | p50 ms | p99 ms | errors | gateway CPU ms/call | gateway peak RSS MiB |"
     );
@@ -936,7 +959,7 @@ async fn main() -> anyhow::Result<()> {
     }
     rss.insert(
         "mcpgate".into(),
-        serde_json::json!({"idle_kib": mcpgate_idle, "loaded_kib": peak_rss(summary.iter().map(|s| &s.2))}),
+        memory_json(mcpgate_idle, summary.iter().map(|s| &s.2)),
     );
     gateway.child.kill().await.ok();
     let mut contextforge_runs = Vec::new();
@@ -947,7 +970,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let cf = start_contextforge(venv, args.contextforge_workers, &upstream).await?;
         let pid = cf.child.id();
-        let idle = pid.map(tree_rss_kib);
+        let idle = pid.map(tree_mem_kib);
         for &c in &args.concurrency {
             let target = Target {
                 url: &cf.url,
@@ -971,7 +994,7 @@ async fn main() -> anyhow::Result<()> {
         }
         rss.insert(
             "contextforge".into(),
-            serde_json::json!({"idle_kib": idle, "loaded_kib": peak_rss(contextforge_runs.iter()), "workers": args.contextforge_workers}),
+            memory_json(idle, contextforge_runs.iter()),
         );
         cf.stop().await;
     }
@@ -992,17 +1015,21 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!();
-    println!("| gateway | idle RSS MiB | loaded RSS MiB (peak while measuring) |");
-    println!("|---|---:|---:|");
+    println!(
+        "| gateway | idle RSS MiB | loaded RSS MiB (peak while measuring) | idle PSS MiB | loaded PSS MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     for (name, r) in &rss {
         let mib = |v: &serde_json::Value| {
             v.as_u64()
                 .map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
         };
         println!(
-            "| {name} | {} | {} |",
-            mib(&r["idle_kib"]),
-            mib(&r["loaded_kib"])
+            "| {name} | {} | {} | {} | {} |",
+            mib(&r["idle_rss_kib"]),
+            mib(&r["loaded_rss_kib"]),
+            mib(&r["idle_pss_kib"]),
+            mib(&r["loaded_pss_kib"])
         );
     }
     if let Some(path) = &args.json {
@@ -1012,7 +1039,8 @@ async fn main() -> anyhow::Result<()> {
             "audit_sync": args.audit_sync,
             "seconds": args.seconds,
             "runs": results,
-            "rss": rss,
+            "memory": rss,
+            "contextforge_workers": args.contextforge.as_ref().map(|_| args.contextforge_workers),
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")?;
     }

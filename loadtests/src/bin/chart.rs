@@ -1,9 +1,10 @@
 //! Renders what `loadtests --json` measured as an SVG: throughput and p99
 //! latency by concurrency, one line per target (direct, mcpgate,
 //! ContextForge), both axes logarithmic — the targets differ by two orders of
-//! magnitude.
+//! magnitude. Given several result files (rounds of the same run), each
+//! point is the median over them.
 //!
-//! cargo run --release -p loadtests --bin chart -- docs/peer-bench-2026-12-07.json docs/peer-bench-2026-12-07.svg
+//! target/release/chart docs/peer-bench.svg docs/peer-bench/round*.json
 
 use anyhow::{Context, bail};
 use plotters::coord::Shift;
@@ -13,47 +14,89 @@ use plotters::prelude::*;
 type Series = (String, Vec<(f64, f64, f64)>);
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let (Some(input), Some(output)) = (args.next(), args.next()) else {
-        bail!("usage: chart <results.json> <chart.svg>");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [output, inputs @ ..] = args.as_slice() else {
+        bail!("usage: chart <chart.svg> <results.json>...");
     };
-    let doc: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&input).with_context(|| format!("reading {input}"))?,
-    )?;
+    if inputs.is_empty() {
+        bail!("usage: chart <chart.svg> <results.json>...");
+    }
+    // (target, concurrency) → the rounds' (calls/s, p99 ms), in first-seen order.
+    let mut rounds: Vec<((String, u64), Vec<(f64, f64)>)> = Vec::new();
+    let mut doc = serde_json::Value::Null;
+    for input in inputs {
+        doc = serde_json::from_str(
+            &std::fs::read_to_string(input).with_context(|| format!("reading {input}"))?,
+        )?;
+        for run in doc["runs"].as_array().context("no runs")? {
+            let (Some(target), Some(c), Some(calls), Some(p99)) = (
+                run["target"].as_str(),
+                run["concurrency"].as_u64(),
+                run["calls_per_s"].as_f64(),
+                run["p99_ms"].as_f64(),
+            ) else {
+                continue; // a failed run has no numbers
+            };
+            let key = (target.to_owned(), c);
+            match rounds.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push((calls, p99)),
+                None => rounds.push((key, vec![(calls, p99)])),
+            }
+        }
+    }
     let mut series: Vec<Series> = Vec::new();
-    for run in doc["runs"].as_array().context("no runs")? {
-        let (Some(target), Some(c), Some(calls), Some(p99)) = (
-            run["target"].as_str(),
-            run["concurrency"].as_f64(),
-            run["calls_per_s"].as_f64(),
-            run["p99_ms"].as_f64(),
-        ) else {
-            continue; // a failed run has no numbers
-        };
-        match series.iter_mut().find(|(name, _)| name == target) {
-            Some((_, points)) => points.push((c, calls, p99)),
-            None => series.push((target.to_owned(), vec![(c, calls, p99)])),
+    for ((target, c), values) in rounds {
+        let point = (
+            c as f64,
+            median(values.iter().map(|v| v.0)),
+            median(values.iter().map(|v| v.1)),
+        );
+        match series.iter_mut().find(|(name, _)| *name == target) {
+            Some((_, points)) => points.push(point),
+            None => series.push((target, vec![point])),
         }
     }
     if series.is_empty() {
-        bail!("{input} holds no completed runs");
+        bail!("no completed runs in {inputs:?}");
     }
-    let root = SVGBackend::new(&output, (1000, 440)).into_drawing_area();
+    let root = SVGBackend::new(output, (1000, 440)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
-        "tools/call, {} s per point, {}",
+        "tools/call, {} s per point, {}, median of {} round(s)",
         doc["seconds"],
-        doc["protocol"].as_str().unwrap_or("")
+        doc["protocol"].as_str().unwrap_or(""),
+        inputs.len()
     );
     let root = root.titled(&title, ("sans-serif", 16))?;
     let (left, right) = root.split_horizontally(500);
-    panel(&left, &series, "calls/s (higher is better)", |p| p.1)?;
-    panel(&right, &series, "p99 latency, ms (lower is better)", |p| {
-        p.2
-    })?;
+    panel(
+        &left,
+        &series,
+        "calls/s (higher is better)",
+        |p| p.1,
+        SeriesLabelPosition::MiddleRight,
+    )?;
+    panel(
+        &right,
+        &series,
+        "p99 latency, ms (lower is better)",
+        |p| p.2,
+        SeriesLabelPosition::UpperLeft,
+    )?;
     root.present()?;
     println!("wrote {output}");
     Ok(())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn colour(target: &str) -> RGBColor {
@@ -70,10 +113,15 @@ fn panel(
     series: &[Series],
     caption: &str,
     value: fn(&(f64, f64, f64)) -> f64,
+    legend: SeriesLabelPosition,
 ) -> anyhow::Result<()> {
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (mut c_max, mut lo, mut hi) = (1.0f64, f64::MAX, f64::MIN);
+    let mut concurrencies: Vec<f64> = Vec::new();
     for p in points {
+        if !concurrencies.contains(&p.0) {
+            concurrencies.push(p.0);
+        }
         c_max = c_max.max(p.0);
         lo = lo.min(value(p));
         hi = hi.max(value(p));
@@ -84,7 +132,9 @@ fn panel(
         .x_label_area_size(36)
         .y_label_area_size(56)
         .build_cartesian_2d(
-            (0.8f64..c_max * 1.25).log_scale(),
+            (0.8f64..c_max * 1.25)
+                .log_scale()
+                .with_key_points(concurrencies),
             (lo / 2.0..hi * 2.0).log_scale(),
         )?;
     chart
@@ -110,7 +160,7 @@ fn panel(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(legend)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
