@@ -12,6 +12,8 @@ use plotters::prelude::*;
 
 /// One target's points: (concurrency, calls/s, p99 ms).
 type Series = (String, Vec<(f64, f64, f64)>);
+/// The rounds' (calls/s, p99 ms) of one (target, concurrency).
+type Rounds = ((String, u64), Vec<(f64, f64)>);
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         bail!("usage: chart <chart.svg> <results.json>...");
     }
     // (target, concurrency) → the rounds' (calls/s, p99 ms), in first-seen order.
-    let mut rounds: Vec<((String, u64), Vec<(f64, f64)>)> = Vec::new();
+    let mut rounds: Vec<Rounds> = Vec::new();
     let mut doc = serde_json::Value::Null;
     for input in inputs {
         doc = serde_json::from_str(
