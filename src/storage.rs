@@ -82,6 +82,19 @@ pub fn backend(pool: &Db) -> Backend {
     }
 }
 
+/// `count` parameters for an `IN (…)` list, bound in order: `$1, $2, …` on
+/// PostgreSQL; `?, ?, …` on SQLite, where sqlx binds numbered parameters by
+/// looking each name up in a list SQLite scans (O(n²) for a long list).
+pub fn parameter_list(pool: &Db, count: usize) -> String {
+    match backend(pool) {
+        Backend::Sqlite => vec!["?"; count].join(", "),
+        Backend::Postgres => (1..=count)
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// The database file of a SQLite store (`None` on PostgreSQL).
 pub fn sqlite_file(pool: &Db) -> Option<std::path::PathBuf> {
     if backend(pool) != Backend::Sqlite {

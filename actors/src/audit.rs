@@ -737,9 +737,41 @@ async fn insert_mark_rows(
 /// SQLite's limit on bound parameters is 32766 (PostgreSQL's 65535); stay well below it.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values: numbered
-/// placeholders, which both SQLite and PostgreSQL accept.
-fn placeholders(rows: usize, columns: usize) -> String {
+/// How a statement's parameters are written. PostgreSQL needs `$1, $2…`.
+/// SQLite takes those too, but sqlx then looks each one up by name, and
+/// SQLite finds a name by scanning the list, so a statement with n numbered
+/// parameters costs O(n²) to bind (12,000 parameters in a full batch);
+/// anonymous `?` parameters bind in order at O(1) each.
+#[derive(Clone, Copy)]
+enum Params {
+    Numbered,
+    Anonymous,
+}
+
+impl Params {
+    fn of(conn: &sqlx::AnyConnection) -> Self {
+        if conn.backend_name() == "SQLite" {
+            Params::Anonymous
+        } else {
+            Params::Numbered
+        }
+    }
+
+    /// Parameter `n` (1-based), in the order they are bound.
+    fn push(self, out: &mut String, n: usize) {
+        match self {
+            Params::Numbered => {
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+            Params::Anonymous => out.push('?'),
+        }
+    }
+}
+
+/// `($1, $2), ($3, $4)` (or `(?, ?), (?, ?)`) for `rows` rows of `columns`
+/// values.
+fn placeholders(rows: usize, columns: usize, params: Params) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -750,8 +782,7 @@ fn placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 out.push_str(", ");
             }
-            out.push('$');
-            out.push_str(&(row * columns + column + 1).to_string());
+            params.push(&mut out, row * columns + column + 1);
         }
         out.push(')');
     }
@@ -764,12 +795,14 @@ fn placeholders(rows: usize, columns: usize) -> String {
 /// prepared, and a NULL bound first would make the latency column text and
 /// the next real number be refused. Numbers are cast so the column types
 /// never depend on which row comes first.
-fn outcome_values(has_latency: impl Iterator<Item = bool>) -> String {
+fn outcome_values(has_latency: impl Iterator<Item = bool>, params: Params) -> String {
     let mut out = String::new();
     let mut n = 0;
     let mut next = || {
         n += 1;
-        format!("${n}")
+        let mut one = String::new();
+        params.push(&mut one, n);
+        one
     };
     for (row, has_latency) in has_latency.enumerate() {
         if row > 0 {
@@ -802,6 +835,7 @@ async fn write_batch(
     marks: &[Mark],
 ) -> Result<Vec<String>, sqlx::Error> {
     insert_mark_rows(conn, chain, marks).await?;
+    let params = Params::of(conn);
     let decisions: Vec<(&&AuditDecision, &Placed)> =
         decisions.iter().zip(decision_entries).collect();
     for chunk in decisions.chunks(ROWS_PER_STATEMENT) {
@@ -811,7 +845,7 @@ async fn write_batch(
              reason_code, reason, args_sha256, grant_id, job_id, pii_rehydrated, pii_types, \
              chain_id, chain_seq, chain_hash, chain_entry) VALUES ",
         );
-        sql.push_str(&placeholders(chunk.len(), 24));
+        sql.push_str(&placeholders(chunk.len(), 24, params));
         // Only constant text and placeholders: nothing from callers is spliced in.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (d, placed) in chunk {
@@ -855,6 +889,7 @@ async fn write_batch(
         );
         sql.push_str(&outcome_values(
             chunk.iter().map(|(o, _)| o.latency_ms.is_some()),
+            params,
         ));
         sql.push_str(
             ") AS o WHERE audit_events.call_id = o.column1 AND audit_events.completed_at IS NULL \

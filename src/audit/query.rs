@@ -132,12 +132,12 @@ pub async fn calls_per_grant(
     if grants.is_empty() {
         return Ok(Default::default());
     }
-    let placeholders: Vec<String> = (1..=grants.len()).map(|i| format!("${i}")).collect();
+    let placeholders = crate::storage::parameter_list(pool, grants.len());
     // Only placeholders are spliced in; the ids are bound.
     let sql = format!(
         "SELECT grant_id, COUNT(*) AS n FROM audit_events WHERE grant_id IN ({}) \
          AND tool <> 'oauth/token-exchange' GROUP BY grant_id",
-        placeholders.join(", ")
+        placeholders
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in grants {

@@ -464,10 +464,7 @@ async fn rows_for_ids(
 ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
     let mut out = Vec::new();
     for chunk in ids.chunks(500) {
-        let list = (1..=chunk.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = crate::storage::parameter_list(pool, chunk.len());
         // Only placeholders are spliced in: the ids are bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(select(&list)));
         for id in chunk {

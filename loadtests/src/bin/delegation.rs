@@ -160,7 +160,12 @@ async fn main() -> anyhow::Result<()> {
                 let grant = body["grant_id"].as_str().unwrap_or_default().to_owned();
                 let config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
                     .auth_header(token);
-                let client = ().serve(StreamableHttpClientTransport::from_config(config)).await?;
+                // One HTTP client for every job (as one process per job would
+                // hold one): building a client loads the system's root
+                // certificates, which is the load generator's cost, not the
+                // gateway's.
+                let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
+                let client = ().serve(transport).await?;
                 let t1 = Instant::now();
                 let mut arguments = serde_json::Map::new();
                 arguments.insert("action".into(), "query".into());
