@@ -33,6 +33,13 @@ struct Args {
     /// Grants revoked one by one (timed).
     #[arg(long, default_value_t = 100)]
     revokes: usize,
+    /// Tool calls each job makes under its grant.
+    #[arg(long, default_value_t = 1)]
+    calls_per_job: usize,
+    /// Start the jobs evenly over this many seconds instead of all at once
+    /// (a schedule firing 10,000 jobs within a minute: `--spread-secs 60`).
+    #[arg(long, default_value_t = 0.0)]
+    spread_secs: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -117,14 +124,19 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let started = Instant::now();
+    let (calls_per_job, jobs) = (args.calls_per_job, args.jobs);
+    let spread = Duration::from_secs_f64(args.spread_secs);
     let tasks: Vec<_> = steps
         .iter()
         .cloned()
-        .map(|step| {
+        .enumerate()
+        .map(|(i, step)| {
             let http = http.clone();
             let base = base.clone();
             let sa = sa.clone();
             tokio::spawn(async move {
+                tokio::time::sleep_until((started + spread.mul_f64(i as f64 / jobs as f64)).into())
+                    .await;
                 let mut url = reqwest::Url::parse("http://form/").unwrap();
                 url.query_pairs_mut().extend_pairs([
                     (
@@ -166,43 +178,65 @@ async fn main() -> anyhow::Result<()> {
                 // gateway's.
                 let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
                 let client = ().serve(transport).await?;
-                let t1 = Instant::now();
-                let mut arguments = serde_json::Map::new();
-                arguments.insert("action".into(), "query".into());
-                arguments.insert("sql".into(), "select 1".into());
-                client
-                    .peer()
-                    .call_tool(
-                        CallToolRequestParams::new("bigquery_read_actions")
-                            .with_arguments(arguments),
-                    )
-                    .await?;
-                let call_ms = t1.elapsed().as_secs_f64() * 1000.0;
+                let mut call_ms = Vec::with_capacity(calls_per_job);
+                for _ in 0..calls_per_job {
+                    let t1 = Instant::now();
+                    let mut arguments = serde_json::Map::new();
+                    arguments.insert("action".into(), "query".into());
+                    arguments.insert("sql".into(), "select 1".into());
+                    let result = client
+                        .peer()
+                        .call_tool(
+                            CallToolRequestParams::new("bigquery_read_actions")
+                                .with_arguments(arguments),
+                        )
+                        .await?;
+                    anyhow::ensure!(result.is_error != Some(true), "call refused: {result:?}");
+                    call_ms.push(t1.elapsed().as_secs_f64() * 1000.0);
+                }
                 client.cancel().await?;
                 Ok::<_, anyhow::Error>((exchange_ms, call_ms, grant))
             })
         })
         .collect();
     let mut exchange = Vec::new();
+    let mut first_calls = Vec::new();
     let mut calls = Vec::new();
     let mut grants = Vec::new();
+    let mut errors = 0;
     for task in futures::future::join_all(tasks).await {
-        let (e, c, g) = task??;
-        exchange.push(e);
-        calls.push(c);
-        grants.push(g);
+        match task? {
+            Ok((e, c, g)) => {
+                exchange.push(e);
+                first_calls.extend(c.first().copied());
+                calls.extend(c);
+                grants.push(g);
+            }
+            Err(e) => {
+                errors += 1;
+                if errors <= 3 {
+                    eprintln!("job failed: {e:#}");
+                }
+            }
+        }
     }
     let wall = started.elapsed().as_secs_f64();
     println!(
-        "{} jobs: exchange + call in {:.2} s = {:.0} grants/s; upstream calls {}; live grants {}",
+        "{} jobs ({} calls each, started over {:.0} s): done in {:.2} s = {:.0} grants/s; {errors} errors; upstream calls {}; live grants {}",
         args.jobs,
+        calls_per_job,
+        args.spread_secs,
         wall,
         args.jobs as f64 / wall,
         bigquery.count(),
         gw.delegation().grants.len()
     );
     summary("token exchange latency", exchange);
-    summary("first tools/call under the grant", calls);
+    summary("first tools/call under the grant", first_calls);
+    if calls_per_job > 1 {
+        summary("every tools/call under a grant", calls);
+    }
+    anyhow::ensure!(errors == 0, "{errors} jobs failed");
 
     // Revocation through the admin API: acknowledged once the actor stopped.
     let mut admin_revokes = Vec::new();
