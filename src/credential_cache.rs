@@ -14,7 +14,8 @@
 //!   every replica (`mcpgate_credentials`); each replica forgets what it
 //!   held, then acknowledges the epoch in `credential_caches`. The revocation
 //!   returns only once every replica that may be trusting its cache has
-//!   acknowledged. A replica trusts its cache only for [`TRUST`] after its
+//!   acknowledged (a stopping gateway leaves the table; one that died is
+//!   waited for at most [`TRUST`] plus a margin, after which it trusts nothing). A replica trusts its cache only for [`TRUST`] after its
 //!   last acknowledgement reached the store, so one cut off from the store
 //!   (and so from notifications) falls back to reading it — or refusing.
 //!
@@ -44,7 +45,10 @@ pub const MAX_ENTRIES: usize = 100_000;
 /// replica whose last acknowledgement is recent (older ones trust nothing).
 pub const TRUST: Duration = Duration::from_secs(6);
 const HEARTBEAT: Duration = Duration::from_secs(2);
-const FRESH_SECS: i64 = 10;
+/// A replica trusts its cache until `TRUST` after reading the epoch it then
+/// acknowledged (`seen_at`, in the store's clock, is later than that read),
+/// so one silent for longer than this trusts nothing; 2 s of margin.
+const FRESH_SECS: i64 = 8;
 /// The channel on which PostgreSQL tells every replica that a credential ended.
 pub const CREDENTIALS_CHANNEL: &str = "mcpgate_credentials";
 
@@ -75,6 +79,9 @@ enum Watch {
         seen: Mutex<(i64, u64)>,
         trusted_until_ms: AtomicU64,
         since: Instant,
+        replica: Arc<str>,
+        pool: Db,
+        left: std::sync::atomic::AtomicBool,
     },
 }
 
@@ -85,17 +92,48 @@ impl RevocationWatch {
         match storage::backend(pool) {
             Backend::Sqlite => Arc::new(Self::marker(revocation_marker(pool))),
             Backend::Postgres => {
+                let replica: Arc<str> =
+                    format!("gw_{}", hex::encode(rand::random::<[u8; 6]>())).into();
                 let watch = Arc::new(Self {
                     how: Watch::Epoch {
                         seen: Mutex::new((-1, 0)),
                         trusted_until_ms: AtomicU64::new(0),
                         since: Instant::now(),
+                        replica: replica.clone(),
+                        pool: pool.clone(),
+                        left: std::sync::atomic::AtomicBool::new(false),
                     },
                 });
-                spawn_acknowledger(Arc::downgrade(&watch), pool.clone());
+                spawn_acknowledger(Arc::downgrade(&watch), pool.clone(), replica);
                 watch
             }
         }
+    }
+
+    /// PostgreSQL: this gateway is stopping. It stops trusting its cache
+    /// and leaves `credential_caches`, so no revocation waits for it.
+    pub async fn leave(&self) {
+        if let Watch::Epoch {
+            replica,
+            pool,
+            left,
+            ..
+        } = &self.how
+        {
+            left.store(true, Ordering::Release);
+            self.distrust();
+            let gone = sqlx::query("DELETE FROM credential_caches WHERE replica = $1")
+                .bind(&**replica)
+                .execute(pool)
+                .await;
+            if let Err(e) = gone {
+                tracing::warn!(error = %e, "credential cache: could not leave the store");
+            }
+        }
+    }
+
+    fn has_left(&self) -> bool {
+        matches!(&self.how, Watch::Epoch { left, .. } if left.load(Ordering::Acquire))
     }
 
     /// Caching off: every check reads the store.
@@ -149,6 +187,7 @@ impl RevocationWatch {
                 seen,
                 trusted_until_ms,
                 since,
+                ..
             } => {
                 let now_ms = since.elapsed().as_millis() as u64;
                 (now_ms < trusted_until_ms.load(Ordering::Acquire))
@@ -196,8 +235,7 @@ impl RevocationWatch {
 /// PostgreSQL: acknowledge the epoch on every notification, after every
 /// reconnect, and every [`HEARTBEAT`] (a notification can be lost while the
 /// listener reconnects). Ends when the watch is dropped.
-fn spawn_acknowledger(watch: Weak<RevocationWatch>, pool: Db) {
-    let replica: Arc<str> = format!("gw_{}", hex::encode(rand::random::<[u8; 6]>())).into();
+fn spawn_acknowledger(watch: Weak<RevocationWatch>, pool: Db, replica: Arc<str>) {
     let (listener_watch, listener_pool, listener_replica) =
         (watch.clone(), pool.clone(), replica.clone());
     storage::spawn_notification_listener(&pool, CREDENTIALS_CHANNEL, move || {
@@ -231,6 +269,9 @@ fn spawn_acknowledger(watch: Weak<RevocationWatch>, pool: Db) {
 }
 
 async fn acknowledge(watch: &RevocationWatch, pool: &Db, replica: &str) {
+    if watch.has_left() {
+        return;
+    }
     let read_at = Instant::now();
     let acknowledged = async {
         let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM credential_epoch WHERE id = 1")
@@ -251,6 +292,8 @@ async fn acknowledge(watch: &RevocationWatch, pool: &Db, replica: &str) {
     }
     .await;
     match acknowledged {
+        // A gateway that left while this ran must not trust (or stay listed).
+        Ok(()) if watch.has_left() => watch.leave().await,
         Ok(()) => watch.acknowledged(read_at),
         Err(e) => {
             watch.distrust();

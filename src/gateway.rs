@@ -66,6 +66,8 @@ pub struct Gateway {
     authserver: Arc<AuthServer>,
     /// Gateway tokens verified since the last revocation (credential_cache.rs).
     token_cache: CredentialCache<TokenRecord>,
+    /// How every credential cache here learns of revocations.
+    revocations: Arc<RevocationWatch>,
     master_key: MasterKey,
     pii: Arc<Pii>,
     hooks: Arc<Hooks>,
@@ -428,7 +430,8 @@ impl Gateway {
             );
         }
         Ok(Arc::new(Gateway {
-            token_cache: CredentialCache::new(revocations),
+            token_cache: CredentialCache::new(revocations.clone()),
+            revocations,
             config,
             pool,
             registry,
@@ -544,5 +547,6 @@ impl Gateway {
             .root
             .call(SupervisorMsg::Shutdown, Some(Duration::from_secs(60)))
             .await;
+        self.revocations.leave().await;
     }
 }

@@ -1,7 +1,7 @@
 -- Gateways remember verified API and OAuth access tokens (credential_cache.rs).
 -- Every revocation bumps the epoch and notifies (mcpgate_credentials); each
 -- replica forgets what it held and acknowledges the epoch here. A revocation
--- returns once every replica acknowledged within the last 10 s has caught up.
+-- returns once every replica acknowledged within the last 8 s has caught up.
 CREATE TABLE credential_epoch (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     epoch BIGINT NOT NULL
