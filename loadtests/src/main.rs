@@ -88,6 +88,12 @@ struct Args {
     /// Write the results as JSON here (what `chart` renders).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The governance the gateway applies: `full` (every feature on: the
+    /// 50-hook policy set of the `hooks` bench, and PII in every answer,
+    /// which the gateway pseudonymizes) or `lean` (no hooks, PII off). The
+    /// write-ahead audit and authentication are always on.
+    #[arg(long, default_value = "full")]
+    governance: String,
     /// A call that takes longer than this many seconds counts as an error.
     #[arg(long, default_value_t = 30)]
     call_timeout: u64,
@@ -173,6 +179,7 @@ async fn start_gateway(
     upstream: &str,
     audit_sync: &str,
     database: Option<&str>,
+    governance: &str,
 ) -> anyhow::Result<Gateway> {
     if !bin.exists() {
         bail!(
@@ -195,13 +202,24 @@ async fn start_gateway(
         }
         None => String::new(),
     };
+    // Hooks live in files under `hooks/company/` beside the config.
+    let governance = match governance {
+        "full" => {
+            let company = dir.path().join("hooks").join("company");
+            std::fs::create_dir_all(&company)?;
+            std::fs::write(company.join("bench.yaml"), loadtests::policy_hooks_yaml())?;
+            format!("hooks: {{ dir: {} }}\n", dir.path().join("hooks").display())
+        }
+        "lean" => "pii: { enabled: false }\n".to_owned(),
+        other => bail!("--governance must be full or lean, not {other}"),
+    };
     // A fixed port, not `:0`: the gateway's public URL (the OAuth issuer and
     // resource of `--credential oauth`) defaults to its `listen` address.
     let write_config = |port: u16| {
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\n{store}data_dir: {}\nlimits: {{ audit_sync: {audit_sync} }}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n",
+                "listen: 127.0.0.1:{port}\n{store}data_dir: {}\nlimits: {{ audit_sync: {audit_sync} }}\nservices:\n  bench:\n    kind: mcp\n    url: {upstream}\nusers:\n  - email: bench@example.com\n    access: {{ bench: read }}\n{governance}",
                 data.display()
             ),
         )
@@ -407,6 +425,9 @@ async fn oauth_token(bin: &PathBuf, gateway: &Gateway) -> anyhow::Result<String>
 
 static MODERN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 static KEEP_ALIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// `--governance full`: calls carry what the hooks read and an email in
+/// the message, so every answer holds PII.
+static FULL_GOVERNANCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<RunningService<RoleClient, ()>> {
     let mut config = StreamableHttpClientTransportConfig::with_uri(url);
@@ -477,6 +498,8 @@ struct Target<'a> {
     action: Option<&'static str>,
     /// The gateway's (root) process, for its memory and CPU.
     watch: Option<u32>,
+    /// The target pseudonymizes PII in answers (mcpgate with `--governance full`).
+    pseudonymizes: bool,
 }
 
 /// `concurrency` sessions, each calling in a loop, measured for `seconds`.
@@ -503,6 +526,8 @@ async fn measure(
     for (i, client) in clients.into_iter().enumerate() {
         let tool = target.tool.to_owned();
         let action = target.action;
+        let pseudonymizes = target.pseudonymizes;
+        let governed = FULL_GOVERNANCE.get().copied().unwrap_or(false);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0usize;
@@ -516,9 +541,16 @@ async fn measure(
                 if let Some(action) = action {
                     arguments.insert("action".into(), action.into());
                 }
-                let message = format!("s{i}-{n}");
-                arguments.insert("message".into(), message.clone().into());
+                let call = n;
                 n += 1;
+                let message = if governed {
+                    arguments.insert("text".into(), format!("Hello from session {i}").into());
+                    arguments.insert("channel".into(), "#eng-bench".into());
+                    format!("s{i}-{call} reach person{i}@example.com")
+                } else {
+                    format!("s{i}-{call}")
+                };
+                arguments.insert("message".into(), message.clone().into());
                 let t0 = Instant::now();
                 let result = tokio::time::timeout(
                     call_timeout,
@@ -530,11 +562,20 @@ async fn measure(
                 let took = t0.elapsed();
                 let ok = match &result {
                     Ok(Ok(r)) => {
-                        r.content
+                        let text = r
+                            .content
                             .first()
                             .and_then(|c| c.as_text())
-                            .map(|t| t.text.as_str())
-                            == Some(message.as_str())
+                            .map(|t| t.text.as_str());
+                        match text {
+                            // The email is replaced by a pseudonym; the rest stays.
+                            Some(text) if pseudonymizes => {
+                                text.starts_with(&format!("s{i}-{call} reach "))
+                                    && !text.contains("@example.com")
+                                    && text.len() > format!("s{i}-{call} reach ").len()
+                            }
+                            text => text == Some(message.as_str()),
+                        }
                     }
                     _ => false,
                 };
@@ -909,6 +950,7 @@ async fn main() -> anyhow::Result<()> {
     }
     MODERN.set(args.protocol != "legacy").ok();
     KEEP_ALIVE.set(args.keep_alive).ok();
+    FULL_GOVERNANCE.set(args.governance == "full").ok();
     let call_timeout = Duration::from_secs(args.call_timeout);
     let upstream = start_upstream().await?;
     let mut gateway = start_gateway(
@@ -916,6 +958,7 @@ async fn main() -> anyhow::Result<()> {
         &upstream,
         &args.audit_sync,
         args.database.as_deref(),
+        &args.governance,
     )
     .await?;
     match args.credential.as_str() {
@@ -940,6 +983,7 @@ async fn main() -> anyhow::Result<()> {
             tool: "echo",
             action: None,
             watch: None,
+            pseudonymizes: false,
         };
         let direct = measure(&direct, c, args.seconds, call_timeout).await?;
         let via = Target {
@@ -948,6 +992,7 @@ async fn main() -> anyhow::Result<()> {
             tool: "bench_read_actions",
             action: Some("echo"),
             watch: gateway_pid,
+            pseudonymizes: args.governance == "full",
         };
         let via = measure(&via, c, args.seconds, call_timeout).await?;
         for (name, run) in [("direct", &direct), ("mcpgate", &via)] {
@@ -978,6 +1023,7 @@ async fn main() -> anyhow::Result<()> {
                 tool: &cf.tool,
                 action: None,
                 watch: pid,
+                pseudonymizes: false,
             };
             let run = measure(&target, c, args.seconds, call_timeout).await;
             match run {
@@ -1036,6 +1082,7 @@ async fn main() -> anyhow::Result<()> {
         let doc = serde_json::json!({
             "protocol": if args.protocol == "legacy" { "2025 era (initialize, Mcp-Session-Id)" } else { "2026-07-28" },
             "keep_alive": args.keep_alive,
+            "governance": args.governance,
             "audit_sync": args.audit_sync,
             "seconds": args.seconds,
             "runs": results,
