@@ -331,6 +331,17 @@ async fn a_forged_checkpoint_is_caught() {
 /// chain that never got its last checkpoint (a crash) cannot be cut either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_chain_witnesses_the_unsigned_tail_of_a_crashed_one() {
+    witness_after_a_crash(false).await;
+}
+
+/// The heads table is a convenience kept by triggers: without its row, the
+/// next chain finds the crashed chain's head by reading the log itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_head_row_is_found_again_in_the_log() {
+    witness_after_a_crash(true).await;
+}
+
+async fn witness_after_a_crash(lose_the_head_row: bool) {
     let dir = tempfile::tempdir().unwrap();
     let pool = mcpgate::storage::open(dir.path()).await.unwrap();
     let first = start_writer(&pool).await;
@@ -343,6 +354,16 @@ async fn the_next_chain_witnesses_the_unsigned_tail_of_a_crashed_one() {
     }
     // Killed, not stopped: no final checkpoint.
     first.kill_and_wait(None).await.unwrap();
+    // The triggers kept the head where the log ends: genesis, 4 rows, 4 outcomes.
+    let heads: Vec<(String, i64)> = sqlx::query_as("SELECT chain_id, size FROM audit_chain_heads")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert_eq!(heads[0].1, 9, "{heads:?}");
+    if lose_the_head_row {
+        exec(&pool, "DELETE FROM audit_chain_heads").await;
+    }
     let second = start_writer(&pool).await;
     audit::write(&second, decision_at("c5", &actors::now_rfc3339(), true))
         .await

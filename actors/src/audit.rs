@@ -352,31 +352,36 @@ async fn open_chain(pool: &AnyPool, settings: ChainSettings) -> Result<Chain, Ac
     Ok(chain)
 }
 
-/// Where `chain` ends now: its last entry, wherever it is kept.
+/// Where `chain` ends now. Triggers keep `audit_chain_heads` in step with
+/// every entry (migrations 0015 / postgres 0006); the scan below is only for
+/// a head row that went missing, and costs a pass over the log.
 async fn chain_head(
     conn: &mut sqlx::AnyConnection,
     chain: &str,
 ) -> Result<Option<Head>, sqlx::Error> {
-    let last: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(s) FROM ( \
-           SELECT MAX(chain_seq) AS s FROM audit_events WHERE chain_id = $1 \
-           UNION ALL SELECT MAX(outcome_seq) AS s FROM audit_events WHERE outcome_chain = $1 \
-           UNION ALL SELECT MAX(seq) AS s FROM audit_chain_marks WHERE chain_id = $1) AS heads",
+    let kept: Option<(i64, String)> =
+        sqlx::query_as("SELECT size, hash FROM audit_chain_heads WHERE chain_id = $1")
+            .bind(chain)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((size, hash)) = kept {
+        return Ok(Some(Head {
+            chain: chain.to_owned(),
+            size,
+            hash,
+        }));
+    }
+    let last: Option<(i64, String)> = sqlx::query_as(
+        "SELECT seq, hash FROM ( \
+           SELECT chain_seq AS seq, chain_hash AS hash FROM audit_events WHERE chain_id = $1 \
+           UNION ALL SELECT outcome_seq, outcome_hash FROM audit_events WHERE outcome_chain = $1 \
+           UNION ALL SELECT seq, hash FROM audit_chain_marks WHERE chain_id = $1) AS entries \
+         ORDER BY seq DESC LIMIT 1",
     )
     .bind(chain)
-    .fetch_one(&mut *conn)
-    .await?;
-    let Some(last) = last else { return Ok(None) };
-    let hash: Option<String> = sqlx::query_scalar(
-        "SELECT chain_hash FROM audit_events WHERE chain_id = $1 AND chain_seq = $2 \
-         UNION ALL SELECT outcome_hash FROM audit_events WHERE outcome_chain = $1 AND outcome_seq = $2 \
-         UNION ALL SELECT hash FROM audit_chain_marks WHERE chain_id = $1 AND seq = $2",
-    )
-    .bind(chain)
-    .bind(last)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(hash.map(|hash| Head {
+    Ok(last.map(|(last, hash)| Head {
         chain: chain.to_owned(),
         size: last + 1,
         hash,

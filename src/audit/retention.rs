@@ -9,7 +9,7 @@
 //! marks and checkpoints below it removed. The verifier starts each chain at
 //! its horizon's hash and walks to the next checkpoint.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use actors::audit::{AuditMsg, AuditWrite};
@@ -73,20 +73,25 @@ pub async fn prune(
             .fetch_all(pool)
             .await
             .map_err(store)?;
+    // Each chain's first entry that must stay, in one pass over the log (no
+    // index covers the chain columns: see migration 0015).
+    let kept_from: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT chain, MIN(seq) FROM ( \
+           SELECT chain_id AS chain, chain_seq AS seq FROM audit_events \
+             WHERE chain_id IS NOT NULL AND NOT (started_at < $1 AND completed_at IS NOT NULL) \
+           UNION ALL SELECT outcome_chain, outcome_seq FROM audit_events \
+             WHERE outcome_chain IS NOT NULL AND NOT (started_at < $1 AND completed_at IS NOT NULL) \
+         ) AS kept GROUP BY chain",
+    )
+    .bind(&cutoff)
+    .fetch_all(pool)
+    .await
+    .map_err(store)?
+    .into_iter()
+    .collect();
     let mut advanced: BTreeMap<String, (i64, String)> = BTreeMap::new();
     for chain in &chains {
-        let keep_from: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(s) FROM ( \
-               SELECT MIN(chain_seq) AS s FROM audit_events WHERE chain_id = $1 \
-                 AND NOT (started_at < $2 AND completed_at IS NOT NULL) \
-               UNION ALL SELECT MIN(outcome_seq) AS s FROM audit_events WHERE outcome_chain = $1 \
-                 AND NOT (started_at < $2 AND completed_at IS NOT NULL)) AS kept",
-        )
-        .bind(chain)
-        .bind(&cutoff)
-        .fetch_one(pool)
-        .await
-        .map_err(store)?;
+        let keep_from = kept_from.get(chain).copied();
         let boundary: Option<(i64, String)> = sqlx::query_as(
             "SELECT size, hash FROM audit_checkpoints WHERE chain_id = $1 \
              AND ($2 IS NULL OR size <= $2) ORDER BY size DESC LIMIT 1",
