@@ -520,8 +520,11 @@ impl Pipeline {
             .unwrap_or(self.config.limits.call_timeout)
             // Margin over the connector's own timeout, which answers first.
             + Duration::from_secs(1);
-        // Under a grant, the hand-off happens inside its gate: once a
-        // revocation is acknowledged, no call of the grant gets here.
+        // Under a grant, the call runs inside its gate until the upstream
+        // answered: a revocation waits for the grant's calls already under
+        // way (each bounded by its deadline), so once it is acknowledged no
+        // call of the grant reaches the upstream. Handing off was not enough:
+        // a call queued at the connector arrived after the acknowledgement.
         // The upstream's span: its context goes with the call (`traceparent`).
         let upstream = tracing::info_span!(
             "mcp.upstream",
@@ -552,11 +555,12 @@ impl Pipeline {
                 trace,
                 deadline,
             );
-            drop(admission);
-            match pending {
+            let answer = match pending {
                 Ok(pending) => pending.answer().await.map_err(Executed::Failed),
                 Err(error) => Err(Executed::Failed(error)),
-            }
+            };
+            drop(admission);
+            answer
         }
         .instrument(upstream.clone())
         .await;

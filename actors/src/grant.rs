@@ -105,7 +105,7 @@ impl fmt::Display for EndReason {
 #[derive(Clone, Default)]
 pub struct GrantGate(Arc<RwLock<Option<EndReason>>>);
 
-/// Held while a call hands its request to the connector.
+/// Held while a call runs at the upstream, until it is answered.
 pub type GateAdmission = OwnedRwLockReadGuard<Option<EndReason>>;
 
 impl GrantGate {
@@ -118,7 +118,7 @@ impl GrantGate {
         }
     }
 
-    /// Close the gate; waits for admitted calls to finish handing off.
+    /// Close the gate; waits for admitted calls to be answered upstream.
     /// The first reason wins.
     pub async fn close(&self, reason: &EndReason) {
         let mut state = self.0.write().await;

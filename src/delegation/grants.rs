@@ -163,10 +163,9 @@ impl GrantTable {
             // The gate is already closed; the grant leaves the table only once
             // its end is on record, so whoever sees it gone can read why.
             tokio::spawn(async move {
-                if let Err(e) = super::store::mark_ended(&pool, &id, &reason).await {
+                if let Err(e) = super::store::end_held(&pool, &id, &reason, &replica).await {
                     tracing::error!(grant = %id, error = %e, "could not record the end of a grant");
                 }
-                release(&pool, &id, &replica).await;
                 table.remove(&id);
                 let listeners = listeners
                     .read()
@@ -385,20 +384,11 @@ impl GrantTable {
         if let Some(supervisor) = grants_supervisor {
             supervision::stop_child(supervisor, &grant_key(id)).await;
         }
-        if let Err(e) = super::store::mark_ended(pool, id, &reason.to_string()).await {
+        if let Err(e) = super::store::end_held(pool, id, &reason.to_string(), &self.replica).await {
             tracing::error!(grant = %id, error = %e, "could not record a revocation");
         }
-        release(pool, id, &self.replica).await;
         self.live.remove(id);
         true
-    }
-}
-
-/// Tell the store this process no longer holds grant `id`: a revocation
-/// waiting for every holder may now be acknowledged.
-async fn release(pool: &Db, id: &str, replica: &str) {
-    if let Err(e) = super::store::remove_holder(pool, id, replica).await {
-        tracing::error!(grant = %id, error = %e, "could not release a grant holder");
     }
 }
 

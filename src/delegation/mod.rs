@@ -30,6 +30,10 @@ pub const SUPERVISOR_KEY: &str = "grants";
 /// How long a revocation waits for the other replicas holding the grant.
 pub const REVOCATION_ACK_WAIT: Duration = Duration::from_secs(5);
 
+/// How far back each revocation poll reads ends: replicas' clocks may
+/// differ a little, and an end is stamped before its commit is visible.
+const ENDED_LOOKBACK: time::Duration = time::Duration::seconds(10);
+
 pub struct Delegation {
     pub client: WindmillClient,
     pub grants: GrantTable,
@@ -114,22 +118,27 @@ impl Delegation {
         }
     }
 
-    /// Stop the grants held here that another process revoked or ended.
-    async fn stop_ended_elsewhere(&self) {
-        let held = self.grants.ids();
-        if held.is_empty() {
-            return;
-        }
-        match store::ended_elsewhere(&self.pool, &held).await {
+    /// Stop the grants held here that another process revoked or ended (a
+    /// revocation still pending, or an end at or after `since`). Returns
+    /// whether the store answered.
+    async fn stop_ended_elsewhere(&self, since: &str) -> bool {
+        match store::ended_since(&self.pool, since).await {
             Ok(ended) => {
                 for (id, reason) in ended {
+                    if self.grants.get(&id).is_none() {
+                        continue;
+                    }
                     let reason = grants::end_from_store(&reason);
                     self.grants
                         .revoke(self.supervisor().as_ref(), &self.pool, &id, &reason)
                         .await;
                 }
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "revocation watcher: store unavailable"),
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation watcher: store unavailable");
+                false
+            }
         }
     }
 
@@ -174,6 +183,11 @@ fn spawn_revocation_watcher(delegation: &Arc<Delegation>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Nothing is held before the watcher starts; after that, each poll
+        // reads the ends since the last poll that answered, less a margin
+        // for the clocks of other replicas and for commits in flight.
+        let started = time::OffsetDateTime::now_utc();
+        let mut since = started;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -185,7 +199,13 @@ fn spawn_revocation_watcher(delegation: &Arc<Delegation>) {
             if delegation.drain.is_draining() {
                 return;
             }
-            delegation.stop_ended_elsewhere().await;
+            let polled_at = time::OffsetDateTime::now_utc();
+            if delegation
+                .stop_ended_elsewhere(&actors::format_rfc3339(since))
+                .await
+            {
+                since = (polled_at - ENDED_LOOKBACK).max(started);
+            }
         }
     });
 }

@@ -374,15 +374,24 @@ pub async fn grant(pool: &Db, id: &str) -> Result<Option<GrantRecord>, sqlx::Err
     Ok(row.as_ref().map(grant_from))
 }
 
-pub async fn mark_ended(pool: &Db, id: &str, reason: &str) -> Result<(), sqlx::Error> {
+/// Grant `id` ended here: its end on record (the first reason wins) and this
+/// replica no longer a holder, in one commit.
+pub async fn end_held(pool: &Db, id: &str, reason: &str, replica: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE delegation_grants SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
     )
     .bind(actors::now_rfc3339())
     .bind(reason)
     .bind(id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    sqlx::query("DELETE FROM grant_holders WHERE grant_id = $1 AND replica = $2")
+        .bind(id)
+        .bind(replica)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     notify_grant_change(pool, id).await
 }
 
@@ -430,16 +439,6 @@ pub async fn is_live(pool: &Db, id: &str) -> Result<bool, sqlx::Error> {
     .fetch_optional(pool)
     .await?;
     Ok(live.is_some())
-}
-
-/// `replica` no longer holds grant `id` (its actor stopped, its gate closed).
-pub async fn remove_holder(pool: &Db, id: &str, replica: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM grant_holders WHERE grant_id = $1 AND replica = $2")
-        .bind(id)
-        .bind(replica)
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// The replicas still holding any of the grants `ids`.
@@ -499,20 +498,36 @@ pub async fn request_revocation(
     filter: &RevokeFilter,
     by: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let ids: Vec<String> = sqlx::query_scalar(
+    // Only the conditions given, so a grant id is found by its key: a
+    // `($n IS NULL OR id = $n)` form hides the key from the planner, and the
+    // revocation then reads every live grant (23 ms with 10,000 live).
+    let named = [
+        ("id = ", &filter.grant_id),
+        ("lower(subject) = lower(", &filter.subject),
+        ("flow_path = ", &filter.flow_path),
+        ("instance = ", &filter.instance),
+    ];
+    let mut sql = String::from(
         "UPDATE delegation_grants SET revoke_requested_at = $1, revoked_by = $2 \
-         WHERE ended_at IS NULL AND revoke_requested_at IS NULL \
-         AND ($3 IS NULL OR id = $3) AND ($4 IS NULL OR lower(subject) = lower($4)) \
-         AND ($5 IS NULL OR flow_path = $5) AND ($6 IS NULL OR instance = $6) RETURNING id",
-    )
-    .bind(actors::now_rfc3339())
-    .bind(by)
-    .bind(&filter.grant_id)
-    .bind(&filter.subject)
-    .bind(&filter.flow_path)
-    .bind(&filter.instance)
-    .fetch_all(pool)
-    .await?;
+         WHERE ended_at IS NULL AND revoke_requested_at IS NULL",
+    );
+    let mut values = Vec::new();
+    for (condition, value) in named {
+        if let Some(value) = value {
+            values.push(value);
+            let close = if condition.ends_with('(') { ")" } else { "" };
+            sql.push_str(&format!(" AND {condition}${}{close}", values.len() + 2));
+        }
+    }
+    sql.push_str(" RETURNING id");
+    // Only constant text and placeholders: the values are bound.
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(actors::now_rfc3339())
+        .bind(by);
+    for value in values {
+        query = query.bind(value);
+    }
+    let ids: Vec<String> = query.fetch_all(pool).await?;
     for id in &ids {
         notify_grant_change(pool, id).await?;
     }
@@ -549,20 +564,38 @@ pub async fn ended_elsewhere(
         )
     })
     .await?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let requested: Option<String> = row.get("revoke_requested_at");
-            let by: Option<String> = row.get("revoked_by");
-            let ended: Option<String> = row.get("end_reason");
-            let reason = match (requested, ended) {
-                (Some(_), _) => format!("revoked by {}", by.as_deref().unwrap_or("an operator")),
-                (None, Some(reason)) => reason,
-                (None, None) => "the grant is no longer active".into(),
-            };
-            (row.get("id"), reason)
-        })
-        .collect())
+    Ok(rows.iter().map(end_of).collect())
+}
+
+/// Every revocation not yet carried out, and every grant that ended at or
+/// after `since`, with the reason to close them with: what the revocation
+/// watcher stops of the grants it holds. Two index reads (the partial index
+/// of pending revocations, and `ended_at`), however many grants are live.
+pub async fn ended_since(pool: &Db, since: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, revoked_by, revoke_requested_at, end_reason FROM delegation_grants \
+         WHERE revoke_requested_at IS NOT NULL AND ended_at IS NULL \
+         UNION ALL \
+         SELECT id, revoked_by, revoke_requested_at, end_reason FROM delegation_grants \
+         WHERE ended_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(end_of).collect())
+}
+
+/// A grant row's id and the reason its actor ends with.
+fn end_of(row: &sqlx::any::AnyRow) -> (String, String) {
+    let requested: Option<String> = row.get("revoke_requested_at");
+    let by: Option<String> = row.get("revoked_by");
+    let ended: Option<String> = row.get("end_reason");
+    let reason = match (requested, ended) {
+        (Some(_), _) => format!("revoked by {}", by.as_deref().unwrap_or("an operator")),
+        (None, Some(reason)) => reason,
+        (None, None) => "the grant is no longer active".into(),
+    };
+    (row.get("id"), reason)
 }
 
 /// Grants whose actors died with a previous run. On SQLite one gateway owns
@@ -662,5 +695,57 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ended, vec![("grt_old".to_owned(), "expired".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reads_pending_revocations_and_recent_ends_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::storage::open(dir.path()).await.unwrap();
+        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+        for id in ["grt_a", "grt_b", "grt_c", "grt_d"] {
+            insert_grant(
+                &pool,
+                &record(id, later),
+                &[7u8; 32],
+                &BTreeMap::new(),
+                "r1",
+            )
+            .await
+            .unwrap();
+        }
+        end_held(&pool, "grt_a", "job ended", "r1").await.unwrap();
+        let after_a = actors::now_rfc3339();
+        end_held(&pool, "grt_b", "expired", "r1").await.unwrap();
+        // By id: only that grant, though it names no other condition.
+        let by_id = RevokeFilter {
+            grant_id: Some("grt_c".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            request_revocation(&pool, &by_id, "ops@example.com")
+                .await
+                .unwrap(),
+            vec!["grt_c".to_owned()]
+        );
+        let mut seen = ended_since(&pool, &after_a).await.unwrap();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("grt_b".to_owned(), "expired".to_owned()),
+                ("grt_c".to_owned(), "revoked by ops@example.com".to_owned()),
+            ]
+        );
+        // A subject filter matches case-insensitively and skips the revoked.
+        let by_subject = RevokeFilter {
+            subject: Some("ALICE@example.com".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            request_revocation(&pool, &by_subject, "ops@example.com")
+                .await
+                .unwrap(),
+            vec!["grt_d".to_owned()]
+        );
     }
 }

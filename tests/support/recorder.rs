@@ -148,6 +148,16 @@ impl Recorder {
         self.received.lock().unwrap().clone()
     }
 
+    /// How many of the calls that reached the upstream match `which`
+    /// (without copying what was received).
+    pub fn count_matching(&self, which: impl Fn(&str, &serde_json::Value) -> bool) -> usize {
+        let received = self.received.lock().unwrap();
+        received
+            .iter()
+            .filter(|(tool, args)| which(tool, args))
+            .count()
+    }
+
     pub fn count(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }

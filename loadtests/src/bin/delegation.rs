@@ -1,8 +1,12 @@
 //! Delegation under load: N Windmill jobs (a fake Windmill that follows the
 //! spec, as in the tests) exchange their job tokens for grants and call a
-//! tool through the gateway, all at once. Then revocations are timed: from
-//! the admin API request to its acknowledgement (the grant's actor stopped),
-//! and from a store write by another process to the actor stopped.
+//! tool through the gateway, all at once. Revocations are timed under that
+//! load: the first `--revokes` jobs call without pause until refused, an
+//! operator revokes each one's grant through the admin API meanwhile, and the
+//! upstream counts every call of a grant that reached it after the
+//! revocation was acknowledged (it must be none). After the load, as many
+//! revocations written to the store by another process are timed until the
+//! grant's actor stopped.
 //!
 //! cargo run --release -p loadtests --bin delegation -- [--jobs 1000] [--revokes 100]
 
@@ -30,7 +34,8 @@ struct Args {
     /// Jobs exchanging and calling concurrently.
     #[arg(long, default_value_t = 1000)]
     jobs: usize,
-    /// Grants revoked one by one (timed).
+    /// Grants revoked one by one under the load (admin API), and as many
+    /// after it (written to the store by another process); all timed.
     #[arg(long, default_value_t = 100)]
     revokes: usize,
     /// Tool calls each job makes under its grant.
@@ -40,6 +45,11 @@ struct Args {
     /// (a schedule firing 10,000 jobs within a minute: `--spread-secs 60`).
     #[arg(long, default_value_t = 0.0)]
     spread_secs: f64,
+}
+
+/// A call made by job `job` (its query names it).
+fn marked(args: &serde_json::Value, job: usize) -> bool {
+    args["sql"].as_str() == Some(&format!("select 1 -- job {job}"))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -123,8 +133,41 @@ async fn main() -> anyhow::Result<()> {
             )
         })
         .collect();
+    // The operator: revokes each watched job's grant while that job calls.
+    let (granted_tx, mut granted_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+    let revoker = {
+        let (http, base, admin, gw, bigquery) = (
+            http.clone(),
+            base.clone(),
+            admin.clone(),
+            gw.clone(),
+            bigquery.clone(),
+        );
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            while let Some((job, id)) = granted_rx.recv().await {
+                // Let the job's calls flow first.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let t0 = Instant::now();
+                let response = http
+                    .delete(format!("{base}/admin/api/grants/{id}"))
+                    .bearer_auth(&admin)
+                    .send()
+                    .await?;
+                anyhow::ensure!(response.status().is_success(), "revoke failed");
+                let took = t0.elapsed().as_secs_f64() * 1000.0;
+                let reached = bigquery.count_matching(|_, args| marked(args, job));
+                anyhow::ensure!(
+                    gw.delegation().grants.get(&id).is_none(),
+                    "acknowledged but still live"
+                );
+                acks.push((job, took, reached));
+            }
+            Ok::<_, anyhow::Error>(acks)
+        })
+    };
     let started = Instant::now();
-    let (calls_per_job, jobs) = (args.calls_per_job, args.jobs);
+    let (calls_per_job, jobs, watched) = (args.calls_per_job, args.jobs, args.revokes);
     let spread = Duration::from_secs_f64(args.spread_secs);
     let tasks: Vec<_> = steps
         .iter()
@@ -134,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
             let http = http.clone();
             let base = base.clone();
             let sa = sa.clone();
+            let granted = granted_tx.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until((started + spread.mul_f64(i as f64 / jobs as f64)).into())
                     .await;
@@ -179,26 +223,46 @@ async fn main() -> anyhow::Result<()> {
                 let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
                 let client = ().serve(transport).await?;
                 let mut call_ms = Vec::with_capacity(calls_per_job);
-                for _ in 0..calls_per_job {
-                    let t1 = Instant::now();
+                let call = || {
                     let mut arguments = serde_json::Map::new();
                     arguments.insert("action".into(), "query".into());
-                    arguments.insert("sql".into(), "select 1".into());
-                    let result = client
-                        .peer()
-                        .call_tool(
-                            CallToolRequestParams::new("bigquery_read_actions")
-                                .with_arguments(arguments),
-                        )
-                        .await?;
-                    anyhow::ensure!(result.is_error != Some(true), "call refused: {result:?}");
-                    call_ms.push(t1.elapsed().as_secs_f64() * 1000.0);
+                    arguments.insert("sql".into(), format!("select 1 -- job {i}").into());
+                    client.peer().call_tool(
+                        CallToolRequestParams::new("bigquery_read_actions")
+                            .with_arguments(arguments),
+                    )
+                };
+                if i < watched {
+                    // Call without pause until the revocation refuses it.
+                    let _ = granted.send((i, grant.clone()));
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        anyhow::ensure!(
+                            Instant::now() < deadline,
+                            "never refused after revocation"
+                        );
+                        let t1 = Instant::now();
+                        match call().await {
+                            Ok(result) if result.is_error != Some(true) => {
+                                call_ms.push(t1.elapsed().as_secs_f64() * 1000.0)
+                            }
+                            _ => break,
+                        }
+                    }
+                } else {
+                    for _ in 0..calls_per_job {
+                        let t1 = Instant::now();
+                        let result = call().await?;
+                        anyhow::ensure!(result.is_error != Some(true), "call refused: {result:?}");
+                        call_ms.push(t1.elapsed().as_secs_f64() * 1000.0);
+                    }
                 }
-                client.cancel().await?;
+                let _ = client.cancel().await;
                 Ok::<_, anyhow::Error>((exchange_ms, call_ms, grant))
             })
         })
         .collect();
+    drop(granted_tx);
     let mut exchange = Vec::new();
     let mut first_calls = Vec::new();
     let mut calls = Vec::new();
@@ -238,30 +302,29 @@ async fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(errors == 0, "{errors} jobs failed");
 
-    // Revocation through the admin API: acknowledged once the actor stopped.
-    let mut admin_revokes = Vec::new();
-    for id in grants.iter().take(args.revokes) {
-        let t0 = Instant::now();
-        let response = http
-            .delete(format!("{base}/admin/api/grants/{id}"))
-            .bearer_auth(&admin)
-            .send()
-            .await?;
-        anyhow::ensure!(response.status().is_success(), "revoke failed");
-        admin_revokes.push(t0.elapsed().as_secs_f64() * 1000.0);
-        anyhow::ensure!(
-            gw.delegation().grants.get(id).is_none(),
-            "acknowledged but still live"
-        );
-    }
+    // Revocations under the load: acknowledged once the actor stopped, and
+    // no call of the grant may reach the upstream after that.
+    let acks = revoker.await??;
+    let after_ack: usize = acks
+        .iter()
+        .map(|(job, _, reached)| bigquery.count_matching(|_, args| marked(args, *job)) - reached)
+        .sum();
     summary(
-        "revoke (admin API) request → acknowledged, actor stopped",
-        admin_revokes,
+        "revoke under load (admin API) request → acknowledged, actor stopped",
+        acks.iter().map(|(_, took, _)| *took).collect(),
+    );
+    println!(
+        "calls that reached the upstream after their grant's revocation was acknowledged: {after_ack} (of {} revoked grants)",
+        acks.len()
+    );
+    anyhow::ensure!(
+        after_ack == 0,
+        "{after_ack} calls reached the upstream after revocation"
     );
 
     // Revocation written to the store by another process: the watcher stops it.
     let mut store_revokes = Vec::new();
-    for id in grants.iter().skip(args.revokes).take(args.revokes) {
+    for id in grants.iter().skip(watched).take(args.revokes) {
         let t0 = Instant::now();
         let filter = RevokeFilter {
             grant_id: Some(id.clone()),
