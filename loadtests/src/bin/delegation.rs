@@ -5,8 +5,8 @@
 //! operator revokes each one's grant through the admin API meanwhile, and the
 //! upstream counts every call of a grant that reached it after the
 //! revocation was acknowledged (it must be none). After the load, as many
-//! revocations written to the store by another process are timed until the
-//! grant's actor stopped.
+//! revocations through the admin API, and as many written to the store by
+//! another process, are timed until the grant's actor stopped.
 //!
 //! cargo run --release -p loadtests --bin delegation -- [--jobs 1000] [--revokes 100]
 
@@ -322,9 +322,34 @@ async fn main() -> anyhow::Result<()> {
         "{after_ack} calls reached the upstream after revocation"
     );
 
-    // Revocation written to the store by another process: the watcher stops it.
-    let mut store_revokes = Vec::new();
+    // After the load, with every other grant still live: the admin API...
+    let mut idle_revokes = Vec::new();
     for id in grants.iter().skip(watched).take(args.revokes) {
+        let t0 = Instant::now();
+        let response = http
+            .delete(format!("{base}/admin/api/grants/{id}"))
+            .bearer_auth(&admin)
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "revoke failed");
+        idle_revokes.push(t0.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(
+            gw.delegation().grants.get(id).is_none(),
+            "acknowledged but still live"
+        );
+    }
+    summary(
+        &format!(
+            "revoke after the load (admin API, {} live grants) → acknowledged",
+            gw.delegation().grants.len() + idle_revokes.len()
+        ),
+        idle_revokes,
+    );
+
+    // ...and a revocation written to the store by another process: the
+    // watcher stops it.
+    let mut store_revokes = Vec::new();
+    for id in grants.iter().skip(watched + args.revokes).take(args.revokes) {
         let t0 = Instant::now();
         let filter = RevokeFilter {
             grant_id: Some(id.clone()),
