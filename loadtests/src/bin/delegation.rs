@@ -349,7 +349,11 @@ async fn main() -> anyhow::Result<()> {
     // ...and a revocation written to the store by another process: the
     // watcher stops it.
     let mut store_revokes = Vec::new();
-    for id in grants.iter().skip(watched + args.revokes).take(args.revokes) {
+    for id in grants
+        .iter()
+        .skip(watched + args.revokes)
+        .take(args.revokes)
+    {
         let t0 = Instant::now();
         let filter = RevokeFilter {
             grant_id: Some(id.clone()),
