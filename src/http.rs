@@ -445,7 +445,7 @@ fn insufficient_scope(gw: &Gateway, refusal: &Refusal) -> Response {
         gw.authserver().resource_metadata_url(),
         refusal.message.replace(['"', '\\'], "'")
     );
-    let mut response = (
+    let response = (
         StatusCode::FORBIDDEN,
         Json(json!({
             "error": "insufficient_scope",
@@ -455,7 +455,13 @@ fn insufficient_scope(gw: &Gateway, refusal: &Refusal) -> Response {
         })),
     )
         .into_response();
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
+    with_challenge(response, &challenge)
+}
+
+/// `response` with a `WWW-Authenticate` challenge (left out if the text could
+/// not be a header value; quotes and backslashes are replaced before).
+fn with_challenge(mut response: Response, challenge: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(challenge) {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, value);
@@ -492,7 +498,7 @@ fn unauthorized(gw: &Gateway, error: Option<&str>) -> Response {
             description.replace(['"', '\\'], "'")
         ));
     }
-    let mut response = (
+    let response = (
         StatusCode::UNAUTHORIZED,
         Json(json!({
             "error": if error.is_some() { "invalid_token" } else { "unauthenticated" },
@@ -504,12 +510,7 @@ fn unauthorized(gw: &Gateway, error: Option<&str>) -> Response {
         })),
     )
         .into_response();
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
+    with_challenge(response, &challenge)
 }
 
 async fn audit_http_refusal(

@@ -23,3 +23,43 @@ pub fn policy_hooks_yaml() -> String {
     }
     yaml
 }
+
+/// A gateway run inside the load generator's process, serving HTTP on a free
+/// local port: the config from `yaml` (named `name` in errors), its store
+/// opened, and each of `services` connected (its catalog known).
+pub struct InProcessGateway {
+    pub gw: std::sync::Arc<mcpgate::gateway::Gateway>,
+    pub pool: mcpgate::storage::Db,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl InProcessGateway {
+    pub async fn start(yaml: &str, name: &str, services: &[&str]) -> anyhow::Result<Self> {
+        let config = mcpgate::config::Config::parse(yaml, name)?;
+        let pool = mcpgate::storage::connect(&config).await?;
+        let gw = mcpgate::gateway::Gateway::start(config, pool.clone()).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let server_gw = gw.clone();
+        tokio::spawn(async move {
+            let _ = mcpgate::http::serve(server_gw, listener, std::future::pending()).await;
+        });
+        while services
+            .iter()
+            .any(|service| gw.catalogs().catalog(service).is_none())
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(Self { gw, pool, base })
+    }
+
+    /// A new gateway token for `email`.
+    pub async fn token(&self, email: &str) -> anyhow::Result<String> {
+        Ok(
+            mcpgate::tokens::create(&self.pool, email, Some("load"), None)
+                .await?
+                .token,
+        )
+    }
+}

@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use fake_windmill::FakeWindmill;
-use mcpgate::config::Config;
+use loadtests::InProcessGateway;
 use mcpgate::delegation::store::{self, Instance, RevokeFilter};
-use mcpgate::gateway::Gateway;
 use recorder::Recorder;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -92,15 +91,8 @@ async fn main() -> anyhow::Result<()> {
         bigquery.url,
         slack.url
     );
-    let config = Config::parse(&text, "delegation-load.yaml")?;
-    let pool = mcpgate::storage::connect(&config).await?;
-    let gw = Gateway::start(config, pool.clone()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let server_gw = gw.clone();
-    tokio::spawn(async move {
-        let _ = mcpgate::http::serve(server_gw, listener, std::future::pending()).await;
-    });
+    let InProcessGateway { gw, pool, base } =
+        InProcessGateway::start(&text, "delegation-load.yaml", &["bigquery", "slack"]).await?;
     store::set_delegation(&pool, true, "loadtest").await?;
     store::put_instance(
         &pool,
@@ -119,10 +111,6 @@ async fn main() -> anyhow::Result<()> {
     let admin = mcpgate::tokens::create(&pool, "root@example.com", Some("admin"), None)
         .await?
         .token;
-    // Wait for both connectors.
-    while gw.catalogs().catalog("bigquery").is_none() || gw.catalogs().catalog("slack").is_none() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     let http = reqwest::Client::new();
     let steps: Vec<_> = (0..args.jobs)

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use fake_api::FakeApi;
-use mcpgate::config::Config;
-use mcpgate::gateway::Gateway;
+use loadtests::InProcessGateway;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
@@ -173,9 +172,13 @@ async fn main() -> anyhow::Result<()> {
         catalogs = dir.path().join("catalogs").display(),
         url = api.base_url
     );
-    let config = Config::parse(&text, "native-load.yaml")?;
-    let pool = mcpgate::storage::connect(&config).await?;
-    let gw = Gateway::start(config, pool.clone()).await?;
+    // The credential is in the vault before the first call needs it.
+    let gateway = InProcessGateway::start(&text, "native-load.yaml", &["acme"]).await?;
+    let (gw, pool, base) = (
+        gateway.gw.clone(),
+        gateway.pool.clone(),
+        gateway.base.clone(),
+    );
     mcpgate::vault::set(
         &pool,
         gw.master_key(),
@@ -185,18 +188,7 @@ async fn main() -> anyhow::Result<()> {
         secret,
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let server_gw = gw.clone();
-    tokio::spawn(async move {
-        let _ = mcpgate::http::serve(server_gw, listener, std::future::pending()).await;
-    });
-    while gw.catalogs().catalog("acme").is_none() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let token = mcpgate::tokens::create(&pool, "load@example.com", Some("load"), None)
-        .await?
-        .token;
+    let token = gateway.token("load@example.com").await?;
     let mut clients = Vec::new();
     for _ in 0..args.concurrency.clamp(1, 16) {
         let config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))

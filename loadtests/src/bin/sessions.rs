@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
-use mcpgate::config::Config;
-use mcpgate::gateway::Gateway;
+use loadtests::InProcessGateway;
 use recorder::Recorder;
 use serde_json::{Value, json};
 
@@ -137,21 +136,10 @@ async fn main() -> anyhow::Result<()> {
         dir.path().join("data").display(),
         upstream.url
     );
-    let config = Config::parse(&text, "sessions-load.yaml")?;
-    let pool = mcpgate::storage::connect(&config).await?;
-    let gw = Gateway::start(config, pool.clone()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/mcp", listener.local_addr()?);
-    let server_gw = gw.clone();
-    tokio::spawn(async move {
-        let _ = mcpgate::http::serve(server_gw, listener, std::future::pending()).await;
-    });
-    let token = mcpgate::tokens::create(&pool, "bench@example.com", Some("bench"), None)
-        .await?
-        .token;
-    while gw.catalogs().catalog("bench").is_none() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let gateway = InProcessGateway::start(&text, "sessions-load.yaml", &["bench"]).await?;
+    let url = format!("{}/mcp", gateway.base);
+    let token = gateway.token("bench@example.com").await?;
+    let gw = gateway.gw.clone();
     let http = reqwest::Client::new();
     // Warm up every path (allocator arenas, catalogs, pools) before the baseline.
     let mut held = Vec::with_capacity(args.sessions);
