@@ -46,6 +46,30 @@ struct Args {
     spread_secs: f64,
 }
 
+/// Revoke grant `id` as an operator; the milliseconds to the acknowledgement,
+/// after which its actor must be gone.
+async fn revoke_through_admin_api(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    gw: &mcpgate::gateway::Gateway,
+    id: &str,
+) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let response = http
+        .delete(format!("{base}/admin/api/grants/{id}"))
+        .bearer_auth(admin)
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().is_success(), "revoke failed");
+    let took = t0.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        gw.delegation().grants.get(id).is_none(),
+        "acknowledged but still live"
+    );
+    Ok(took)
+}
+
 /// A call made by job `job` (its query names it).
 fn marked(args: &serde_json::Value, job: usize) -> bool {
     args["sql"].as_str() == Some(&format!("select 1 -- job {job}"))
@@ -136,19 +160,8 @@ async fn main() -> anyhow::Result<()> {
             while let Some((job, id)) = granted_rx.recv().await {
                 // Let the job's calls flow first.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let t0 = Instant::now();
-                let response = http
-                    .delete(format!("{base}/admin/api/grants/{id}"))
-                    .bearer_auth(&admin)
-                    .send()
-                    .await?;
-                anyhow::ensure!(response.status().is_success(), "revoke failed");
-                let took = t0.elapsed().as_secs_f64() * 1000.0;
+                let took = revoke_through_admin_api(&http, &base, &admin, &gw, &id).await?;
                 let reached = bigquery.count_matching(|_, args| marked(args, job));
-                anyhow::ensure!(
-                    gw.delegation().grants.get(&id).is_none(),
-                    "acknowledged but still live"
-                );
                 acks.push((job, took, reached));
             }
             Ok::<_, anyhow::Error>(acks)
@@ -313,18 +326,7 @@ async fn main() -> anyhow::Result<()> {
     // After the load, with every other grant still live: the admin API...
     let mut idle_revokes = Vec::new();
     for id in grants.iter().skip(watched).take(args.revokes) {
-        let t0 = Instant::now();
-        let response = http
-            .delete(format!("{base}/admin/api/grants/{id}"))
-            .bearer_auth(&admin)
-            .send()
-            .await?;
-        anyhow::ensure!(response.status().is_success(), "revoke failed");
-        idle_revokes.push(t0.elapsed().as_secs_f64() * 1000.0);
-        anyhow::ensure!(
-            gw.delegation().grants.get(id).is_none(),
-            "acknowledged but still live"
-        );
+        idle_revokes.push(revoke_through_admin_api(&http, &base, &admin, &gw, id).await?);
     }
     summary(
         &format!(
