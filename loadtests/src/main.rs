@@ -569,11 +569,11 @@ async fn measure(
                             .map(|t| t.text.as_str());
                         match text {
                             // The email is replaced by a pseudonym; the rest stays.
-                            Some(text) if pseudonymizes => {
-                                text.starts_with(&format!("s{i}-{call} reach "))
-                                    && !text.contains("@example.com")
-                                    && text.len() > format!("s{i}-{call} reach ").len()
-                            }
+                            Some(text) if pseudonymizes => text
+                                .strip_prefix(&format!("s{i}-{call} reach "))
+                                .is_some_and(|pseudonym| {
+                                    !pseudonym.is_empty() && !pseudonym.contains("@example.com")
+                                }),
                             text => text == Some(message.as_str()),
                         }
                     }
