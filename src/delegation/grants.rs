@@ -161,12 +161,14 @@ impl GrantTable {
             let id = scope.grant_id.clone();
             let reason = reason.to_string();
             // The gate is already closed; the grant leaves the table only once
-            // its end is on record, so whoever sees it gone can read why.
+            // its end is on record, so whoever sees it gone can read why, and
+            // this replica stops holding it only once it left the table.
             tokio::spawn(async move {
-                if let Err(e) = super::store::end_held(&pool, &id, &reason, &replica).await {
+                if let Err(e) = super::store::mark_ended(&pool, &id, &reason).await {
                     tracing::error!(grant = %id, error = %e, "could not record the end of a grant");
                 }
                 table.remove(&id);
+                release(&pool, &id, &replica).await;
                 let listeners = listeners
                     .read()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -384,11 +386,20 @@ impl GrantTable {
         if let Some(supervisor) = grants_supervisor {
             supervision::stop_child(supervisor, &grant_key(id)).await;
         }
-        if let Err(e) = super::store::end_held(pool, id, &reason.to_string(), &self.replica).await {
+        if let Err(e) = super::store::mark_ended(pool, id, &reason.to_string()).await {
             tracing::error!(grant = %id, error = %e, "could not record a revocation");
         }
         self.live.remove(id);
+        release(pool, id, &self.replica).await;
         true
+    }
+}
+
+/// Tell the store this replica no longer holds grant `id` (it already left
+/// the table): a revocation waiting for every holder may be acknowledged.
+async fn release(pool: &Db, id: &str, replica: &str) {
+    if let Err(e) = super::store::release_holder(pool, id, replica).await {
+        tracing::error!(grant = %id, error = %e, "could not release a grant holder");
     }
 }
 

@@ -374,25 +374,30 @@ pub async fn grant(pool: &Db, id: &str) -> Result<Option<GrantRecord>, sqlx::Err
     Ok(row.as_ref().map(grant_from))
 }
 
-/// Grant `id` ended here: its end on record (the first reason wins) and this
-/// replica no longer a holder, in one commit.
-pub async fn end_held(pool: &Db, id: &str, reason: &str, replica: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+/// Grant `id` ended: its end on record (the first reason wins), and every
+/// replica told.
+pub async fn mark_ended(pool: &Db, id: &str, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE delegation_grants SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
     )
     .bind(actors::now_rfc3339())
     .bind(reason)
     .bind(id)
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
+    notify_grant_change(pool, id).await
+}
+
+/// `replica` no longer holds grant `id`. A revocation is acknowledged once no
+/// replica holds the grant, so call this only after the grant left the
+/// replica's table: the acknowledgement then means it is gone everywhere.
+pub async fn release_holder(pool: &Db, id: &str, replica: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM grant_holders WHERE grant_id = $1 AND replica = $2")
         .bind(id)
         .bind(replica)
-        .execute(&mut *tx)
+        .execute(pool)
         .await?;
-    tx.commit().await?;
-    notify_grant_change(pool, id).await
+    Ok(())
 }
 
 /// The channel on which PostgreSQL tells every replica that a grant was
@@ -715,9 +720,9 @@ mod tests {
             .await
             .unwrap();
         }
-        end_held(&pool, "grt_a", "job ended", "r1").await.unwrap();
+        mark_ended(&pool, "grt_a", "job ended").await.unwrap();
         let after_a = actors::now_rfc3339();
-        end_held(&pool, "grt_b", "expired", "r1").await.unwrap();
+        mark_ended(&pool, "grt_b", "expired").await.unwrap();
         // By id: only that grant, though it names no other condition.
         let by_id = RevokeFilter {
             grant_id: Some("grt_c".into()),
