@@ -862,9 +862,11 @@ pub(crate) async fn authorize_service(
             format!("grant {}: {refusal}", grant.scope.grant_id),
         )),
         _ => {
+            // The actor is gone: its gate is closed or closing.
             let reason = grant
                 .gate
-                .closed_reason()
+                .settled_reason()
+                .await
                 .unwrap_or_else(|| EndReason::Other("the grant is no longer active".into()));
             Err(grant_ended(grant, &reason))
         }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::risk::Risk;
@@ -103,7 +103,17 @@ impl fmt::Display for EndReason {
 
 /// Open until the grant ends; then it carries the reason.
 #[derive(Clone, Default)]
-pub struct GrantGate(Arc<RwLock<Option<EndReason>>>);
+pub struct GrantGate(Arc<GateState>);
+
+#[derive(Default)]
+struct GateState {
+    /// Read side held by admitted calls; the write side closes the gate.
+    admissions: Arc<RwLock<Option<EndReason>>>,
+    /// The end reason once closed, readable without the lock: a close (or a
+    /// second close by `post_stop`) holding the write side must not make a
+    /// refused call forget why.
+    ended: OnceLock<EndReason>,
+}
 
 /// Held while a call runs at the upstream, until it is answered.
 pub type GateAdmission = OwnedRwLockReadGuard<Option<EndReason>>;
@@ -111,7 +121,10 @@ pub type GateAdmission = OwnedRwLockReadGuard<Option<EndReason>>;
 impl GrantGate {
     /// Admit a call, or say why the grant is over.
     pub async fn admit(&self) -> Result<GateAdmission, EndReason> {
-        let guard = self.0.clone().read_owned().await;
+        if let Some(reason) = self.0.ended.get() {
+            return Err(reason.clone());
+        }
+        let guard = self.0.admissions.clone().read_owned().await;
         match guard.as_ref() {
             None => Ok(guard),
             Some(reason) => Err(reason.clone()),
@@ -121,14 +134,30 @@ impl GrantGate {
     /// Close the gate; waits for admitted calls to be answered upstream.
     /// The first reason wins.
     pub async fn close(&self, reason: &EndReason) {
-        let mut state = self.0.write().await;
+        if self.0.ended.get().is_some() {
+            return;
+        }
+        let mut state = self.0.admissions.write().await;
         if state.is_none() {
             *state = Some(reason.clone());
+            let _ = self.0.ended.set(reason.clone());
         }
     }
 
+    /// Why the gate closed, if it has (never waits).
     pub fn closed_reason(&self) -> Option<EndReason> {
-        self.0.try_read().ok().and_then(|s| s.clone())
+        self.0.ended.get().cloned()
+    }
+
+    /// Why the gate closed, waiting for a close already under way (it waits
+    /// for admitted calls); `None` if nobody is closing it.
+    pub async fn settled_reason(&self) -> Option<EndReason> {
+        if let Some(reason) = self.0.ended.get() {
+            return Some(reason.clone());
+        }
+        // The lock is fair: a read queued behind a waiting close returns
+        // after it.
+        self.0.admissions.read().await.clone()
     }
 }
 

@@ -126,6 +126,35 @@ async fn a_revocation_waits_for_calls_that_are_handing_off_and_refuses_the_rest(
 }
 
 #[tokio::test]
+async fn a_call_refused_while_the_gate_closes_learns_why_the_grant_ended() {
+    let gate = GrantGate::default();
+    let admitted = gate.admit().await.unwrap();
+    let revoked = EndReason::Revoked("revoked by root".into());
+    let closing = {
+        let (gate, revoked) = (gate.clone(), revoked.clone());
+        tokio::spawn(async move { gate.close(&revoked).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Still closing (a call is mid-handoff): nothing to report yet without
+    // waiting, and a refused call that waits is told the revocation.
+    assert_eq!(gate.closed_reason(), None);
+    let asking = {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.settled_reason().await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!asking.is_finished());
+    drop(admitted);
+    closing.await.unwrap();
+    assert_eq!(asking.await.unwrap(), Some(revoked.clone()));
+    // A second close (the actor's post_stop) neither waits nor changes it,
+    // and the reason stays readable at every moment.
+    gate.close(&EndReason::Other("stopped".into())).await;
+    assert_eq!(gate.closed_reason(), Some(revoked.clone()));
+    assert_eq!(gate.admit().await.unwrap_err(), revoked);
+}
+
+#[tokio::test]
 async fn a_grant_stops_itself_when_its_ttl_passes() {
     let gate = GrantGate::default();
     let (grant, handle) = Actor::spawn(
