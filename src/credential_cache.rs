@@ -286,7 +286,7 @@ async fn acknowledge(watch: &RevocationWatch, pool: &Db, replica: &str) {
         )
         .bind(replica)
         .bind(epoch)
-        .execute(pool)
+        .execute(&mut *crate::storage::writer(pool).await?)
         .await?;
         Ok::<_, sqlx::Error>(())
     }
@@ -448,7 +448,7 @@ pub async fn announce_revocation(pool: &Db) -> Result<(), AnnounceError> {
             let epoch: i64 = sqlx::query_scalar(
                 "UPDATE credential_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
             )
-            .fetch_one(pool)
+            .fetch_one(&mut *crate::storage::writer(pool).await?)
             .await?;
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CREDENTIALS_CHANNEL)

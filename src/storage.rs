@@ -17,6 +17,11 @@ pub const DB_FILE: &str = "mcpgate.db";
 /// A pool on whichever backend the config names.
 pub type Db = sqlx::AnyPool;
 
+/// Every write takes its turn: `writer(pool)` for statements,
+/// `begin_write(pool)` for a transaction (see [`actors::write_turn`]: on
+/// SQLite, writers queue in-process instead of sleeping in the busy handler).
+pub use actors::write_turn::{WriteTx, Writer, begin as begin_write, writer};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,

@@ -65,7 +65,7 @@ pub async fn create(
     .bind(digest(&secret))
     .bind(actors::now_rfc3339())
     .bind(expires_at)
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     Ok(NewToken {
         token: format!("{PREFIX}{id}_{secret}"),
@@ -79,7 +79,7 @@ pub async fn revoke(pool: &Db, id: &str) -> Result<bool, sqlx::Error> {
         sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(actors::now_rfc3339())
             .bind(id)
-            .execute(pool)
+            .execute(&mut *crate::storage::writer(pool).await?)
             .await?;
     credential_cache::announce_revocation(pool).await?;
     Ok(done.rows_affected() == 1)

@@ -133,7 +133,7 @@ pub async fn set(
     .bind(master.id())
     .bind(&now)
     .bind(&now)
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     Ok(Credential {
         kind,
@@ -190,7 +190,7 @@ pub async fn delete(pool: &Db, user: &str, service: &str) -> Result<bool, sqlx::
         sqlx::query("DELETE FROM credentials WHERE user_email = $1 AND service = $2")
             .bind(user.to_ascii_lowercase())
             .bind(service)
-            .execute(pool)
+            .execute(&mut *crate::storage::writer(pool).await?)
             .await?
             .rows_affected()
             > 0,
@@ -210,7 +210,7 @@ pub async fn rotate(
             .fetch_all(pool)
             .await?;
     let mut done = 0;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::storage::begin_write(pool).await?;
     for row in rows {
         let user: String = row.get("user_email");
         let service: String = row.get("service");

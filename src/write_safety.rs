@@ -180,7 +180,7 @@ pub async fn redeem(
     .bind(binding.subject)
     .bind(actors::now_rfc3339())
     .bind(expires.to_string())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *crate::storage::writer(pool).await.map_err(|_| ConfirmationRefusal::Store)?)
     .await
     .map_err(|_| ConfirmationRefusal::Store)?;
     match inserted {

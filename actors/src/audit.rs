@@ -12,6 +12,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::write_turn;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use sqlx::AnyPool;
@@ -313,7 +314,7 @@ async fn open_chain(pool: &AnyPool, settings: ChainSettings) -> Result<Chain, Ac
         timer_queued: false,
         owed_marks: Vec::new(),
     };
-    let mut conn = pool.acquire().await?;
+    let mut conn = write_turn::writer(pool).await?;
     // Read before the transaction: one that reads first and writes later can
     // be refused at once on SQLite (WAL) when another connection committed in
     // between. A head read a moment early is still a prefix its chain keeps.
@@ -477,16 +478,19 @@ async fn checkpoint(pool: &AnyPool, chain: &mut Chain) {
         .settings
         .key
         .sign(&chain.origin(), chain.size, &chain.head);
-    let written = sqlx::query(
-        "INSERT INTO audit_checkpoints (chain_id, size, hash, signed_at, note) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&chain.id)
-    .bind(chain.size)
-    .bind(hex::encode(chain.head))
-    .bind(crate::now_rfc3339())
-    .bind(&note)
-    .execute(pool)
+    let written = async {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (chain_id, size, hash, signed_at, note) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&chain.id)
+        .bind(chain.size)
+        .bind(hex::encode(chain.head))
+        .bind(crate::now_rfc3339())
+        .bind(&note)
+        .execute(&mut *write_turn::writer(pool).await?)
+        .await
+    }
     .await;
     match written {
         Ok(_) => {
@@ -639,7 +643,7 @@ async fn commit(
         }
     }));
     let written = async {
-        let mut conn = pool.acquire().await?;
+        let mut conn = write_turn::writer(pool).await?;
         let statements = usize::from(!decisions.is_empty())
             + usize::from(!outcomes.is_empty())
             + usize::from(!marks.is_empty());
@@ -714,7 +718,7 @@ async fn commit(
 }
 
 async fn insert_marks(pool: &AnyPool, chain: &str, marks: &[Mark]) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = write_turn::writer(pool).await?;
     insert_mark_rows(&mut conn, chain, marks).await
 }
 

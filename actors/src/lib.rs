@@ -15,6 +15,7 @@ pub mod connector;
 pub mod grant;
 pub mod risk;
 pub mod session;
+pub mod write_turn;
 
 /// RFC 3339 UTC timestamp with microseconds; sorts lexically in time order.
 pub fn now_rfc3339() -> String {

@@ -153,7 +153,7 @@ pub async fn prune(
          AND (outcome_chain IS NULL OR outcome_seq < \
               (SELECT size FROM horizon WHERE horizon.chain = audit_events.outcome_chain))",
     );
-    let mut tx = pool.begin().await.map_err(store)?;
+    let mut tx = crate::storage::begin_write(pool).await.map_err(store)?;
     // Only constant text and placeholders: nothing from the store is spliced in.
     let mut delete_rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&cutoff);
     for (chain, (size, _)) in &all {

@@ -145,7 +145,11 @@ impl AuthServer {
         .bind(&name)
         .bind(serde_json::to_string(&request.redirect_uris).expect("strings serialize"))
         .bind(actors::format_rfc3339(now))
-        .execute(&self.pool)
+        .execute(
+            &mut *crate::storage::writer(&self.pool)
+                .await
+                .map_err(storage_refusal)?,
+        )
         .await
         .map_err(storage_refusal)?;
         Ok(json!({

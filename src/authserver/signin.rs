@@ -49,7 +49,7 @@ pub async fn mint_link(pool: &Db, user: &str, ttl: Duration) -> Result<String, s
     .bind(user)
     .bind(digest(&secret))
     .bind(after(ttl))
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     Ok(format!("{LINK_PREFIX}{id}_{secret}"))
 }
@@ -79,7 +79,11 @@ pub async fn redeem_link(pool: &Db, presented: &str) -> Result<String, Refusal> 
         sqlx::query("UPDATE oauth_signin_links SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
             .bind(actors::now_rfc3339())
             .bind(id)
-            .execute(pool)
+            .execute(
+                &mut *crate::storage::writer(pool)
+                    .await
+                    .map_err(super::storage_refusal)?,
+            )
             .await
             .map_err(super::storage_refusal)?
             .rows_affected()
@@ -108,7 +112,7 @@ pub async fn open_session(
     .bind(via)
     .bind(actors::now_rfc3339())
     .bind(after(ttl))
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     let cookie = format!("{SESSION_PREFIX}{id}_{secret}");
     Ok((

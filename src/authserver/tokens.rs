@@ -116,7 +116,9 @@ impl AuthServer {
         let family_id = new_id();
         let code = new_secret();
         let oauth = &self.config.oauth;
-        let mut tx = self.pool.begin().await.map_err(storage_refusal)?;
+        let mut tx = crate::storage::begin_write(&self.pool)
+            .await
+            .map_err(storage_refusal)?;
         sqlx::query(
             "INSERT INTO oauth_families (id, client_id, client_name, user_email, resource, scope, created_at, expires_at, consent_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -188,7 +190,7 @@ impl AuthServer {
         )
         .bind(now())
         .bind(&key)
-        .execute(&self.pool)
+        .execute(&mut *crate::storage::writer(&self.pool).await.map_err(store)?)
         .await
         .map_err(store)?
         .rows_affected()
@@ -330,7 +332,7 @@ impl AuthServer {
             )
             .bind(now())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *crate::storage::writer(&self.pool).await.map_err(store)?)
             .await
             .map_err(store)?
             .rows_affected()
@@ -419,7 +421,7 @@ impl AuthServer {
         let ttl = self.config.oauth.access_token_ttl;
         let (access_id, access_secret) = (new_id(), new_secret());
         let (refresh_id, refresh_secret) = (new_id(), new_secret());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO oauth_access_tokens (id, family_id, secret_sha256, expires_at, scope) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -596,7 +598,7 @@ impl AuthServer {
         .bind(now())
         .bind(why)
         .bind(family_id)
-        .execute(&self.pool)
+        .execute(&mut *crate::storage::writer(&self.pool).await?)
         .await?;
         crate::credential_cache::announce_revocation(&self.pool).await?;
         Ok(done.rows_affected() == 1)
@@ -657,7 +659,7 @@ impl AuthServer {
             )
             .bind(now())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *crate::storage::writer(&self.pool).await.map_err(storage_refusal)?)
             .await
             .map_err(storage_refusal)?;
             crate::credential_cache::announce_revocation(&self.pool)
@@ -702,7 +704,7 @@ pub async fn revoke_client(pool: &Db, user: &str, client_id: &str) -> Result<u64
     .bind("revoked by the person")
     .bind(user)
     .bind(client_id)
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     crate::credential_cache::announce_revocation(pool).await?;
     Ok(done.rows_affected())
@@ -726,7 +728,7 @@ pub async fn prune(pool: &Db) -> Result<u64, sqlx::Error> {
     ] {
         removed += sqlx::query(statement)
             .bind(&now)
-            .execute(pool)
+            .execute(&mut *crate::storage::writer(pool).await?)
             .await?
             .rows_affected();
     }

@@ -32,7 +32,7 @@ pub async fn set_delegation(pool: &Db, enabled: bool, by: &str) -> Result<(), sq
     .bind(if enabled { "on" } else { "off" })
     .bind(actors::now_rfc3339())
     .bind(by)
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     Ok(())
 }
@@ -106,7 +106,7 @@ pub async fn put_instance(pool: &Db, instance: &Instance, by: &str) -> Result<()
     .bind(allowed)
     .bind(actors::now_rfc3339())
     .bind(by)
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     Ok(())
 }
@@ -114,7 +114,7 @@ pub async fn put_instance(pool: &Db, instance: &Instance, by: &str) -> Result<()
 pub async fn remove_instance(pool: &Db, name: &str) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM windmill_instances WHERE name = $1")
         .bind(name)
-        .execute(pool)
+        .execute(&mut *crate::storage::writer(pool).await?)
         .await?;
     Ok(done.rows_affected() > 0)
 }
@@ -181,7 +181,7 @@ pub async fn add_approval(pool: &Db, approval: &Approval) -> Result<String, sqlx
     .bind(serde_json::to_string(&approval.services).expect("strings serialize"))
     .bind(&approval.approved_by)
     .bind(actors::now_rfc3339())
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     Ok(id)
 }
@@ -193,7 +193,7 @@ pub async fn withdraw_approval(pool: &Db, id: &str, by: &str) -> Result<bool, sq
     .bind(actors::now_rfc3339())
     .bind(by)
     .bind(id)
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     Ok(done.rows_affected() > 0)
 }
@@ -275,7 +275,7 @@ pub async fn insert_grant(
     declared: &BTreeMap<String, String>,
     holder: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::storage::begin_write(pool).await?;
     sqlx::query(
         "INSERT INTO delegation_grants (id, subject, actor, instance, workspace, flow_path, job_id, \
          flow_job_id, scope, created_at, expires_at, secret_sha256, declared) \
@@ -383,7 +383,7 @@ pub async fn mark_ended(pool: &Db, id: &str, reason: &str) -> Result<(), sqlx::E
     .bind(actors::now_rfc3339())
     .bind(reason)
     .bind(id)
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     notify_grant_change(pool, id).await
 }
@@ -395,7 +395,7 @@ pub async fn release_holder(pool: &Db, id: &str, replica: &str) -> Result<(), sq
     sqlx::query("DELETE FROM grant_holders WHERE grant_id = $1 AND replica = $2")
         .bind(id)
         .bind(replica)
-        .execute(pool)
+        .execute(&mut *crate::storage::writer(pool).await?)
         .await?;
     Ok(())
 }
@@ -428,7 +428,7 @@ pub async fn add_holder(pool: &Db, id: &str, replica: &str) -> Result<bool, sqlx
     .bind(id)
     .bind(replica)
     .bind(actors::now_rfc3339())
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     is_live(pool, id).await
 }
@@ -534,7 +534,9 @@ pub async fn request_revocation(
     for value in values {
         query = query.bind(value);
     }
-    let ids: Vec<String> = query.fetch_all(pool).await?;
+    let ids: Vec<String> = query
+        .fetch_all(&mut *crate::storage::writer(pool).await?)
+        .await?;
     for id in &ids {
         notify_grant_change(pool, id).await?;
     }
@@ -612,14 +614,14 @@ pub async fn end_orphans(pool: &Db) -> Result<u64, sqlx::Error> {
     let done = match crate::storage::backend(pool) {
         crate::storage::Backend::Sqlite => {
             sqlx::query("DELETE FROM grant_holders")
-                .execute(pool)
+                .execute(&mut *crate::storage::writer(pool).await?)
                 .await?;
             sqlx::query(
                 "UPDATE delegation_grants SET ended_at = $1, end_reason = 'gateway restarted' \
                  WHERE ended_at IS NULL",
             )
             .bind(actors::now_rfc3339())
-            .execute(pool)
+            .execute(&mut *crate::storage::writer(pool).await?)
             .await?
         }
         crate::storage::Backend::Postgres => return end_expired(pool).await,
@@ -635,14 +637,14 @@ pub async fn end_expired(pool: &Db) -> Result<u64, sqlx::Error> {
          WHERE ended_at IS NULL AND expires_at < $1",
     )
     .bind(actors::now_rfc3339())
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     sqlx::query(
         "DELETE FROM grant_holders WHERE grant_id IN \
          (SELECT id FROM delegation_grants WHERE ended_at IS NOT NULL AND expires_at < $1)",
     )
     .bind(actors::now_rfc3339())
-    .execute(pool)
+    .execute(&mut *crate::storage::writer(pool).await?)
     .await?;
     Ok(done.rows_affected())
 }

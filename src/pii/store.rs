@@ -60,7 +60,7 @@ pub async fn rotate(
     .fetch_all(pool)
     .await?;
     let mut done = Rotated::default();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::storage::begin_write(pool).await?;
     for (scope_id, pseudonym, sealed) in rows {
         let aad = MappingStore::aad(&scope_id, &pseudonym);
         if keys::open(&new_key, &sealed, &aad).is_some() {
@@ -127,7 +127,7 @@ impl MappingStore {
         .bind(entity)
         .bind(sealed)
         .bind(expires)
-        .execute(&self.pool)
+        .execute(&mut *crate::storage::writer(&self.pool).await?)
         .await?;
         self.cache.insert(key, (value.to_owned(), expires));
         Ok(())
@@ -181,7 +181,7 @@ impl MappingStore {
         Ok(
             sqlx::query("DELETE FROM pii_mappings WHERE expires_at <= $1")
                 .bind(now())
-                .execute(&self.pool)
+                .execute(&mut *crate::storage::writer(&self.pool).await?)
                 .await?
                 .rows_affected(),
         )

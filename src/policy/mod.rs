@@ -120,7 +120,7 @@ impl Catalogs {
                 .bind(risk.as_str())
                 .bind(by)
                 .bind(actors::now_rfc3339())
-                .execute(&self.pool)
+                .execute(&mut *crate::storage::writer(&self.pool).await?)
                 .await?
                 .rows_affected()
                     > 0
@@ -128,7 +128,7 @@ impl Catalogs {
             None => {
                 sqlx::query("DELETE FROM risk_overrides WHERE pattern = $1")
                     .bind(pattern)
-                    .execute(&self.pool)
+                    .execute(&mut *crate::storage::writer(&self.pool).await?)
                     .await?
                     .rows_affected()
                     > 0

@@ -37,7 +37,8 @@ struct Args {
     /// after it (written to the store by another process); all timed.
     #[arg(long, default_value_t = 100)]
     revokes: usize,
-    /// Tool calls each job makes under its grant.
+    /// Tool calls each job makes under its grant; 0: the job only exchanges
+    /// (the burst of exchanges alone, without the sessions that follow).
     #[arg(long, default_value_t = 1)]
     calls_per_job: usize,
     /// Start the jobs evenly over this many seconds instead of all at once
@@ -215,6 +216,9 @@ async fn main() -> anyhow::Result<()> {
                 let exchange_ms = t0.elapsed().as_secs_f64() * 1000.0;
                 let token = body["access_token"].as_str().unwrap_or_default().to_owned();
                 let grant = body["grant_id"].as_str().unwrap_or_default().to_owned();
+                if calls_per_job == 0 && i >= watched {
+                    return Ok((exchange_ms, Vec::new(), grant));
+                }
                 let config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
                     .auth_header(token);
                 // One HTTP client for every job (as one process per job would
