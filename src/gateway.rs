@@ -361,12 +361,15 @@ impl Gateway {
             Hooks::load(&config.hooks.dir, config.hooks.budget)
                 .map_err(|e| anyhow::anyhow!("hooks: {e}"))?,
         );
+        // One watch for every credential cache of this gateway.
+        let revocations = RevocationWatch::start(&pool);
         let delegation = Delegation::start(
             config.clone(),
             pool.clone(),
             registry.clone(),
             audit.clone(),
             drain.clone(),
+            revocations.clone(),
         );
         let confirmations = Confirmations::new(
             ConfirmationKey::from_master(&master_key),
@@ -397,8 +400,6 @@ impl Gateway {
                 config.listen
             );
         }
-        // One watch for every credential cache of this gateway.
-        let revocations = RevocationWatch::start(&pool);
         let authserver = Arc::new(
             AuthServer::new(
                 config.clone(),

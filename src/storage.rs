@@ -148,6 +148,10 @@ pub async fn open_with(data_dir: &Path, sync: AuditSync) -> Result<Db, StorageEr
     };
     let pool = AnyPoolOptions::new()
         .max_connections(8)
+        // A connection to a local file cannot hang up; the test sqlx runs
+        // before handing one out is a round trip to its worker thread on
+        // every query (it still checks each one as it comes back).
+        .test_before_acquire(false)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 for pragma in [

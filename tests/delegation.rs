@@ -316,6 +316,31 @@ async fn a_grant_reads_no_resources_or_prompts_of_a_service_outside_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_service_account_token_exchanges_no_more() {
+    let w = world().await;
+    // Vouched for by the cache after this first exchange…
+    let (status, body) = w
+        .exchange(
+            &w.wm.start_flow("alice", "f/finance/nightly_pnl"),
+            DECLARATION,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = w.sa_token.split('_').nth(1).unwrap();
+    assert!(mcpgate::tokens::revoke(w.gw.gw.pool(), id).await.unwrap());
+    // …and refused on the very next one.
+    let (status, body) = w
+        .exchange(
+            &w.wm.start_flow("alice", "f/finance/nightly_pnl"),
+            DECLARATION,
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["reason"], "invalid_actor_token", "{body}");
+    w.gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_unverifiable_exchange_is_refused_and_audited() {
     let w = world().await;
     let alice = w.wm.start_flow("alice", "f/finance/nightly_pnl");

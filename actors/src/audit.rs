@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use crate::write_turn;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::audit_chain::{
     self, AdoptedEntry, CheckpointKey, DecisionEntry, GenesisEntry, Head, OutcomeEntry, PruneEntry,
@@ -217,6 +219,7 @@ impl Chain {
 
 pub struct AuditWriterState {
     pool: AnyPool,
+    held: Held,
     max_batch: usize,
     pending: Vec<(AuditWrite, RpcReplyPort<Result<(), AuditError>>)>,
     flush_queued: bool,
@@ -235,6 +238,10 @@ impl Actor for AuditWriter {
     ) -> Result<AuditWriterState, ActorProcessingErr> {
         let chain = open_chain(&args.pool, args.chain).await?;
         Ok(AuditWriterState {
+            held: Held {
+                pool: args.pool.clone(),
+                conn: None,
+            },
             pool: args.pool,
             max_batch: args.max_batch.max(1),
             pending: Vec::new(),
@@ -521,7 +528,7 @@ async fn flush(state: &mut AuditWriterState, myself: &ActorRef<AuditMsg>) {
     }
     let batch = std::mem::take(&mut state.pending);
     let writes: Vec<&AuditWrite> = batch.iter().map(|(w, _)| w).collect();
-    match commit(&state.pool, &mut state.chain, &writes).await {
+    match commit(&mut state.held, &mut state.chain, &writes).await {
         Ok(per_write) => {
             for ((_, reply), result) in batch.into_iter().zip(per_write) {
                 let _ = reply.send(result);
@@ -578,12 +585,42 @@ async fn complete_interrupted(
             })
             .collect();
         let refs: Vec<&AuditWrite> = writes.iter().collect();
-        let results = commit(&state.pool, &mut state.chain, &refs).await?;
+        let results = commit(&mut state.held, &mut state.chain, &refs).await?;
         // Another gateway on the same store may have completed some first.
         completed += results.iter().filter(|r| r.is_ok()).count() as u64;
     }
     schedule_checkpoint(&mut state.chain, myself);
     Ok(completed)
+}
+
+/// The writer's own connection, kept between batches: taking one from the
+/// pool and giving it back costs sqlx a test of the connection on its return
+/// (a round trip to SQLite's worker thread) and a spawned task, as much as a
+/// small batch itself.
+struct Held {
+    pool: AnyPool,
+    conn: Option<PoolConnection<Any>>,
+}
+
+impl Held {
+    /// The connection, with this process's turn to write (see
+    /// [`write_turn`]); a fresh one from the pool after a failure.
+    async fn write(
+        &mut self,
+    ) -> Result<(Option<OwnedMutexGuard<()>>, &mut AnyConnection), sqlx::Error> {
+        let turn = write_turn::take(&self.pool).await;
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            empty => empty.insert(self.pool.acquire().await?),
+        };
+        Ok((turn, conn))
+    }
+
+    /// Give the connection back after a failure: the pool tests it and
+    /// closes it if it is broken (or rolls back what a failure left open).
+    fn discard(&mut self) {
+        self.conn = None;
+    }
 }
 
 /// Commit a batch with as few statements as possible: all decisions in one
@@ -596,7 +633,7 @@ async fn complete_interrupted(
 /// complete (their entries stay in the chain as `void` marks); a store
 /// error fails the whole batch.
 async fn commit(
-    pool: &AnyPool,
+    held: &mut Held,
     chain: &mut Chain,
     batch: &[&AuditWrite],
 ) -> Result<Vec<Result<(), AuditError>>, AuditError> {
@@ -643,7 +680,7 @@ async fn commit(
         }
     }));
     let written = async {
-        let mut conn = write_turn::writer(pool).await?;
+        let (_turn, conn) = held.write().await?;
         let statements = usize::from(!decisions.is_empty())
             + usize::from(!outcomes.is_empty())
             + usize::from(!marks.is_empty());
@@ -666,7 +703,7 @@ async fn commit(
             Ok::<_, sqlx::Error>(missing)
         } else {
             write_batch(
-                &mut conn,
+                conn,
                 &chain.id,
                 &decisions,
                 &decision_entries,
@@ -681,6 +718,7 @@ async fn commit(
     let missing = match written {
         Ok(missing) => missing,
         Err(e) => {
+            held.discard();
             // Nothing was committed: the chain stands where it stood.
             chain.size = size;
             chain.head = head;
@@ -701,7 +739,7 @@ async fn commit(
                 hash: placed.hash,
             })
             .collect();
-        if let Err(e) = insert_marks(pool, &chain.id, &voids).await {
+        if let Err(e) = insert_marks(&held.pool, &chain.id, &voids).await {
             tracing::error!(error = %e, "audit chain: void entries owed to the next flush");
             chain.owed_marks = voids;
         }

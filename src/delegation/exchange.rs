@@ -196,7 +196,7 @@ async fn verify(d: &Delegation, request: &ExchangeRequest) -> Result<Verified, R
     }
     // The actor: the flow's own gateway credential, a service account.
     let record = check!(
-        tokens::verify(&d.pool, &actor_token)
+        tokens::verify_cached(&d.actor_tokens, &d.pool, &actor_token)
             .await
             .map_err(|e| { oauth(Reason::InvalidActorToken, format!("actor_token: {e}")) })
     );
@@ -333,15 +333,20 @@ async fn scope(
 ) -> Result<BTreeMap<String, Risk>, ExchangeError> {
     let (instance, job) = (&verified.instance, &verified.job);
     let declared = verified.declaration.highest();
-    let approved = store::approved_high_risk(
-        &d.pool,
-        &instance.name,
-        &instance.workspace,
-        &job.flow_path,
-        &job.owner_email,
-    )
-    .await
-    .map_err(storage_error)?;
+    // Approvals matter only to a declaration that asks for high_risk.
+    let approved = if declared.values().any(|risk| *risk == Risk::HighRisk) {
+        store::approved_high_risk(
+            &d.pool,
+            &instance.name,
+            &instance.workspace,
+            &job.flow_path,
+            &job.owner_email,
+        )
+        .await
+        .map_err(storage_error)?
+    } else {
+        Default::default()
+    };
     let mut granted = BTreeMap::new();
     for (service, asked) in &declared {
         if *asked == Risk::HighRisk && !approved.contains(service) {

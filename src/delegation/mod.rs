@@ -19,8 +19,10 @@ use supervision::{Registry, SupervisorMsg};
 
 use crate::audit::AuditLog;
 use crate::config::Config;
+use crate::credential_cache::{CredentialCache, RevocationWatch};
 use crate::drain::Drain;
 use crate::storage::{self, Backend, Db};
+use crate::tokens::TokenRecord;
 use grants::GrantTable;
 use windmill::{VerifiedJob, WindmillClient};
 
@@ -38,6 +40,9 @@ pub struct Delegation {
     pub client: WindmillClient,
     pub grants: GrantTable,
     cache: DashMap<[u8; 32], (VerifiedJob, Instant)>,
+    /// Service-account tokens presented as `actor_token`, vouched for until
+    /// the next token revocation (as for requests to `/mcp`).
+    actor_tokens: CredentialCache<TokenRecord>,
     config: Arc<Config>,
     pool: Db,
     registry: Registry,
@@ -54,11 +59,13 @@ impl Delegation {
         registry: Registry,
         audit: AuditLog,
         drain: Arc<Drain>,
+        revocations: Arc<RevocationWatch>,
     ) -> Arc<Delegation> {
         let delegation = Arc::new(Delegation {
             client: WindmillClient::new(config.delegation.windmill_timeout),
             grants: GrantTable::default(),
             cache: DashMap::new(),
+            actor_tokens: CredentialCache::new(revocations),
             config,
             pool,
             registry,
