@@ -72,6 +72,9 @@ pub struct Gateway {
     pii: Arc<Pii>,
     hooks: Arc<Hooks>,
     root: ActorRef<SupervisorMsg>,
+    /// Keeps the SQLite file's writer thread running while the gateway
+    /// lives (others find it by the pool; `None` on PostgreSQL).
+    _sqlite_writer: Option<Arc<actors::sqlite_writer::SqliteWriter>>,
 }
 
 /// An MCP service's connector: the upstream it starts or reaches.
@@ -214,6 +217,9 @@ impl Gateway {
         let stats = Arc::new(Stats::default());
         spawn_lifecycle_logger(&events, stats.clone());
 
+        let sqlite_writer = actors::sqlite_writer::SqliteWriter::of(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("SQLite writer: {e}"))?;
         let audit_pool = pool.clone();
         let max_batch = config.limits.audit_max_batch;
         let chain = ChainSettings {
@@ -450,6 +456,7 @@ impl Gateway {
             pii,
             hooks,
             root,
+            _sqlite_writer: sqlite_writer,
         }))
     }
 

@@ -12,12 +12,15 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use crate::sqlite_writer::SqliteWriter;
+use crate::write_plan::{self, Plan, PlanError, Statement};
 use crate::write_turn;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool};
-use tokio::sync::OwnedMutexGuard;
+use sqlx::{Any, AnyPool};
 
 use crate::audit_chain::{
     self, AdoptedEntry, CheckpointKey, DecisionEntry, GenesisEntry, Head, OutcomeEntry, PruneEntry,
@@ -219,7 +222,7 @@ impl Chain {
 
 pub struct AuditWriterState {
     pool: AnyPool,
-    held: Held,
+    store: Store,
     max_batch: usize,
     pending: Vec<(AuditWrite, RpcReplyPort<Result<(), AuditError>>)>,
     flush_queued: bool,
@@ -237,11 +240,15 @@ impl Actor for AuditWriter {
         args: AuditWriterArgs,
     ) -> Result<AuditWriterState, ActorProcessingErr> {
         let chain = open_chain(&args.pool, args.chain).await?;
-        Ok(AuditWriterState {
-            held: Held {
+        let store = match SqliteWriter::of(&args.pool).await? {
+            Some(thread) => Store::Thread(thread),
+            None => Store::Held(Held {
                 pool: args.pool.clone(),
                 conn: None,
-            },
+            }),
+        };
+        Ok(AuditWriterState {
+            store,
             pool: args.pool,
             max_batch: args.max_batch.max(1),
             pending: Vec::new(),
@@ -460,18 +467,15 @@ async fn insert_mark(
     kind: &str,
     placed: &Placed,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_chain_marks (chain_id, seq, kind, entry, hash, written_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(chain)
-    .bind(placed.seq)
-    .bind(kind)
-    .bind(&placed.entry)
-    .bind(hex::encode(placed.hash))
-    .bind(crate::now_rfc3339())
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(INSERT_MARK)
+        .bind(chain)
+        .bind(placed.seq)
+        .bind(kind)
+        .bind(&placed.entry)
+        .bind(hex::encode(placed.hash))
+        .bind(crate::now_rfc3339())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -528,7 +532,7 @@ async fn flush(state: &mut AuditWriterState, myself: &ActorRef<AuditMsg>) {
     }
     let batch = std::mem::take(&mut state.pending);
     let writes: Vec<&AuditWrite> = batch.iter().map(|(w, _)| w).collect();
-    match commit(&mut state.held, &mut state.chain, &writes).await {
+    match commit(&mut state.store, &mut state.chain, &writes).await {
         Ok(per_write) => {
             for ((_, reply), result) in batch.into_iter().zip(per_write) {
                 let _ = reply.send(result);
@@ -585,7 +589,7 @@ async fn complete_interrupted(
             })
             .collect();
         let refs: Vec<&AuditWrite> = writes.iter().collect();
-        let results = commit(&mut state.held, &mut state.chain, &refs).await?;
+        let results = commit(&mut state.store, &mut state.chain, &refs).await?;
         // Another gateway on the same store may have completed some first.
         completed += results.iter().filter(|r| r.is_ok()).count() as u64;
     }
@@ -593,27 +597,56 @@ async fn complete_interrupted(
     Ok(completed)
 }
 
+/// Where the writer's batches go.
+enum Store {
+    /// SQLite: the file's writer thread, which commits a batch with the
+    /// other plans queued beside it, in one hand-off (see [`SqliteWriter`]).
+    Thread(Arc<SqliteWriter>),
+    /// PostgreSQL: the writer's own pooled connection.
+    Held(Held),
+}
+
+impl Store {
+    /// How this store's statements write their parameters.
+    fn params(&self) -> Params {
+        match self {
+            Store::Thread(_) => Params::Anonymous,
+            Store::Held(_) => Params::Numbered,
+        }
+    }
+
+    async fn apply(&mut self, plan: Plan) -> Result<write_plan::Applied, PlanError> {
+        match self {
+            Store::Thread(thread) => thread.apply(plan).await,
+            Store::Held(held) => {
+                let applied = match held.conn().await {
+                    Ok(conn) => write_plan::apply_on(conn, plan).await,
+                    Err(e) => Err(e.into()),
+                };
+                if applied.is_err() {
+                    held.discard();
+                }
+                applied
+            }
+        }
+    }
+}
+
 /// The writer's own connection, kept between batches: taking one from the
 /// pool and giving it back costs sqlx a test of the connection on its return
-/// (a round trip to SQLite's worker thread) and a spawned task, as much as a
-/// small batch itself.
+/// and a spawned task, as much as a small batch itself.
 struct Held {
     pool: AnyPool,
     conn: Option<PoolConnection<Any>>,
 }
 
 impl Held {
-    /// The connection, with this process's turn to write (see
-    /// [`write_turn`]); a fresh one from the pool after a failure.
-    async fn write(
-        &mut self,
-    ) -> Result<(Option<OwnedMutexGuard<()>>, &mut AnyConnection), sqlx::Error> {
-        let turn = write_turn::take(&self.pool).await;
-        let conn = match &mut self.conn {
+    /// The connection; a fresh one from the pool after a failure.
+    async fn conn(&mut self) -> Result<&mut sqlx::AnyConnection, sqlx::Error> {
+        Ok(match &mut self.conn {
             Some(conn) => conn,
             empty => empty.insert(self.pool.acquire().await?),
-        };
-        Ok((turn, conn))
+        })
     }
 
     /// Give the connection back after a failure: the pool tests it and
@@ -625,19 +658,16 @@ impl Held {
 
 /// Commit a batch with as few statements as possible: all decisions in one
 /// multi-row INSERT, all outcomes in one UPDATE … FROM (VALUES …), inside one
-/// transaction when there are both. Every statement is a hand-off to the
-/// database thread, so this keeps the cost per batch nearly flat in its size.
-/// Each write becomes the chain's next entry, kept in its row (decision,
-/// outcome) or as a mark; the chain's head advances only once it is
-/// committed. Per-write results report outcomes whose row was not there to
-/// complete (their entries stay in the chain as `void` marks); a store
-/// error fails the whole batch.
+/// transaction when there are both. Each write becomes the chain's next
+/// entry, kept in its row (decision, outcome) or as a mark; the chain's head
+/// advances only once it is committed. Per-write results report outcomes
+/// whose row was not there to complete (their entries stay in the chain as
+/// `void` marks); a store error fails the whole batch.
 async fn commit(
-    held: &mut Held,
+    store: &mut Store,
     chain: &mut Chain,
     batch: &[&AuditWrite],
 ) -> Result<Vec<Result<(), AuditError>>, AuditError> {
-    let store = |e: sqlx::Error| AuditError::Store(e.to_string());
     let (size, head) = (chain.size, chain.head);
     let decisions: Vec<&AuditDecision> = batch
         .iter()
@@ -679,59 +709,34 @@ async fn commit(
             hash: placed.hash,
         }
     }));
-    let written = async {
-        let (_turn, conn) = held.write().await?;
-        let statements = usize::from(!decisions.is_empty())
-            + usize::from(!outcomes.is_empty())
-            + usize::from(!marks.is_empty());
-        // One statement is atomic on its own; more need a transaction. A sqlx
-        // transaction rolls back if it is dropped uncommitted, so a failure
-        // never returns a connection to the pool with a transaction open.
-        if statements > 1 {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let missing = write_batch(
-                &mut tx,
-                &chain.id,
-                &decisions,
-                &decision_entries,
-                &outcomes,
-                &outcome_entries,
-                &marks,
-            )
-            .await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(missing)
-        } else {
-            write_batch(
-                conn,
-                &chain.id,
-                &decisions,
-                &decision_entries,
-                &outcomes,
-                &outcome_entries,
-                &marks,
-            )
-            .await
-        }
+    let params = store.params();
+    let mut plan = Plan::new();
+    for mark in &marks {
+        plan.push(mark_statement(&chain.id, mark));
     }
-    .await;
-    let missing = match written {
-        Ok(missing) => missing,
+    push_decisions(&mut plan, &chain.id, &decisions, &decision_entries, params);
+    push_outcomes(&mut plan, &chain.id, &outcomes, &outcome_entries, params);
+    let completed: std::collections::HashSet<String> = match store.apply(plan).await {
+        Ok(applied) => applied.into_iter().flatten().collect(),
         Err(e) => {
-            held.discard();
             // Nothing was committed: the chain stands where it stood.
             chain.size = size;
             chain.head = head;
             chain.owed_marks = marks.into_iter().filter(|m| m.seq < size).collect();
-            return Err(store(e));
+            return Err(AuditError::Store(e.to_string()));
         }
     };
+    let missing: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !completed.contains(&o.call_id))
+        .map(|o| o.call_id.as_str())
+        .collect();
     if !missing.is_empty() {
         // Their entries are placed: keep them in the chain as void marks.
         let voids: Vec<Mark> = outcomes
             .iter()
             .zip(&outcome_entries)
-            .filter(|(o, _)| missing.contains(&o.call_id))
+            .filter(|(o, _)| missing.contains(&o.call_id.as_str()))
             .map(|(_, placed)| Mark {
                 seq: placed.seq,
                 kind: "void",
@@ -739,7 +744,11 @@ async fn commit(
                 hash: placed.hash,
             })
             .collect();
-        if let Err(e) = insert_marks(&held.pool, &chain.id, &voids).await {
+        let mut plan = Plan::new();
+        for mark in &voids {
+            plan.push(mark_statement(&chain.id, mark));
+        }
+        if let Err(e) = store.apply(plan).await {
             tracing::error!(error = %e, "audit chain: void entries owed to the next flush");
             chain.owed_marks = voids;
         }
@@ -747,7 +756,7 @@ async fn commit(
     Ok(batch
         .iter()
         .map(|w| match w {
-            AuditWrite::Outcome(o) if missing.contains(&o.call_id) => {
+            AuditWrite::Outcome(o) if missing.contains(&o.call_id.as_str()) => {
                 Err(AuditError::MissingRow(o.call_id.clone()))
             }
             _ => Ok(()),
@@ -755,30 +764,18 @@ async fn commit(
         .collect())
 }
 
-async fn insert_marks(pool: &AnyPool, chain: &str, marks: &[Mark]) -> Result<(), sqlx::Error> {
-    let mut conn = write_turn::writer(pool).await?;
-    insert_mark_rows(&mut conn, chain, marks).await
-}
+const INSERT_MARK: &str = "INSERT INTO audit_chain_marks (chain_id, seq, kind, entry, hash, written_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
 
-async fn insert_mark_rows(
-    conn: &mut sqlx::AnyConnection,
-    chain: &str,
-    marks: &[Mark],
-) -> Result<(), sqlx::Error> {
-    for mark in marks {
-        insert_mark(
-            conn,
-            chain,
-            mark.kind,
-            &Placed {
-                seq: mark.seq,
-                entry: mark.entry.clone(),
-                hash: mark.hash,
-            },
-        )
-        .await?;
-    }
-    Ok(())
+/// A mark's row. Six parameters: numbered ones cost SQLite nothing to look up.
+fn mark_statement(chain: &str, mark: &Mark) -> Statement {
+    Statement::new(INSERT_MARK)
+        .bind(chain)
+        .bind(mark.seq)
+        .bind(mark.kind)
+        .bind(&mark.entry)
+        .bind(hex::encode(mark.hash))
+        .bind(crate::now_rfc3339())
 }
 
 /// SQLite's limit on bound parameters is 32766 (PostgreSQL's 65535); stay well below it.
@@ -796,14 +793,6 @@ enum Params {
 }
 
 impl Params {
-    fn of(conn: &sqlx::AnyConnection) -> Self {
-        if conn.backend_name() == "SQLite" {
-            Params::Anonymous
-        } else {
-            Params::Numbered
-        }
-    }
-
     /// Parameter `n` (1-based), in the order they are bound.
     fn push(self, out: &mut String, n: usize) {
         match self {
@@ -871,20 +860,15 @@ fn outcome_values(has_latency: impl Iterator<Item = bool>, params: Params) -> St
     out
 }
 
-/// Returns the call ids of outcomes that found no open row.
-async fn write_batch(
-    conn: &mut sqlx::AnyConnection,
+/// The decisions' rows: multi-row INSERTs of up to [`ROWS_PER_STATEMENT`].
+fn push_decisions(
+    plan: &mut Plan,
     chain: &str,
     decisions: &[&AuditDecision],
-    decision_entries: &[Placed],
-    outcomes: &[&AuditOutcome],
-    outcome_entries: &[Placed],
-    marks: &[Mark],
-) -> Result<Vec<String>, sqlx::Error> {
-    insert_mark_rows(conn, chain, marks).await?;
-    let params = Params::of(conn);
-    let decisions: Vec<(&&AuditDecision, &Placed)> =
-        decisions.iter().zip(decision_entries).collect();
+    entries: &[Placed],
+    params: Params,
+) {
+    let decisions: Vec<(&&AuditDecision, &Placed)> = decisions.iter().zip(entries).collect();
     for chunk in decisions.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO audit_events (call_id, started_at, completed_at, subject, actor, \
@@ -893,10 +877,9 @@ async fn write_batch(
              chain_id, chain_seq, chain_hash, chain_entry) VALUES ",
         );
         sql.push_str(&placeholders(chunk.len(), 24, params));
-        // Only constant text and placeholders: nothing from callers is spliced in.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut statement = Statement::new(sql);
         for (d, placed) in chunk {
-            query = query
+            statement = statement
                 .bind(&d.call_id)
                 .bind(&d.at)
                 .bind(d.completed.then_some(&d.at))
@@ -922,10 +905,20 @@ async fn write_batch(
                 .bind(hex::encode(placed.hash))
                 .bind(&placed.entry);
         }
-        query.execute(&mut *conn).await?;
+        plan.push(statement);
     }
-    let mut missing = Vec::new();
-    let outcomes: Vec<(&&AuditOutcome, &Placed)> = outcomes.iter().zip(outcome_entries).collect();
+}
+
+/// The outcomes: `UPDATE … FROM (VALUES …)` of up to [`ROWS_PER_STATEMENT`],
+/// each returning the call ids whose open row it completed.
+fn push_outcomes(
+    plan: &mut Plan,
+    chain: &str,
+    outcomes: &[&AuditOutcome],
+    entries: &[Placed],
+    params: Params,
+) {
+    let outcomes: Vec<(&&AuditOutcome, &Placed)> = outcomes.iter().zip(entries).collect();
     for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "UPDATE audit_events SET completed_at = o.column2, decision = o.column3, \
@@ -942,9 +935,9 @@ async fn write_batch(
             ") AS o WHERE audit_events.call_id = o.column1 AND audit_events.completed_at IS NULL \
              RETURNING audit_events.call_id",
         );
-        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        let mut statement = Statement::new(sql).returning();
         for (o, placed) in chunk {
-            query = query
+            statement = statement
                 .bind(&o.call_id)
                 .bind(&o.at)
                 .bind(o.decision.as_str())
@@ -952,24 +945,16 @@ async fn write_batch(
                 .bind(&o.reason)
                 .bind(&o.upstream_status);
             if let Some(latency_ms) = o.latency_ms {
-                query = query.bind(latency_ms);
+                statement = statement.bind(latency_ms);
             }
-            query = query
+            statement = statement
                 .bind(chain)
                 .bind(placed.seq)
                 .bind(hex::encode(placed.hash))
                 .bind(&placed.entry);
         }
-        let completed: std::collections::HashSet<String> =
-            query.fetch_all(&mut *conn).await?.into_iter().collect();
-        missing.extend(
-            chunk
-                .iter()
-                .filter(|(o, _)| !completed.contains(&o.call_id))
-                .map(|(o, _)| o.call_id.clone()),
-        );
+        plan.push(statement);
     }
-    Ok(missing)
 }
 
 /// Send one write and wait for its commit. Any failure is an error: callers

@@ -15,6 +15,8 @@ pub mod connector;
 pub mod grant;
 pub mod risk;
 pub mod session;
+pub mod sqlite_writer;
+pub mod write_plan;
 pub mod write_turn;
 
 /// RFC 3339 UTC timestamp with microseconds; sorts lexically in time order.

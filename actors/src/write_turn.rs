@@ -33,21 +33,24 @@ static TURNS: LazyLock<Turns> = LazyLock::new(Default::default);
 /// Wait for this process's turn to write to `pool`'s database (`None` on
 /// PostgreSQL, which needs none).
 pub async fn take(pool: &AnyPool) -> Option<OwnedMutexGuard<()>> {
+    Some(queue(pool)?.lock_owned().await)
+}
+
+/// The queue of `pool`'s SQLite file (`None` on PostgreSQL): a thread that
+/// is not a task takes its turn with `blocking_lock`.
+pub fn queue(pool: &AnyPool) -> Option<Arc<tokio::sync::Mutex<()>>> {
     let options = pool.connect_options();
     let url = &options.database_url;
     if url.scheme() != "sqlite" {
         return None;
     }
-    let queue = {
-        let mut turns = TURNS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match turns.get(url.as_str()) {
-            Some(queue) => queue.clone(),
-            None => turns.entry(url.as_str().to_owned()).or_default().clone(),
-        }
-    };
-    Some(queue.lock_owned().await)
+    let mut turns = TURNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    Some(match turns.get(url.as_str()) {
+        Some(queue) => queue.clone(),
+        None => turns.entry(url.as_str().to_owned()).or_default().clone(),
+    })
 }
 
 /// A pooled connection held with the turn to write.

@@ -560,7 +560,7 @@ fn liveness_probe(
     })
 }
 
-fn storage_error(e: sqlx::Error) -> ExchangeError {
+fn storage_error(e: impl std::fmt::Display) -> ExchangeError {
     tracing::error!(error = %e, "delegation store");
     oauth(
         Reason::StorageUnavailable,

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use actors::grant::Risk;
+use actors::write_plan::{self, Plan, PlanError, Statement};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -274,35 +275,39 @@ pub async fn insert_grant(
     secret_sha256: &[u8; 32],
     declared: &BTreeMap<String, String>,
     holder: &str,
-) -> Result<(), sqlx::Error> {
-    let mut tx = crate::storage::begin_write(pool).await?;
-    sqlx::query(
-        "INSERT INTO delegation_grants (id, subject, actor, instance, workspace, flow_path, job_id, \
-         flow_job_id, scope, created_at, expires_at, secret_sha256, declared) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(&grant.id)
-    .bind(&grant.subject)
-    .bind(&grant.actor)
-    .bind(&grant.instance)
-    .bind(&grant.workspace)
-    .bind(&grant.flow_path)
-    .bind(&grant.job_id)
-    .bind(&grant.flow_job_id)
-    .bind(serde_json::to_string(&grant.services).expect("strings serialize"))
-    .bind(&grant.created_at)
-    .bind(&grant.expires_at)
-    .bind(secret_sha256.to_vec())
-    .bind(serde_json::to_string(declared).expect("strings serialize"))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO grant_holders (grant_id, replica, since) VALUES ($1, $2, $3)")
-        .bind(&grant.id)
-        .bind(holder)
-        .bind(&grant.created_at)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
+) -> Result<(), PlanError> {
+    // A plan: on SQLite, the exchanges arriving together commit with one
+    // fsync (and beside the audit rows queued with them).
+    let plan = Plan::new()
+        .then(
+            Statement::new(
+                "INSERT INTO delegation_grants (id, subject, actor, instance, workspace, flow_path, \
+                 job_id, flow_job_id, scope, created_at, expires_at, secret_sha256, declared) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&grant.id)
+            .bind(&grant.subject)
+            .bind(&grant.actor)
+            .bind(&grant.instance)
+            .bind(&grant.workspace)
+            .bind(&grant.flow_path)
+            .bind(&grant.job_id)
+            .bind(&grant.flow_job_id)
+            .bind(serde_json::to_string(&grant.services).expect("strings serialize"))
+            .bind(&grant.created_at)
+            .bind(&grant.expires_at)
+            .bind(secret_sha256.to_vec())
+            .bind(serde_json::to_string(declared).expect("strings serialize")),
+        )
+        .then(
+            Statement::new(
+                "INSERT INTO grant_holders (grant_id, replica, since) VALUES ($1, $2, $3)",
+            )
+            .bind(&grant.id)
+            .bind(holder)
+            .bind(&grant.created_at),
+        );
+    write_plan::apply(pool, plan).await.map(drop)
 }
 
 /// A grant as another gateway on the store needs it to serve its token.
