@@ -133,6 +133,13 @@ impl From<sqlx::Error> for PlanError {
     }
 }
 
+/// For callers that speak sqlx's error: a plan's failure is the store's.
+impl From<PlanError> for sqlx::Error {
+    fn from(e: PlanError) -> Self {
+        sqlx::Error::AnyDriverError(Box::new(e))
+    }
+}
+
 /// Apply `plan` to `pool`'s database: through the SQLite file's writer
 /// thread, or on a pooled connection (PostgreSQL).
 pub async fn apply(pool: &AnyPool, plan: Plan) -> Result<Applied, PlanError> {

@@ -472,11 +472,8 @@ async fn mint(
 /// A grant recorded but never started is ended in the store, and this
 /// replica no longer holds it, so no revocation waits for it.
 async fn abandon(d: &Delegation, grant_id: &str, why: &str) {
-    if let Err(e) = store::mark_ended(&d.pool, grant_id, why).await {
+    if let Err(e) = store::end_and_release(&d.pool, grant_id, why, d.grants.replica()).await {
         tracing::error!(grant = %grant_id, error = %e, "could not end an unstarted grant");
-    }
-    if let Err(e) = store::release_holder(&d.pool, grant_id, d.grants.replica()).await {
-        tracing::error!(grant = %grant_id, error = %e, "could not release an unstarted grant");
     }
 }
 

@@ -386,11 +386,13 @@ impl GrantTable {
         if let Some(supervisor) = grants_supervisor {
             supervision::stop_child(supervisor, &grant_key(id)).await;
         }
-        if let Err(e) = super::store::mark_ended(pool, id, &reason.to_string()).await {
+        // The gate is closed: its end and this replica's release go in one commit.
+        if let Err(e) =
+            super::store::end_and_release(pool, id, &reason.to_string(), &self.replica).await
+        {
             tracing::error!(grant = %id, error = %e, "could not record a revocation");
         }
         self.live.remove(id);
-        release(pool, id, &self.replica).await;
         true
     }
 }

@@ -393,6 +393,35 @@ pub async fn mark_ended(pool: &Db, id: &str, reason: &str) -> Result<(), sqlx::E
     notify_grant_change(pool, id).await
 }
 
+/// Grant `id` ended (the first reason wins) and `replica` no longer holds
+/// it, in one commit: a revocation's acknowledgement waits for it. Call it
+/// once the grant's gate is closed, so no call passes while it still sits
+/// in the replica's table.
+pub async fn end_and_release(
+    pool: &Db,
+    id: &str,
+    reason: &str,
+    replica: &str,
+) -> Result<(), sqlx::Error> {
+    let plan = Plan::new()
+        .then(
+            Statement::new(
+                "UPDATE delegation_grants SET ended_at = $1, end_reason = $2 \
+                 WHERE id = $3 AND ended_at IS NULL",
+            )
+            .bind(actors::now_rfc3339())
+            .bind(reason)
+            .bind(id),
+        )
+        .then(
+            Statement::new("DELETE FROM grant_holders WHERE grant_id = $1 AND replica = $2")
+                .bind(id)
+                .bind(replica),
+        );
+    write_plan::apply(pool, plan).await?;
+    notify_grant_change(pool, id).await
+}
+
 /// `replica` no longer holds grant `id`. A revocation is acknowledged once no
 /// replica holds the grant, so call this only after the grant left the
 /// replica's table: the acknowledgement then means it is gone everywhere.
@@ -532,16 +561,20 @@ pub async fn request_revocation(
         }
     }
     sql.push_str(" RETURNING id");
-    // Only constant text and placeholders: the values are bound.
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    // Only constant text and placeholders: the values are bound. A plan, so
+    // on SQLite it commits with the writes queued beside it.
+    let mut statement = Statement::new(sql)
         .bind(actors::now_rfc3339())
-        .bind(by);
+        .bind(by)
+        .returning();
     for value in values {
-        query = query.bind(value);
+        statement = statement.bind(value);
     }
-    let ids: Vec<String> = query
-        .fetch_all(&mut *crate::storage::writer(pool).await?)
-        .await?;
+    let ids = write_plan::apply(pool, Plan::new().then(statement))
+        .await?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<String>>();
     for id in &ids {
         notify_grant_change(pool, id).await?;
     }
