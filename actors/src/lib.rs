@@ -14,6 +14,8 @@ pub mod audit_chain;
 pub mod connector;
 pub mod grant;
 pub mod risk;
+#[cfg(test)]
+mod scratch;
 pub mod session;
 pub mod sqlite_writer;
 pub mod write_plan;

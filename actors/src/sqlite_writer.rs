@@ -233,18 +233,7 @@ mod tests {
     use super::*;
 
     async fn sqlite(name: &str) -> AnyPool {
-        sqlx::any::install_default_drivers();
-        let path = std::env::temp_dir().join(format!(
-            "sqlite-writer-{}-{}-{name}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
-            .await
-            .unwrap();
+        let pool = crate::scratch::sqlite("sqlite-writer", name).await;
         sqlx::raw_sql("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER UNIQUE, note TEXT)")
             .execute(&pool)
             .await

@@ -120,21 +120,8 @@ impl DerefMut for WriteTx {
 mod tests {
     use super::*;
 
-    /// A fresh database file (under the system's temp directory; no
-    /// tempfile dependency for two tests).
     async fn sqlite(name: &str) -> AnyPool {
-        sqlx::any::install_default_drivers();
-        let path = std::env::temp_dir().join(format!(
-            "write-turn-{}-{}-{name}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        sqlx::any::AnyPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
-            .await
-            .unwrap()
+        crate::scratch::sqlite("write-turn", name).await
     }
 
     #[tokio::test]
