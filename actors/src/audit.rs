@@ -10,9 +10,8 @@
 //! statement as the write itself (see [`crate::audit_chain`]).
 
 use std::fmt;
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::sqlite_writer::SqliteWriter;
 use crate::write_plan::{self, Plan, PlanError, Statement};

@@ -265,10 +265,9 @@ pub struct GrantRecord {
     pub end_reason: Option<String>,
 }
 
-/// Record a new grant. `secret_sha256` and `declared` let another gateway on
+/// Record a new grant and, in the same commit, `holder` as the replica that
+/// will hold its actor. `secret_sha256` and `declared` let another gateway on
 /// the same store serve it (see [`adoptable`]); they are never listed.
-/// Record a new grant and, in the same transaction (one commit, one fsync
-/// on SQLite), `holder` as the replica that will hold its actor.
 pub async fn insert_grant(
     pool: &Db,
     grant: &GrantRecord,
@@ -379,24 +378,34 @@ pub async fn grant(pool: &Db, id: &str) -> Result<Option<GrantRecord>, sqlx::Err
     Ok(row.as_ref().map(grant_from))
 }
 
-/// Grant `id` ended: its end on record (the first reason wins), and every
-/// replica told.
-pub async fn mark_ended(pool: &Db, id: &str, reason: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE delegation_grants SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
+/// Grant `id`'s end on record (the first reason wins).
+fn end_statement(id: &str, reason: &str) -> Statement {
+    Statement::new(
+        "UPDATE delegation_grants SET ended_at = $1, end_reason = $2 \
+         WHERE id = $3 AND ended_at IS NULL",
     )
     .bind(actors::now_rfc3339())
     .bind(reason)
     .bind(id)
-    .execute(&mut *crate::storage::writer(pool).await?)
-    .await?;
+}
+
+/// `replica` no longer holding grant `id`.
+fn release_statement(id: &str, replica: &str) -> Statement {
+    Statement::new("DELETE FROM grant_holders WHERE grant_id = $1 AND replica = $2")
+        .bind(id)
+        .bind(replica)
+}
+
+/// Grant `id` ended: its end on record (the first reason wins), and every
+/// replica told.
+pub async fn mark_ended(pool: &Db, id: &str, reason: &str) -> Result<(), sqlx::Error> {
+    write_plan::apply(pool, Plan::new().then(end_statement(id, reason))).await?;
     notify_grant_change(pool, id).await
 }
 
-/// Grant `id` ended (the first reason wins) and `replica` no longer holds
-/// it, in one commit: a revocation's acknowledgement waits for it. Call it
-/// once the grant's gate is closed, so no call passes while it still sits
-/// in the replica's table.
+/// Grant `id` ended and `replica` no longer holds it, in one commit: a
+/// revocation's acknowledgement waits for it. Call it once the grant's gate
+/// is closed, so no call passes while it still sits in the replica's table.
 pub async fn end_and_release(
     pool: &Db,
     id: &str,
@@ -404,20 +413,8 @@ pub async fn end_and_release(
     replica: &str,
 ) -> Result<(), sqlx::Error> {
     let plan = Plan::new()
-        .then(
-            Statement::new(
-                "UPDATE delegation_grants SET ended_at = $1, end_reason = $2 \
-                 WHERE id = $3 AND ended_at IS NULL",
-            )
-            .bind(actors::now_rfc3339())
-            .bind(reason)
-            .bind(id),
-        )
-        .then(
-            Statement::new("DELETE FROM grant_holders WHERE grant_id = $1 AND replica = $2")
-                .bind(id)
-                .bind(replica),
-        );
+        .then(end_statement(id, reason))
+        .then(release_statement(id, replica));
     write_plan::apply(pool, plan).await?;
     notify_grant_change(pool, id).await
 }
@@ -426,11 +423,7 @@ pub async fn end_and_release(
 /// replica holds the grant, so call this only after the grant left the
 /// replica's table: the acknowledgement then means it is gone everywhere.
 pub async fn release_holder(pool: &Db, id: &str, replica: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM grant_holders WHERE grant_id = $1 AND replica = $2")
-        .bind(id)
-        .bind(replica)
-        .execute(&mut *crate::storage::writer(pool).await?)
-        .await?;
+    write_plan::apply(pool, Plan::new().then(release_statement(id, replica))).await?;
     Ok(())
 }
 
