@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::session::{
-    ClientInfo, OnSessionEnd, SessionActor, SessionArgs, SessionMsg, SessionOwner, SessionRefusal,
-    SessionTicket,
+    ClientInfo, OnSessionEnd, SessionActor, SessionArgs, SessionLedger, SessionOwner,
+    SessionRefusal, SessionTicket,
 };
 use dashmap::{DashMap, DashSet};
 use ractor::ActorRef;
@@ -35,6 +35,9 @@ pub enum SessionError {
 pub struct Sessions {
     registry: Registry,
     manager: Arc<LocalSessionManager>,
+    /// Each running session's ledger, by session key: where calls are
+    /// admitted. The registry says whether the session's actor runs.
+    ledgers: Arc<DashMap<String, Arc<SessionLedger>>>,
     /// `Mcp-Session-Id` → id of the credential that opened it.
     bindings: Arc<DashMap<String, String>>,
     /// Credentials whose sessions are about to be ended.
@@ -54,6 +57,7 @@ impl Sessions {
         Self {
             registry,
             manager: Arc::new(manager),
+            ledgers: Arc::new(DashMap::new()),
             bindings: Arc::new(DashMap::new()),
             retiring: DashSet::new(),
             idle_timeout,
@@ -101,30 +105,20 @@ impl Sessions {
         };
         let registry_key = session_key(&key);
         for _ in 0..3 {
-            let session: Option<ActorRef<SessionMsg>> = self.registry.get(&registry_key);
-            let Some(session) = session else {
+            let ledger = self
+                .ledgers
+                .get(&key)
+                .map(|l| l.value().clone())
+                .filter(|_| self.registry.contains(&registry_key));
+            let Some(ledger) = ledger else {
                 self.start(&key, principal, client.clone()).await?;
                 continue;
             };
-            let credential_id = principal.credential_id.clone();
-            let client = client.clone();
-            match session
-                .call(
-                    |reply| SessionMsg::BeginCall {
-                        credential_id,
-                        client,
-                        reply,
-                    },
-                    Some(Duration::from_secs(10)),
-                )
-                .await
-            {
-                Ok(ractor::rpc::CallResult::Success(Ok(ticket))) => return Ok(ticket),
-                Ok(ractor::rpc::CallResult::Success(Err(SessionRefusal::WrongCredential))) => {
-                    return Err(SessionError::WrongCredential);
-                }
+            match ledger.begin_call(&principal.credential_id, &client) {
+                Ok(ticket) => return Ok(ticket),
+                Err(SessionRefusal::WrongCredential) => return Err(SessionError::WrongCredential),
                 // The session ended between lookup and call: start afresh.
-                _ => continue,
+                Err(SessionRefusal::Ended) => continue,
             }
         }
         Err(SessionError::Unavailable)
@@ -142,6 +136,7 @@ impl Sessions {
             .ok_or(SessionError::Unavailable)?;
         let manager = self.manager.clone();
         let bindings = self.bindings.clone();
+        let ledgers = self.ledgers.clone();
         let on_end: OnSessionEnd = Arc::new(move |key: &str| {
             if let Some(id) = key.strip_prefix("mcp:") {
                 bindings.remove(id);
@@ -158,15 +153,27 @@ impl Sessions {
             subject: principal.subject.clone(),
         };
         let idle_timeout = self.idle_timeout;
+        // The supervisor calls this only for the call that wins the start, so
+        // the ledger in the map is always the running actor's.
         let spec = ChildSpec::new(session_key(key), Restart::Temporary, move || {
+            let ledger = SessionLedger::new(
+                args_key.clone(),
+                owner.clone(),
+                client.clone(),
+                idle_timeout,
+            );
+            ledgers.insert(args_key.clone(), ledger.clone());
+            let ledgers = ledgers.clone();
+            let on_end = on_end.clone();
+            let on_end: OnSessionEnd = Arc::new(move |key: &str| {
+                ledgers.remove_if(key, |_, l| l.is_ended());
+                on_end(key);
+            });
             (
                 SessionActor,
                 SessionArgs {
-                    key: args_key.clone(),
-                    owner: owner.clone(),
-                    client: client.clone(),
-                    idle_timeout,
-                    on_end: Some(on_end.clone()),
+                    ledger,
+                    on_end: Some(on_end),
                 },
             )
         });
