@@ -547,6 +547,7 @@ impl Pipeline {
             };
             let pending = connector::dispatch(
                 &connector,
+                self.catalogs.directory().line(&decided.service),
                 &decided.service,
                 &request.principal.subject,
                 request.principal.kind().is_interactive(),

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::audit::AuditMsg;
@@ -53,6 +54,8 @@ async fn crashing_hanging_and_garbage_upstreams_fail_cleanly_and_recover() {
     .await
     .unwrap();
     assert_eq!(text_of(&ok), "before");
+    // Calls to a connected upstream run on its direct line.
+    let first_line = gw.gw.directory().line("faulty").expect("a direct line");
 
     let mut generation = 1;
     for (action, reason) in [
@@ -91,6 +94,12 @@ async fn crashing_hanging_and_garbage_upstreams_fail_cleanly_and_recover() {
         .await
         .unwrap();
         assert_eq!(text_of(&ok), action, "the next call after {action} works");
+        // The fault closed the old line; the restarted connector opened its own.
+        let line = gw.gw.directory().line("faulty").expect("a new direct line");
+        assert!(
+            !Arc::ptr_eq(&line, &first_line),
+            "{action}: a line of the failed connector is still used"
+        );
     }
     assert_eq!(starts(&log), 4, "one start plus one restart per fault");
     let metrics = reqwest::get(format!("{}/metrics", gw.base))

@@ -143,6 +143,8 @@ pub struct ServiceDirectory {
     connectors: Arc<DashMap<String, ConnectorRef>>,
     /// The MCP connectors' requests beyond tools (native services have none).
     upstreams: Arc<DashMap<String, UpstreamRef>>,
+    /// Each connected MCP upstream's line for calls that skip the mailbox.
+    lines: Arc<DashMap<String, Arc<DirectLine>>>,
     /// What upstreams announce; a slow listener misses changes (and is told).
     changes: tokio::sync::broadcast::Sender<DirectoryChange>,
 }
@@ -153,6 +155,7 @@ impl Default for ServiceDirectory {
             services: Default::default(),
             connectors: Default::default(),
             upstreams: Default::default(),
+            lines: Default::default(),
             changes: tokio::sync::broadcast::channel(256).0,
         }
     }
@@ -183,6 +186,25 @@ impl ServiceDirectory {
     /// Tell every listener (none listening is fine).
     pub fn announce(&self, change: DirectoryChange) {
         let _ = self.changes.send(change);
+    }
+
+    /// The direct line to `service`'s upstream, while its connector is
+    /// connected and running.
+    pub fn line(&self, service: &str) -> Option<Arc<DirectLine>> {
+        self.lines
+            .get(service)
+            .map(|l| l.value().clone())
+            .filter(|l| l.connector.get_status() == ractor::ActorStatus::Running)
+    }
+
+    fn open_line(&self, service: &str, line: DirectLine) {
+        self.lines.insert(service.to_owned(), Arc::new(line));
+    }
+
+    /// Close `service`'s line (only the one of `connection`, if given).
+    fn close_line(&self, service: &str, connection: Option<u64>) {
+        self.lines
+            .remove_if(service, |_, l| connection.is_none_or(|c| c == l.connection));
     }
 
     /// The connector serving `service`, if one has started.
@@ -440,6 +462,8 @@ impl Actor for ConnectorActor {
         // Connecting may take seconds (npx, a remote host): do it as a message so
         // the supervisor that started us is not blocked meanwhile.
         myself.send_message(ConnectorMsg::Connect)?;
+        // A predecessor that failed did not run its post_stop.
+        args.directory.close_line(&args.service, None);
         args.directory.register(&args.service, myself.get_derived());
         args.directory
             .register_upstream(&args.service, myself.get_derived());
@@ -487,8 +511,17 @@ impl Actor for ConnectorActor {
                         return Err(error.into());
                     }
                 };
-                state.client = Some(client);
                 state.connection += 1;
+                state.directory.open_line(
+                    &state.service,
+                    DirectLine {
+                        peer: client.peer().clone(),
+                        connection: state.connection,
+                        timeout: state.call_timeout,
+                        connector: myself.clone(),
+                    },
+                );
+                state.client = Some(client);
                 state.directory.update(&state.service, |s| {
                     s.generation += 1;
                     state.generation = s.generation;
@@ -514,39 +547,9 @@ impl Actor for ConnectorActor {
                 let connection = state.connection;
                 let myself = myself.clone();
                 tokio::spawn(async move {
-                    let mut params = CallToolRequestParams::new(tool);
-                    if let Some(arguments) = arguments {
-                        params = params.with_arguments(arguments);
-                    }
-                    for (key, value) in &trace {
-                        match key.as_str() {
-                            "traceparent" => params.set_traceparent(value),
-                            "tracestate" => params.set_tracestate(value),
-                            _ => {}
-                        }
-                    }
-                    let outcome = match tokio::time::timeout(timeout, peer.call_tool(params)).await
-                    {
-                        Ok(Ok(mut result)) => {
-                            // An upstream cannot claim the gateway's own mark.
-                            take_gateway_authored(&mut result);
-                            Ok(result)
-                        }
-                        Ok(Err(ServiceError::McpError(e))) => Err(ConnectorError::Upstream {
-                            code: e.code.0,
-                            message: e.message.to_string(),
-                        }),
-                        Ok(Err(other)) => Err(ConnectorError::Transport(other.to_string())),
-                        Err(_) => Err(ConnectorError::Timeout(timeout)),
-                    };
-                    if let Err(err @ (ConnectorError::Timeout(_) | ConnectorError::Transport(_))) =
-                        &outcome
-                    {
-                        let _ = myself.cast(ConnectorMsg::UpstreamFault {
-                            connection,
-                            reason: err.to_string(),
-                        });
-                    }
+                    let outcome =
+                        call_upstream(peer, timeout, connection, &myself, tool, arguments, &trace)
+                            .await;
                     let _ = reply.send(outcome);
                 });
             }
@@ -644,6 +647,7 @@ impl Actor for ConnectorActor {
             ConnectorMsg::UpstreamFault { connection, reason } => {
                 // A fault reported against an older connection is already handled.
                 if connection == state.connection && state.client.is_some() {
+                    state.directory.close_line(&state.service, Some(connection));
                     state.directory.update(&state.service, |s| {
                         s.state = ConnectorState::Down {
                             error: reason.clone(),
@@ -664,6 +668,7 @@ impl Actor for ConnectorActor {
         _myself: ActorRef<ConnectorMsg>,
         state: &mut ConnectorActorState,
     ) -> Result<(), ActorProcessingErr> {
+        state.directory.close_line(&state.service, None);
         if let Some(client) = state.client.take() {
             let _ = client.cancel().await;
         }
@@ -1118,11 +1123,89 @@ impl StreamableHttpClient for TracingHttpClient {
     }
 }
 
-/// A call handed to a connector's mailbox, waiting for its answer.
+/// A connected MCP upstream's client, published by its connector actor so a
+/// call runs on the caller's own task: one mailbox per upstream would queue
+/// every call to it, and a mailbox hop plus a spawned task per call is most
+/// of what dispatching cost. The actor still owns the connection: it opens
+/// the line once connected, closes it on a fault (a call on the line reports
+/// one to it) and when it stops, and a restarted actor closes a line its
+/// failed predecessor left.
+pub struct DirectLine {
+    peer: rmcp::service::Peer<RoleClient>,
+    connection: u64,
+    timeout: Duration,
+    connector: ActorRef<ConnectorMsg>,
+}
+
+impl std::fmt::Debug for DirectLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectLine")
+            .field("connection", &self.connection)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run one `tools/call` on an upstream connection; a broken or hung transport
+/// is reported to the connector as a fault of that connection.
+async fn call_upstream(
+    peer: rmcp::service::Peer<RoleClient>,
+    timeout: Duration,
+    connection: u64,
+    connector: &ActorRef<ConnectorMsg>,
+    tool: String,
+    arguments: Option<JsonObject>,
+    trace: &TraceContext,
+) -> Result<CallToolResult, ConnectorError> {
+    let mut params = CallToolRequestParams::new(tool);
+    if let Some(arguments) = arguments {
+        params = params.with_arguments(arguments);
+    }
+    for (key, value) in trace {
+        match key.as_str() {
+            "traceparent" => params.set_traceparent(value),
+            "tracestate" => params.set_tracestate(value),
+            _ => {}
+        }
+    }
+    let outcome = match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+        Ok(Ok(mut result)) => {
+            // An upstream cannot claim the gateway's own mark.
+            take_gateway_authored(&mut result);
+            Ok(result)
+        }
+        Ok(Err(ServiceError::McpError(e))) => Err(ConnectorError::Upstream {
+            code: e.code.0,
+            message: e.message.to_string(),
+        }),
+        Ok(Err(other)) => Err(ConnectorError::Transport(other.to_string())),
+        Err(_) => Err(ConnectorError::Timeout(timeout)),
+    };
+    if let Err(err @ (ConnectorError::Timeout(_) | ConnectorError::Transport(_))) = &outcome {
+        let _ = connector.cast(ConnectorMsg::UpstreamFault {
+            connection,
+            reason: err.to_string(),
+        });
+    }
+    outcome
+}
+
+/// A call on its way: handed to a connector's mailbox, or about to run on a
+/// direct line.
 pub struct PendingCall {
-    answer: tokio::sync::oneshot::Receiver<Result<CallToolResult, ConnectorError>>,
+    route: Route,
     service: String,
     deadline: Duration,
+}
+
+enum Route {
+    Mailbox(tokio::sync::oneshot::Receiver<Result<CallToolResult, ConnectorError>>),
+    Direct {
+        line: Arc<DirectLine>,
+        tool: String,
+        arguments: Option<JsonObject>,
+        trace: TraceContext,
+    },
 }
 
 /// The `_meta` key a connector of the gateway's own sets on an answer it
@@ -1187,6 +1270,7 @@ pub fn registry_key(service: &str) -> String {
 #[allow(clippy::too_many_arguments)]
 pub fn dispatch(
     connector: &ConnectorRef,
+    line: Option<Arc<DirectLine>>,
     service: &str,
     subject: &str,
     interactive: bool,
@@ -1195,19 +1279,30 @@ pub fn dispatch(
     trace: TraceContext,
     deadline: Duration,
 ) -> Result<PendingCall, ConnectorError> {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    connector
-        .send_message(ServiceCall {
+    let route = match line {
+        Some(line) => Route::Direct {
+            line,
             tool,
             arguments,
-            subject: subject.to_owned(),
-            interactive,
             trace,
-            reply: reply.into(),
-        })
-        .map_err(|_| ConnectorError::Unavailable(service.to_owned()))?;
+        },
+        None => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            connector
+                .send_message(ServiceCall {
+                    tool,
+                    arguments,
+                    subject: subject.to_owned(),
+                    interactive,
+                    trace,
+                    reply: reply.into(),
+                })
+                .map_err(|_| ConnectorError::Unavailable(service.to_owned()))?;
+            Route::Mailbox(answer)
+        }
+    };
     Ok(PendingCall {
-        answer,
+        route,
         service: service.to_owned(),
         deadline,
     })
@@ -1215,11 +1310,31 @@ pub fn dispatch(
 
 impl PendingCall {
     pub async fn answer(self) -> Result<CallToolResult, ConnectorError> {
-        match tokio::time::timeout(self.deadline, self.answer).await {
-            Ok(Ok(result)) => result,
-            Err(_) => Err(ConnectorError::Timeout(self.deadline)),
-            // The actor failed or stopped with our request in its mailbox.
-            Ok(Err(_)) => Err(ConnectorError::Unavailable(self.service)),
+        match self.route {
+            Route::Mailbox(answer) => match tokio::time::timeout(self.deadline, answer).await {
+                Ok(Ok(result)) => result,
+                Err(_) => Err(ConnectorError::Timeout(self.deadline)),
+                // The actor failed or stopped with our request in its mailbox.
+                Ok(Err(_)) => Err(ConnectorError::Unavailable(self.service)),
+            },
+            // The line's own timeout (the connector's) answers first.
+            Route::Direct {
+                line,
+                tool,
+                arguments,
+                trace,
+            } => {
+                call_upstream(
+                    line.peer.clone(),
+                    line.timeout,
+                    line.connection,
+                    &line.connector,
+                    tool,
+                    arguments,
+                    &trace,
+                )
+                .await
+            }
         }
     }
 }
@@ -1235,6 +1350,7 @@ pub async fn call(
 ) -> Result<CallToolResult, ConnectorError> {
     dispatch(
         connector,
+        None,
         service,
         "",
         false,
