@@ -229,11 +229,12 @@ async fn verify(d: &Delegation, request: &ExchangeRequest) -> Result<Verified, R
     }
     let workspace = check!(required(&request.workspace, "workspace"));
     let job_id = check!(required(&request.job_id, "job_id"));
-    if !check!(
-        store::delegation_enabled(&d.pool)
+    let (enabled, instances) = check!(
+        store::exchange_context(&d.pool, &workspace, request.instance.as_deref())
             .await
             .map_err(storage_error)
-    ) {
+    );
+    if !enabled {
         return Err((
             parties,
             oauth(
@@ -242,7 +243,7 @@ async fn verify(d: &Delegation, request: &ExchangeRequest) -> Result<Verified, R
             ),
         ));
     }
-    let instance = check!(pick_instance(d, &workspace, request.instance.as_deref()).await);
+    let instance = check!(pick_instance(&workspace, instances));
     parties.actor = format!("windmill:{}/{}", instance.name, instance.workspace);
 
     let Some(declared_text) = request
@@ -477,14 +478,8 @@ async fn abandon(d: &Delegation, grant_id: &str, why: &str) {
     }
 }
 
-async fn pick_instance(
-    d: &Delegation,
-    workspace: &str,
-    name: Option<&str>,
-) -> Result<Instance, ExchangeError> {
-    let mut found = store::instances_for(&d.pool, workspace, name)
-        .await
-        .map_err(storage_error)?;
+/// The one instance registered for the workspace (or named by the request).
+fn pick_instance(workspace: &str, mut found: Vec<Instance>) -> Result<Instance, ExchangeError> {
     match found.len() {
         0 => Err(oauth(
             Reason::WorkspaceNotRegistered,

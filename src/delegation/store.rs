@@ -153,6 +153,40 @@ pub async fn instances_for(
     Ok(rows.iter().map(instance_from).collect())
 }
 
+/// What an exchange reads before it calls Windmill, in one round trip:
+/// whether delegation is on, and the instances registered for `workspace`
+/// (narrowed to `name` if given).
+pub async fn exchange_context(
+    pool: &Db,
+    workspace: &str,
+    name: Option<&str>,
+) -> Result<(bool, Vec<Instance>), sqlx::Error> {
+    // The one-row left side keeps the setting's row when no instance matches.
+    let rows = sqlx::query(
+        "SELECT s.value AS delegation, w.name, w.base_url, w.workspace, w.allowed_flows \
+         FROM (SELECT 1 AS one) AS o \
+         LEFT JOIN settings s ON s.key = $1 \
+         LEFT JOIN windmill_instances w ON w.workspace = $2 AND ($3 IS NULL OR w.name = $3) \
+         ORDER BY w.name",
+    )
+    .bind(DELEGATION_FLAG)
+    .bind(workspace)
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    let enabled = rows
+        .first()
+        .and_then(|row| row.get::<Option<String>, _>("delegation"))
+        .as_deref()
+        == Some("on");
+    let instances = rows
+        .iter()
+        .filter(|row| row.get::<Option<String>, _>("name").is_some())
+        .map(instance_from)
+        .collect();
+    Ok((enabled, instances))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     #[serde(default)]
