@@ -137,7 +137,10 @@ impl Sessions {
         let manager = self.manager.clone();
         let bindings = self.bindings.clone();
         let ledgers = self.ledgers.clone();
+        let spec_ledgers = self.ledgers.clone();
         let on_end: OnSessionEnd = Arc::new(move |key: &str| {
+            // A new session under the same key has a ledger that is not ended.
+            ledgers.remove_if(key, |_, l| l.is_ended());
             if let Some(id) = key.strip_prefix("mcp:") {
                 bindings.remove(id);
                 let manager = manager.clone();
@@ -162,18 +165,12 @@ impl Sessions {
                 client.clone(),
                 idle_timeout,
             );
-            ledgers.insert(args_key.clone(), ledger.clone());
-            let ledgers = ledgers.clone();
-            let on_end = on_end.clone();
-            let on_end: OnSessionEnd = Arc::new(move |key: &str| {
-                ledgers.remove_if(key, |_, l| l.is_ended());
-                on_end(key);
-            });
+            spec_ledgers.insert(args_key.clone(), ledger.clone());
             (
                 SessionActor,
                 SessionArgs {
                     ledger,
-                    on_end: Some(on_end),
+                    on_end: Some(on_end.clone()),
                 },
             )
         });

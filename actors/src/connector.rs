@@ -548,7 +548,7 @@ impl Actor for ConnectorActor {
                 let myself = myself.clone();
                 tokio::spawn(async move {
                     let outcome =
-                        call_upstream(peer, timeout, connection, &myself, tool, arguments, &trace)
+                        call_upstream(&peer, timeout, connection, &myself, tool, arguments, &trace)
                             .await;
                     let _ = reply.send(outcome);
                 });
@@ -1149,7 +1149,7 @@ impl std::fmt::Debug for DirectLine {
 /// Run one `tools/call` on an upstream connection; a broken or hung transport
 /// is reported to the connector as a fault of that connection.
 async fn call_upstream(
-    peer: rmcp::service::Peer<RoleClient>,
+    peer: &rmcp::service::Peer<RoleClient>,
     timeout: Duration,
     connection: u64,
     connector: &ActorRef<ConnectorMsg>,
@@ -1325,7 +1325,7 @@ impl PendingCall {
                 trace,
             } => {
                 call_upstream(
-                    line.peer.clone(),
+                    &line.peer,
                     line.timeout,
                     line.connection,
                     &line.connector,
