@@ -7,17 +7,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actors::grant::{GrantScope, LivenessProbe};
 use actors::session::ClientInfo;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::Delegation;
 use super::declaration::{Declaration, parse_declaration};
 use super::grants::{NewGrant, mint_token};
 use super::store::{self, GrantRecord, Instance};
+use super::verification_cache::VerificationCache;
 use super::windmill::{JobClaim, Refusal, VerifiedJob, WindmillClient};
 use crate::audit::RowStart;
 use crate::config::UserConfig;
@@ -507,28 +507,19 @@ async fn verify_cached(
     instance: &Instance,
     claim: &JobClaim,
 ) -> Result<VerifiedJob, Refusal> {
-    let mut hasher = Sha256::new();
-    for part in [
+    let key = VerificationCache::key(&[
         instance.name.as_str(),
         claim.workspace.as_str(),
         claim.job_id.as_str(),
         claim.flow_job_id.as_deref().unwrap_or("-"),
         claim.job_token.as_str(),
-    ] {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    let key: [u8; 32] = hasher.finalize().into();
+    ]);
     let max_age = d.config.delegation.verification_cache;
-    if let Some(entry) = d.cache.get(&key)
-        && entry.1.elapsed() < max_age
-    {
-        return Ok(entry.0.clone());
+    if let Some(verified) = d.cache.get(&key, max_age) {
+        return Ok(verified);
     }
     let verified = d.client.verify(instance, claim).await?;
-    let cache = &d.cache;
-    cache.retain(|_, (_, at)| at.elapsed() < max_age);
-    cache.insert(key, (verified.clone(), Instant::now()));
+    d.cache.insert(key, verified.clone(), max_age);
     Ok(verified)
 }
 

@@ -8,12 +8,12 @@ pub mod declaration;
 pub mod exchange;
 pub mod grants;
 pub mod store;
+pub mod verification_cache;
 pub mod windmill;
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dashmap::DashMap;
 use ractor::ActorRef;
 use supervision::{Registry, SupervisorMsg};
 
@@ -24,7 +24,8 @@ use crate::drain::Drain;
 use crate::storage::{self, Backend, Db};
 use crate::tokens::TokenRecord;
 use grants::GrantTable;
-use windmill::{VerifiedJob, WindmillClient};
+use verification_cache::VerificationCache;
+use windmill::WindmillClient;
 
 /// The grants supervisor's key in the registry.
 pub const SUPERVISOR_KEY: &str = "grants";
@@ -39,7 +40,7 @@ const ENDED_LOOKBACK: time::Duration = time::Duration::seconds(10);
 pub struct Delegation {
     pub client: WindmillClient,
     pub grants: GrantTable,
-    cache: DashMap<[u8; 32], (VerifiedJob, Instant)>,
+    cache: VerificationCache,
     /// Service-account tokens presented as `actor_token`, vouched for until
     /// the next token revocation (as for requests to `/mcp`).
     actor_tokens: CredentialCache<TokenRecord>,
@@ -64,7 +65,7 @@ impl Delegation {
         let delegation = Arc::new(Delegation {
             client: WindmillClient::new(config.delegation.windmill_timeout),
             grants: GrantTable::default(),
-            cache: DashMap::new(),
+            cache: VerificationCache::default(),
             actor_tokens: CredentialCache::new(revocations),
             config,
             pool,
