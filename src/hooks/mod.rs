@@ -9,6 +9,7 @@
 pub mod load;
 pub mod self_service;
 pub mod spec;
+mod when;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -20,6 +21,7 @@ use serde_json::Value;
 use crate::domain::{Reason, Refusal, glob_match};
 use load::HookError;
 use spec::{HookSpec, KindSpec, Phase};
+use when::WhenScope;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layer {
@@ -112,23 +114,24 @@ impl HookSet {
         budget: Duration,
     ) -> Result<PreOutcome, HookRefusal> {
         let mut outcome = PreOutcome::default();
-        // One CEL context per call; `args` is rebound only after a rewrite.
-        let mut context: Option<Result<cel::Context<'static, 'static>, String>> = None;
-        let mut args_stale = false;
+        // One scope per call; after a rewrite only the fields it touched
+        // are converted again, before the next condition reads them.
+        let mut scope: Option<Result<WhenScope<'_>, String>> = None;
+        let mut rewritten: Vec<&str> = Vec::new();
         for hook in self.active(Phase::Pre, facts) {
             if hook.when.is_some() {
-                match &mut context {
-                    None => context = Some(cel_context(facts, arguments, None)),
-                    Some(Ok(bound)) if args_stale => {
-                        if let Err(e) = bound.add_variable("args", &*arguments) {
-                            context = Some(Err(format!("cannot bind `args`: {e}")));
+                match &mut scope {
+                    None => scope = Some(WhenScope::new(facts, arguments, None)),
+                    Some(Ok(current)) if !rewritten.is_empty() => {
+                        if let Err(e) = current.refresh_args(arguments, &rewritten) {
+                            scope = Some(Err(e));
                         }
                     }
                     Some(_) => {}
                 }
-                args_stale = false;
+                rewritten.clear();
             }
-            match hook.condition(context.as_ref(), budget) {
+            match hook.condition(scope.as_ref(), budget) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(problem) => {
@@ -136,9 +139,7 @@ impl HookSet {
                     continue;
                 }
             }
-            if hook.apply_pre(arguments, &mut outcome)? {
-                args_stale = true;
-            }
+            rewritten.extend(hook.apply_pre(arguments, &mut outcome)?);
         }
         Ok(outcome)
     }
@@ -151,13 +152,13 @@ impl HookSet {
         result: &mut CallToolResult,
         budget: Duration,
     ) -> Result<(), HookRefusal> {
-        let mut context: Option<Result<cel::Context<'static, 'static>, String>> = None;
+        let mut scope: Option<Result<WhenScope<'_>, String>> = None;
         for hook in self.active(Phase::Post, facts) {
-            if hook.when.is_some() && context.is_none() {
+            if hook.when.is_some() && scope.is_none() {
                 let result_json = serde_json::to_value(&*result).unwrap_or(Value::Null);
-                context = Some(cel_context(facts, arguments, Some(&result_json)));
+                scope = Some(WhenScope::new(facts, arguments, Some(&result_json)));
             }
-            match hook.condition(context.as_ref(), budget) {
+            match hook.condition(scope.as_ref(), budget) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(problem) => {
@@ -166,42 +167,10 @@ impl HookSet {
                 }
             }
             hook.apply_post(result)?;
-            context = None;
+            scope = None;
         }
         Ok(())
     }
-}
-
-/// The standard CEL environment, built once (building it is the costly part).
-fn cel_env() -> Arc<cel::Env> {
-    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
-    ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
-}
-
-/// The variables a `when:` sees: subject, actor, service, action, risk, tool,
-/// args and (post) result.
-fn cel_context(
-    facts: &CallFacts<'_>,
-    args: &JsonObject,
-    result: Option<&Value>,
-) -> Result<cel::Context<'static, 'static>, String> {
-    let mut context = cel::Context::with_env(cel_env());
-    let mut add = |name: &str, value: &Value| {
-        context
-            .add_variable(name, value)
-            .map_err(|e| format!("cannot bind `{name}`: {e}"))
-    };
-    add("subject", &Value::from(facts.subject))?;
-    add("actor", &Value::from(facts.actor))?;
-    add("service", &Value::from(facts.service))?;
-    add("action", &Value::from(facts.action))?;
-    add("risk", &Value::from(facts.risk))?;
-    add("tool", &Value::from(facts.tool))?;
-    add("result", result.unwrap_or(&Value::Null))?;
-    context
-        .add_variable("args", args)
-        .map_err(|e| format!("cannot bind `args`: {e}"))?;
-    Ok(context)
 }
 
 impl CompiledHook {
@@ -227,23 +196,23 @@ impl CompiledHook {
             && glob(&m.actor, facts.actor)
     }
 
-    /// Evaluate `when:` (true without one) in the call's context.
+    /// Evaluate `when:` (true without one) in the call's scope.
     fn condition(
         &self,
-        context: Option<&Result<cel::Context<'static, 'static>, String>>,
+        scope: Option<&Result<WhenScope<'_>, String>>,
         budget: Duration,
     ) -> Result<bool, String> {
         let Some(program) = &self.when else {
             return Ok(true);
         };
-        let context = match context {
-            Some(Ok(context)) => context,
+        let scope = match scope {
+            Some(Ok(scope)) => scope,
             Some(Err(problem)) => return Err(problem.clone()),
-            None => return Err("no context to evaluate `when`".into()),
+            None => return Err("no scope to evaluate `when`".into()),
         };
         let started = Instant::now();
-        let value = program
-            .execute(context)
+        let value = scope
+            .evaluate(program)
             .map_err(|e| format!("`when` failed: {e}"))?;
         if started.elapsed() > budget {
             return Err(format!(
@@ -274,12 +243,13 @@ impl CompiledHook {
         }
     }
 
-    /// Apply a pre hook; `Ok(true)` if it rewrote the arguments.
+    /// Apply a pre hook; the top-level argument fields it rewrote.
     fn apply_pre(
         &self,
         arguments: &mut JsonObject,
         outcome: &mut PreOutcome,
-    ) -> Result<bool, HookRefusal> {
+    ) -> Result<Vec<&str>, HookRefusal> {
+        let mut rewritten = Vec::new();
         let refuse = |reason: Reason, message: String| HookRefusal {
             reason,
             message: format!("{}: {message}", self.label()),
@@ -346,18 +316,17 @@ impl CompiledHook {
                 }
             }
             KindSpec::SetDefault { values } => {
-                let mut changed = false;
                 for (field, value) in values {
                     if lookup(arguments, field).is_none() {
                         set(arguments, field, value.clone());
-                        changed = true;
+                        rewritten.push(top_level(field));
                     }
                 }
-                return Ok(changed);
             }
             KindSpec::Inject { values } => {
                 for (field, value) in values {
                     set(arguments, field, value.clone());
+                    rewritten.push(top_level(field));
                 }
             }
             KindSpec::MarkdownToAdf { fields } => {
@@ -365,34 +334,30 @@ impl CompiledHook {
                     if let Some(Value::String(markdown)) = lookup(arguments, field) {
                         let adf = crate::adf::markdown_to_adf(markdown);
                         set(arguments, field, adf);
+                        rewritten.push(top_level(field));
                     }
                 }
             }
             KindSpec::NormalizeText { fields } => {
-                let mut changed = false;
                 for field in fields {
                     if let Some(Value::String(text)) = lookup(arguments, field)
                         && text.contains('\\')
                     {
-                        changed = true;
                         let fixed = text
                             .replace("\\r\\n", "\n")
                             .replace("\\n", "\n")
                             .replace("\\t", "\t");
                         set(arguments, field, Value::String(fixed));
+                        rewritten.push(top_level(field));
                     }
                 }
-                return Ok(changed);
             }
             KindSpec::Warn { message } => outcome
                 .warnings
                 .push(format!("{}: {message}", self.label())),
             KindSpec::CapResponse { .. } => {}
         }
-        Ok(matches!(
-            self.spec.kind,
-            KindSpec::Inject { .. } | KindSpec::MarkdownToAdf { .. }
-        ))
+        Ok(rewritten)
     }
 
     fn apply_post(&self, result: &mut CallToolResult) -> Result<(), HookRefusal> {
@@ -418,6 +383,11 @@ impl CompiledHook {
             _ => Ok(()),
         }
     }
+}
+
+/// The top-level field a dotted path is under (`fields` for `fields.description`).
+fn top_level(path: &str) -> &str {
+    path.split('.').next().unwrap_or(path)
 }
 
 /// A dotted path into the arguments (`fields.description`).
@@ -616,4 +586,55 @@ fn newest_change(dir: &Path) -> Option<SystemTime> {
     let mut newest = None;
     walk(dir, &mut newest, 0);
     newest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> CallFacts<'static> {
+        CallFacts {
+            tool: "slack_write_actions",
+            service: "slack",
+            action: "post_message",
+            risk: "write",
+            subject: "alice@example.com",
+            actor: "alice@example.com",
+        }
+    }
+
+    #[test]
+    fn a_condition_sees_the_rewrites_of_the_hooks_before_it() {
+        let yaml = r##"hooks:
+  - name: default-channel
+    order: 1
+    kind: set_default
+    values: { channel: '#general', meta.source: mcpgate }
+  - name: sees-the-default
+    order: 2
+    when: 'args.channel == "#general" && args.meta.source == "mcpgate"'
+    kind: set_default
+    values: { thread: general }
+  - name: sees-both
+    order: 3
+    when: 'has(args.thread) && args.thread == "general" && args.text == "hi"'
+    kind: deny
+    message: not in general
+"##;
+        let set = HookSet::new(load::parse(yaml, "test.yaml", Layer::Company).unwrap());
+        let budget = Duration::from_secs(1);
+
+        let mut args = serde_json::json!({"text": "hi"}).as_object().unwrap().clone();
+        let refused = set.run_pre(&facts(), &mut args, budget).unwrap_err();
+        assert_eq!(refused.reason, Reason::HookDenied, "{}", refused.message);
+
+        let mut args = serde_json::json!({"text": "hi", "channel": "#mine"})
+            .as_object()
+            .unwrap()
+            .clone();
+        set.run_pre(&facts(), &mut args, budget).unwrap();
+        assert_eq!(args["channel"], "#mine");
+        assert_eq!(args["meta"]["source"], "mcpgate");
+        assert!(args.get("thread").is_none(), "the second hook saw #mine");
+    }
 }
