@@ -4,12 +4,15 @@
 //! identity. The job token is sent only to the registered base URL, never
 //! logged, and redirects are not followed (they would carry it elsewhere).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actors::grant::Liveness;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dashmap::DashMap;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use super::store::Instance;
 
@@ -102,9 +105,17 @@ struct JobUpdate {
     completed: Option<bool>,
 }
 
+/// Requests in flight to one Windmill instance at most. A burst of jobs
+/// exchanging at once then reuses this many connections instead of opening
+/// one per job, and the instance is not flooded by the gateway.
+const MAX_IN_FLIGHT_PER_INSTANCE: usize = 32;
+
 #[derive(Clone)]
 pub struct WindmillClient {
     http: reqwest::Client,
+    timeout: Duration,
+    /// One set of slots per instance (by name).
+    in_flight: Arc<DashMap<String, Arc<Semaphore>>>,
 }
 
 impl WindmillClient {
@@ -115,7 +126,21 @@ impl WindmillClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a reqwest client with rustls builds");
-        Self { http }
+        Self {
+            http,
+            timeout,
+            in_flight: Arc::default(),
+        }
+    }
+
+    fn slots(&self, instance: &Instance) -> Arc<Semaphore> {
+        if let Some(slots) = self.in_flight.get(&instance.name) {
+            return slots.clone();
+        }
+        self.in_flight
+            .entry(instance.name.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_INSTANCE)))
+            .clone()
     }
 
     async fn get<T: serde::de::DeserializeOwned>(
@@ -129,6 +154,18 @@ impl WindmillClient {
             instance.base_url.trim_end_matches('/'),
             instance.workspace
         );
+        // Waiting for a slot counts against the same timeout as the answer.
+        let slots = self.slots(instance);
+        let _slot = match tokio::time::timeout(self.timeout, slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            _ => {
+                return Err(format!(
+                    "Windmill instance '{}' did not answer: {MAX_IN_FLIGHT_PER_INSTANCE} requests \
+                     to it were still in flight after {:?}",
+                    instance.name, self.timeout
+                ));
+            }
+        };
         let response = self
             .http
             .get(&url)

@@ -624,7 +624,10 @@ mod tests {
         let set = HookSet::new(load::parse(yaml, "test.yaml", Layer::Company).unwrap());
         let budget = Duration::from_secs(1);
 
-        let mut args = serde_json::json!({"text": "hi"}).as_object().unwrap().clone();
+        let mut args = serde_json::json!({"text": "hi"})
+            .as_object()
+            .unwrap()
+            .clone();
         let refused = set.run_pre(&facts(), &mut args, budget).unwrap_err();
         assert_eq!(refused.reason, Reason::HookDenied, "{}", refused.message);
 
