@@ -559,3 +559,79 @@ fn without_url(error: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A Windmill stand-in whose `whoami` takes `delay` and counts the
+    /// requests it is serving at once.
+    async fn slow_instance(delay: Duration) -> (Instance, Arc<(AtomicUsize, AtomicUsize)>) {
+        let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let seen = counts.clone();
+        let app = axum::Router::new().route(
+            "/api/w/ws/users/whoami",
+            axum::routing::get(move || {
+                let seen = seen.clone();
+                async move {
+                    let now = seen.0.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.1.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    seen.0.fetch_sub(1, Ordering::SeqCst);
+                    axum::Json(serde_json::json!({"email": "a@example.com"}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let instance = Instance {
+            name: "dev".into(),
+            base_url,
+            workspace: "ws".into(),
+            allowed_flows: None,
+        };
+        (instance, counts)
+    }
+
+    #[tokio::test]
+    async fn a_burst_keeps_at_most_the_cap_in_flight_to_one_instance() {
+        let (instance, counts) = slow_instance(Duration::from_millis(30)).await;
+        let client = WindmillClient::new(Duration::from_secs(10));
+        let calls =
+            (0..100).map(|_| client.get::<serde_json::Value>(&instance, "users/whoami", "t"));
+        for answer in futures::future::join_all(calls).await {
+            assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
+        }
+        let most = counts.1.load(Ordering::SeqCst);
+        assert!(
+            most <= MAX_IN_FLIGHT_PER_INSTANCE && most > 1,
+            "{most} requests were in flight at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_slot_past_the_timeout_is_a_clear_refusal() {
+        // Three times the cap at once against an instance that never answers
+        // in time: the first cap's worth times out at the upstream; of the
+        // rest, at least a cap's worth is still queued when the timeout ends.
+        let (instance, _) = slow_instance(Duration::from_secs(5)).await;
+        let client = WindmillClient::new(Duration::from_millis(300));
+        let calls = (0..3 * MAX_IN_FLIGHT_PER_INSTANCE)
+            .map(|_| client.get::<serde_json::Value>(&instance, "users/whoami", "t"));
+        let answers = futures::future::join_all(calls).await;
+        assert!(answers.iter().all(|a| a.is_err()), "{answers:?}");
+        let queued = answers
+            .iter()
+            .filter_map(|a| a.as_ref().err())
+            .filter(|e| {
+                e.contains(
+                    "'dev' did not answer: 32 requests to it were still in flight after 300ms",
+                )
+            })
+            .count();
+        assert!(queued >= MAX_IN_FLIGHT_PER_INSTANCE, "{answers:?}");
+    }
+}
