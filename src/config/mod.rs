@@ -180,6 +180,10 @@ pub struct DelegationConfig {
     /// Timeout of each call back to Windmill.
     #[serde(default = "default_windmill_timeout", deserialize_with = "duration")]
     pub windmill_timeout: Duration,
+    /// Requests in flight to one Windmill instance at most (verifications
+    /// and liveness probes); the next wait for a slot.
+    #[serde(default = "default_windmill_max_in_flight")]
+    pub windmill_max_in_flight: usize,
 }
 
 impl Default for DelegationConfig {
@@ -190,6 +194,7 @@ impl Default for DelegationConfig {
             verification_cache: default_verification_cache(),
             revocation_poll: default_revocation_poll(),
             windmill_timeout: default_windmill_timeout(),
+            windmill_max_in_flight: default_windmill_max_in_flight(),
         }
     }
 }
@@ -729,6 +734,12 @@ impl Config {
                 "delegation.verification_cache must be at most 60s".into(),
             ));
         }
+        if !(1..=4096).contains(&self.delegation.windmill_max_in_flight) {
+            return Err(at(
+                "windmill_max_in_flight",
+                "delegation.windmill_max_in_flight must be between 1 and 4096".into(),
+            ));
+        }
         self.validate_oauth(text, file)?;
         let mut seen = HashSet::new();
         for user in &self.users {
@@ -862,6 +873,9 @@ fn default_max_grant_ttl() -> Duration {
 fn default_liveness_interval() -> Duration {
     Duration::from_secs(30)
 }
+fn default_windmill_max_in_flight() -> usize {
+    64
+}
 fn default_verification_cache() -> Duration {
     Duration::from_secs(60)
 }
@@ -986,6 +1000,11 @@ users:
                 "limits:\n  call_timeout: soon\n",
                 "c.yaml:2:",
                 "bad duration",
+            ),
+            (
+                "delegation:\n  windmill_max_in_flight: 0\n",
+                "c.yaml:2:3",
+                "must be between 1 and 4096",
             ),
         ];
         for (text, location, message) in cases {

@@ -63,7 +63,10 @@ impl Delegation {
         revocations: Arc<RevocationWatch>,
     ) -> Arc<Delegation> {
         let delegation = Arc::new(Delegation {
-            client: WindmillClient::new(config.delegation.windmill_timeout),
+            client: WindmillClient::new(
+                config.delegation.windmill_timeout,
+                config.delegation.windmill_max_in_flight,
+            ),
             grants: GrantTable::default(),
             cache: VerificationCache::default(),
             actor_tokens: CredentialCache::new(revocations),

@@ -105,21 +105,20 @@ struct JobUpdate {
     completed: Option<bool>,
 }
 
-/// Requests in flight to one Windmill instance at most. A burst of jobs
-/// exchanging at once then reuses this many connections instead of opening
-/// one per job, and the instance is not flooded by the gateway.
-const MAX_IN_FLIGHT_PER_INSTANCE: usize = 32;
-
 #[derive(Clone)]
 pub struct WindmillClient {
     http: reqwest::Client,
     timeout: Duration,
+    /// Requests in flight to one instance at most. A burst of jobs exchanging
+    /// at once then reuses this many connections instead of opening one per
+    /// job, and the instance is not flooded by the gateway.
+    max_in_flight: usize,
     /// One set of slots per instance (by name).
     in_flight: Arc<DashMap<String, Arc<Semaphore>>>,
 }
 
 impl WindmillClient {
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration, max_in_flight: usize) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -129,6 +128,7 @@ impl WindmillClient {
         Self {
             http,
             timeout,
+            max_in_flight,
             in_flight: Arc::default(),
         }
     }
@@ -139,7 +139,7 @@ impl WindmillClient {
         }
         self.in_flight
             .entry(instance.name.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_INSTANCE)))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_in_flight)))
             .clone()
     }
 
@@ -160,9 +160,9 @@ impl WindmillClient {
             Ok(Ok(slot)) => slot,
             _ => {
                 return Err(format!(
-                    "Windmill instance '{}' did not answer: {MAX_IN_FLIGHT_PER_INSTANCE} requests \
-                     to it were still in flight after {:?}",
-                    instance.name, self.timeout
+                    "Windmill instance '{}' did not answer: {} requests to it were still \
+                     in flight after {:?} (delegation.windmill_max_in_flight)",
+                    instance.name, self.max_in_flight, self.timeout
                 ));
             }
         };
@@ -566,6 +566,8 @@ mod tests {
 
     use super::*;
 
+    const CAP: usize = 32;
+
     /// A Windmill stand-in whose `whoami` takes `delay` and counts the
     /// requests it is serving at once.
     async fn slow_instance(delay: Duration) -> (Instance, Arc<(AtomicUsize, AtomicUsize)>) {
@@ -599,7 +601,7 @@ mod tests {
     #[tokio::test]
     async fn a_burst_keeps_at_most_the_cap_in_flight_to_one_instance() {
         let (instance, counts) = slow_instance(Duration::from_millis(30)).await;
-        let client = WindmillClient::new(Duration::from_secs(10));
+        let client = WindmillClient::new(Duration::from_secs(10), CAP);
         let calls =
             (0..100).map(|_| client.get::<serde_json::Value>(&instance, "users/whoami", "t"));
         for answer in futures::future::join_all(calls).await {
@@ -607,7 +609,7 @@ mod tests {
         }
         let most = counts.1.load(Ordering::SeqCst);
         assert!(
-            most <= MAX_IN_FLIGHT_PER_INSTANCE && most > 1,
+            most <= CAP && most > 1,
             "{most} requests were in flight at once"
         );
     }
@@ -618,9 +620,9 @@ mod tests {
         // in time: the first cap's worth times out at the upstream; of the
         // rest, at least a cap's worth is still queued when the timeout ends.
         let (instance, _) = slow_instance(Duration::from_secs(5)).await;
-        let client = WindmillClient::new(Duration::from_millis(300));
-        let calls = (0..3 * MAX_IN_FLIGHT_PER_INSTANCE)
-            .map(|_| client.get::<serde_json::Value>(&instance, "users/whoami", "t"));
+        let client = WindmillClient::new(Duration::from_millis(300), CAP);
+        let calls =
+            (0..3 * CAP).map(|_| client.get::<serde_json::Value>(&instance, "users/whoami", "t"));
         let answers = futures::future::join_all(calls).await;
         assert!(answers.iter().all(|a| a.is_err()), "{answers:?}");
         let queued = answers
@@ -632,6 +634,6 @@ mod tests {
                 )
             })
             .count();
-        assert!(queued >= MAX_IN_FLIGHT_PER_INSTANCE, "{answers:?}");
+        assert!(queued >= CAP, "{answers:?}");
     }
 }

@@ -577,7 +577,7 @@ impl WindmillFake {
         Ok(WindmillFake {
             base_url,
             answers,
-            client: mcpgate::delegation::windmill::WindmillClient::new(Duration::from_secs(2)),
+            client: mcpgate::delegation::windmill::WindmillClient::new(Duration::from_secs(2), 64),
         })
     }
 }
