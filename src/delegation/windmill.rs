@@ -154,7 +154,7 @@ impl WindmillClient {
             instance.base_url.trim_end_matches('/'),
             instance.workspace
         );
-        // Waiting for a slot counts against the same timeout as the answer.
+        // Waiting for a slot is bounded by the same timeout as the answer.
         let slots = self.slots(instance);
         let _slot = match tokio::time::timeout(self.timeout, slots.acquire()).await {
             Ok(Ok(slot)) => slot,
