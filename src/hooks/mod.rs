@@ -588,20 +588,22 @@ fn newest_change(dir: &Path) -> Option<SystemTime> {
     newest
 }
 
+/// A write call to Slack by a Windmill flow, for the tests of this module.
+#[cfg(test)]
+fn test_facts() -> CallFacts<'static> {
+    CallFacts {
+        tool: "slack_write_actions",
+        service: "slack",
+        action: "post_message",
+        risk: "write",
+        subject: "alice@example.com",
+        actor: "windmill:prod/f/nightly",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn facts() -> CallFacts<'static> {
-        CallFacts {
-            tool: "slack_write_actions",
-            service: "slack",
-            action: "post_message",
-            risk: "write",
-            subject: "alice@example.com",
-            actor: "alice@example.com",
-        }
-    }
 
     #[test]
     fn a_condition_sees_the_rewrites_of_the_hooks_before_it() {
@@ -628,14 +630,14 @@ mod tests {
             .as_object()
             .unwrap()
             .clone();
-        let refused = set.run_pre(&facts(), &mut args, budget).unwrap_err();
+        let refused = set.run_pre(&test_facts(), &mut args, budget).unwrap_err();
         assert_eq!(refused.reason, Reason::HookDenied, "{}", refused.message);
 
         let mut args = serde_json::json!({"text": "hi", "channel": "#mine"})
             .as_object()
             .unwrap()
             .clone();
-        set.run_pre(&facts(), &mut args, budget).unwrap();
+        set.run_pre(&test_facts(), &mut args, budget).unwrap();
         assert_eq!(args["channel"], "#mine");
         assert_eq!(args["meta"]["source"], "mcpgate");
         assert!(args.get("thread").is_none(), "the second hook saw #mine");

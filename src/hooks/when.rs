@@ -113,18 +113,8 @@ fn bind_error(name: &'static str) -> impl Fn(String) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_facts as facts;
     use super::*;
-
-    fn facts() -> CallFacts<'static> {
-        CallFacts {
-            tool: "slack_write_actions",
-            service: "slack",
-            action: "post_message",
-            risk: "write",
-            subject: "alice@example.com",
-            actor: "windmill:prod/f/nightly",
-        }
-    }
 
     fn holds(scope: &WhenScope<'_>, condition: &str) -> bool {
         let program = env().compile(condition).expect("compiles");
