@@ -20,7 +20,12 @@ pub async fn delegation_enabled(pool: &Db) -> Result<bool, sqlx::Error> {
         .bind(DELEGATION_FLAG)
         .fetch_optional(pool)
         .await?;
-    Ok(value.as_deref() == Some("on"))
+    Ok(is_on(value.as_deref()))
+}
+
+/// The stored switch's value as read: only "on" is on (a missing row is off).
+fn is_on(value: Option<&str>) -> bool {
+    value == Some("on")
 }
 
 pub async fn set_delegation(pool: &Db, enabled: bool, by: &str) -> Result<(), sqlx::Error> {
@@ -174,11 +179,11 @@ pub async fn exchange_context(
     .bind(name)
     .fetch_all(pool)
     .await?;
-    let enabled = rows
-        .first()
-        .and_then(|row| row.get::<Option<String>, _>("delegation"))
-        .as_deref()
-        == Some("on");
+    let enabled = is_on(
+        rows.first()
+            .and_then(|row| row.get::<Option<String>, _>("delegation"))
+            .as_deref(),
+    );
     let instances = rows
         .iter()
         .filter(|row| row.get::<Option<String>, _>("name").is_some())
