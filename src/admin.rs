@@ -116,7 +116,8 @@ async fn require_admin(
             "an admin's gateway token is required",
         );
     };
-    let record = match tokens::verify(gw.pool(), &presented).await {
+    // From memory like `/mcp`: a revoked token is still refused at once.
+    let record = match tokens::verify_cached(gw.token_cache(), gw.pool(), &presented).await {
         Ok(record) => record,
         Err(rejection) => {
             audit_refusal(

@@ -695,6 +695,8 @@ async fn after_a_revoke_is_acknowledged_no_call_reaches_the_connector() {
     let (status, body) = w.revoke_at(&w.gw, &grant_id).await;
     assert_eq!(status, 200, "{body}");
     let at_ack = w.bigquery.count();
+    assert_eq!(body["revoked"], json!([grant_id]), "{body}");
+    assert_eq!(body["confirmed"], true, "{body}");
     assert!(w.gw.gw.delegation().grants.get(&grant_id).is_none());
 
     let mut succeeded = 0;
@@ -727,7 +729,12 @@ async fn after_a_revoke_is_acknowledged_no_call_reaches_the_connector() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(w.bigquery.count(), succeeded);
-    assert!(at_ack <= succeeded);
+    // The calls under way when the revoke came were answered before its
+    // acknowledgement; none reached the upstream after it.
+    assert_eq!(
+        at_ack, succeeded,
+        "a call reached the upstream after the ack"
+    );
     // The grant's sessions ended with it (their clients could not close them:
     // every request with the token, DELETE included, now gets 401).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -872,5 +879,19 @@ async fn revocations_by_subject_or_flow_and_from_another_process() {
         .unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(w.refusal_row("not_admin").await.subject, "bob@example.com");
+    // The admin API remembers verified tokens, yet an admin's token revoked
+    // by another process (the CLI) is refused on its very next use.
+    let admin = w.gw.token("root@example.com").await;
+    let list = |token: String| {
+        reqwest::Client::new()
+            .get(format!("{}/admin/api/grants", w.gw.base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(list(admin.clone()).await.unwrap().status(), 200);
+    assert_eq!(list(admin.clone()).await.unwrap().status(), 200);
+    let id = admin.split('_').nth(1).unwrap();
+    assert!(mcpgate::tokens::revoke(w.gw.gw.pool(), id).await.unwrap());
+    assert_eq!(list(admin).await.unwrap().status(), 401);
     w.gw.stop().await;
 }

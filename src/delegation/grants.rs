@@ -366,6 +366,23 @@ impl GrantTable {
         id: &str,
         reason: &EndReason,
     ) -> bool {
+        if !self.close(grants_supervisor, id, reason).await {
+            return false;
+        }
+        self.record_end(pool, id, reason).await;
+        true
+    }
+
+    /// The first half of [`Self::revoke`], with no store round trip: close
+    /// the gate (waiting for the calls already at the upstream) and stop the
+    /// actor. The grant stays in the table until [`Self::record_end`].
+    /// Returns false if this gateway holds no such live grant.
+    pub async fn close(
+        &self,
+        grants_supervisor: Option<&ActorRef<SupervisorMsg>>,
+        id: &str,
+        reason: &EndReason,
+    ) -> bool {
         let Some(grant) = self.get(id) else {
             return false;
         };
@@ -386,14 +403,19 @@ impl GrantTable {
         if let Some(supervisor) = grants_supervisor {
             supervision::stop_child(supervisor, &grant_key(id)).await;
         }
-        // The gate is closed: its end and this replica's release go in one commit.
+        true
+    }
+
+    /// The second half of [`Self::revoke`], once the gate is closed: the end
+    /// and this replica's release go in one commit, then the grant leaves
+    /// the table (so whoever sees it gone can read why).
+    pub async fn record_end(&self, pool: &Db, id: &str, reason: &EndReason) {
         if let Err(e) =
             super::store::end_and_release(pool, id, &reason.to_string(), &self.replica).await
         {
             tracing::error!(grant = %id, error = %e, "could not record a revocation");
         }
         self.live.remove(id);
-        true
     }
 }
 

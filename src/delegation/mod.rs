@@ -101,8 +101,8 @@ impl Delegation {
             .await
     }
 
-    /// Revoke the grants `filter` names: recorded first (so every gateway
-    /// sharing the store sees it), carried out here, then confirmed by every
+    /// Revoke the grants `filter` names: recorded in the store (so every
+    /// gateway sharing it sees it), carried out here, then confirmed by every
     /// other gateway holding one (each stops its actor and releases its
     /// holder row). Returns the ids, and the replicas that did not confirm
     /// within [`REVOCATION_ACK_WAIT`] (a dead one cannot: the store already
@@ -112,11 +112,38 @@ impl Delegation {
         filter: &store::RevokeFilter,
         by: &str,
     ) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
-        let ids = store::request_revocation(&self.pool, filter, by).await?;
         let reason = grants::EndReason::revoked_by(by);
-        for id in &ids {
+        let supervisor = self.supervisor();
+        // One grant named by id and held here (the console's and the admin
+        // API's usual case): its gate closes while the request is recorded.
+        // Both finish before the acknowledgement, so their order does not
+        // matter, and the wait for its calls at the upstream no longer
+        // follows a durable commit.
+        let here = filter
+            .only_grant_id()
+            .filter(|id| self.grants.get(id).is_some());
+        let (requested, closed_here) =
+            tokio::join!(store::request_revocation(&self.pool, filter, by), async {
+                match here {
+                    Some(id) => self.grants.close(supervisor.as_ref(), id, &reason).await,
+                    None => false,
+                }
+            });
+        // On a store error a grant closed here stays closed (failing
+        // closed): its actor's stop records the end.
+        let mut ids = requested?;
+        let closed = here.filter(|_| closed_here);
+        if let Some(id) = closed {
+            self.grants.record_end(&self.pool, id, &reason).await;
+            // The actor's own record of its end may have committed first, so
+            // the request found the grant already ended: it was revoked here.
+            if !ids.iter().any(|known| known == id) {
+                ids.push(id.to_owned());
+            }
+        }
+        for id in ids.iter().filter(|id| closed != Some(id.as_str())) {
             self.grants
-                .revoke(self.supervisor().as_ref(), &self.pool, id, &reason)
+                .revoke(supervisor.as_ref(), &self.pool, id, &reason)
                 .await;
         }
         let deadline = tokio::time::Instant::now() + REVOCATION_ACK_WAIT;

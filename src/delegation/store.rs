@@ -557,6 +557,19 @@ pub struct RevokeFilter {
 }
 
 impl RevokeFilter {
+    /// The grant id, when the filter names nothing else.
+    pub fn only_grant_id(&self) -> Option<&str> {
+        match self {
+            RevokeFilter {
+                grant_id: Some(id),
+                subject: None,
+                flow_path: None,
+                instance: None,
+            } => Some(id),
+            _ => None,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.grant_id.is_none() && self.subject.is_none() && self.flow_path.is_none()
     }
