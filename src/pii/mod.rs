@@ -8,6 +8,7 @@ pub mod pseudonym;
 pub mod store;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use rmcp::model::{
@@ -84,7 +85,15 @@ pub struct Pii {
     custom: Vec<CustomPattern>,
     /// (service, entity) → (detected, rehydrated), for the operator.
     pub stats: DashMap<(String, String), (u64, u64)>,
+    /// Each scope's keys, derived once (three HMAC-SHA256 derivations that
+    /// every call otherwise repeated). They sit beside the master key they
+    /// come from, so keeping them adds no exposure; at most
+    /// [`SCOPE_KEYS_KEPT`], then the set starts over.
+    scopes: DashMap<String, Arc<ScopeKeys>>,
 }
+
+/// How many scopes' keys [`Pii`] keeps derived.
+const SCOPE_KEYS_KEPT: usize = 10_000;
 
 struct Walk<'a> {
     pii: &'a Pii,
@@ -120,16 +129,24 @@ impl Pii {
             store: MappingStore::new(pool, master, ttl),
             custom,
             stats: DashMap::new(),
+            scopes: DashMap::new(),
         })
     }
 
-    pub fn scope(&self, subject: &str) -> ScopeKeys {
-        match self.config.scope {
-            ScopeKind::Subject => ScopeKeys::new(&self.master, subject),
-            ScopeKind::Tenant => {
-                ScopeKeys::new(&self.master, &format!("tenant:{}", self.config.tenant))
-            }
+    pub fn scope(&self, subject: &str) -> Arc<ScopeKeys> {
+        let scope = match self.config.scope {
+            ScopeKind::Subject => subject.to_ascii_lowercase(),
+            ScopeKind::Tenant => format!("tenant:{}", self.config.tenant).to_ascii_lowercase(),
+        };
+        if let Some(keys) = self.scopes.get(&scope) {
+            return keys.clone();
         }
+        let keys = Arc::new(ScopeKeys::new(&self.master, &scope));
+        if self.scopes.len() >= SCOPE_KEYS_KEPT {
+            self.scopes.clear();
+        }
+        self.scopes.insert(scope, keys.clone());
+        keys
     }
 
     pub fn service_mode(&self, service: &str) -> Mode {
@@ -581,5 +598,36 @@ impl Walk<'_> {
             None => self.text(text, mode),
         };
         (self.counts.total() != before).then_some(replaced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::MasterKey;
+
+    #[tokio::test]
+    async fn a_scopes_keys_are_derived_once_and_equal_fresh_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::storage::open(dir.path()).await.unwrap();
+        let master = MasterKey::from_bytes([3; 32]);
+        let pii = Pii::new(PiiConfig::default(), &master, pool).unwrap();
+        let first = pii.scope("Alice@Example.com");
+        // The same scope however the subject is written: the same keys, kept.
+        let again = pii.scope("alice@example.com");
+        assert!(Arc::ptr_eq(&first, &again));
+        let fresh = ScopeKeys::new(&master, "alice@example.com");
+        assert_eq!(first.scope_id, fresh.scope_id);
+        assert_eq!(
+            first.pseudonym(Entity::Email, "bob@corp.example"),
+            fresh.pseudonym(Entity::Email, "bob@corp.example")
+        );
+        assert_ne!(pii.scope("carol@example.com").scope_id, first.scope_id);
+        // Bounded: past the limit the set starts over, and keys stay right.
+        for i in 0..SCOPE_KEYS_KEPT {
+            pii.scope(&format!("user{i}@example.com"));
+        }
+        assert!(pii.scopes.len() <= SCOPE_KEYS_KEPT);
+        assert_eq!(pii.scope("alice@example.com").scope_id, fresh.scope_id);
     }
 }
