@@ -21,6 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +61,7 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
     );
     let mcp = tower::ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(gw.clone(), authenticate))
-        .service(mcp);
+        .service(SharedMcp(Arc::new(mcp)));
     Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
@@ -80,6 +81,30 @@ pub fn router(gw: Arc<Gateway>, mcp_shutdown: CancellationToken) -> Router {
         .merge(crate::native::connect::routes(gw.connect().clone()))
         .merge(crate::console::routes(gw.clone()))
         .merge(crate::admin::routes(gw))
+}
+
+/// rmcp's MCP service behind an `Arc`. Tower clones a service for every
+/// request, and rmcp's clone copies its whole config (the allowed hosts
+/// among it), then clones itself again to answer: this clones a pointer.
+#[derive(Clone)]
+struct SharedMcp(Arc<StreamableHttpService<McpHandler, LocalSessionManager>>);
+
+impl tower::Service<Request> for SharedMcp {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let mcp = self.0.clone();
+        Box::pin(async move { Ok(mcp.handle(request).await.map(axum::body::Body::new)) })
+    }
 }
 
 /// Serve until `shutdown` resolves, then drain in-flight calls, close MCP
