@@ -604,7 +604,6 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::MasterKey;
 
     #[tokio::test]
     async fn a_scopes_keys_are_derived_once_and_equal_fresh_ones() {
